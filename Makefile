@@ -1,0 +1,31 @@
+# The two set-up commands: `make demo` and `make test`. Both install what they need.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+DEMO_DIR ?= demo-out
+
+.PHONY: all deps build test demo bench format clean
+
+all: build
+
+deps:
+	scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+demo: build
+	scripts/demo.sh $(BUILD)/slimbert $(DEMO_DIR)
+
+bench: build
+	scripts/install-deps.sh --bench
+	bench/inference.sh $(BUILD)/slimbert
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(DEMO_DIR)

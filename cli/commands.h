@@ -1,0 +1,15 @@
+// Each subcommand registers itself on the application; its callback does the work.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace slimbert::cli {
+
+void add_info(CLI::App& app);
+void add_init(CLI::App& app);
+void add_tokenize(CLI::App& app);
+void add_embed_and_predict(CLI::App& app);
+void add_bench(CLI::App& app);
+void add_forward(CLI::App& app);
+
+}  // namespace slimbert::cli

@@ -1,0 +1,149 @@
+#include "common.h"
+
+#include <ATen/ATen.h>
+
+#include <fstream>
+#include <iostream>
+
+#include "slimbert/core/error.h"
+#include "slimbert/core/fs.h"
+
+namespace slimbert::cli {
+
+void add_thread_options(CLI::App* cmd, ThreadConfig* config) {
+  cmd->add_option("--threads", config->threads,
+                  "CPU threads (0 = all cores); by default they run OpenBLAS matrix products")
+      ->capture_default_str();
+  cmd->add_flag("--torch-threads", config->torch_intra,
+                "give the threads to libtorch's intra-op pool instead of OpenBLAS");
+}
+
+void add_input_options(CLI::App* cmd, InputOptions* options) {
+  cmd->add_option("--input,-i", options->path, "input file, '-' for standard input")->capture_default_str();
+  cmd->add_option("--format", options->format, "input format: auto, jsonl or text")
+      ->check(CLI::IsMember({"auto", "jsonl", "text"}))
+      ->capture_default_str();
+  cmd->add_flag("--skip-empty", options->skip_empty, "skip empty lines instead of failing");
+}
+
+std::vector<Record> read_records(const InputOptions& options) {
+  const std::string source = options.path == "-" ? "<stdin>" : options.path;
+  std::string data;
+  if (options.path == "-") {
+    std::ostringstream ss;
+    ss << std::cin.rdbuf();
+    data = ss.str();
+  } else {
+    data = read_file(options.path);
+  }
+  std::vector<Record> records;
+  std::string format = options.format;
+  size_t start = 0, line_no = 0;
+  while (start < data.size()) {
+    size_t nl = data.find('\n', start);
+    if (nl == std::string::npos) nl = data.size();
+    std::string line = data.substr(start, nl - start);
+    start = nl + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) {
+      if (options.skip_empty) continue;
+      fail(source, ":", line_no, ": empty line (use --skip-empty to skip empty lines)");
+    }
+    if (format == "auto") format = line[line.find_first_not_of(" \t")] == '{' ? "jsonl" : "text";
+    Record r;
+    r.line = line_no;
+    if (format == "text") {
+      r.text = line;
+    } else {
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::exception& e) {
+        fail(source, ":", line_no, ": not valid JSON: ", e.what());
+      }
+      if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+        fail(source, ":", line_no, ": expected a JSON object with a string field \"text\"");
+      r.text = j["text"].get<std::string>();
+      if (j.contains("text_pair") && !j["text_pair"].is_null()) {
+        if (!j["text_pair"].is_string()) fail(source, ":", line_no, ": \"text_pair\" must be a string");
+        r.text_pair = j["text_pair"].get<std::string>();
+      }
+      if (j.contains("max_length") && !j["max_length"].is_null()) {
+        if (!j["max_length"].is_number_integer() || j["max_length"].get<int64_t>() < 2)
+          fail(source, ":", line_no, ": \"max_length\" must be an integer >= 2");
+        r.max_length = j["max_length"].get<int64_t>();
+      }
+      if (j.contains("id")) r.id = j["id"];
+    }
+    records.push_back(std::move(r));
+  }
+  if (records.empty()) fail(source, ": no input records");
+  return records;
+}
+
+void Output::commit() {
+  if (path_.empty() || path_ == "-") {
+    std::cout << buffer_.str() << std::flush;
+  } else {
+    write_file_atomic(path_, buffer_.str());
+  }
+}
+
+int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, int64_t user_max) {
+  int64_t m = std::min(config.max_position_embeddings, tokenizer.options().model_max_length);
+  if (user_max > 0) m = std::min(m, user_max);
+  return m;
+}
+
+std::vector<Encoding> encode_records(const Tokenizer& tokenizer, const std::vector<Record>& records,
+                                     int64_t max_length, bool no_truncate, const std::string& source) {
+  std::vector<Encoding> out;
+  out.reserve(records.size());
+  for (const auto& r : records) {
+    Encoding full = tokenizer.encode(r.text, r.text_pair, EncodeOptions{std::nullopt, Truncation::kNone});
+    const int64_t limit = r.max_length ? std::min(*r.max_length, max_length) : max_length;
+    const int64_t n = static_cast<int64_t>(full.input_ids.size());
+    if (n > limit) {
+      if (no_truncate)
+        fail(source, ":", r.line, ": input has ", n, " tokens, more than the limit of ", limit,
+             " (max_position_embeddings / --max-length); drop --no-truncate to truncate");
+      if (!r.max_length || *r.max_length > max_length)
+        std::cerr << "warning: " << source << ":" << r.line << ": " << n << " tokens truncated to "
+                  << limit << "\n";
+      out.push_back(tokenizer.encode(r.text, r.text_pair, EncodeOptions{limit, Truncation::kLongestFirst}));
+    } else {
+      out.push_back(std::move(full));
+    }
+  }
+  return out;
+}
+
+Batch make_batch(const std::vector<Encoding>& encodings, size_t begin, size_t end, int64_t pad_id) {
+  size_t T = 0;
+  for (size_t i = begin; i < end; ++i) T = std::max(T, encodings[i].input_ids.size());
+  const int64_t B = static_cast<int64_t>(end - begin);
+  at::Tensor ids = at::full({B, static_cast<int64_t>(T)}, pad_id, at::kLong);
+  at::Tensor types = at::zeros({B, static_cast<int64_t>(T)}, at::kLong);
+  at::Tensor mask = at::zeros({B, static_cast<int64_t>(T)}, at::kLong);
+  auto ids_a = ids.accessor<int64_t, 2>();
+  auto types_a = types.accessor<int64_t, 2>();
+  auto mask_a = mask.accessor<int64_t, 2>();
+  for (size_t i = begin; i < end; ++i) {
+    const auto& e = encodings[i];
+    for (size_t t = 0; t < e.input_ids.size(); ++t) {
+      ids_a[static_cast<int64_t>(i - begin)][static_cast<int64_t>(t)] = e.input_ids[t];
+      types_a[static_cast<int64_t>(i - begin)][static_cast<int64_t>(t)] = e.token_type_ids[t];
+      mask_a[static_cast<int64_t>(i - begin)][static_cast<int64_t>(t)] = 1;
+    }
+  }
+  return Batch{ids, types, mask};
+}
+
+std::string format_count(int64_t n) {
+  std::string s = std::to_string(n < 0 ? -n : n);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return (n < 0 ? "-" : "") + s;
+}
+
+}  // namespace slimbert::cli

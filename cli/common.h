@@ -1,0 +1,67 @@
+// Shared pieces of the command-line front end: options every command takes, input records,
+// atomic outputs, batches.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "slimbert/core/error.h"
+#include "slimbert/core/runtime.h"
+#include "slimbert/model/bert.h"
+#include "slimbert/model/config.h"
+#include "slimbert/text/tokenizer.h"
+
+namespace slimbert::cli {
+
+// --threads and --torch-threads, applied by apply_threads() when the command runs.
+void add_thread_options(CLI::App* cmd, ThreadConfig* config);
+
+// One input: a line of plain text, or a JSONL record {"text", "text_pair"?, "id"?, "max_length"?}.
+struct Record {
+  size_t line = 0;  // 1-based line number in the input
+  std::string text;
+  std::optional<std::string> text_pair;
+  std::optional<int64_t> max_length;
+  nlohmann::json id;  // passed through to the output when present
+};
+
+enum class InputFormat { kAuto, kJsonl, kText };
+struct InputOptions {
+  std::string path = "-";  // "-" = standard input
+  std::string format = "auto";
+  bool skip_empty = false;
+};
+void add_input_options(CLI::App* cmd, InputOptions* options);
+// Reads every record; errors name the input and line. Empty lines are an error unless skipped.
+std::vector<Record> read_records(const InputOptions& options);
+
+// Output to a file (written atomically when the command succeeds) or to standard output.
+class Output {
+ public:
+  explicit Output(std::string path) : path_(std::move(path)) {}
+  std::ostream& stream() { return buffer_; }
+  void commit();  // writes the file, or flushes to stdout
+
+ private:
+  std::string path_;
+  std::ostringstream buffer_;
+};
+
+// Longest input the model accepts: max_position_embeddings, capped by the tokenizer and --max-length.
+int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, int64_t user_max);
+
+// Encodes records; sequences over `max_length` are truncated with a warning, or rejected
+// when `no_truncate`.
+std::vector<Encoding> encode_records(const Tokenizer& tokenizer, const std::vector<Record>& records,
+                                     int64_t max_length, bool no_truncate, const std::string& source);
+
+// Pads encodings [begin, end) to the longest and stacks them into (B, T) tensors.
+Batch make_batch(const std::vector<Encoding>& encodings, size_t begin, size_t end, int64_t pad_id);
+
+std::string format_count(int64_t n);  // 4,385,280
+
+}  // namespace slimbert::cli

@@ -1,0 +1,26 @@
+// File helpers shared by every writer: nothing is ever half-written.
+#pragma once
+
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace slimbert {
+
+// Reads a whole file; throws InputError naming the path when it cannot.
+std::string read_file(const std::string& path);
+
+// Writes `path` atomically: the content goes to a temporary file in the same directory,
+// is flushed to disk, and is renamed over `path` only when complete.
+void write_file_atomic(const std::string& path, std::string_view content);
+
+// Streams into a temporary file via `writer(fd-backed FILE*)`, then renames. On any error the
+// temporary is removed and `path` is untouched.
+void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer);
+
+// Builds a directory atomically: `fill(staging_dir)` writes into a fresh sibling directory,
+// which then replaces `dir` (an existing `dir` is swapped out and removed only afterwards).
+void write_dir_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill);
+
+}  // namespace slimbert

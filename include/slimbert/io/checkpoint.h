@@ -1,0 +1,53 @@
+// HF save_pretrained directories: config.json, model.safetensors (or shards), vocab.txt,
+// tokenizer_config.json, special_tokens_map.json. What we write, transformers loads unchanged.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "slimbert/io/tensor_io.h"
+#include "slimbert/model/bert.h"
+#include "slimbert/model/config.h"
+#include "slimbert/text/tokenizer.h"
+
+namespace slimbert {
+
+struct LoadOptions {
+  // Missing head tensors (pooler, classifier, MLM head) keep their fresh initialisation, as
+  // when fine-tuning a pretrained encoder; otherwise any missing tensor is an error.
+  bool init_missing_heads = false;
+  uint64_t seed = 0;  // for that initialisation
+};
+
+struct LoadReport {
+  std::vector<std::string> initialized;  // missing head tensors left as initialised
+  std::vector<std::string> ignored;      // file tensors of other heads / tied aliases
+};
+
+// Copies `weights` into `module`'s parameters by HF name. Accepts files saved from a base
+// BertModel (no "bert." prefix) or from a head model, tied decoder aliases, and the other heads'
+// tensors. Errors list every missing or unexpected tensor, and name both shapes on a mismatch.
+LoadReport load_state(torch::nn::Module& module, const TensorMap& weights, const std::string& source,
+                      const LoadOptions& options = {});
+
+// Parameters under their HF names (the tied decoder is not a separate parameter).
+TensorMap state_dict(const torch::nn::Module& module);
+
+struct SaveOptions {
+  DType float_dtype = DType::F32;  // F16 / BF16 halve the file
+  size_t max_shard_bytes = 0;      // 0: one model.safetensors
+};
+
+// Writes a complete checkpoint directory atomically (staged, then renamed into place).
+void save_checkpoint(const std::string& dir, const BertConfig& config,
+                     const torch::nn::Module& model, const Tokenizer& tokenizer,
+                     const SaveOptions& options = {});
+
+BertConfig load_config_dir(const std::string& dir);  // DIR/config.json
+
+// Loaders: config + weights of DIR; heads missing from the file are an error unless allowed.
+BertModel load_bert_model(const std::string& dir, bool with_pooler = false, const LoadOptions& options = {});
+BertForMaskedLM load_masked_lm(const std::string& dir, const LoadOptions& options = {});
+BertForSequenceClassification load_classifier(const std::string& dir, const LoadOptions& options = {});
+
+}  // namespace slimbert

@@ -1,0 +1,30 @@
+// safetensors <-> at::Tensor, and the weight files of a checkpoint directory
+// (model.safetensors, or shards listed in model.safetensors.index.json).
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <map>
+#include <string>
+
+#include "slimbert/io/safetensors.h"
+
+namespace slimbert {
+
+using TensorMap = std::map<std::string, at::Tensor>;
+
+// Loads every tensor; floating-point tensors (F16, BF16, F64) become F32, integers keep their type.
+TensorMap load_safetensors(const std::string& path);
+// Writes contiguous CPU copies; with `float_dtype` F16 or BF16, F32 tensors are stored narrowed.
+void save_safetensors(const std::string& path, const TensorMap& tensors,
+                      DType float_dtype = DType::F32,
+                      const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+
+// Weights of a checkpoint directory, sharded or not.
+TensorMap load_weights(const std::string& dir);
+// Writes DIR/model.safetensors, or shards of at most `max_shard_bytes` plus the index when the
+// weights are larger (0 = never shard).
+void save_weights(const std::string& dir, const TensorMap& tensors, DType float_dtype = DType::F32,
+                  size_t max_shard_bytes = 0);
+
+}  // namespace slimbert

@@ -1,0 +1,161 @@
+// BERT on libtorch, registered under HuggingFace parameter names so that loading and saving
+// are name lookups ("bert.encoder.layer.3.attention.self.query.weight").
+//
+// Shapes are per layer (pruned heads, a head size independent of the hidden size), and every
+// forward takes a SubNet so that a DynaBERT (width, depth) sub-network runs by slicing the
+// stored weights as views, without copies.
+#pragma once
+
+#include <ATen/Tensor.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <string>
+#include <vector>
+
+#include "slimbert/model/config.h"
+
+namespace slimbert {
+
+// A sub-network choice (ALGORITHMS.md §B.2-B.3). The full model is SubNet{}.
+struct SubNet {
+  double width = 1.0;  // fraction of attention heads (and, in proportion, FFN neurons) kept
+  double depth = 1.0;  // fraction of layers kept
+  bool full() const { return width == 1.0 && depth == 1.0; }
+};
+
+// Layers kept at depth multiplier `depth`: d = round(depth * L), indices floor(i / depth).
+std::vector<int64_t> kept_layers(int64_t num_layers, double depth);
+// Heads kept at width multiplier `width`: round(width * heads) (half to even), at least 1.
+int64_t kept_heads(int64_t heads, double width);
+
+struct LayerShape {
+  int64_t heads = 0;      // attention heads used
+  int64_t head_size = 0;  // per head
+  int64_t ffn = 0;        // FFN neurons used
+};
+// The slice of layer `layer` used at width `width` (full shape at width 1).
+LayerShape layer_shape(const BertConfig& config, int64_t layer, double width);
+
+// Model inputs, all (B, T) int64. token_type_ids and attention_mask may be undefined
+// (zeros / all ones).
+struct Batch {
+  at::Tensor input_ids;
+  at::Tensor token_type_ids;
+  at::Tensor attention_mask;
+};
+
+struct Encoded {
+  std::vector<at::Tensor> hidden_states;  // [0] = embedding output, [i] = layer i: (B, T, H)
+  at::Tensor pooled;                      // (B, H); undefined without a pooler
+  const at::Tensor& last() const { return hidden_states.back(); }
+};
+
+// ---- Building blocks: plain parameters named weight / bias, as in HF -------------------------
+
+struct LinearImpl : torch::nn::Module {
+  LinearImpl(int64_t in, int64_t out, bool with_bias = true);
+  at::Tensor forward(const at::Tensor& x) const;
+  // Uses only the first `out_rows` outputs and/or `in_cols` inputs (-1 = all), as views.
+  at::Tensor forward_sliced(const at::Tensor& x, int64_t out_rows, int64_t in_cols) const;
+  at::Tensor weight;  // (out, in)
+  at::Tensor bias;    // (out)
+};
+TORCH_MODULE(Linear);
+
+struct LayerNormImpl : torch::nn::Module {
+  LayerNormImpl(int64_t size, double eps);
+  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor weight, bias;
+  double eps;
+};
+TORCH_MODULE(LayerNorm);
+
+struct EmbeddingImpl : torch::nn::Module {
+  EmbeddingImpl(int64_t count, int64_t dim);
+  at::Tensor forward(const at::Tensor& ids) const;
+  at::Tensor weight;  // (count, dim)
+};
+TORCH_MODULE(Embedding);
+
+// ---- BERT ------------------------------------------------------------------------------------
+
+struct BertEmbeddingsImpl : torch::nn::Module {
+  explicit BertEmbeddingsImpl(const BertConfig& config);
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& token_type_ids) const;  // (B, T, H)
+  Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
+  LayerNorm layer_norm{nullptr};  // registered as "LayerNorm"
+  double dropout;
+};
+TORCH_MODULE(BertEmbeddings);
+
+struct BertLayerImpl;
+struct BertEncoderImpl : torch::nn::Module {
+  explicit BertEncoderImpl(const BertConfig& config);
+  std::vector<std::shared_ptr<BertLayerImpl>> layers;  // registered as layer.0, layer.1, ...
+};
+TORCH_MODULE(BertEncoder);
+
+struct BertPoolerImpl : torch::nn::Module {
+  explicit BertPoolerImpl(const BertConfig& config);
+  at::Tensor forward(const at::Tensor& hidden) const;  // tanh(dense(hidden[:, 0])): (B, H)
+  Linear dense{nullptr};
+};
+TORCH_MODULE(BertPooler);
+
+struct BertModelImpl : torch::nn::Module {
+  BertModelImpl(const BertConfig& config, bool add_pooling_layer = true);
+  Encoded forward(const Batch& batch, const SubNet& subnet = {}) const;
+  const BertConfig& config() const { return config_; }
+  BertEmbeddings embeddings{nullptr};
+  BertEncoder encoder{nullptr};
+  BertPooler pooler{nullptr};  // null without a pooling layer
+
+ private:
+  BertConfig config_;
+};
+TORCH_MODULE(BertModel);
+
+// cls.predictions: transform (dense, act, LayerNorm), then the decoder tied to the word
+// embeddings, plus its own bias.
+struct BertMlmHeadImpl : torch::nn::Module {
+  explicit BertMlmHeadImpl(const BertConfig& config);
+  // hidden: (..., H) -> logits (..., V)
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& word_embeddings) const;
+  std::shared_ptr<torch::nn::Module> transform;
+  Linear dense{nullptr};
+  LayerNorm layer_norm{nullptr};
+  at::Tensor bias;  // (V)
+  std::string act;
+};
+TORCH_MODULE(BertMlmHead);
+
+struct BertForMaskedLMImpl : torch::nn::Module {
+  explicit BertForMaskedLMImpl(const BertConfig& config);
+  at::Tensor forward(const Batch& batch, const SubNet& subnet = {}) const;  // (B, T, V)
+  // Logits only at the given hidden rows: hidden (N, H) -> (N, V). The vocabulary projection
+  // dominates small models, so training computes it at masked positions only.
+  at::Tensor logits(const at::Tensor& hidden) const;
+  BertModel bert{nullptr};
+  BertMlmHead predictions{nullptr};  // registered as cls.predictions
+};
+TORCH_MODULE(BertForMaskedLM);
+
+struct BertForSequenceClassificationImpl : torch::nn::Module {
+  explicit BertForSequenceClassificationImpl(const BertConfig& config);
+  at::Tensor forward(const Batch& batch, const SubNet& subnet = {}) const;  // (B, num_labels)
+  at::Tensor logits(const Encoded& encoded) const;
+  BertModel bert{nullptr};
+  Linear classifier{nullptr};
+  double dropout;
+};
+TORCH_MODULE(BertForSequenceClassification);
+
+// Activation by HF name (gelu = exact erf GELU).
+at::Tensor activation(const at::Tensor& x, const std::string& name);
+
+// HF-style random initialisation: N(0, initializer_range) weights and embeddings, zero
+// biases, unit LayerNorm, zero padding-token embedding row.
+void init_weights(torch::nn::Module& module, const BertConfig& config, uint64_t seed);
+
+}  // namespace slimbert

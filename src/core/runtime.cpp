@@ -1,0 +1,73 @@
+#include "slimbert/core/runtime.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "slimbert/core/error.h"
+
+namespace slimbert {
+namespace {
+
+// OpenBLAS's runtime controls, looked up dynamically: libtorch links the generic libblas.so.3.
+using SetThreads = void (*)(int);
+using GetThreads = int (*)();
+
+SetThreads openblas_set() {
+  return reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+}
+GetThreads openblas_get() {
+  return reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+}
+
+}  // namespace
+
+void configure_threads(const ThreadConfig& config) {
+  int n = config.threads > 0 ? config.threads
+                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  SetThreads set = openblas_set();
+  if (config.torch_intra) {
+    at::set_num_threads(n);
+    if (set) set(1);
+  } else {
+    at::set_num_threads(1);
+    if (set) set(n);
+  }
+}
+
+std::string describe_threads() {
+  GetThreads get = openblas_get();
+  return cat("openblas=", get ? std::to_string(get()) : std::string("n/a"),
+             " torch=", at::get_num_threads());
+}
+
+double measure_matmul_gflops(int size, int repeats) {
+  at::NoGradGuard no_grad;
+  at::Tensor a = at::randn({size, size});
+  at::Tensor b = at::randn({size, size});
+  at::Tensor c = at::mm(a, b);  // warm-up
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    at::mm_out(c, a, b);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * size * size * size / s / 1e9);
+  }
+  return best;
+}
+
+void check_blas(bool verbose) {
+  const double gflops = measure_matmul_gflops();
+  if (verbose) std::fprintf(stderr, "matmul: %.1f GFLOP/s (%s)\n", gflops, describe_threads().c_str());
+  if (gflops < 15.0)
+    std::fprintf(stderr,
+                 "warning: float32 matmul runs at %.1f GFLOP/s; an optimised BLAS gives ~100+. "
+                 "Install libopenblas0-pthread (scripts/install-deps.sh).\n",
+                 gflops);
+}
+
+}  // namespace slimbert

@@ -1,0 +1,162 @@
+#include "slimbert/io/checkpoint.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <set>
+
+#include "slimbert/core/error.h"
+#include "slimbert/core/fs.h"
+
+namespace fs = std::filesystem;
+
+namespace slimbert {
+namespace {
+
+bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool is_base_key(const std::string& k) {
+  return starts_with(k, "embeddings.") || starts_with(k, "encoder.") || starts_with(k, "pooler.");
+}
+
+// The head a tensor belongs to ("cls.", "classifier.", "pooler." ...), or "" for the encoder.
+std::string head_of(const std::string& k) {
+  for (const char* head : {"cls.", "classifier.", "pooler.", "bert.pooler."})
+    if (starts_with(k, head)) return head;
+  return "";
+}
+bool is_head_key(const std::string& k) { return !head_of(k).empty(); }
+
+std::string join_list(const std::vector<std::string>& names, size_t max_shown = 20) {
+  std::string s;
+  for (size_t i = 0; i < names.size() && i < max_shown; ++i) s += (i ? ", " : "") + names[i];
+  if (names.size() > max_shown) s += cat(", ... (", names.size(), " in all)");
+  return s;
+}
+
+}  // namespace
+
+LoadReport load_state(torch::nn::Module& module, const TensorMap& weights, const std::string& source,
+                      const LoadOptions& options) {
+  auto params = module.named_parameters(/*recurse=*/true);
+  bool model_prefixed = false, file_prefixed = false;
+  std::set<std::string> model_heads;
+  for (const auto& p : params) {
+    model_prefixed |= starts_with(p.key(), "bert.");
+    if (is_head_key(p.key())) model_heads.insert(head_of(p.key()));
+  }
+  for (const auto& [k, t] : weights) file_prefixed |= starts_with(k, "bert.");
+
+  // File name -> model name.
+  TensorMap mapped;
+  LoadReport report;
+  std::vector<std::string> unexpected;
+  for (const auto& [key, tensor] : weights) {
+    std::string name = key;
+    if (model_prefixed && !file_prefixed && is_base_key(key)) name = "bert." + key;
+    if (!model_prefixed && file_prefixed && starts_with(key, "bert.")) name = key.substr(5);
+    if (name == "cls.predictions.decoder.bias") {
+      // Same tensor as cls.predictions.bias; old checkpoints store only this alias.
+      if (!weights.count("cls.predictions.bias")) name = "cls.predictions.bias";
+    }
+    if (params.contains(name)) {
+      mapped[name] = tensor;
+    } else if (name == "cls.predictions.decoder.weight" || name == "cls.predictions.decoder.bias" ||
+               ends_with(name, "position_ids") || ends_with(name, "embeddings.token_type_ids") ||
+               (is_head_key(name) && !model_heads.count(head_of(name)))) {
+      // Another head's tensors, tied aliases, and buffers HF used to store.
+      report.ignored.push_back(key);
+    } else {
+      unexpected.push_back(key);
+    }
+  }
+  if (!unexpected.empty())
+    fail(source, ": unexpected tensors (not part of this model): ", join_list(unexpected));
+
+  std::vector<std::string> missing;
+  for (const auto& p : params)
+    if (!mapped.count(p.key())) missing.push_back(p.key());
+  if (!missing.empty()) {
+    bool heads_only = true;
+    for (const auto& m : missing) heads_only &= is_head_key(m);
+    if (!(options.init_missing_heads && heads_only))
+      fail(source, ": missing tensors: ", join_list(missing));
+    report.initialized = missing;
+  }
+
+  at::NoGradGuard no_grad;
+  for (auto& p : params) {
+    auto it = mapped.find(p.key());
+    if (it == mapped.end()) continue;
+    const at::Tensor& src = it->second;
+    if (src.sizes() != p.value().sizes())
+      fail(source, ": ", p.key(), ": expected ", p.value().sizes(), ", file has ", src.sizes());
+    if (!at::isFloatingType(src.scalar_type()))
+      fail(source, ": ", p.key(), ": expected a floating-point tensor, file has ",
+           at::toString(src.scalar_type()));
+    p.value().copy_(src);
+  }
+  return report;
+}
+
+TensorMap state_dict(const torch::nn::Module& module) {
+  TensorMap out;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) out[p.key()] = p.value().detach();
+  return out;
+}
+
+void save_checkpoint(const std::string& dir, const BertConfig& config, const torch::nn::Module& model,
+                     const Tokenizer& tokenizer, const SaveOptions& options) {
+  if (tokenizer.vocab().size() != config.vocab_size)
+    fail(dir, ": tokenizer vocabulary has ", tokenizer.vocab().size(), " tokens, config vocab_size is ",
+         config.vocab_size);
+  const TensorMap weights = state_dict(model);
+  write_dir_atomic(dir, [&](const std::string& staging) {
+    config.save((fs::path(staging) / "config.json").string());
+    save_weights(staging, weights, options.float_dtype, options.max_shard_bytes);
+    tokenizer.save(staging);
+  });
+}
+
+BertConfig load_config_dir(const std::string& dir) {
+  if (!fs::is_directory(dir)) fail(dir, ": checkpoint directory not found");
+  return BertConfig::load((fs::path(dir) / "config.json").string());
+}
+
+namespace {
+
+std::string weights_source(const std::string& dir) {
+  const fs::path single = fs::path(dir) / "model.safetensors";
+  return fs::exists(single) ? single.string() : (fs::path(dir) / "model.safetensors.index.json").string();
+}
+
+template <typename Model>
+Model load_into(Model model, const BertConfig& config, const std::string& dir,
+                const LoadOptions& options) {
+  if (options.init_missing_heads) init_weights(*model, config, options.seed);
+  load_state(*model, load_weights(dir), weights_source(dir), options);
+  model->eval();
+  return model;
+}
+
+}  // namespace
+
+BertModel load_bert_model(const std::string& dir, bool with_pooler, const LoadOptions& options) {
+  const BertConfig config = load_config_dir(dir);
+  return load_into(BertModel(config, with_pooler), config, dir, options);
+}
+
+BertForMaskedLM load_masked_lm(const std::string& dir, const LoadOptions& options) {
+  const BertConfig config = load_config_dir(dir);
+  return load_into(BertForMaskedLM(config), config, dir, options);
+}
+
+BertForSequenceClassification load_classifier(const std::string& dir, const LoadOptions& options) {
+  const BertConfig config = load_config_dir(dir);
+  return load_into(BertForSequenceClassification(config), config, dir, options);
+}
+
+}  // namespace slimbert

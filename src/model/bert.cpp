@@ -1,0 +1,323 @@
+#include "slimbert/model/bert.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <limits>
+
+#include "slimbert/core/error.h"
+
+namespace slimbert {
+
+// ---- Sub-network rules -----------------------------------------------------------------------
+
+std::vector<int64_t> kept_layers(int64_t num_layers, double depth) {
+  if (!(depth > 0.0 && depth <= 1.0)) fail("depth multiplier must be in (0, 1], got ", depth);
+  // Python round(): half to even, as the reference uses.
+  const int64_t d = std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(depth * num_layers)));
+  std::vector<int64_t> kept;
+  for (int64_t i = 0; i < d; ++i)
+    kept.push_back(std::min<int64_t>(num_layers - 1, static_cast<int64_t>(std::floor(i / depth + 1e-9))));
+  return kept;
+}
+
+int64_t kept_heads(int64_t heads, double width) {
+  if (!(width > 0.0 && width <= 1.0)) fail("width multiplier must be in (0, 1], got ", width);
+  return std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(width * heads)));
+}
+
+LayerShape layer_shape(const BertConfig& config, int64_t layer, double width) {
+  const int64_t heads = config.heads_in_layer(layer);
+  LayerShape s{heads, config.attention_head_size(), config.intermediate_size};
+  if (width == 1.0 || heads == 0) return s;
+  s.heads = kept_heads(heads, width);
+  // The effective multiplier is heads kept / heads; FFN neurons follow it.
+  s.ffn = std::max<int64_t>(1, s.heads * config.intermediate_size / heads);
+  return s;
+}
+
+// ---- Building blocks ---------------------------------------------------------------------------
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
+  weight = register_parameter("weight", at::empty({out, in}));
+  if (with_bias) bias = register_parameter("bias", at::zeros({out}));
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+
+at::Tensor LinearImpl::forward_sliced(const at::Tensor& x, int64_t out_rows, int64_t in_cols) const {
+  at::Tensor w = weight;
+  at::Tensor b = bias;
+  if (out_rows >= 0 && out_rows < w.size(0)) {
+    w = w.narrow(0, 0, out_rows);
+    if (b.defined()) b = b.narrow(0, 0, out_rows);
+  }
+  if (in_cols >= 0 && in_cols < w.size(1)) w = w.narrow(1, 0, in_cols);
+  return at::linear(x, w, b);
+}
+
+LayerNormImpl::LayerNormImpl(int64_t size, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", at::ones({size}));
+  bias = register_parameter("bias", at::zeros({size}));
+}
+
+at::Tensor LayerNormImpl::forward(const at::Tensor& x) const {
+  return at::layer_norm(x, {weight.size(0)}, weight, bias, eps);
+}
+
+EmbeddingImpl::EmbeddingImpl(int64_t count, int64_t dim) {
+  weight = register_parameter("weight", at::empty({count, dim}));
+}
+
+at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) const { return at::embedding(weight, ids); }
+
+at::Tensor activation(const at::Tensor& x, const std::string& name) {
+  if (name == "gelu") return at::gelu(x);
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh") return at::gelu(x, "tanh");
+  if (name == "relu") return at::relu(x);
+  if (name == "silu" || name == "swish") return at::silu(x);
+  fail("unsupported activation '", name, "'");
+}
+
+// ---- Embeddings ----------------------------------------------------------------------------
+
+BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) : dropout(c.hidden_dropout_prob) {
+  word_embeddings = register_module("word_embeddings", Embedding(c.vocab_size, c.hidden_size));
+  position_embeddings =
+      register_module("position_embeddings", Embedding(c.max_position_embeddings, c.hidden_size));
+  token_type_embeddings =
+      register_module("token_type_embeddings", Embedding(c.type_vocab_size, c.hidden_size));
+  layer_norm = register_module("LayerNorm", LayerNorm(c.hidden_size, c.layer_norm_eps));
+}
+
+at::Tensor BertEmbeddingsImpl::forward(const at::Tensor& input_ids,
+                                       const at::Tensor& token_type_ids) const {
+  const int64_t seq = input_ids.size(1);
+  const int64_t max_pos = position_embeddings->weight.size(0);
+  if (seq > max_pos)
+    fail("sequence length ", seq, " exceeds max_position_embeddings ", max_pos);
+  // (T, H) position rows broadcast over the batch.
+  at::Tensor x = word_embeddings->forward(input_ids) + position_embeddings->weight.narrow(0, 0, seq);
+  if (token_type_ids.defined())
+    x = x + token_type_embeddings->forward(token_type_ids);
+  else
+    x = x + token_type_embeddings->weight[0];
+  x = layer_norm->forward(x);
+  return at::dropout(x, dropout, is_training());
+}
+
+// ---- Encoder layer -------------------------------------------------------------------------
+
+namespace {
+
+struct SelfAttentionImpl : torch::nn::Module {
+  SelfAttentionImpl(const BertConfig& c, int64_t heads) {
+    const int64_t inner = heads * c.attention_head_size();
+    query = register_module("query", Linear(c.hidden_size, inner));
+    key = register_module("key", Linear(c.hidden_size, inner));
+    value = register_module("value", Linear(c.hidden_size, inner));
+  }
+  Linear query{nullptr}, key{nullptr}, value{nullptr};
+};
+TORCH_MODULE(SelfAttention);
+
+// A projection followed by dropout, the residual and LayerNorm (attention.output, output).
+struct ResidualOutputImpl : torch::nn::Module {
+  ResidualOutputImpl(const BertConfig& c, int64_t in) {
+    dense = register_module("dense", Linear(in, c.hidden_size));
+    layer_norm = register_module("LayerNorm", LayerNorm(c.hidden_size, c.layer_norm_eps));
+  }
+  Linear dense{nullptr};
+  LayerNorm layer_norm{nullptr};
+};
+TORCH_MODULE(ResidualOutput);
+
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(const BertConfig& c, int64_t heads) {
+    self = register_module("self", SelfAttention(c, heads));
+    output = register_module("output", ResidualOutput(c, heads * c.attention_head_size()));
+  }
+  SelfAttention self{nullptr};
+  ResidualOutput output{nullptr};
+};
+TORCH_MODULE(Attention);
+
+struct IntermediateImpl : torch::nn::Module {
+  explicit IntermediateImpl(const BertConfig& c) {
+    dense = register_module("dense", Linear(c.hidden_size, c.intermediate_size));
+  }
+  Linear dense{nullptr};
+};
+TORCH_MODULE(Intermediate);
+
+}  // namespace
+
+struct BertLayerImpl : torch::nn::Module {
+  BertLayerImpl(const BertConfig& c, int64_t index)
+      : layer_index(index),
+        act(c.hidden_act),
+        head_size(c.attention_head_size()),
+        hidden_dropout(c.hidden_dropout_prob),
+        attention_dropout(c.attention_probs_dropout_prob) {
+    attention = register_module("attention", Attention(c, c.heads_in_layer(index)));
+    intermediate = register_module("intermediate", Intermediate(c));
+    output = register_module("output", ResidualOutput(c, c.intermediate_size));
+  }
+
+  // x: (B, T, H); mask_bias: (B, 1, 1, T) additive, or undefined when nothing is padded.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& mask_bias, const LayerShape& shape) const {
+    const bool train = is_training();
+    const int64_t B = x.size(0), T = x.size(1);
+    const int64_t inner = shape.heads * head_size;
+    auto& sa = *attention->self;
+    auto split = [&](const at::Tensor& t) {  // (B, T, h*d) -> (B, h, T, d)
+      return t.view({B, T, shape.heads, head_size}).transpose(1, 2);
+    };
+    at::Tensor q = split(sa.query->forward_sliced(x, inner, -1));
+    at::Tensor k = split(sa.key->forward_sliced(x, inner, -1));
+    at::Tensor v = split(sa.value->forward_sliced(x, inner, -1));
+    at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).div_(std::sqrt(static_cast<double>(head_size)));
+    if (mask_bias.defined()) scores.add_(mask_bias);  // (B, h, T, T)
+    at::Tensor probs = at::dropout(at::softmax(scores, -1), attention_dropout, train);
+    at::Tensor context = at::matmul(probs, v).transpose(1, 2).reshape({B, T, inner});
+
+    auto& ao = *attention->output;
+    at::Tensor attn = at::dropout(ao.dense->forward_sliced(context, -1, inner), hidden_dropout, train);
+    attn = ao.layer_norm->forward(attn + x);
+
+    at::Tensor h = activation(intermediate->dense->forward_sliced(attn, shape.ffn, -1), act);
+    at::Tensor out = at::dropout(output->dense->forward_sliced(h, -1, shape.ffn), hidden_dropout, train);
+    return output->layer_norm->forward(out + attn);
+  }
+
+  int64_t layer_index;
+  std::string act;
+  int64_t head_size;
+  double hidden_dropout, attention_dropout;
+  Attention attention{nullptr};
+  Intermediate intermediate{nullptr};
+  ResidualOutput output{nullptr};
+};
+
+BertEncoderImpl::BertEncoderImpl(const BertConfig& c) {
+  auto list = register_module("layer", std::make_shared<torch::nn::Module>("LayerList"));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    layers.push_back(std::make_shared<BertLayerImpl>(c, i));
+    list->register_module(std::to_string(i), layers.back());
+  }
+}
+
+BertPoolerImpl::BertPoolerImpl(const BertConfig& c) {
+  dense = register_module("dense", Linear(c.hidden_size, c.hidden_size));
+}
+
+at::Tensor BertPoolerImpl::forward(const at::Tensor& hidden) const {
+  return at::tanh(dense->forward(hidden.select(1, 0)));
+}
+
+// ---- BertModel -----------------------------------------------------------------------------
+
+BertModelImpl::BertModelImpl(const BertConfig& c, bool add_pooling_layer) : config_(c) {
+  c.validate();
+  embeddings = register_module("embeddings", BertEmbeddings(c));
+  encoder = register_module("encoder", BertEncoder(c));
+  if (add_pooling_layer) pooler = register_module("pooler", BertPooler(c));
+}
+
+Encoded BertModelImpl::forward(const Batch& batch, const SubNet& subnet) const {
+  const at::Tensor& ids = batch.input_ids;
+  if (!ids.defined() || ids.dim() != 2)
+    fail("input_ids must be a (batch, seq) tensor, got ", ids.defined() ? ids.dim() : 0, " dims");
+  auto check_like = [&](const at::Tensor& t, const char* name) {
+    if (t.defined() && t.sizes() != ids.sizes())
+      fail(name, " has shape ", t.sizes(), ", expected ", ids.sizes(), " like input_ids");
+  };
+  check_like(batch.token_type_ids, "token_type_ids");
+  check_like(batch.attention_mask, "attention_mask");
+
+  at::Tensor mask_bias;
+  if (batch.attention_mask.defined() && !batch.attention_mask.all().item<bool>()) {
+    // (1 - mask) * float32 min, added to the attention scores: (B, 1, 1, T).
+    mask_bias = (1.0 - batch.attention_mask.to(at::kFloat))
+                    .mul_(std::numeric_limits<float>::lowest())
+                    .view({ids.size(0), 1, 1, ids.size(1)});
+  }
+
+  Encoded out;
+  at::Tensor x = embeddings->forward(ids, batch.token_type_ids);
+  out.hidden_states.push_back(x);
+  const auto& layers = encoder->layers;
+  for (int64_t l : kept_layers(static_cast<int64_t>(layers.size()), subnet.depth)) {
+    x = layers[static_cast<size_t>(l)]->forward(x, mask_bias, layer_shape(config_, l, subnet.width));
+    out.hidden_states.push_back(x);
+  }
+  if (pooler) out.pooled = pooler->forward(x);
+  return out;
+}
+
+// ---- Heads -----------------------------------------------------------------------------------
+
+BertMlmHeadImpl::BertMlmHeadImpl(const BertConfig& c) : act(c.hidden_act) {
+  transform = register_module("transform", std::make_shared<torch::nn::Module>("Transform"));
+  dense = transform->register_module("dense", Linear(c.hidden_size, c.hidden_size));
+  layer_norm = transform->register_module("LayerNorm", LayerNorm(c.hidden_size, c.layer_norm_eps));
+  bias = register_parameter("bias", at::zeros({c.vocab_size}));
+}
+
+at::Tensor BertMlmHeadImpl::forward(const at::Tensor& hidden, const at::Tensor& word_embeddings) const {
+  at::Tensor h = layer_norm->forward(activation(dense->forward(hidden), act));
+  return at::linear(h, word_embeddings, bias);
+}
+
+BertForMaskedLMImpl::BertForMaskedLMImpl(const BertConfig& c) {
+  bert = register_module("bert", BertModel(c, /*add_pooling_layer=*/false));
+  auto cls = register_module("cls", std::make_shared<torch::nn::Module>("BertOnlyMLMHead"));
+  predictions = cls->register_module("predictions", BertMlmHead(c));
+}
+
+at::Tensor BertForMaskedLMImpl::forward(const Batch& batch, const SubNet& subnet) const {
+  return logits(bert->forward(batch, subnet).last());
+}
+
+at::Tensor BertForMaskedLMImpl::logits(const at::Tensor& hidden) const {
+  return predictions->forward(hidden, bert->embeddings->word_embeddings->weight);
+}
+
+BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(const BertConfig& c)
+    : dropout(c.classifier_dropout.value_or(c.hidden_dropout_prob)) {
+  bert = register_module("bert", BertModel(c, /*add_pooling_layer=*/true));
+  classifier = register_module("classifier", Linear(c.hidden_size, c.num_labels()));
+}
+
+at::Tensor BertForSequenceClassificationImpl::forward(const Batch& batch, const SubNet& subnet) const {
+  return logits(bert->forward(batch, subnet));
+}
+
+at::Tensor BertForSequenceClassificationImpl::logits(const Encoded& encoded) const {
+  return classifier->forward(at::dropout(encoded.pooled, dropout, is_training()));
+}
+
+// ---- Initialisation --------------------------------------------------------------------------
+
+void init_weights(torch::nn::Module& module, const BertConfig& config, uint64_t seed) {
+  at::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& item : module.named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    at::Tensor& p = item.value();
+    const bool is_norm = name.find("LayerNorm") != std::string::npos;
+    if (is_norm) {
+      p.fill_(name.size() >= 6 && name.compare(name.size() - 6, 6, "weight") == 0 ? 1.0 : 0.0);
+    } else if (p.dim() >= 2) {
+      p.normal_(0.0, config.initializer_range, gen);
+      if (name.find("word_embeddings") != std::string::npos && config.pad_token_id >= 0 &&
+          config.pad_token_id < p.size(0))
+        p[config.pad_token_id].zero_();
+    } else {
+      p.zero_();
+    }
+  }
+}
+
+}  // namespace slimbert

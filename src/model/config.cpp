@@ -1,0 +1,270 @@
+#include "slimbert/model/config.h"
+
+#include "slimbert/core/error.h"
+#include "slimbert/core/fs.h"
+
+namespace slimbert {
+namespace {
+
+using json = nlohmann::json;
+
+// Reads typed fields with errors that name the file and the field.
+struct Reader {
+  const json& j;
+  const std::string& source;
+  std::set<std::string> seen;
+
+  const json* get(const char* key) {
+    seen.insert(key);
+    auto it = j.find(key);
+    return it == j.end() || it->is_null() ? nullptr : &*it;
+  }
+  [[noreturn]] void bad(const char* key, const char* expected, const json& got) {
+    fail(source, ": field '", key, "': expected ", expected, ", got ", got.dump());
+  }
+  void positive(const char* key, int64_t& out) {
+    if (const json* v = get(key)) {
+      if (!v->is_number_integer() || v->get<int64_t>() <= 0) bad(key, "a positive integer", *v);
+      out = v->get<int64_t>();
+    }
+  }
+  void integer(const char* key, int64_t& out) {
+    if (const json* v = get(key)) {
+      if (!v->is_number_integer()) bad(key, "an integer", *v);
+      out = v->get<int64_t>();
+    }
+  }
+  void number(const char* key, double& out) {
+    if (const json* v = get(key)) {
+      if (!v->is_number()) bad(key, "a number", *v);
+      out = v->get<double>();
+    }
+  }
+  void string(const char* key, std::string& out) {
+    if (const json* v = get(key)) {
+      if (!v->is_string()) bad(key, "a string", *v);
+      out = v->get<std::string>();
+    }
+  }
+  int64_t parse_int_key(const char* field, const std::string& key) {
+    try {
+      size_t used = 0;
+      int64_t v = std::stoll(key, &used);
+      if (used == key.size()) return v;
+    } catch (const std::exception&) {
+    }
+    fail(source, ": field '", field, "': key '", key, "' is not an integer");
+  }
+};
+
+}  // namespace
+
+BertConfig BertConfig::from_json(const json& j, const std::string& source) {
+  if (!j.is_object()) fail(source, ": expected a JSON object");
+  BertConfig c;
+  Reader r{j, source, {}};
+  r.positive("vocab_size", c.vocab_size);
+  r.positive("hidden_size", c.hidden_size);
+  r.positive("num_hidden_layers", c.num_hidden_layers);
+  r.positive("num_attention_heads", c.num_attention_heads);
+  r.positive("intermediate_size", c.intermediate_size);
+  r.string("hidden_act", c.hidden_act);
+  r.number("hidden_dropout_prob", c.hidden_dropout_prob);
+  r.number("attention_probs_dropout_prob", c.attention_probs_dropout_prob);
+  if (const json* v = r.get("classifier_dropout")) {
+    if (!v->is_number()) r.bad("classifier_dropout", "a number or null", *v);
+    c.classifier_dropout = v->get<double>();
+  }
+  r.positive("max_position_embeddings", c.max_position_embeddings);
+  r.positive("type_vocab_size", c.type_vocab_size);
+  r.number("initializer_range", c.initializer_range);
+  r.number("layer_norm_eps", c.layer_norm_eps);
+  r.integer("pad_token_id", c.pad_token_id);
+  r.string("position_embedding_type", c.position_embedding_type);
+  r.string("problem_type", c.problem_type);
+  r.string("model_type", c.model_type);
+  if (const json* v = r.get("attention_head_size")) {
+    if (!v->is_number_integer() || v->get<int64_t>() <= 0)
+      r.bad("attention_head_size", "a positive integer", *v);
+    c.attention_head_size_override = v->get<int64_t>();
+  }
+  if (const json* v = r.get("architectures")) {
+    if (!v->is_array()) r.bad("architectures", "a list of strings", *v);
+    for (const auto& a : *v) {
+      if (!a.is_string()) r.bad("architectures", "a list of strings", *v);
+      c.architectures.push_back(a.get<std::string>());
+    }
+  }
+  if (const json* v = r.get("pruned_heads")) {
+    if (!v->is_object()) r.bad("pruned_heads", "an object {layer: [heads]}", *v);
+    for (auto it = v->begin(); it != v->end(); ++it) {
+      int64_t layer = r.parse_int_key("pruned_heads", it.key());
+      if (!it.value().is_array()) r.bad("pruned_heads", "an object {layer: [heads]}", *v);
+      for (const auto& h : it.value()) {
+        if (!h.is_number_integer()) r.bad("pruned_heads", "integer head indices", it.value());
+        c.pruned_heads[layer].insert(h.get<int64_t>());
+      }
+    }
+  }
+  if (const json* v = r.get("id2label")) {
+    if (!v->is_object()) r.bad("id2label", "an object {id: name}", *v);
+    for (auto it = v->begin(); it != v->end(); ++it) {
+      if (!it.value().is_string()) r.bad("id2label", "string label names", it.value());
+      c.id2label[r.parse_int_key("id2label", it.key())] = it.value().get<std::string>();
+    }
+  }
+  if (const json* v = r.get("label2id")) {  // checked for consistency, derived on save
+    if (!v->is_object()) r.bad("label2id", "an object {name: id}", *v);
+    for (auto it = v->begin(); it != v->end(); ++it) {
+      if (!it.value().is_number_integer()) r.bad("label2id", "integer ids", it.value());
+      auto found = c.id2label.find(it.value().get<int64_t>());
+      if (found == c.id2label.end() || found->second != it.key())
+        fail(source, ": label2id['", it.key(), "'] = ", it.value().dump(),
+             " does not match id2label");
+    }
+  }
+  if (const json* v = r.get("num_labels")) {  // HF derives num_labels from id2label
+    if (!v->is_number_integer() || v->get<int64_t>() <= 0) r.bad("num_labels", "a positive integer", *v);
+    if (c.id2label.empty()) c.set_num_labels(v->get<int64_t>());
+  }
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!r.seen.count(it.key())) c.extra[it.key()] = it.value();
+  c.validate(source);
+  return c;
+}
+
+BertConfig BertConfig::load(const std::string& path) {
+  json j;
+  try {
+    j = json::parse(read_file(path));
+  } catch (const json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  return from_json(j, path);
+}
+
+void BertConfig::validate(const std::string& source) const {
+  if (model_type != "bert")
+    fail(source, ": model_type '", model_type, "' is not supported (expected 'bert')");
+  static const std::set<std::string> kActs = {"gelu", "gelu_new", "gelu_pytorch_tanh", "relu",
+                                              "silu", "swish"};
+  if (!kActs.count(hidden_act))
+    fail(source, ": field 'hidden_act': '", hidden_act,
+         "' is not supported (expected gelu, gelu_new, gelu_pytorch_tanh, relu, silu)");
+  if (position_embedding_type != "absolute")
+    fail(source, ": field 'position_embedding_type': only 'absolute' is supported, got '",
+         position_embedding_type, "'");
+  if (!attention_head_size_override && hidden_size % num_attention_heads != 0)
+    fail(source, ": hidden_size ", hidden_size, " is not a multiple of num_attention_heads ",
+         num_attention_heads);
+  for (const auto& [layer, heads] : pruned_heads) {
+    if (layer < 0 || layer >= num_hidden_layers)
+      fail(source, ": pruned_heads: layer ", layer, " out of range [0, ", num_hidden_layers, ")");
+    for (int64_t h : heads)
+      if (h < 0 || h >= num_attention_heads)
+        fail(source, ": pruned_heads[", layer, "]: head ", h, " out of range [0, ",
+             num_attention_heads, ")");
+  }
+  for (const auto& [id, name] : id2label)
+    if (id < 0 || id >= static_cast<int64_t>(id2label.size()))
+      fail(source, ": id2label: ids must be 0..", id2label.size() - 1, ", got ", id);
+  static const std::set<std::string> kProblems = {"", "regression", "single_label_classification",
+                                                  "multi_label_classification"};
+  if (!kProblems.count(problem_type))
+    fail(source, ": field 'problem_type': '", problem_type, "' is not a known problem type");
+  if (layer_norm_eps <= 0) fail(source, ": field 'layer_norm_eps' must be positive");
+}
+
+json BertConfig::to_json() const {
+  json j;  // keys sorted, as HF writes them
+  if (!architectures.empty()) j["architectures"] = architectures;
+  j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
+  j["classifier_dropout"] = classifier_dropout ? json(*classifier_dropout) : json(nullptr);
+  j["hidden_act"] = hidden_act;
+  j["hidden_dropout_prob"] = hidden_dropout_prob;
+  j["hidden_size"] = hidden_size;
+  if (attention_head_size_override) j["attention_head_size"] = *attention_head_size_override;
+  if (!id2label.empty()) {
+    json id2 = json::object(), l2i = json::object();
+    for (const auto& [id, name] : id2label) {
+      id2[std::to_string(id)] = name;
+      l2i[name] = id;
+    }
+    j["id2label"] = id2;
+    j["label2id"] = l2i;
+  }
+  j["initializer_range"] = initializer_range;
+  j["intermediate_size"] = intermediate_size;
+  j["layer_norm_eps"] = layer_norm_eps;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["model_type"] = model_type;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["pad_token_id"] = pad_token_id;
+  j["position_embedding_type"] = position_embedding_type;
+  if (!problem_type.empty()) j["problem_type"] = problem_type;
+  if (!pruned_heads.empty()) {
+    json p = json::object();
+    for (const auto& [layer, heads] : pruned_heads)
+      p[std::to_string(layer)] = std::vector<int64_t>(heads.begin(), heads.end());
+    j["pruned_heads"] = p;
+  }
+  j["type_vocab_size"] = type_vocab_size;
+  j["vocab_size"] = vocab_size;
+  for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
+  return j;
+}
+
+void BertConfig::save(const std::string& path) const {
+  write_file_atomic(path, to_json().dump(2) + "\n");
+}
+
+int64_t BertConfig::attention_head_size() const {
+  return attention_head_size_override ? *attention_head_size_override
+                                      : hidden_size / num_attention_heads;
+}
+
+int64_t BertConfig::heads_in_layer(int64_t layer) const {
+  auto it = pruned_heads.find(layer);
+  return num_attention_heads - (it == pruned_heads.end() ? 0 : static_cast<int64_t>(it->second.size()));
+}
+
+std::string BertConfig::label_name(int64_t id) const {
+  auto it = id2label.find(id);
+  return it == id2label.end() ? "LABEL_" + std::to_string(id) : it->second;
+}
+
+void BertConfig::set_num_labels(int64_t n) {
+  id2label.clear();
+  for (int64_t i = 0; i < n; ++i) id2label[i] = "LABEL_" + std::to_string(i);
+}
+
+BertConfig BertConfig::preset(const std::string& name) {
+  struct Shape {
+    const char* name;
+    int64_t layers, hidden, heads, ffn;
+  };
+  static const Shape kShapes[] = {{"tiny", 2, 128, 2, 512},
+                                  {"mini", 4, 256, 4, 1024},
+                                  {"small", 4, 512, 8, 2048},
+                                  {"medium", 8, 512, 8, 2048},
+                                  {"base", 12, 768, 12, 3072}};
+  for (const auto& s : kShapes)
+    if (name == s.name) {
+      BertConfig c;
+      c.num_hidden_layers = s.layers;
+      c.hidden_size = s.hidden;
+      c.num_attention_heads = s.heads;
+      c.intermediate_size = s.ffn;
+      return c;
+    }
+  std::string names;
+  for (const auto& s : kShapes) names += std::string(names.empty() ? "" : ", ") + s.name;
+  fail("unknown preset '", name, "' (expected one of ", names, ")");
+}
+
+std::vector<std::string> BertConfig::preset_names() {
+  return {"tiny", "mini", "small", "medium", "base"};
+}
+
+}  // namespace slimbert
