@@ -1,1 +1,194 @@
-#include <gtest/gtest.h>
+#include <ATen/ATen.h>
+
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/io/tensor_io.h"
+#include "slimbert/model/bert.h"
+#include "slimbert/model/flops.h"
+#include "test_util.h"
+
+namespace slimbert {
+namespace {
+
+// Outputs of HF transformers 4.31 (float32) on the fixture model; tolerance per the fixture README.
+constexpr double kGoldenTolerance = 1e-5;
+
+const std::string& model_dir() {
+  static const std::string dir = test::fixture("hf/model");
+  return dir;
+}
+
+const TensorMap& golden() {
+  static const TensorMap g = load_safetensors(test::fixture("hf/model/outputs.safetensors"));
+  return g;
+}
+
+Batch golden_batch() {
+  return Batch{golden().at("input_ids"), golden().at("token_type_ids"), golden().at("attention_mask")};
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  return (a - b).abs().max().item<double>();
+}
+
+TEST(ModelGolden, BertModelHiddenStatesAndPoolerMatchHuggingFace) {
+  BertModel model = load_bert_model(model_dir(), /*with_pooler=*/true);
+  at::NoGradGuard no_grad;
+  Encoded out = model->forward(golden_batch());
+  ASSERT_EQ(out.hidden_states.size(), 3u);
+  for (size_t i = 0; i < out.hidden_states.size(); ++i)
+    EXPECT_LE(max_diff(out.hidden_states[i], golden().at("hidden_states." + std::to_string(i))), kGoldenTolerance)
+        << "hidden_states." << i;
+  EXPECT_LE(max_diff(out.last(), golden().at("last_hidden_state")), kGoldenTolerance);
+  EXPECT_LE(max_diff(out.pooled, golden().at("pooler_output")), kGoldenTolerance);
+}
+
+TEST(ModelGolden, MaskedLmLogitsMatchHuggingFace) {
+  BertForMaskedLM model = load_masked_lm(model_dir());
+  at::NoGradGuard no_grad;
+  EXPECT_LE(max_diff(model->forward(golden_batch()), golden().at("mlm_logits")), kGoldenTolerance);
+}
+
+TEST(ModelGolden, ClassificationLogitsMatchHuggingFace) {
+  BertForSequenceClassification model = load_classifier(model_dir());
+  at::NoGradGuard no_grad;
+  EXPECT_LE(max_diff(model->forward(golden_batch()), golden().at("cls_logits")), 1e-6);
+}
+
+TEST(ModelGolden, PaddedRowEqualsTheSameSequenceAlone) {
+  BertModel model = load_bert_model(model_dir());
+  at::NoGradGuard no_grad;
+  Batch b = golden_batch();
+  const int64_t n = b.attention_mask[1].sum().item<int64_t>();  // row 1: 10 real tokens
+  Batch alone{b.input_ids.narrow(0, 1, 1).narrow(1, 0, n), b.token_type_ids.narrow(0, 1, 1).narrow(1, 0, n),
+              at::Tensor()};
+  at::Tensor full = model->forward(b).last()[1].narrow(0, 0, n);
+  EXPECT_LE(max_diff(model->forward(alone).last()[0], full), 1e-5);
+}
+
+// ---- Sub-networks (ALGORITHMS.md §B.2-B.3) ------------------------------------------------------
+
+TEST(SubNet, DepthRuleReproducesTheReferenceTable) {
+  EXPECT_EQ(kept_layers(12, 1.0), (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
+  EXPECT_EQ(kept_layers(12, 0.75), (std::vector<int64_t>{0, 1, 2, 4, 5, 6, 8, 9, 10}));
+  EXPECT_EQ(kept_layers(12, 0.5), (std::vector<int64_t>{0, 2, 4, 6, 8, 10}));
+  EXPECT_EQ(kept_layers(4, 0.5), (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(kept_layers(4, 0.75), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_ERROR_CONTAINS(kept_layers(12, 0.0), "depth multiplier");
+}
+
+TEST(SubNet, WidthRuleReproducesTheReferenceTable) {
+  BertConfig base = BertConfig::preset("base");
+  const std::pair<double, LayerShape> expected[] = {
+      {1.0, {12, 64, 3072}}, {0.75, {9, 64, 2304}}, {0.5, {6, 64, 1536}}, {0.25, {3, 64, 768}}};
+  for (const auto& [w, s] : expected) {
+    LayerShape got = layer_shape(base, 0, w);
+    EXPECT_EQ(got.heads, s.heads) << w;
+    EXPECT_EQ(got.ffn, s.ffn) << w;
+  }
+  EXPECT_ERROR_CONTAINS(kept_heads(12, 1.5), "width multiplier");
+}
+
+// A physically smaller model holding the first heads / neurons / kept layers must compute
+// exactly what the dynamic slice computes.
+TEST(SubNet, DynamicSliceEqualsStaticallyExtractedModel) {
+  BertModel full = load_bert_model(model_dir(), true);
+  const BertConfig& c = full->config();
+  const SubNet subnet{0.5, 0.5};
+  const auto layers = kept_layers(c.num_hidden_layers, subnet.depth);
+  const LayerShape shape = layer_shape(c, 0, subnet.width);
+
+  BertConfig small = c;
+  small.num_hidden_layers = static_cast<int64_t>(layers.size());
+  small.intermediate_size = shape.ffn;
+  for (int64_t l = 0; l < small.num_hidden_layers; ++l)
+    for (int64_t h = shape.heads; h < c.num_attention_heads; ++h) small.pruned_heads[l].insert(h);
+  TensorMap w;
+  const int64_t inner = shape.heads * shape.head_size;
+  for (const auto& [name, t] : state_dict(*full)) {
+    if (name.rfind("encoder.layer.", 0) != 0) {
+      w[name] = t;
+      continue;
+    }
+    const size_t dot = name.find('.', 14);
+    const int64_t layer = std::stoll(name.substr(14, dot - 14));
+    auto pos = std::find(layers.begin(), layers.end(), layer);
+    if (pos == layers.end()) continue;
+    const std::string rest = name.substr(dot);
+    at::Tensor v = t;
+    if (rest.find(".attention.self.") == 0) v = v.narrow(0, 0, inner);
+    if (rest == ".attention.output.dense.weight") v = v.narrow(1, 0, inner);
+    if (rest.find(".intermediate.dense.") == 0) v = v.narrow(0, 0, shape.ffn);
+    if (rest == ".output.dense.weight") v = v.narrow(1, 0, shape.ffn);
+    w["encoder.layer." + std::to_string(pos - layers.begin()) + rest] = v.contiguous();
+  }
+  BertModel extracted(small, true);
+  load_state(*extracted, w, "extracted");
+  extracted->eval();
+  at::NoGradGuard no_grad;
+  Encoded a = full->forward(golden_batch(), subnet);
+  Encoded b = extracted->forward(golden_batch());
+  ASSERT_EQ(a.hidden_states.size(), b.hidden_states.size());
+  for (size_t i = 0; i < a.hidden_states.size(); ++i)
+    EXPECT_LE(max_diff(a.hidden_states[i], b.hidden_states[i]), 1e-5) << i;
+  EXPECT_LE(max_diff(a.pooled, b.pooled), 1e-5);
+  // And the sub-network differs from the full model (the test would be vacuous otherwise).
+  EXPECT_GT(max_diff(a.last(), full->forward(golden_batch()).last()), 1e-2);
+}
+
+// ---- Training behaviour -------------------------------------------------------------------------
+
+TEST(Model, DropoutOnlyInTrainMode) {
+  BertForMaskedLM model = load_masked_lm(model_dir());
+  at::NoGradGuard no_grad;
+  at::Tensor e1 = model->forward(golden_batch()), e2 = model->forward(golden_batch());
+  EXPECT_TRUE(at::equal(e1, e2));
+  model->train();
+  EXPECT_GT(max_diff(model->forward(golden_batch()), model->forward(golden_batch())), 1e-4);
+}
+
+TEST(Model, GradientsReachEveryParameterIncludingTiedDecoder) {
+  BertForMaskedLM model = load_masked_lm(model_dir());
+  model->train();
+  at::Tensor logits = model->forward(golden_batch());  // (B, T, V)
+  at::Tensor loss = at::cross_entropy_loss(logits.view({-1, logits.size(-1)}), golden().at("input_ids").view(-1));
+  loss.backward();
+  for (const auto& p : model->named_parameters()) {
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    EXPECT_TRUE(at::isfinite(p.value().grad()).all().item<bool>()) << p.key();
+    EXPECT_GT(p.value().grad().abs().sum().item<double>(), 0.0) << p.key();
+  }
+}
+
+TEST(Model, MaskedPositionLogitsEqualFullLogitsAtThosePositions) {
+  BertForMaskedLM model = load_masked_lm(model_dir());
+  at::NoGradGuard no_grad;
+  at::Tensor hidden = model->bert->forward(golden_batch()).last();  // (B, T, H)
+  at::Tensor rows = hidden.view({-1, hidden.size(-1)}).index_select(0, at::tensor({1, 17, 40}, at::kLong));
+  at::Tensor full = model->forward(golden_batch()).view({-1, 1000}).index_select(0, at::tensor({1, 17, 40}, at::kLong));
+  EXPECT_LE(max_diff(model->logits(rows), full), 1e-6);
+}
+
+TEST(Model, SequenceLongerThanPositionsIsAnError) {
+  BertModel model = load_bert_model(model_dir());
+  Batch b{at::ones({1, 129}, at::kLong), at::Tensor(), at::Tensor()};
+  EXPECT_ERROR_CONTAINS(model->forward(b), "sequence length 129", "max_position_embeddings 128");
+}
+
+TEST(Flops, CountsMatchHandComputedValues) {
+  BertConfig c = BertConfig::preset("mini");
+  // Per layer at T=128, H=256, I=1024: QKV 3*2*T*H*H, scores+context 2*2*T*T*H, out 2*T*H*H, FFN 2*2*T*H*I.
+  const double T = 128, H = 256, I = 1024;
+  const double per_layer = 6 * T * H * H + 4 * T * T * H + 2 * T * H * H + 4 * T * H * I;
+  EXPECT_DOUBLE_EQ(encoder_flops(c, 128), 4 * per_layer);
+  EXPECT_DOUBLE_EQ(encoder_flops(c, 128, SubNet{1.0, 0.5}), 2 * per_layer);
+  TensorMap w = load_weights(model_dir());
+  int64_t total = 0;
+  for (const auto& cc : count_parameters(w)) total += cc.parameters;
+  int64_t expected = 0;
+  for (const auto& [n, t] : w) expected += t.numel();
+  EXPECT_EQ(total, expected);
+}
+
+}  // namespace
+}  // namespace slimbert
