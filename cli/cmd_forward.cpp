@@ -56,7 +56,7 @@ void add_forward(CLI::App& app) {
         if (k.find(part) != std::string::npos) return true;
       return false;
     };
-    const std::string source = opts->dir;
+    const std::string source = weights_path(opts->dir);
     BertModel bert(config, /*add_pooling_layer=*/has("pooler."));
     load_state(*bert, weights, source);
     bert->eval();

@@ -50,6 +50,13 @@ LoadReport load_state(torch::nn::Module& module, const TensorMap& weights, const
   }
   for (const auto& [k, t] : weights) file_prefixed |= starts_with(k, "bert.");
 
+  // Tensors are named in messages as the file names them.
+  auto file_name = [&](const std::string& model_name) {
+    if (!model_prefixed && file_prefixed && is_base_key(model_name)) return "bert." + model_name;
+    if (model_prefixed && !file_prefixed && starts_with(model_name, "bert.")) return model_name.substr(5);
+    return model_name;
+  };
+
   // File name -> model name.
   TensorMap mapped;
   LoadReport report;
@@ -78,7 +85,7 @@ LoadReport load_state(torch::nn::Module& module, const TensorMap& weights, const
 
   std::vector<std::string> missing;
   for (const auto& p : params)
-    if (!mapped.count(p.key())) missing.push_back(p.key());
+    if (!mapped.count(p.key())) missing.push_back(file_name(p.key()));
   if (!missing.empty()) {
     bool heads_only = true;
     for (const auto& m : missing) heads_only &= is_head_key(m);
@@ -93,9 +100,9 @@ LoadReport load_state(torch::nn::Module& module, const TensorMap& weights, const
     if (it == mapped.end()) continue;
     const at::Tensor& src = it->second;
     if (src.sizes() != p.value().sizes())
-      fail(source, ": ", p.key(), ": expected ", p.value().sizes(), ", file has ", src.sizes());
+      fail(source, ": ", file_name(p.key()), ": expected ", p.value().sizes(), ", file has ", src.sizes());
     if (!at::isFloatingType(src.scalar_type()))
-      fail(source, ": ", p.key(), ": expected a floating-point tensor, file has ",
+      fail(source, ": ", file_name(p.key()), ": expected a floating-point tensor, file has ",
            at::toString(src.scalar_type()));
     p.value().copy_(src);
   }
@@ -126,18 +133,18 @@ BertConfig load_config_dir(const std::string& dir) {
   return BertConfig::load((fs::path(dir) / "config.json").string());
 }
 
-namespace {
-
-std::string weights_source(const std::string& dir) {
+std::string weights_path(const std::string& dir) {
   const fs::path single = fs::path(dir) / "model.safetensors";
   return fs::exists(single) ? single.string() : (fs::path(dir) / "model.safetensors.index.json").string();
 }
+
+namespace {
 
 template <typename Model>
 Model load_into(Model model, const BertConfig& config, const std::string& dir,
                 const LoadOptions& options) {
   if (options.init_missing_heads) init_weights(*model, config, options.seed);
-  load_state(*model, load_weights(dir), weights_source(dir), options);
+  load_state(*model, load_weights(dir), weights_path(dir), options);
   model->eval();
   return model;
 }

@@ -44,6 +44,8 @@ void save_checkpoint(const std::string& dir, const BertConfig& config,
                      const SaveOptions& options = {});
 
 BertConfig load_config_dir(const std::string& dir);  // DIR/config.json
+// DIR/model.safetensors, or the shard index: the file to name in messages about the weights.
+std::string weights_path(const std::string& dir);
 
 // Loaders: config + weights of DIR; heads missing from the file are an error unless allowed.
 BertModel load_bert_model(const std::string& dir, bool with_pooler = false, const LoadOptions& options = {});

@@ -1,0 +1,321 @@
+// The slimbert program end to end: parity through `forward`, the tokenizer through `tokenize`,
+// and every bad input from the foundation issue: a clear message, a non-zero exit, no output file.
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "slimbert/core/fs.h"
+#include "slimbert/io/safetensors.h"
+#include "slimbert/io/tensor_io.h"
+#include "test_util.h"
+
+namespace slimbert {
+namespace fs = std::filesystem;
+namespace {
+
+using test::TempDir;
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+// Runs `slimbert ARGS` through the shell; stdin from `input` when given.
+Result run(const std::string& args, const std::string& input = "") {
+  static int counter = 0;
+  const std::string base = (fs::temp_directory_path() / ("slimbert-cli-" + std::to_string(getpid()) + "-" +
+                                                         std::to_string(counter++)))
+                               .string();
+  std::string cmd = std::string(SLIMBERT_CLI) + " " + args + " >" + base + ".out 2>" + base + ".err";
+  if (!input.empty()) {
+    write_file_atomic(base + ".in", input);
+    cmd += " <" + base + ".in";
+  } else {
+    cmd += " </dev/null";
+  }
+  Result r;
+  const int status = std::system(cmd.c_str());
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = read_file(base + ".out");
+  r.err = read_file(base + ".err");
+  for (const char* ext : {".out", ".err", ".in"}) fs::remove(base + ext);
+  return r;
+}
+
+#define EXPECT_FAILS_WITH(result, ...)                                                     \
+  do {                                                                                     \
+    const Result& r_ = (result);                                                           \
+    EXPECT_NE(r_.code, 0) << "stdout: " << r_.out;                                         \
+    for (const std::string& part : {__VA_ARGS__})                                          \
+      EXPECT_NE(r_.err.find(part), std::string::npos) << "stderr: " << r_.err << "\n  lacks: " << part; \
+  } while (0)
+
+std::string model_dir() { return test::fixture("hf/model"); }
+std::string vocab() { return test::fixture("vocab/bert-base-uncased-vocab.txt"); }
+
+// A tiny random model with the real vocabulary and a 3-label head, made once per test binary.
+const std::string& tiny_model() {
+  static TempDir dir;
+  static const std::string path = [&] {
+    const std::string p = dir / "tiny";
+    Result r = run("init " + p + " --preset tiny --labels 3 --max-positions 32 --vocab " + vocab());
+    EXPECT_EQ(r.code, 0) << r.err;
+    return p;
+  }();
+  return path;
+}
+
+// Copies the fixture model so that a test can damage it.
+std::string copy_model(const TempDir& dir) {
+  const std::string p = dir / "model";
+  fs::copy(model_dir(), p);
+  for (auto& e : fs::directory_iterator(p)) fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+  return p;
+}
+
+TEST(Cli, ForwardMatchesHuggingFaceGoldenOutputs) {
+  TempDir dir;
+  const std::string golden = model_dir() + "/outputs.safetensors";
+  Result r = run("forward " + model_dir() + " --inputs " + golden + " --out " + (dir / "out.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  TensorMap got = load_safetensors(dir / "out.safetensors");
+  TensorMap want = load_safetensors(golden);
+  for (const char* name : {"hidden_states.0", "hidden_states.1", "hidden_states.2", "last_hidden_state",
+                           "pooler_output", "mlm_logits", "cls_logits"}) {
+    ASSERT_TRUE(got.count(name)) << name;
+    EXPECT_LE((got[name] - want[name]).abs().max().item<double>(), 1e-5) << name;
+  }
+}
+
+TEST(Cli, TokenizeJsonlMatchesGoldenCases) {
+  TempDir dir;
+  fs::copy_file(vocab(), dir / "vocab.txt");
+  write_file_atomic(dir / "tokenizer_config.json", std::string(R"({"do_lower_case": true, "model_max_length": 512})"));
+  const std::string cases = read_file(test::fixture("hf/tokenizer_public.jsonl"));
+  Result r = run("tokenize " + dir.path() + " --jsonl", cases);
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::istringstream want(cases), got(r.out);
+  std::string w, g;
+  int n = 0;
+  while (std::getline(want, w)) {
+    ASSERT_TRUE(std::getline(got, g)) << "missing output line " << n + 1;
+    auto jw = nlohmann::json::parse(w), jg = nlohmann::json::parse(g);
+    EXPECT_EQ(jg["input_ids"], jw["input_ids"]) << jw["id"];
+    EXPECT_EQ(jg["tokens"], jw["tokens"]) << jw["id"];
+    EXPECT_EQ(jg["token_type_ids"], jw["token_type_ids"]) << jw["id"];
+    ++n;
+  }
+  EXPECT_EQ(n, 309);
+}
+
+TEST(Cli, InitInfoEmbedPredictBench) {
+  const std::string m = tiny_model();
+  for (const char* f : {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json",
+                        "special_tokens_map.json"})
+    EXPECT_TRUE(fs::exists(m + "/" + f)) << f;
+
+  Result info = run("info " + m + " --json");
+  ASSERT_EQ(info.code, 0) << info.err;
+  auto ji = nlohmann::json::parse(info.out);
+  int64_t sum = 0;
+  for (const auto& [k, v] : load_weights(m)) sum += v.numel();
+  EXPECT_EQ(ji["parameters"]["total"].get<int64_t>(), sum);
+  EXPECT_GT(ji["encoder_gflops_per_sequence"].get<double>(), 0.0);
+
+  Result embed = run("embed " + m, "The cat sat on the mat.\nA second, longer sentence about dogs.\n");
+  ASSERT_EQ(embed.code, 0) << embed.err;
+  std::istringstream lines(embed.out);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["cls"].size(), 128u);
+    EXPECT_EQ(j["mean"].size(), 128u);
+    EXPECT_EQ(j["line"], n + 1);
+    ++n;
+  }
+  EXPECT_EQ(n, 2);
+
+  Result pred = run("predict " + m + " --format jsonl", R"({"text": "good", "text_pair": "bad", "id": 7})" "\n");
+  ASSERT_EQ(pred.code, 0) << pred.err;
+  auto jp = nlohmann::json::parse(pred.out);
+  EXPECT_EQ(jp["id"], 7);
+  double total = 0;
+  for (const auto& [label, p] : jp["probs"].items()) total += p.get<double>();
+  EXPECT_NEAR(total, 1.0, 1e-5);
+  EXPECT_TRUE(jp["probs"].contains("LABEL_2"));
+
+  Result bench = run("bench " + m + " --batch 2 --seq 16 --iters 5 --warmup 1 --json");
+  ASSERT_EQ(bench.code, 0) << bench.err;
+  auto jb = nlohmann::json::parse(bench.out);
+  EXPECT_LE(jb["p50_ms"].get<double>(), jb["p90_ms"].get<double>());
+  EXPECT_LE(jb["p90_ms"].get<double>(), jb["p99_ms"].get<double>());
+  EXPECT_EQ(jb["batch"], 2);
+  EXPECT_EQ(jb["seq"], 16);
+}
+
+TEST(Cli, EmbeddingsEqualTheLibraryForward) {
+  // The same text through `embed` twice, once with a different batch size: identical vectors.
+  const std::string m = tiny_model();
+  const std::string text = "one two three\nfour\nfive six seven eight nine\n";
+  Result a = run("embed " + m + " --batch-size 1 --pooling mean", text);
+  Result b = run("embed " + m + " --batch-size 3 --pooling mean", text);
+  ASSERT_EQ(a.code, 0) << a.err;
+  std::istringstream la(a.out), lb(b.out);
+  std::string x, y;
+  while (std::getline(la, x) && std::getline(lb, y)) {
+    auto va = nlohmann::json::parse(x)["mean"].get<std::vector<double>>();
+    auto vb = nlohmann::json::parse(y)["mean"].get<std::vector<double>>();
+    ASSERT_EQ(va.size(), vb.size());
+    for (size_t i = 0; i < va.size(); ++i) EXPECT_NEAR(va[i], vb[i], 1e-5);
+  }
+}
+
+TEST(Cli, HelpOnEveryCommand) {
+  for (const char* cmd : {"", "info", "init", "tokenize", "embed", "predict", "bench", "forward"}) {
+    Result r = run(std::string(cmd) + " --help");
+    EXPECT_EQ(r.code, 0) << cmd;
+    EXPECT_NE(r.out.find("--"), std::string::npos) << cmd;
+    if (std::string(cmd) != "") {
+      EXPECT_NE(r.out.find("--threads"), std::string::npos) << cmd;
+    }
+  }
+}
+
+// ---- Bad input ----------------------------------------------------------------------------------
+
+TEST(CliBadInput, MissingDirectoryAndFiles) {
+  EXPECT_FAILS_WITH(run("info /nonexistent/model"), "/nonexistent/model", "not found");
+  TempDir dir;
+  fs::create_directories(dir / "m");
+  EXPECT_FAILS_WITH(run("embed " + (dir / "m")), "vocab.txt", "not found");
+  EXPECT_FAILS_WITH(run("embed " + tiny_model() + " --input /nonexistent/in.txt"), "/nonexistent/in.txt", "not found");
+}
+
+TEST(CliBadInput, TruncatedSafetensors) {
+  TempDir dir;
+  const std::string m = copy_model(dir);
+  const std::string data = read_file(m + "/model.safetensors");
+  write_file_atomic(m + "/model.safetensors", std::string_view(data).substr(0, 5000));
+  EXPECT_FAILS_WITH(run("info " + m), "model.safetensors", "out of range");
+  write_file_atomic(m + "/model.safetensors", std::string_view(data).substr(0, 6));
+  EXPECT_FAILS_WITH(run("info " + m), "model.safetensors", "truncated");
+}
+
+TEST(CliBadInput, CorruptHeaders) {
+  TempDir dir;
+  const std::string m = copy_model(dir);
+  std::string data = read_file(m + "/model.safetensors");
+  std::string bad = data;
+  bad[8] = 'x';  // the JSON header's first byte
+  write_file_atomic(m + "/model.safetensors", bad);
+  EXPECT_FAILS_WITH(run("info " + m), "model.safetensors", "not valid JSON");
+  bad = data;
+  const size_t pos = bad.find("\"F32\"");
+  bad.replace(pos, 5, "\"X32\"");
+  write_file_atomic(m + "/model.safetensors", bad);
+  EXPECT_FAILS_WITH(run("info " + m), "unknown dtype 'X32'");
+  bad = data;
+  bad[0] = static_cast<char>(0xff);  // header length beyond the file
+  bad[3] = 0x7f;
+  write_file_atomic(m + "/model.safetensors", bad);
+  EXPECT_FAILS_WITH(run("info " + m), "header length", "past the end of the file");
+}
+
+TEST(CliBadInput, WeightsThatDoNotMatchTheConfig) {
+  TempDir dir;
+  const std::string m = copy_model(dir);
+  auto config = nlohmann::json::parse(read_file(m + "/config.json"));
+  config["intermediate_size"] = 128;
+  write_file_atomic(m + "/config.json", config.dump());
+  const std::string inputs = model_dir() + "/outputs.safetensors";
+  EXPECT_FAILS_WITH(run("forward " + m + " --inputs " + inputs + " --out " + (dir / "o.safetensors")),
+                    "model.safetensors: bert.encoder.layer.0.intermediate.dense.weight", "expected [128, 64]",
+                    "file has [256, 64]");
+  EXPECT_FALSE(fs::exists(dir / "o.safetensors"));
+}
+
+TEST(CliBadInput, MissingAndUnexpectedTensorsAreListed) {
+  TempDir dir;
+  const std::string m = copy_model(dir);
+  TensorMap w = load_weights(m);
+  w.erase("bert.encoder.layer.1.attention.self.key.bias");
+  w["bert.encoder.layer.5.output.dense.weight"] = at::zeros({2, 2});
+  save_safetensors(m + "/model.safetensors", w);
+  const std::string inputs = model_dir() + "/outputs.safetensors";
+  Result r = run("forward " + m + " --inputs " + inputs + " --out " + (dir / "o.safetensors"));
+  EXPECT_FAILS_WITH(r, "unexpected tensors", "bert.encoder.layer.5.output.dense.weight");
+  w.erase("bert.encoder.layer.5.output.dense.weight");
+  save_safetensors(m + "/model.safetensors", w);
+  r = run("forward " + m + " --inputs " + inputs + " --out " + (dir / "o.safetensors"));
+  EXPECT_FAILS_WITH(r, "missing tensors", "bert.encoder.layer.1.attention.self.key.bias");
+  EXPECT_FALSE(fs::exists(dir / "o.safetensors"));
+}
+
+TEST(CliBadInput, InputsLongerThanMaxPositions) {
+  TempDir dir;
+  std::string long_text;
+  for (int i = 0; i < 60; ++i) long_text += "word ";
+  // Truncated with a warning by default...
+  Result r = run("embed " + tiny_model() + " -o " + (dir / "e.jsonl"), "short\n" + long_text + "\n");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("<stdin>:2: 62 tokens truncated to 32"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "e.jsonl"));
+  // ...or an error with --no-truncate, and no output file.
+  r = run("embed " + tiny_model() + " --no-truncate -o " + (dir / "f.jsonl"), "short\n" + long_text + "\n");
+  EXPECT_FAILS_WITH(r, "<stdin>:2", "62 tokens", "limit of 32");
+  EXPECT_FALSE(fs::exists(dir / "f.jsonl"));
+  // forward checks lengths too.
+  save_safetensors(dir / "long.safetensors", {{"input_ids", at::ones({1, 200}, at::kLong)}});
+  EXPECT_FAILS_WITH(run("forward " + model_dir() + " --inputs " + (dir / "long.safetensors") + " --out " +
+                        (dir / "o.safetensors")),
+                    "sequence length 200", "max_position_embeddings 128");
+}
+
+TEST(CliBadInput, EmptyLinesAndBadJsonl) {
+  TempDir dir;
+  Result r = run("embed " + tiny_model() + " -o " + (dir / "e.jsonl"), "first\n\nthird\n");
+  EXPECT_FAILS_WITH(r, "<stdin>:2: empty line", "--skip-empty");
+  EXPECT_FALSE(fs::exists(dir / "e.jsonl"));
+  r = run("embed " + tiny_model() + " --skip-empty -o " + (dir / "e.jsonl"), "first\n\nthird\n");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(read_file(dir / "e.jsonl").find("\"line\":3"), std::string::npos);
+  EXPECT_FAILS_WITH(run("tokenize " + tiny_model() + " --jsonl", "{\"text\": \"a\"}\n{\"text\": oops}\n"),
+                    "<stdin>:2", "not valid JSON");
+  EXPECT_FAILS_WITH(run("tokenize " + tiny_model() + " --jsonl", "{\"txt\": \"a\"}\n"), "<stdin>:1",
+                    "\"text\"");
+  EXPECT_FAILS_WITH(run("embed " + tiny_model()), "no input records");
+}
+
+TEST(CliBadInput, ForwardInputsWithoutInputIds) {
+  TempDir dir;
+  save_safetensors(dir / "in.safetensors", {{"attention_mask", at::ones({1, 4}, at::kLong)}});
+  EXPECT_FAILS_WITH(run("forward " + model_dir() + " --inputs " + (dir / "in.safetensors") + " --out " +
+                        (dir / "o.safetensors")),
+                    "missing tensor 'input_ids'");
+  save_safetensors(dir / "in.safetensors", {{"input_ids", at::full({1, 4}, 5000, at::kLong)}});
+  EXPECT_FAILS_WITH(run("forward " + model_dir() + " --inputs " + (dir / "in.safetensors") + " --out " +
+                        (dir / "o.safetensors")),
+                    "input_ids out of range [0, 1000)");
+  EXPECT_FALSE(fs::exists(dir / "o.safetensors"));
+}
+
+TEST(CliBadInput, UnwritableOutput) {
+  EXPECT_FAILS_WITH(run("embed " + tiny_model() + " -o /nonexistent/dir/e.jsonl", "hello\n"),
+                    "/nonexistent/dir/e.jsonl", "cannot write");
+}
+
+TEST(CliBadInput, BadFlagValues) {
+  Result r = run("init /tmp/x --preset huge");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("huge"), std::string::npos) << r.err;
+  r = run("embed " + tiny_model() + " --width 1.5", "hello\n");
+  EXPECT_FAILS_WITH(r, "width multiplier", "1.5");
+}
+
+}  // namespace
+}  // namespace slimbert
