@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "slimbert/core/error.h"
@@ -24,7 +26,14 @@ GetThreads openblas_get() {
   return reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
 }
 
+using CoreName = const char* (*)();
+
 }  // namespace
+
+std::string blas_core_name() {
+  auto get = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  return get ? std::string(get()) : std::string();
+}
 
 void configure_threads(const ThreadConfig& config) {
   int n = config.threads > 0 ? config.threads
@@ -41,7 +50,7 @@ void configure_threads(const ThreadConfig& config) {
 
 std::string describe_threads() {
   GetThreads get = openblas_get();
-  return cat("openblas=", get ? std::to_string(get()) : std::string("n/a"),
+  return cat("openblas=", get ? std::to_string(get()) + " (" + blas_core_name() + ")" : std::string("n/a"),
              " torch=", at::get_num_threads());
 }
 

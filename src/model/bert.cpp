@@ -165,30 +165,34 @@ struct BertLayerImpl : torch::nn::Module {
     output = register_module("output", ResidualOutput(c, c.intermediate_size));
   }
 
-  // x: (B, T, H); mask_bias: (B, 1, 1, T) additive, or undefined when nothing is padded.
+  // x: (B, T, H); mask_bias: (B*heads, 1, T) additive, or undefined when nothing is padded.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask_bias, const LayerShape& shape) const {
     const bool train = is_training();
-    const int64_t B = x.size(0), T = x.size(1);
-    const int64_t inner = shape.heads * head_size;
+    const int64_t B = x.size(0), T = x.size(1), h = shape.heads, d = head_size;
+    const int64_t inner = h * d;
     auto& sa = *attention->self;
-    auto split = [&](const at::Tensor& t) {  // (B, T, h*d) -> (B, h, T, d)
-      return t.view({B, T, shape.heads, head_size}).transpose(1, 2);
-    };
-    at::Tensor q = split(sa.query->forward_sliced(x, inner, -1));
-    at::Tensor k = split(sa.key->forward_sliced(x, inner, -1));
-    at::Tensor v = split(sa.value->forward_sliced(x, inner, -1));
-    at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).div_(std::sqrt(static_cast<double>(head_size)));
-    if (mask_bias.defined()) scores.add_(mask_bias);  // (B, h, T, T)
+    // Q, K and V in one matrix product: one wide GEMM runs faster than three narrow ones.
+    auto rows = [&](const at::Tensor& t) { return t.narrow(0, 0, inner); };
+    const at::Tensor w = at::cat({rows(sa.query->weight), rows(sa.key->weight), rows(sa.value->weight)});
+    const at::Tensor b = at::cat({rows(sa.query->bias), rows(sa.key->bias), rows(sa.value->bias)});
+    const at::Tensor qkv = at::linear(x, w, b).view({B, T, 3, h, d}).permute({2, 0, 3, 1, 4});  // (3, B, h, T, d)
+    const at::Tensor q = qkv[0].reshape({B * h, T, d});
+    const at::Tensor k = qkv[1].reshape({B * h, T, d});
+    const at::Tensor v = qkv[2].reshape({B * h, T, d});
+    // scores = q k^T / sqrt(d) + mask: (B*h, T, T)
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    at::Tensor scores = mask_bias.defined() ? at::baddbmm(mask_bias, q, k.transpose(1, 2), 1.0, scale)
+                                            : at::bmm(q, k.transpose(1, 2)).mul_(scale);
     at::Tensor probs = at::dropout(at::softmax(scores, -1), attention_dropout, train);
-    at::Tensor context = at::matmul(probs, v).transpose(1, 2).reshape({B, T, inner});
+    at::Tensor context = at::bmm(probs, v).view({B, h, T, d}).transpose(1, 2).reshape({B, T, inner});
 
     auto& ao = *attention->output;
     at::Tensor attn = at::dropout(ao.dense->forward_sliced(context, -1, inner), hidden_dropout, train);
-    attn = ao.layer_norm->forward(attn + x);
+    attn = ao.layer_norm->forward(attn.add_(x));
 
-    at::Tensor h = activation(intermediate->dense->forward_sliced(attn, shape.ffn, -1), act);
-    at::Tensor out = at::dropout(output->dense->forward_sliced(h, -1, shape.ffn), hidden_dropout, train);
-    return output->layer_norm->forward(out + attn);
+    at::Tensor hidden = activation(intermediate->dense->forward_sliced(attn, shape.ffn, -1), act);
+    at::Tensor out = at::dropout(output->dense->forward_sliced(hidden, -1, shape.ffn), hidden_dropout, train);
+    return output->layer_norm->forward(out.add_(attn));
   }
 
   int64_t layer_index;
@@ -236,20 +240,24 @@ Encoded BertModelImpl::forward(const Batch& batch, const SubNet& subnet) const {
   check_like(batch.token_type_ids, "token_type_ids");
   check_like(batch.attention_mask, "attention_mask");
 
+  // (1 - mask) * float32 min, added to the attention scores: (B, 1, T). Skipped when nothing is
+  // padded (adding zeros changes nothing).
   at::Tensor mask_bias;
-  if (batch.attention_mask.defined() && !batch.attention_mask.all().item<bool>()) {
-    // (1 - mask) * float32 min, added to the attention scores: (B, 1, 1, T).
+  if (batch.attention_mask.defined() && !batch.attention_mask.all().item<bool>())
     mask_bias = (1.0 - batch.attention_mask.to(at::kFloat))
                     .mul_(std::numeric_limits<float>::lowest())
-                    .view({ids.size(0), 1, 1, ids.size(1)});
-  }
+                    .view({ids.size(0), 1, ids.size(1)});
 
   Encoded out;
   at::Tensor x = embeddings->forward(ids, batch.token_type_ids);
   out.hidden_states.push_back(x);
   const auto& layers = encoder->layers;
   for (int64_t l : kept_layers(static_cast<int64_t>(layers.size()), subnet.depth)) {
-    x = layers[static_cast<size_t>(l)]->forward(x, mask_bias, layer_shape(config_, l, subnet.width));
+    const LayerShape shape = layer_shape(config_, l, subnet.width);
+    // The mask repeated per head, in the (B*heads, 1, T) layout of the batched products.
+    const at::Tensor layer_mask =
+        mask_bias.defined() ? mask_bias.repeat_interleave(shape.heads, 0) : mask_bias;
+    x = layers[static_cast<size_t>(l)]->forward(x, layer_mask, shape);
     out.hidden_states.push_back(x);
   }
   if (pooler) out.pooled = pooler->forward(x);

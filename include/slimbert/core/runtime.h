@@ -16,6 +16,10 @@ struct ThreadConfig {
 void configure_threads(const ThreadConfig& config);
 std::string describe_threads();  // "openblas=2 torch=1"
 
+// OpenBLAS's kernel family ("Haswell", "Cooperlake", ...); "" when the BLAS is not OpenBLAS.
+// OPENBLAS_CORETYPE in the environment overrides its CPU detection (docs/PERFORMANCE.md).
+std::string blas_core_name();
+
 // Measures a float32 matrix product and returns GFLOP/s; warns on stderr when it is far below
 // what an optimised BLAS gives (the reference BLAS runs ~35x slower).
 double measure_matmul_gflops(int size = 512, int repeats = 3);
