@@ -16,7 +16,8 @@ namespace {
 
 double percentile(std::vector<double> sorted, double p) {  // nearest rank
   std::sort(sorted.begin(), sorted.end());
-  const size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
+  const size_t rank =
+      static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
   return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
 }
 
@@ -33,10 +34,15 @@ void add_bench(CLI::App& app) {
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("bench", "forward-pass latency percentiles on random tokens");
   cmd->add_option("dir", opts->dir, "checkpoint directory")->required();
-  cmd->add_option("--batch", opts->batch, "sequences per forward pass")->capture_default_str()
+  cmd->add_option("--batch", opts->batch, "sequences per forward pass")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--seq", opts->seq, "tokens per sequence")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--iters", opts->iters, "timed iterations")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--seq", opts->seq, "tokens per sequence")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--iters", opts->iters, "timed iterations")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--warmup", opts->warmup, "untimed iterations first")->capture_default_str();
   cmd->add_option("--width", opts->width, "sub-network width multiplier")->capture_default_str();
   cmd->add_option("--depth", opts->depth, "sub-network depth multiplier")->capture_default_str();
@@ -47,11 +53,13 @@ void add_bench(CLI::App& app) {
     BertModel model = load_bert_model(opts->dir, /*with_pooler=*/false);
     const BertConfig& config = model->config();
     if (opts->seq > config.max_position_embeddings)
-      fail("--seq ", opts->seq, " exceeds max_position_embeddings ", config.max_position_embeddings);
+      fail("--seq ", opts->seq, " exceeds max_position_embeddings ",
+           config.max_position_embeddings);
     at::manual_seed(0);
     Batch batch{at::randint(std::min<int64_t>(1000, config.vocab_size - 1), config.vocab_size,
                             {opts->batch, opts->seq}, at::kLong),
-                at::zeros({opts->batch, opts->seq}, at::kLong), at::ones({opts->batch, opts->seq}, at::kLong)};
+                at::zeros({opts->batch, opts->seq}, at::kLong),
+                at::ones({opts->batch, opts->seq}, at::kLong)};
     const SubNet subnet{opts->width, opts->depth};
     at::NoGradGuard no_grad;
     for (int64_t i = 0; i < opts->warmup; ++i) model->forward(batch, subnet);
@@ -59,26 +67,28 @@ void add_bench(CLI::App& app) {
     for (int64_t i = 0; i < opts->iters; ++i) {
       auto t0 = std::chrono::steady_clock::now();
       model->forward(batch, subnet);
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
     const double p50 = percentile(ms, 50), p90 = percentile(ms, 90), p99 = percentile(ms, 99);
     double mean = 0;
     for (double m : ms) mean += m / static_cast<double>(ms.size());
-    const double gflops = encoder_flops(config, opts->seq, subnet) * static_cast<double>(opts->batch) / 1e9;
+    const double gflops =
+        encoder_flops(config, opts->seq, subnet) * static_cast<double>(opts->batch) / 1e9;
     if (opts->json) {
-      nlohmann::json j = {{"model", opts->dir},       {"batch", opts->batch},     {"seq", opts->seq},
-                          {"width", opts->width},     {"depth", opts->depth},     {"threads", describe_threads()},
-                          {"iters", opts->iters},     {"p50_ms", p50},            {"p90_ms", p90},
-                          {"p99_ms", p99},            {"mean_ms", mean},
-                          {"gflop_per_s", gflops / (p50 / 1e3)}};
+      nlohmann::json j = {
+          {"model", opts->dir},   {"batch", opts->batch}, {"seq", opts->seq},
+          {"width", opts->width}, {"depth", opts->depth}, {"threads", describe_threads()},
+          {"iters", opts->iters}, {"p50_ms", p50},        {"p90_ms", p90},
+          {"p99_ms", p99},        {"mean_ms", mean},      {"gflop_per_s", gflops / (p50 / 1e3)}};
       std::cout << j.dump() << "\n";
       return;
     }
-    std::cout << std::fixed << std::setprecision(2) << opts->dir << ": batch " << opts->batch << " x seq "
-              << opts->seq << " (width " << opts->width << ", depth " << opts->depth << "), threads "
-              << describe_threads() << ", " << opts->iters << " iterations\n"
-              << "  p50 " << p50 << " ms   p90 " << p90 << " ms   p99 " << p99 << " ms   mean " << mean
-              << " ms   " << std::setprecision(1) << gflops / (p50 / 1e3) << " GFLOP/s\n";
+    std::cout << std::fixed << std::setprecision(2) << opts->dir << ": batch " << opts->batch
+              << " x seq " << opts->seq << " (width " << opts->width << ", depth " << opts->depth
+              << "), threads " << describe_threads() << ", " << opts->iters << " iterations\n"
+              << "  p50 " << p50 << " ms   p90 " << p90 << " ms   p99 " << p99 << " ms   mean "
+              << mean << " ms   " << std::setprecision(1) << gflops / (p50 / 1e3) << " GFLOP/s\n";
   });
 }
 

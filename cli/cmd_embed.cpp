@@ -21,13 +21,19 @@ struct RunOpts {
 void add_run_options(CLI::App* cmd, RunOpts* o) {
   cmd->add_option("dir", o->dir, "checkpoint directory")->required();
   add_input_options(cmd, &o->input);
-  cmd->add_option("--output,-o", o->output, "output JSONL file ('-' = standard output)")->capture_default_str();
-  cmd->add_option("--batch-size", o->batch_size, "sequences per forward pass")->capture_default_str()
+  cmd->add_option("--output,-o", o->output, "output JSONL file ('-' = standard output)")
+      ->capture_default_str();
+  cmd->add_option("--batch-size", o->batch_size, "sequences per forward pass")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--max-length", o->max_length, "truncate inputs to this many tokens (0 = model limit)");
-  cmd->add_flag("--no-truncate", o->no_truncate, "fail on inputs longer than the limit instead of truncating");
-  cmd->add_option("--width", o->width, "sub-network width multiplier (DynaBERT)")->capture_default_str();
-  cmd->add_option("--depth", o->depth, "sub-network depth multiplier (DynaBERT)")->capture_default_str();
+  cmd->add_option("--max-length", o->max_length,
+                  "truncate inputs to this many tokens (0 = model limit)");
+  cmd->add_flag("--no-truncate", o->no_truncate,
+                "fail on inputs longer than the limit instead of truncating");
+  cmd->add_option("--width", o->width, "sub-network width multiplier (DynaBERT)")
+      ->capture_default_str();
+  cmd->add_option("--depth", o->depth, "sub-network depth multiplier (DynaBERT)")
+      ->capture_default_str();
   add_thread_options(cmd, &o->threads);
 }
 
@@ -41,8 +47,8 @@ template <typename Emit>
 void run_batches(const RunOpts& o, const BertConfig& config, const Tokenizer& tokenizer,
                  const std::vector<Record>& records, Emit emit) {
   const std::string source = o.input.path == "-" ? "<stdin>" : o.input.path;
-  const auto encodings = encode_records(tokenizer, records, max_input_length(config, tokenizer, o.max_length),
-                                        o.no_truncate, source);
+  const auto encodings = encode_records(
+      tokenizer, records, max_input_length(config, tokenizer, o.max_length), o.no_truncate, source);
   at::NoGradGuard no_grad;
   for (size_t b = 0; b < encodings.size(); b += static_cast<size_t>(o.batch_size)) {
     const size_t e = std::min(encodings.size(), b + static_cast<size_t>(o.batch_size));
@@ -55,7 +61,8 @@ void run_batches(const RunOpts& o, const BertConfig& config, const Tokenizer& to
 void add_embed_and_predict(CLI::App& app) {
   auto eo = std::make_shared<RunOpts>();
   auto pooling = std::make_shared<std::string>("both");
-  auto* embed = app.add_subcommand("embed", "sentence embeddings (CLS and mean of the last layer) as JSONL");
+  auto* embed =
+      app.add_subcommand("embed", "sentence embeddings (CLS and mean of the last layer) as JSONL");
   add_run_options(embed, eo.get());
   embed->add_option("--pooling", *pooling, "cls, mean or both")
       ->check(CLI::IsMember({"cls", "mean", "both"}))
@@ -66,25 +73,28 @@ void add_embed_and_predict(CLI::App& app) {
     const auto records = read_records(eo->input);
     BertModel model = load_bert_model(eo->dir, /*with_pooler=*/false);
     Output out(eo->output);
-    run_batches(*eo, model->config(), tokenizer, records, [&](size_t b, size_t e, const Batch& batch) {
-      const at::Tensor h = model->forward(batch, SubNet{eo->width, eo->depth}).last();  // (B, T, H)
-      const at::Tensor mask = batch.attention_mask.to(at::kFloat).unsqueeze(-1);      // (B, T, 1)
-      const at::Tensor mean = (h * mask).sum(1) / mask.sum(1);                         // (B, H)
-      for (size_t i = b; i < e; ++i) {
-        const int64_t k = static_cast<int64_t>(i - b);
-        nlohmann::json j;
-        j["line"] = records[i].line;
-        if (!records[i].id.is_null()) j["id"] = records[i].id;
-        if (*pooling != "mean") j["cls"] = row(h[k][0]);
-        if (*pooling != "cls") j["mean"] = row(mean[k]);
-        out.stream() << j.dump() << "\n";
-      }
-    });
+    run_batches(
+        *eo, model->config(), tokenizer, records, [&](size_t b, size_t e, const Batch& batch) {
+          const at::Tensor h =
+              model->forward(batch, SubNet{eo->width, eo->depth}).last();             // (B, T, H)
+          const at::Tensor mask = batch.attention_mask.to(at::kFloat).unsqueeze(-1);  // (B, T, 1)
+          const at::Tensor mean = (h * mask).sum(1) / mask.sum(1);                    // (B, H)
+          for (size_t i = b; i < e; ++i) {
+            const int64_t k = static_cast<int64_t>(i - b);
+            nlohmann::json j;
+            j["line"] = records[i].line;
+            if (!records[i].id.is_null()) j["id"] = records[i].id;
+            if (*pooling != "mean") j["cls"] = row(h[k][0]);
+            if (*pooling != "cls") j["mean"] = row(mean[k]);
+            out.stream() << j.dump() << "\n";
+          }
+        });
     out.commit();
   });
 
   auto po = std::make_shared<RunOpts>();
-  auto* predict = app.add_subcommand("predict", "label probabilities from a classification checkpoint as JSONL");
+  auto* predict = app.add_subcommand(
+      "predict", "label probabilities from a classification checkpoint as JSONL");
   add_run_options(predict, po.get());
   predict->callback([po] {
     configure_threads(po->threads);
@@ -107,7 +117,8 @@ void add_embed_and_predict(CLI::App& app) {
           j["score"] = logits[k][0].item<float>();
         } else {
           nlohmann::json p = nlohmann::json::object();
-          for (int64_t c = 0; c < config.num_labels(); ++c) p[config.label_name(c)] = probs[k][c].item<float>();
+          for (int64_t c = 0; c < config.num_labels(); ++c)
+            p[config.label_name(c)] = probs[k][c].item<float>();
           j["label"] = config.label_name(probs[k].argmax().item<int64_t>());
           j["probs"] = p;
         }

@@ -16,12 +16,15 @@ void add_forward(CLI::App& app) {
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
-      "forward", "run a checkpoint on input_ids/token_type_ids/attention_mask tensors and write every output");
+      "forward",
+      "run a checkpoint on input_ids/token_type_ids/attention_mask tensors and write every output");
   cmd->add_option("dir", opts->dir, "checkpoint directory")->required();
-  cmd->add_option("--inputs", opts->inputs, "safetensors with input_ids (and optional token_type_ids, attention_mask)")
+  cmd->add_option("--inputs", opts->inputs,
+                  "safetensors with input_ids (and optional token_type_ids, attention_mask)")
       ->required();
   cmd->add_option("--out", opts->out,
-                  "output safetensors: hidden_states.i, last_hidden_state, pooler_output, mlm_logits, cls_logits")
+                  "output safetensors: hidden_states.i, last_hidden_state, pooler_output, "
+                  "mlm_logits, cls_logits")
       ->required();
   cmd->add_option("--width", opts->width, "sub-network width multiplier")->capture_default_str();
   cmd->add_option("--depth", opts->depth, "sub-network depth multiplier")->capture_default_str();
@@ -42,14 +45,15 @@ void add_forward(CLI::App& app) {
              at::toString(it->second.scalar_type()), " ", it->second.sizes());
       return it->second.to(at::kLong);
     };
-    const Batch batch{input("input_ids", true), input("token_type_ids", false), input("attention_mask", false)};
+    const Batch batch{input("input_ids", true), input("token_type_ids", false),
+                      input("attention_mask", false)};
     const int64_t vocab = config.vocab_size;
     if (batch.input_ids.numel() && (batch.input_ids.min().item<int64_t>() < 0 ||
                                     batch.input_ids.max().item<int64_t>() >= vocab))
       fail(opts->inputs, ": input_ids out of range [0, ", vocab, ")");
     if (batch.input_ids.size(1) > config.max_position_embeddings)
-      fail(opts->inputs, ": sequence length ", batch.input_ids.size(1), " exceeds max_position_embeddings ",
-           config.max_position_embeddings);
+      fail(opts->inputs, ": sequence length ", batch.input_ids.size(1),
+           " exceeds max_position_embeddings ", config.max_position_embeddings);
 
     auto has = [&](const std::string& part) {
       for (const auto& [k, t] : weights)
@@ -80,7 +84,8 @@ void add_forward(CLI::App& app) {
       clf->eval();
       out["cls_logits"] = clf->logits(enc);
     }
-    save_safetensors(opts->out, out, DType::F32, {{"format", "pt"}, {"producer", "slimbert forward"}});
+    save_safetensors(opts->out, out, DType::F32,
+                     {{"format", "pt"}, {"producer", "slimbert forward"}});
     std::cerr << "wrote " << out.size() << " tensors to " << opts->out << "\n";
   });
 }

@@ -19,9 +19,11 @@ void add_info(CLI::App& app) {
     ThreadConfig threads;
   };
   auto opts = std::make_shared<Opts>();
-  auto* cmd = app.add_subcommand("info", "show a checkpoint's config, parameters per component and FLOPs");
+  auto* cmd =
+      app.add_subcommand("info", "show a checkpoint's config, parameters per component and FLOPs");
   cmd->add_option("dir", opts->dir, "checkpoint directory")->required();
-  cmd->add_option("--seq", opts->seq, "sequence length for the FLOPs figure")->capture_default_str()
+  cmd->add_option("--seq", opts->seq, "sequence length for the FLOPs figure")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", opts->json, "print one JSON object");
   add_thread_options(cmd, &opts->threads);
@@ -43,13 +45,15 @@ void add_info(CLI::App& app) {
       std::cout << j.dump() << "\n";
       return;
     }
-    std::cout << opts->dir << "\n  shape: L" << config.num_hidden_layers << " H" << config.hidden_size
-              << " A" << config.num_attention_heads << " I" << config.intermediate_size
-              << " (head size " << config.attention_head_size() << ", vocab " << config.vocab_size
-              << ", max positions " << config.max_position_embeddings << ", act " << config.hidden_act << ")\n";
+    std::cout << opts->dir << "\n  shape: L" << config.num_hidden_layers << " H"
+              << config.hidden_size << " A" << config.num_attention_heads << " I"
+              << config.intermediate_size << " (head size " << config.attention_head_size()
+              << ", vocab " << config.vocab_size << ", max positions "
+              << config.max_position_embeddings << ", act " << config.hidden_act << ")\n";
     if (!config.pruned_heads.empty()) {
       std::cout << "  heads per layer:";
-      for (int64_t l = 0; l < config.num_hidden_layers; ++l) std::cout << " " << config.heads_in_layer(l);
+      for (int64_t l = 0; l < config.num_hidden_layers; ++l)
+        std::cout << " " << config.heads_in_layer(l);
       std::cout << "\n";
     }
     if (!config.id2label.empty() || !config.problem_type.empty()) {
@@ -60,8 +64,8 @@ void add_info(CLI::App& app) {
     }
     std::cout << "  parameters:\n";
     for (const auto& c : counts)
-      std::cout << "    " << std::left << std::setw(12) << c.component << std::right << std::setw(14)
-                << format_count(c.parameters) << "\n";
+      std::cout << "    " << std::left << std::setw(12) << c.component << std::right
+                << std::setw(14) << format_count(c.parameters) << "\n";
     std::cout << "    " << std::left << std::setw(12) << "total" << std::right << std::setw(14)
               << format_count(total) << "\n";
     std::cout << "  encoder FLOPs per sequence of " << opts->seq << " tokens: " << std::fixed

@@ -18,15 +18,19 @@ void add_init(CLI::App& app) {
     ThreadConfig threads;
   };
   auto opts = std::make_shared<Opts>();
-  auto* cmd = app.add_subcommand("init", "write a randomly initialised model directory (HF format)");
+  auto* cmd =
+      app.add_subcommand("init", "write a randomly initialised model directory (HF format)");
   cmd->add_option("dir", opts->dir, "output checkpoint directory")->required();
-  cmd->add_option("--preset", opts->preset, "shape: tiny, mini (L4/H256/A4/I1024), small, medium, base")
+  cmd->add_option("--preset", opts->preset,
+                  "shape: tiny, mini (L4/H256/A4/I1024), small, medium, base")
       ->check(CLI::IsMember(BertConfig::preset_names()))
       ->capture_default_str();
   cmd->add_option("--vocab", opts->vocab, "vocab.txt (bert-base-uncased: scripts/make-vocab.sh)")
       ->capture_default_str();
-  cmd->add_option("--labels", opts->labels, "also add a pooler and an N-label classifier head (1 = regression)");
-  cmd->add_option("--max-positions", opts->max_positions, "max_position_embeddings")->capture_default_str()
+  cmd->add_option("--labels", opts->labels,
+                  "also add a pooler and an N-label classifier head (1 = regression)");
+  cmd->add_option("--max-positions", opts->max_positions, "max_position_embeddings")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", opts->seed, "initialisation seed")->capture_default_str();
   add_thread_options(cmd, &opts->threads);

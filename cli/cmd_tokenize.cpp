@@ -14,11 +14,14 @@ void add_tokenize(CLI::App& app) {
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
       "tokenize", "tokenize text (lines or JSONL {text, text_pair?, max_length?}) into JSONL ids");
-  cmd->add_option("dir", opts->dir, "directory with vocab.txt and tokenizer_config.json")->required();
+  cmd->add_option("dir", opts->dir, "directory with vocab.txt and tokenizer_config.json")
+      ->required();
   add_input_options(cmd, &opts->input);
   cmd->add_flag("--jsonl", opts->jsonl, "input is JSONL (same as --format jsonl)");
-  cmd->add_option("--output,-o", opts->output, "output file ('-' = standard output)")->capture_default_str();
-  cmd->add_option("--max-length", opts->max_length, "truncate to at most this many ids (0 = no limit)");
+  cmd->add_option("--output,-o", opts->output, "output file ('-' = standard output)")
+      ->capture_default_str();
+  cmd->add_option("--max-length", opts->max_length,
+                  "truncate to at most this many ids (0 = no limit)");
   cmd->add_option("--truncation", opts->truncation, "longest_first, only_first or only_second")
       ->check(CLI::IsMember({"longest_first", "only_first", "only_second"}))
       ->capture_default_str();
@@ -34,8 +37,10 @@ void add_tokenize(CLI::App& app) {
       EncodeOptions eo;
       eo.truncation = parse_truncation(opts->truncation);
       eo.add_special_tokens = !opts->no_special;
-      if (r.max_length) eo.max_length = r.max_length;
-      else if (opts->max_length > 0) eo.max_length = opts->max_length;
+      if (r.max_length)
+        eo.max_length = r.max_length;
+      else if (opts->max_length > 0)
+        eo.max_length = opts->max_length;
       const Encoding e = tokenizer.encode(r.text, r.text_pair, eo);
       nlohmann::json j;
       if (!r.id.is_null()) j["id"] = r.id;

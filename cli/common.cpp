@@ -19,7 +19,8 @@ void add_thread_options(CLI::App* cmd, ThreadConfig* config) {
 }
 
 void add_input_options(CLI::App* cmd, InputOptions* options) {
-  cmd->add_option("--input,-i", options->path, "input file, '-' for standard input")->capture_default_str();
+  cmd->add_option("--input,-i", options->path, "input file, '-' for standard input")
+      ->capture_default_str();
   cmd->add_option("--format", options->format, "input format: auto, jsonl or text")
       ->check(CLI::IsMember({"auto", "jsonl", "text"}))
       ->capture_default_str();
@@ -66,7 +67,8 @@ std::vector<Record> read_records(const InputOptions& options) {
         fail(source, ":", line_no, ": expected a JSON object with a string field \"text\"");
       r.text = j["text"].get<std::string>();
       if (j.contains("text_pair") && !j["text_pair"].is_null()) {
-        if (!j["text_pair"].is_string()) fail(source, ":", line_no, ": \"text_pair\" must be a string");
+        if (!j["text_pair"].is_string())
+          fail(source, ":", line_no, ": \"text_pair\" must be a string");
         r.text_pair = j["text_pair"].get<std::string>();
       }
       if (j.contains("max_length") && !j["max_length"].is_null()) {
@@ -97,11 +99,13 @@ int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, i
 }
 
 std::vector<Encoding> encode_records(const Tokenizer& tokenizer, const std::vector<Record>& records,
-                                     int64_t max_length, bool no_truncate, const std::string& source) {
+                                     int64_t max_length, bool no_truncate,
+                                     const std::string& source) {
   std::vector<Encoding> out;
   out.reserve(records.size());
   for (const auto& r : records) {
-    Encoding full = tokenizer.encode(r.text, r.text_pair, EncodeOptions{std::nullopt, Truncation::kNone});
+    Encoding full =
+        tokenizer.encode(r.text, r.text_pair, EncodeOptions{std::nullopt, Truncation::kNone});
     const int64_t limit = r.max_length ? std::min(*r.max_length, max_length) : max_length;
     const int64_t n = static_cast<int64_t>(full.input_ids.size());
     if (n > limit) {
@@ -111,7 +115,8 @@ std::vector<Encoding> encode_records(const Tokenizer& tokenizer, const std::vect
       if (!r.max_length || *r.max_length > max_length)
         std::cerr << "warning: " << source << ":" << r.line << ": " << n << " tokens truncated to "
                   << limit << "\n";
-      out.push_back(tokenizer.encode(r.text, r.text_pair, EncodeOptions{limit, Truncation::kLongestFirst}));
+      out.push_back(
+          tokenizer.encode(r.text, r.text_pair, EncodeOptions{limit, Truncation::kLongestFirst}));
     } else {
       out.push_back(std::move(full));
     }

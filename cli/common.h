@@ -51,13 +51,15 @@ class Output {
   std::ostringstream buffer_;
 };
 
-// Longest input the model accepts: max_position_embeddings, capped by the tokenizer and --max-length.
+// Longest input the model accepts: max_position_embeddings, capped by the tokenizer and
+// --max-length.
 int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, int64_t user_max);
 
 // Encodes records; sequences over `max_length` are truncated with a warning, or rejected
 // when `no_truncate`.
 std::vector<Encoding> encode_records(const Tokenizer& tokenizer, const std::vector<Record>& records,
-                                     int64_t max_length, bool no_truncate, const std::string& source);
+                                     int64_t max_length, bool no_truncate,
+                                     const std::string& source);
 
 // Pads encodings [begin, end) to the longest and stacks them into (B, T) tensors.
 Batch make_batch(const std::vector<Encoding>& encodings, size_t begin, size_t end, int64_t pad_id);

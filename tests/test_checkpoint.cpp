@@ -22,7 +22,9 @@ const Tokenizer& small_tokenizer() {
   return t;
 }
 
-BertConfig fixture_config() { return load_config_dir(test::fixture("hf/model")); }
+BertConfig fixture_config() {
+  return load_config_dir(test::fixture("hf/model"));
+}
 
 TEST(Checkpoint, SaveThenLoadGivesTheSameWeightsAndHfFiles) {
   TempDir dir;
@@ -55,7 +57,8 @@ TEST(Checkpoint, MaskedLmFileOmitsTheTiedDecoderLikeHf) {
   std::set<std::string> expected;
   auto reference = SafetensorsFile::open(test::fixture("hf/model/model.safetensors"));
   for (const auto& t : reference->tensors())
-    if (t.name.rfind("bert.pooler", 0) != 0 && t.name.rfind("classifier", 0) != 0) expected.insert(t.name);
+    if (t.name.rfind("bert.pooler", 0) != 0 && t.name.rfind("classifier", 0) != 0)
+      expected.insert(t.name);
   std::set<std::string> got;
   for (const auto& t : file->tensors()) got.insert(t.name);
   EXPECT_EQ(got, expected);
@@ -64,13 +67,16 @@ TEST(Checkpoint, MaskedLmFileOmitsTheTiedDecoderLikeHf) {
 TEST(Checkpoint, HalfPrecisionAndShardedCheckpointsReload) {
   TempDir dir;
   BertForMaskedLM model = load_masked_lm(test::fixture("hf/model"));
-  save_checkpoint(dir / "f16", fixture_config(), *model, small_tokenizer(), SaveOptions{DType::F16, 0});
-  save_checkpoint(dir / "sharded", fixture_config(), *model, small_tokenizer(), SaveOptions{DType::F32, 200000});
+  save_checkpoint(dir / "f16", fixture_config(), *model, small_tokenizer(),
+                  SaveOptions{DType::F16, 0});
+  save_checkpoint(dir / "sharded", fixture_config(), *model, small_tokenizer(),
+                  SaveOptions{DType::F32, 200000});
   EXPECT_TRUE(fs::exists(dir / "sharded/model.safetensors.index.json"));
   BertForMaskedLM f16 = load_masked_lm(dir / "f16");
   BertForMaskedLM sharded = load_masked_lm(dir / "sharded");
   auto ref = state_dict(*model);
-  for (const auto& [name, t] : state_dict(*sharded)) EXPECT_TRUE(at::equal(t, ref.at(name))) << name;
+  for (const auto& [name, t] : state_dict(*sharded))
+    EXPECT_TRUE(at::equal(t, ref.at(name))) << name;
   for (const auto& [name, t] : state_dict(*f16))
     EXPECT_TRUE(at::equal(t, ref.at(name).to(at::kHalf).to(at::kFloat))) << name;
 }
@@ -79,7 +85,9 @@ TEST(Checkpoint, BaseModelFilesWithoutPrefixLoadIntoHeadModelsAndBack) {
   TempDir dir;
   BertModel base = load_bert_model(test::fixture("hf/model"), true);
   save_checkpoint(dir / "base", fixture_config(), *base, small_tokenizer());
-  EXPECT_NE(SafetensorsFile::open(dir / "base/model.safetensors")->find("embeddings.word_embeddings.weight"), nullptr);
+  EXPECT_NE(SafetensorsFile::open(dir / "base/model.safetensors")
+                ->find("embeddings.word_embeddings.weight"),
+            nullptr);
   // A head model from a base checkpoint needs its head initialised, and says so.
   EXPECT_ERROR_CONTAINS(load_classifier(dir / "base"), "missing tensors", "classifier.weight");
   LoadOptions init;
@@ -111,8 +119,9 @@ TEST(CheckpointErrors, ShapeMismatchNamesTheTensorAndBothShapes) {
   TensorMap w = load_weights(test::fixture("hf/model"));
   w["bert.encoder.layer.0.intermediate.dense.weight"] = at::zeros({128, 64});
   BertForMaskedLM model(fixture_config());
-  EXPECT_ERROR_CONTAINS(load_state(*model, w, "w.safetensors"), "bert.encoder.layer.0.intermediate.dense.weight",
-                        "expected [256, 64]", "file has [128, 64]");
+  EXPECT_ERROR_CONTAINS(load_state(*model, w, "w.safetensors"),
+                        "bert.encoder.layer.0.intermediate.dense.weight", "expected [256, 64]",
+                        "file has [128, 64]");
 }
 
 TEST(CheckpointErrors, MissingDirectoryAndWeights) {
@@ -130,7 +139,8 @@ TEST(AtomicWrites, FailedDirectoryWriteLeavesThePreviousCheckpointIntact) {
   const std::string before = read_file(dir / "ckpt/model.safetensors");
   EXPECT_THROW(write_dir_atomic(dir / "ckpt",
                                 [&](const std::string& staging) {
-                                  write_file_atomic(staging + "/model.safetensors", std::string("partial"));
+                                  write_file_atomic(staging + "/model.safetensors",
+                                                    std::string("partial"));
                                   throw Error("disk full");
                                 }),
                Error);

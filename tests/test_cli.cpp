@@ -27,10 +27,12 @@ struct Result {
 // Runs `slimbert ARGS` through the shell; stdin from `input` when given.
 Result run(const std::string& args, const std::string& input = "") {
   static int counter = 0;
-  const std::string base = (fs::temp_directory_path() / ("slimbert-cli-" + std::to_string(getpid()) + "-" +
-                                                         std::to_string(counter++)))
-                               .string();
-  std::string cmd = std::string(SLIMBERT_CLI) + " " + args + " >" + base + ".out 2>" + base + ".err";
+  const std::string base =
+      (fs::temp_directory_path() /
+       ("slimbert-cli-" + std::to_string(getpid()) + "-" + std::to_string(counter++)))
+          .string();
+  std::string cmd =
+      std::string(SLIMBERT_CLI) + " " + args + " >" + base + ".out 2>" + base + ".err";
   if (!input.empty()) {
     write_file_atomic(base + ".in", input);
     cmd += " <" + base + ".in";
@@ -46,16 +48,21 @@ Result run(const std::string& args, const std::string& input = "") {
   return r;
 }
 
-#define EXPECT_FAILS_WITH(result, ...)                                                     \
-  do {                                                                                     \
-    const Result& r_ = (result);                                                           \
-    EXPECT_NE(r_.code, 0) << "stdout: " << r_.out;                                         \
-    for (const std::string& part : {__VA_ARGS__})                                          \
-      EXPECT_NE(r_.err.find(part), std::string::npos) << "stderr: " << r_.err << "\n  lacks: " << part; \
+#define EXPECT_FAILS_WITH(result, ...)                      \
+  do {                                                      \
+    const Result& r_ = (result);                            \
+    EXPECT_NE(r_.code, 0) << "stdout: " << r_.out;          \
+    for (const std::string& part : {__VA_ARGS__})           \
+      EXPECT_NE(r_.err.find(part), std::string::npos)       \
+          << "stderr: " << r_.err << "\n  lacks: " << part; \
   } while (0)
 
-std::string model_dir() { return test::fixture("hf/model"); }
-std::string vocab() { return test::fixture("vocab/bert-base-uncased-vocab.txt"); }
+std::string model_dir() {
+  return test::fixture("hf/model");
+}
+std::string vocab() {
+  return test::fixture("vocab/bert-base-uncased-vocab.txt");
+}
 
 // A tiny random model with the real vocabulary and a 3-label head, made once per test binary.
 const std::string& tiny_model() {
@@ -73,19 +80,21 @@ const std::string& tiny_model() {
 std::string copy_model(const TempDir& dir) {
   const std::string p = dir / "model";
   fs::copy(model_dir(), p);
-  for (auto& e : fs::directory_iterator(p)) fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+  for (auto& e : fs::directory_iterator(p))
+    fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
   return p;
 }
 
 TEST(Cli, ForwardMatchesHuggingFaceGoldenOutputs) {
   TempDir dir;
   const std::string golden = model_dir() + "/outputs.safetensors";
-  Result r = run("forward " + model_dir() + " --inputs " + golden + " --out " + (dir / "out.safetensors"));
+  Result r =
+      run("forward " + model_dir() + " --inputs " + golden + " --out " + (dir / "out.safetensors"));
   ASSERT_EQ(r.code, 0) << r.err;
   TensorMap got = load_safetensors(dir / "out.safetensors");
   TensorMap want = load_safetensors(golden);
-  for (const char* name : {"hidden_states.0", "hidden_states.1", "hidden_states.2", "last_hidden_state",
-                           "pooler_output", "mlm_logits", "cls_logits"}) {
+  for (const char* name : {"hidden_states.0", "hidden_states.1", "hidden_states.2",
+                           "last_hidden_state", "pooler_output", "mlm_logits", "cls_logits"}) {
     ASSERT_TRUE(got.count(name)) << name;
     EXPECT_LE((got[name] - want[name]).abs().max().item<double>(), 1e-5) << name;
   }
@@ -94,7 +103,8 @@ TEST(Cli, ForwardMatchesHuggingFaceGoldenOutputs) {
 TEST(Cli, TokenizeJsonlMatchesGoldenCases) {
   TempDir dir;
   fs::copy_file(vocab(), dir / "vocab.txt");
-  write_file_atomic(dir / "tokenizer_config.json", std::string(R"({"do_lower_case": true, "model_max_length": 512})"));
+  write_file_atomic(dir / "tokenizer_config.json",
+                    std::string(R"({"do_lower_case": true, "model_max_length": 512})"));
   const std::string cases = read_file(test::fixture("hf/tokenizer_public.jsonl"));
   Result r = run("tokenize " + dir.path() + " --jsonl", cases);
   ASSERT_EQ(r.code, 0) << r.err;
@@ -126,7 +136,8 @@ TEST(Cli, InitInfoEmbedPredictBench) {
   EXPECT_EQ(ji["parameters"]["total"].get<int64_t>(), sum);
   EXPECT_GT(ji["encoder_gflops_per_sequence"].get<double>(), 0.0);
 
-  Result embed = run("embed " + m, "The cat sat on the mat.\nA second, longer sentence about dogs.\n");
+  Result embed =
+      run("embed " + m, "The cat sat on the mat.\nA second, longer sentence about dogs.\n");
   ASSERT_EQ(embed.code, 0) << embed.err;
   std::istringstream lines(embed.out);
   std::string line;
@@ -140,7 +151,9 @@ TEST(Cli, InitInfoEmbedPredictBench) {
   }
   EXPECT_EQ(n, 2);
 
-  Result pred = run("predict " + m + " --format jsonl", R"({"text": "good", "text_pair": "bad", "id": 7})" "\n");
+  Result pred =
+      run("predict " + m + " --format jsonl", R"({"text": "good", "text_pair": "bad", "id": 7})"
+                                              "\n");
   ASSERT_EQ(pred.code, 0) << pred.err;
   auto jp = nlohmann::json::parse(pred.out);
   EXPECT_EQ(jp["id"], 7);
@@ -193,7 +206,8 @@ TEST(CliBadInput, MissingDirectoryAndFiles) {
   TempDir dir;
   fs::create_directories(dir / "m");
   EXPECT_FAILS_WITH(run("embed " + (dir / "m")), "vocab.txt", "not found");
-  EXPECT_FAILS_WITH(run("embed " + tiny_model() + " --input /nonexistent/in.txt"), "/nonexistent/in.txt", "not found");
+  EXPECT_FAILS_WITH(run("embed " + tiny_model() + " --input /nonexistent/in.txt"),
+                    "/nonexistent/in.txt", "not found");
 }
 
 TEST(CliBadInput, TruncatedSafetensors) {
@@ -233,9 +247,10 @@ TEST(CliBadInput, WeightsThatDoNotMatchTheConfig) {
   config["intermediate_size"] = 128;
   write_file_atomic(m + "/config.json", config.dump());
   const std::string inputs = model_dir() + "/outputs.safetensors";
-  EXPECT_FAILS_WITH(run("forward " + m + " --inputs " + inputs + " --out " + (dir / "o.safetensors")),
-                    "model.safetensors: bert.encoder.layer.0.intermediate.dense.weight", "expected [128, 64]",
-                    "file has [256, 64]");
+  EXPECT_FAILS_WITH(
+      run("forward " + m + " --inputs " + inputs + " --out " + (dir / "o.safetensors")),
+      "model.safetensors: bert.encoder.layer.0.intermediate.dense.weight", "expected [128, 64]",
+      "file has [256, 64]");
   EXPECT_FALSE(fs::exists(dir / "o.safetensors"));
 }
 
@@ -261,18 +276,20 @@ TEST(CliBadInput, InputsLongerThanMaxPositions) {
   std::string long_text;
   for (int i = 0; i < 60; ++i) long_text += "word ";
   // Truncated with a warning by default...
-  Result r = run("embed " + tiny_model() + " -o " + (dir / "e.jsonl"), "short\n" + long_text + "\n");
+  Result r =
+      run("embed " + tiny_model() + " -o " + (dir / "e.jsonl"), "short\n" + long_text + "\n");
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("<stdin>:2: 62 tokens truncated to 32"), std::string::npos) << r.err;
   EXPECT_TRUE(fs::exists(dir / "e.jsonl"));
   // ...or an error with --no-truncate, and no output file.
-  r = run("embed " + tiny_model() + " --no-truncate -o " + (dir / "f.jsonl"), "short\n" + long_text + "\n");
+  r = run("embed " + tiny_model() + " --no-truncate -o " + (dir / "f.jsonl"),
+          "short\n" + long_text + "\n");
   EXPECT_FAILS_WITH(r, "<stdin>:2", "62 tokens", "limit of 32");
   EXPECT_FALSE(fs::exists(dir / "f.jsonl"));
   // forward checks lengths too.
   save_safetensors(dir / "long.safetensors", {{"input_ids", at::ones({1, 200}, at::kLong)}});
-  EXPECT_FAILS_WITH(run("forward " + model_dir() + " --inputs " + (dir / "long.safetensors") + " --out " +
-                        (dir / "o.safetensors")),
+  EXPECT_FAILS_WITH(run("forward " + model_dir() + " --inputs " + (dir / "long.safetensors") +
+                        " --out " + (dir / "o.safetensors")),
                     "sequence length 200", "max_position_embeddings 128");
 }
 
@@ -284,8 +301,9 @@ TEST(CliBadInput, EmptyLinesAndBadJsonl) {
   r = run("embed " + tiny_model() + " --skip-empty -o " + (dir / "e.jsonl"), "first\n\nthird\n");
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(read_file(dir / "e.jsonl").find("\"line\":3"), std::string::npos);
-  EXPECT_FAILS_WITH(run("tokenize " + tiny_model() + " --jsonl", "{\"text\": \"a\"}\n{\"text\": oops}\n"),
-                    "<stdin>:2", "not valid JSON");
+  EXPECT_FAILS_WITH(
+      run("tokenize " + tiny_model() + " --jsonl", "{\"text\": \"a\"}\n{\"text\": oops}\n"),
+      "<stdin>:2", "not valid JSON");
   EXPECT_FAILS_WITH(run("tokenize " + tiny_model() + " --jsonl", "{\"txt\": \"a\"}\n"), "<stdin>:1",
                     "\"text\"");
   EXPECT_FAILS_WITH(run("embed " + tiny_model()), "no input records");
@@ -294,12 +312,12 @@ TEST(CliBadInput, EmptyLinesAndBadJsonl) {
 TEST(CliBadInput, ForwardInputsWithoutInputIds) {
   TempDir dir;
   save_safetensors(dir / "in.safetensors", {{"attention_mask", at::ones({1, 4}, at::kLong)}});
-  EXPECT_FAILS_WITH(run("forward " + model_dir() + " --inputs " + (dir / "in.safetensors") + " --out " +
-                        (dir / "o.safetensors")),
+  EXPECT_FAILS_WITH(run("forward " + model_dir() + " --inputs " + (dir / "in.safetensors") +
+                        " --out " + (dir / "o.safetensors")),
                     "missing tensor 'input_ids'");
   save_safetensors(dir / "in.safetensors", {{"input_ids", at::full({1, 4}, 5000, at::kLong)}});
-  EXPECT_FAILS_WITH(run("forward " + model_dir() + " --inputs " + (dir / "in.safetensors") + " --out " +
-                        (dir / "o.safetensors")),
+  EXPECT_FAILS_WITH(run("forward " + model_dir() + " --inputs " + (dir / "in.safetensors") +
+                        " --out " + (dir / "o.safetensors")),
                     "input_ids out of range [0, 1000)");
   EXPECT_FALSE(fs::exists(dir / "o.safetensors"));
 }

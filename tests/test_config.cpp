@@ -51,16 +51,19 @@ TEST(Config, DefaultsFollowHuggingFace) {
 }
 
 TEST(Config, BadFieldsNameTheFieldAndWhatWasExpected) {
-  EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"hidden_size", -3}}, "x/config.json")), "x/config.json",
-                        "'hidden_size'", "positive integer", "-3");
+  EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"hidden_size", -3}}, "x/config.json")),
+                        "x/config.json", "'hidden_size'", "positive integer", "-3");
   EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"hidden_act", "tanh"}})), "hidden_act", "'tanh'");
   EXPECT_ERROR_CONTAINS(BertConfig::from_json({{"hidden_size", 100}, {"num_attention_heads", 12}}),
                         "not a multiple");
-  EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"pruned_heads", {{"0", {12}}}}})), "pruned_heads[0]",
-                        "head 12 out of range");
-  EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"id2label", {{"zero", "A"}}}})), "id2label", "'zero'");
-  EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"model_type", "roberta"}})), "model_type", "roberta");
-  EXPECT_ERROR_CONTAINS(BertConfig::load("/nonexistent/config.json"), "/nonexistent/config.json", "not found");
+  EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"pruned_heads", {{"0", {12}}}}})),
+                        "pruned_heads[0]", "head 12 out of range");
+  EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"id2label", {{"zero", "A"}}}})), "id2label",
+                        "'zero'");
+  EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"model_type", "roberta"}})), "model_type",
+                        "roberta");
+  EXPECT_ERROR_CONTAINS(BertConfig::load("/nonexistent/config.json"), "/nonexistent/config.json",
+                        "not found");
 }
 
 TEST(Config, PresetsHaveTheDocumentedShapes) {

@@ -23,7 +23,8 @@ const TensorMap& golden() {
 }
 
 Batch golden_batch() {
-  return Batch{golden().at("input_ids"), golden().at("token_type_ids"), golden().at("attention_mask")};
+  return Batch{golden().at("input_ids"), golden().at("token_type_ids"),
+               golden().at("attention_mask")};
 }
 
 double max_diff(const at::Tensor& a, const at::Tensor& b) {
@@ -37,7 +38,8 @@ TEST(ModelGolden, BertModelHiddenStatesAndPoolerMatchHuggingFace) {
   Encoded out = model->forward(golden_batch());
   ASSERT_EQ(out.hidden_states.size(), 3u);
   for (size_t i = 0; i < out.hidden_states.size(); ++i)
-    EXPECT_LE(max_diff(out.hidden_states[i], golden().at("hidden_states." + std::to_string(i))), kGoldenTolerance)
+    EXPECT_LE(max_diff(out.hidden_states[i], golden().at("hidden_states." + std::to_string(i))),
+              kGoldenTolerance)
         << "hidden_states." << i;
   EXPECT_LE(max_diff(out.last(), golden().at("last_hidden_state")), kGoldenTolerance);
   EXPECT_LE(max_diff(out.pooled, golden().at("pooler_output")), kGoldenTolerance);
@@ -60,8 +62,8 @@ TEST(ModelGolden, PaddedRowEqualsTheSameSequenceAlone) {
   at::NoGradGuard no_grad;
   Batch b = golden_batch();
   const int64_t n = b.attention_mask[1].sum().item<int64_t>();  // row 1: 10 real tokens
-  Batch alone{b.input_ids.narrow(0, 1, 1).narrow(1, 0, n), b.token_type_ids.narrow(0, 1, 1).narrow(1, 0, n),
-              at::Tensor()};
+  Batch alone{b.input_ids.narrow(0, 1, 1).narrow(1, 0, n),
+              b.token_type_ids.narrow(0, 1, 1).narrow(1, 0, n), at::Tensor()};
   at::Tensor full = model->forward(b).last()[1].narrow(0, 0, n);
   EXPECT_LE(max_diff(model->forward(alone).last()[0], full), 1e-5);
 }
@@ -151,7 +153,8 @@ TEST(Model, GradientsReachEveryParameterIncludingTiedDecoder) {
   BertForMaskedLM model = load_masked_lm(model_dir());
   model->train();
   at::Tensor logits = model->forward(golden_batch());  // (B, T, V)
-  at::Tensor loss = at::cross_entropy_loss(logits.view({-1, logits.size(-1)}), golden().at("input_ids").view(-1));
+  at::Tensor loss =
+      at::cross_entropy_loss(logits.view({-1, logits.size(-1)}), golden().at("input_ids").view(-1));
   loss.backward();
   for (const auto& p : model->named_parameters()) {
     ASSERT_TRUE(p.value().grad().defined()) << p.key();
@@ -164,8 +167,11 @@ TEST(Model, MaskedPositionLogitsEqualFullLogitsAtThosePositions) {
   BertForMaskedLM model = load_masked_lm(model_dir());
   at::NoGradGuard no_grad;
   at::Tensor hidden = model->bert->forward(golden_batch()).last();  // (B, T, H)
-  at::Tensor rows = hidden.view({-1, hidden.size(-1)}).index_select(0, at::tensor({1, 17, 40}, at::kLong));
-  at::Tensor full = model->forward(golden_batch()).view({-1, 1000}).index_select(0, at::tensor({1, 17, 40}, at::kLong));
+  at::Tensor rows =
+      hidden.view({-1, hidden.size(-1)}).index_select(0, at::tensor({1, 17, 40}, at::kLong));
+  at::Tensor full = model->forward(golden_batch())
+                        .view({-1, 1000})
+                        .index_select(0, at::tensor({1, 17, 40}, at::kLong));
   EXPECT_LE(max_diff(model->logits(rows), full), 1e-6);
 }
 
@@ -177,7 +183,8 @@ TEST(Model, SequenceLongerThanPositionsIsAnError) {
 
 TEST(Flops, CountsMatchHandComputedValues) {
   BertConfig c = BertConfig::preset("mini");
-  // Per layer at T=128, H=256, I=1024: QKV 3*2*T*H*H, scores+context 2*2*T*T*H, out 2*T*H*H, FFN 2*2*T*H*I.
+  // Per layer at T=128, H=256, I=1024: QKV 3*2*T*H*H, scores+context 2*2*T*T*H, out 2*T*H*H, FFN
+  // 2*2*T*H*I.
   const double T = 128, H = 256, I = 1024;
   const double per_layer = 6 * T * H * H + 4 * T * T * H + 2 * T * H * H + 4 * T * H * I;
   EXPECT_DOUBLE_EQ(encoder_flops(c, 128), 4 * per_layer);

@@ -120,20 +120,24 @@ TEST(SafetensorsCorrupt, HeaderNotAnObject) {
 
 TEST(SafetensorsCorrupt, UnknownDtype) {
   TempDir dir;
-  write_raw(dir / "t.safetensors", R"({"w": {"dtype": "F8", "shape": [2], "data_offsets": [0, 2]}})", 2);
-  EXPECT_ERROR_CONTAINS(SafetensorsFile::open(dir / "t.safetensors"), "tensor 'w'", "unknown dtype 'F8'");
+  write_raw(dir / "t.safetensors",
+            R"({"w": {"dtype": "F8", "shape": [2], "data_offsets": [0, 2]}})", 2);
+  EXPECT_ERROR_CONTAINS(SafetensorsFile::open(dir / "t.safetensors"), "tensor 'w'",
+                        "unknown dtype 'F8'");
 }
 
 TEST(SafetensorsCorrupt, ShapeTimesDtypeDiffersFromByteCount) {
   TempDir dir;
-  write_raw(dir / "t.safetensors", R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]}})", 20);
-  EXPECT_ERROR_CONTAINS(SafetensorsFile::open(dir / "t.safetensors"), "tensor 'w'", "[2, 3]", "needs 24 bytes",
-                        "span 20");
+  write_raw(dir / "t.safetensors",
+            R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]}})", 20);
+  EXPECT_ERROR_CONTAINS(SafetensorsFile::open(dir / "t.safetensors"), "tensor 'w'", "[2, 3]",
+                        "needs 24 bytes", "span 20");
 }
 
 TEST(SafetensorsCorrupt, OffsetsOutOfRange) {
   TempDir dir;
-  write_raw(dir / "t.safetensors", R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 8);
+  write_raw(dir / "t.safetensors",
+            R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 8);
   EXPECT_ERROR_CONTAINS(SafetensorsFile::open(dir / "t.safetensors"), "tensor 'w'", "out of range",
                         "holds 8 bytes");
 }
@@ -149,13 +153,15 @@ TEST(SafetensorsCorrupt, OverlappingTensors) {
 
 TEST(SafetensorsCorrupt, BeginAfterEnd) {
   TempDir dir;
-  write_raw(dir / "t.safetensors", R"({"a": {"dtype": "U8", "shape": [0], "data_offsets": [4, 2]}})", 8);
+  write_raw(dir / "t.safetensors",
+            R"({"a": {"dtype": "U8", "shape": [0], "data_offsets": [4, 2]}})", 8);
   EXPECT_ERROR_CONTAINS(SafetensorsFile::open(dir / "t.safetensors"), "begin > end");
 }
 
 TEST(SafetensorsCorrupt, NegativeShape) {
   TempDir dir;
-  write_raw(dir / "t.safetensors", R"({"a": {"dtype": "U8", "shape": [-1], "data_offsets": [0, 0]}})", 0);
+  write_raw(dir / "t.safetensors",
+            R"({"a": {"dtype": "U8", "shape": [-1], "data_offsets": [0, 0]}})", 0);
   EXPECT_ERROR_CONTAINS(SafetensorsFile::open(dir / "t.safetensors"), "non-negative integers");
 }
 
@@ -163,12 +169,13 @@ TEST(SafetensorsCorrupt, TruncatedRealCheckpoint) {
   TempDir dir;
   std::string data = read_file(test::fixture("hf/model/model.safetensors"));
   write_file_atomic(dir / "t.safetensors", std::string_view(data).substr(0, data.size() / 2));
-  EXPECT_ERROR_CONTAINS(SafetensorsFile::open(dir / "t.safetensors"), "out of range", "file truncated?");
+  EXPECT_ERROR_CONTAINS(SafetensorsFile::open(dir / "t.safetensors"), "out of range",
+                        "file truncated?");
 }
 
 TEST(SafetensorsCorrupt, MissingFile) {
-  EXPECT_ERROR_CONTAINS(SafetensorsFile::open("/nonexistent/x.safetensors"), "/nonexistent/x.safetensors",
-                        "not found");
+  EXPECT_ERROR_CONTAINS(SafetensorsFile::open("/nonexistent/x.safetensors"),
+                        "/nonexistent/x.safetensors", "not found");
 }
 
 }  // namespace

@@ -10,11 +10,14 @@ namespace slimbert {
 namespace {
 
 const Tokenizer& bert_uncased() {
-  static const Tokenizer t(Vocab::load(test::fixture("vocab/bert-base-uncased-vocab.txt")), TokenizerOptions{});
+  static const Tokenizer t(Vocab::load(test::fixture("vocab/bert-base-uncased-vocab.txt")),
+                           TokenizerOptions{});
   return t;
 }
 
-std::vector<std::string> toks(const std::string& text) { return bert_uncased().tokenize(text); }
+std::vector<std::string> toks(const std::string& text) {
+  return bert_uncased().tokenize(text);
+}
 using Strings = std::vector<std::string>;
 
 // Every golden case of HF BertTokenizer (transformers 4.31) must match exactly.
@@ -54,12 +57,12 @@ TEST(Tokenizer, VocabularyIdsOfTheRealBertVocab) {
 TEST(Tokenizer, BasicRules) {
   EXPECT_EQ(toks("Hello, World!"), (Strings{"hello", ",", "world", "!"}));
   EXPECT_EQ(toks("unaffable"), (Strings{"una", "##ffa", "##ble"}));
-  EXPECT_EQ(toks("Héllo Ünïcödé"), (Strings{"hello", "unicode"}));            // accents stripped
-  EXPECT_EQ(toks("a中文b"), (Strings{"a", "中", "文", "b"}));                   // CJK isolated
-  EXPECT_EQ(toks("a\tb\nc\u00a0d"), (Strings{"a", "b", "c", "d"}));           // whitespace kinds
-  EXPECT_EQ(toks("x\u200by"), toks("xy"));                                   // format char dropped
-  EXPECT_EQ(toks(std::string(101, 'a')), (Strings{"[UNK]"}));                 // over 100 chars
-  EXPECT_EQ(toks("price €5"), (Strings{"price", "€", "##5"}));                // symbols stay in words
+  EXPECT_EQ(toks("Héllo Ünïcödé"), (Strings{"hello", "unicode"}));   // accents stripped
+  EXPECT_EQ(toks("a中文b"), (Strings{"a", "中", "文", "b"}));        // CJK isolated
+  EXPECT_EQ(toks("a\tb\nc\u00a0d"), (Strings{"a", "b", "c", "d"}));  // whitespace kinds
+  EXPECT_EQ(toks("x\u200by"), toks("xy"));                           // format char dropped
+  EXPECT_EQ(toks(std::string(101, 'a')), (Strings{"[UNK]"}));        // over 100 chars
+  EXPECT_EQ(toks("price €5"), (Strings{"price", "€", "##5"}));       // symbols stay in words
   EXPECT_EQ(toks(""), Strings{});
   EXPECT_EQ(toks("   "), Strings{});
 }
@@ -98,8 +101,8 @@ TEST(Tokenizer, PairEncodingAndTruncationStrategies) {
   EXPECT_EQ(e.tokens, (Strings{"[CLS]", "a", "b", "c", "[SEP]", "f", "g", "[SEP]"}));
   EXPECT_EQ(e.num_truncated, 1);
 
-  EXPECT_ERROR_CONTAINS((t.encode("a b", std::string("f g"), {4, Truncation::kOnlySecond})), "only_second",
-                        "has 2 tokens");
+  EXPECT_ERROR_CONTAINS((t.encode("a b", std::string("f g"), {4, Truncation::kOnlySecond})),
+                        "only_second", "has 2 tokens");
   e = t.encode("a b c d e", std::string("f g"), {8, Truncation::kOnlyFirst});
   EXPECT_EQ(e.tokens, (Strings{"[CLS]", "a", "b", "c", "[SEP]", "f", "g", "[SEP]"}));
   e = t.encode("a b c d e", std::nullopt, {4});
@@ -110,11 +113,14 @@ TEST(Tokenizer, PairEncodingAndTruncationStrategies) {
 
 TEST(Tokenizer, BatchPaddingLongestAndMaxLength) {
   const Tokenizer& t = bert_uncased();
-  auto batch = t.encode_batch({"a b c", "a"}, {}, EncodeOptions{std::nullopt, Truncation::kLongestFirst, Padding::kLongest});
+  auto batch =
+      t.encode_batch({"a b c", "a"}, {},
+                     EncodeOptions{std::nullopt, Truncation::kLongestFirst, Padding::kLongest});
   ASSERT_EQ(batch.size(), 2u);
   EXPECT_EQ(batch[1].input_ids, (std::vector<int64_t>{101, 1037, 102, 0, 0}));
   EXPECT_EQ(batch[1].attention_mask, (std::vector<int64_t>{1, 1, 1, 0, 0}));
-  batch = t.encode_batch({"a b c", "a"}, {}, EncodeOptions{8, Truncation::kLongestFirst, Padding::kMaxLength});
+  batch = t.encode_batch({"a b c", "a"}, {},
+                         EncodeOptions{8, Truncation::kLongestFirst, Padding::kMaxLength});
   EXPECT_EQ(batch[0].input_ids.size(), 8u);
   EXPECT_EQ(batch[1].input_ids.size(), 8u);
 }
@@ -128,15 +134,17 @@ TEST(Tokenizer, DecodeJoinsPiecesAndCleansSpaces) {
 
 TEST(Tokenizer, OptionsFromTokenizerConfig) {
   test::TempDir dir;
-  write_file_atomic(dir / "tokenizer_config.json",
-                    R"({"do_lower_case": false, "model_max_length": 1e30, "unk_token": {"content": "[UNK]"}})");
+  write_file_atomic(
+      dir / "tokenizer_config.json",
+      R"({"do_lower_case": false, "model_max_length": 1e30, "unk_token": {"content": "[UNK]"}})");
   TokenizerOptions o = TokenizerOptions::from_json_file(dir / "tokenizer_config.json");
   EXPECT_FALSE(o.do_lower_case);
   EXPECT_GT(o.model_max_length, int64_t{1} << 60);
   Tokenizer cased(Vocab::load(test::fixture("vocab/bert-base-uncased-vocab.txt")), o);
   EXPECT_EQ(cased.tokenize("Hello"), (Strings{"[UNK]"}));  // uncased vocab has no "Hello"
   write_file_atomic(dir / "tokenizer_config.json", R"({"do_lower_case": "yes"})");
-  EXPECT_ERROR_CONTAINS(TokenizerOptions::from_json_file(dir / "tokenizer_config.json"), "do_lower_case");
+  EXPECT_ERROR_CONTAINS(TokenizerOptions::from_json_file(dir / "tokenizer_config.json"),
+                        "do_lower_case");
 }
 
 TEST(Tokenizer, SaveAndReloadFromDirectory) {
@@ -144,14 +152,16 @@ TEST(Tokenizer, SaveAndReloadFromDirectory) {
   bert_uncased().save(dir.path());
   Tokenizer back = Tokenizer::from_dir(dir.path());
   EXPECT_EQ(back.vocab().tokens(), bert_uncased().vocab().tokens());
-  EXPECT_EQ(read_file(dir / "vocab.txt"), read_file(test::fixture("vocab/bert-base-uncased-vocab.txt")));
+  EXPECT_EQ(read_file(dir / "vocab.txt"),
+            read_file(test::fixture("vocab/bert-base-uncased-vocab.txt")));
   auto special = nlohmann::json::parse(read_file(dir / "special_tokens_map.json"));
   EXPECT_EQ(special["mask_token"], "[MASK]");
 }
 
 TEST(Tokenizer, MissingFilesAndSpecialTokensAreClearErrors) {
   EXPECT_ERROR_CONTAINS(Tokenizer::from_dir("/nonexistent"), "/nonexistent/vocab.txt", "not found");
-  EXPECT_ERROR_CONTAINS((Tokenizer(Vocab::from_tokens({"[PAD]", "a"}), TokenizerOptions{})), "[UNK]");
+  EXPECT_ERROR_CONTAINS((Tokenizer(Vocab::from_tokens({"[PAD]", "a"}), TokenizerOptions{})),
+                        "[UNK]");
 }
 
 }  // namespace

@@ -10,7 +10,9 @@
 
 namespace slimbert::test {
 
-inline std::string fixture(const std::string& rel) { return std::string(SLIMBERT_FIXTURES) + "/" + rel; }
+inline std::string fixture(const std::string& rel) {
+  return std::string(SLIMBERT_FIXTURES) + "/" + rel;
+}
 
 // A fresh directory under the system temp dir, removed at the end of the test.
 class TempDir {
@@ -21,7 +23,9 @@ class TempDir {
     path_ = mkdtemp(tmpl.data());
   }
   ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return (std::filesystem::path(path_) / name).string(); }
+  std::string operator/(const std::string& name) const {
+    return (std::filesystem::path(path_) / name).string();
+  }
   const std::string& path() const { return path_; }
 
  private:
@@ -31,14 +35,14 @@ class TempDir {
 }  // namespace slimbert::test
 
 // Expects `statement` to throw slimbert::Error whose message contains every given substring.
-#define EXPECT_ERROR_CONTAINS(statement, ...)                                       \
-  do {                                                                              \
-    try {                                                                           \
-      statement;                                                                    \
-      ADD_FAILURE() << "expected an error from: " #statement;                       \
-    } catch (const slimbert::Error& e) {                                            \
-      for (const std::string& part : {__VA_ARGS__})                                 \
-        EXPECT_NE(std::string(e.what()).find(part), std::string::npos)              \
-            << "message: " << e.what() << "\n  lacks: " << part;                    \
-    }                                                                               \
+#define EXPECT_ERROR_CONTAINS(statement, ...)                          \
+  do {                                                                 \
+    try {                                                              \
+      statement;                                                       \
+      ADD_FAILURE() << "expected an error from: " #statement;          \
+    } catch (const slimbert::Error& e) {                               \
+      for (const std::string& part : {__VA_ARGS__})                    \
+        EXPECT_NE(std::string(e.what()).find(part), std::string::npos) \
+            << "message: " << e.what() << "\n  lacks: " << part;       \
+    }                                                                  \
   } while (0)

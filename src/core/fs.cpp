@@ -76,7 +76,9 @@ void write_dir_atomic(const std::string& dir, const std::function<void(const std
 
   const fs::path staging = parent / (target.filename().string() + unique_suffix());
   fs::create_directory(staging, ec);
-  if (ec) fail(target.string(), ": cannot create staging directory ", staging.string(), ": ", ec.message());
+  if (ec)
+    fail(target.string(), ": cannot create staging directory ", staging.string(), ": ",
+         ec.message());
   try {
     fill(staging.string());
   } catch (...) {

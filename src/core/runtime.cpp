@@ -50,8 +50,9 @@ void configure_threads(const ThreadConfig& config) {
 
 std::string describe_threads() {
   GetThreads get = openblas_get();
-  return cat("openblas=", get ? std::to_string(get()) + " (" + blas_core_name() + ")" : std::string("n/a"),
-             " torch=", at::get_num_threads());
+  return cat(
+      "openblas=", get ? std::to_string(get()) + " (" + blas_core_name() + ")" : std::string("n/a"),
+      " torch=", at::get_num_threads());
 }
 
 double measure_matmul_gflops(int size, int repeats) {
@@ -71,7 +72,8 @@ double measure_matmul_gflops(int size, int repeats) {
 
 void check_blas(bool verbose) {
   const double gflops = measure_matmul_gflops();
-  if (verbose) std::fprintf(stderr, "matmul: %.1f GFLOP/s (%s)\n", gflops, describe_threads().c_str());
+  if (verbose)
+    std::fprintf(stderr, "matmul: %.1f GFLOP/s (%s)\n", gflops, describe_threads().c_str());
   if (gflops < 15.0)
     std::fprintf(stderr,
                  "warning: float32 matmul runs at %.1f GFLOP/s; an optimised BLAS gives ~100+. "

@@ -13,9 +13,12 @@ namespace fs = std::filesystem;
 namespace slimbert {
 namespace {
 
-bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+bool starts_with(const std::string& s, const char* prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 bool is_base_key(const std::string& k) {
@@ -28,7 +31,9 @@ std::string head_of(const std::string& k) {
     if (starts_with(k, head)) return head;
   return "";
 }
-bool is_head_key(const std::string& k) { return !head_of(k).empty(); }
+bool is_head_key(const std::string& k) {
+  return !head_of(k).empty();
+}
 
 std::string join_list(const std::vector<std::string>& names, size_t max_shown = 20) {
   std::string s;
@@ -39,8 +44,8 @@ std::string join_list(const std::vector<std::string>& names, size_t max_shown = 
 
 }  // namespace
 
-LoadReport load_state(torch::nn::Module& module, const TensorMap& weights, const std::string& source,
-                      const LoadOptions& options) {
+LoadReport load_state(torch::nn::Module& module, const TensorMap& weights,
+                      const std::string& source, const LoadOptions& options) {
   auto params = module.named_parameters(/*recurse=*/true);
   bool model_prefixed = false, file_prefixed = false;
   std::set<std::string> model_heads;
@@ -53,7 +58,8 @@ LoadReport load_state(torch::nn::Module& module, const TensorMap& weights, const
   // Tensors are named in messages as the file names them.
   auto file_name = [&](const std::string& model_name) {
     if (!model_prefixed && file_prefixed && is_base_key(model_name)) return "bert." + model_name;
-    if (model_prefixed && !file_prefixed && starts_with(model_name, "bert.")) return model_name.substr(5);
+    if (model_prefixed && !file_prefixed && starts_with(model_name, "bert."))
+      return model_name.substr(5);
     return model_name;
   };
 
@@ -100,7 +106,8 @@ LoadReport load_state(torch::nn::Module& module, const TensorMap& weights, const
     if (it == mapped.end()) continue;
     const at::Tensor& src = it->second;
     if (src.sizes() != p.value().sizes())
-      fail(source, ": ", file_name(p.key()), ": expected ", p.value().sizes(), ", file has ", src.sizes());
+      fail(source, ": ", file_name(p.key()), ": expected ", p.value().sizes(), ", file has ",
+           src.sizes());
     if (!at::isFloatingType(src.scalar_type()))
       fail(source, ": ", file_name(p.key()), ": expected a floating-point tensor, file has ",
            at::toString(src.scalar_type()));
@@ -115,11 +122,12 @@ TensorMap state_dict(const torch::nn::Module& module) {
   return out;
 }
 
-void save_checkpoint(const std::string& dir, const BertConfig& config, const torch::nn::Module& model,
-                     const Tokenizer& tokenizer, const SaveOptions& options) {
+void save_checkpoint(const std::string& dir, const BertConfig& config,
+                     const torch::nn::Module& model, const Tokenizer& tokenizer,
+                     const SaveOptions& options) {
   if (tokenizer.vocab().size() != config.vocab_size)
-    fail(dir, ": tokenizer vocabulary has ", tokenizer.vocab().size(), " tokens, config vocab_size is ",
-         config.vocab_size);
+    fail(dir, ": tokenizer vocabulary has ", tokenizer.vocab().size(),
+         " tokens, config vocab_size is ", config.vocab_size);
   const TensorMap weights = state_dict(model);
   write_dir_atomic(dir, [&](const std::string& staging) {
     config.save((fs::path(staging) / "config.json").string());
@@ -135,7 +143,8 @@ BertConfig load_config_dir(const std::string& dir) {
 
 std::string weights_path(const std::string& dir) {
   const fs::path single = fs::path(dir) / "model.safetensors";
-  return fs::exists(single) ? single.string() : (fs::path(dir) / "model.safetensors.index.json").string();
+  return fs::exists(single) ? single.string()
+                            : (fs::path(dir) / "model.safetensors.index.json").string();
 }
 
 namespace {

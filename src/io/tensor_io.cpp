@@ -15,33 +15,54 @@ namespace {
 
 at::ScalarType to_scalar(DType d) {
   switch (d) {
-    case DType::F64: return at::kDouble;
-    case DType::F32: return at::kFloat;
-    case DType::F16: return at::kHalf;
-    case DType::BF16: return at::kBFloat16;
-    case DType::I64: return at::kLong;
-    case DType::I32: return at::kInt;
-    case DType::I16: return at::kShort;
-    case DType::I8: return at::kChar;
-    case DType::U8: return at::kByte;
-    case DType::BOOL: return at::kBool;
+    case DType::F64:
+      return at::kDouble;
+    case DType::F32:
+      return at::kFloat;
+    case DType::F16:
+      return at::kHalf;
+    case DType::BF16:
+      return at::kBFloat16;
+    case DType::I64:
+      return at::kLong;
+    case DType::I32:
+      return at::kInt;
+    case DType::I16:
+      return at::kShort;
+    case DType::I8:
+      return at::kChar;
+    case DType::U8:
+      return at::kByte;
+    case DType::BOOL:
+      return at::kBool;
   }
   return at::kFloat;
 }
 
 DType from_scalar(at::ScalarType s, const std::string& name) {
   switch (s) {
-    case at::kDouble: return DType::F64;
-    case at::kFloat: return DType::F32;
-    case at::kHalf: return DType::F16;
-    case at::kBFloat16: return DType::BF16;
-    case at::kLong: return DType::I64;
-    case at::kInt: return DType::I32;
-    case at::kShort: return DType::I16;
-    case at::kChar: return DType::I8;
-    case at::kByte: return DType::U8;
-    case at::kBool: return DType::BOOL;
-    default: throw Error(cat("tensor '", name, "': dtype ", at::toString(s), " cannot be saved"));
+    case at::kDouble:
+      return DType::F64;
+    case at::kFloat:
+      return DType::F32;
+    case at::kHalf:
+      return DType::F16;
+    case at::kBFloat16:
+      return DType::BF16;
+    case at::kLong:
+      return DType::I64;
+    case at::kInt:
+      return DType::I32;
+    case at::kShort:
+      return DType::I16;
+    case at::kChar:
+      return DType::I8;
+    case at::kByte:
+      return DType::U8;
+    case at::kBool:
+      return DType::BOOL;
+    default:
+      throw Error(cat("tensor '", name, "': dtype ", at::toString(s), " cannot be saved"));
   }
 }
 
@@ -59,7 +80,8 @@ TensorMap load_safetensors(const std::string& path) {
     const bool is_float = info.dtype == DType::F16 || info.dtype == DType::BF16 ||
                           info.dtype == DType::F64 || info.dtype == DType::F32;
     // Own the data: the mapping goes away with `file`.
-    out[info.name] = is_float ? view.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true) : view.clone();
+    out[info.name] =
+        is_float ? view.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true) : view.clone();
   }
   return out;
 }
@@ -71,7 +93,8 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, DType f
   for (const auto& [name, t] : tensors) {
     if (!t.defined()) throw Error(cat(path, ": tensor '", name, "' is undefined"));
     at::Tensor c = t.detach().to(at::kCPU);
-    if (c.scalar_type() == at::kFloat && float_dtype != DType::F32) c = c.to(to_scalar(float_dtype));
+    if (c.scalar_type() == at::kFloat && float_dtype != DType::F32)
+      c = c.to(to_scalar(float_dtype));
     c = c.contiguous();
     owned[name] = c;
     bytes[name] = TensorBytes{from_scalar(c.scalar_type(), name), c.sizes().vec(), c.data_ptr(),
@@ -101,10 +124,12 @@ TensorMap load_weights(const std::string& dir) {
     fail(index.string(), ": expected an object with 'weight_map' {tensor: file}");
   std::map<std::string, std::vector<std::string>> by_file;
   for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-    if (!it.value().is_string()) fail(index.string(), ": weight_map['", it.key(), "'] must be a file name");
+    if (!it.value().is_string())
+      fail(index.string(), ": weight_map['", it.key(), "'] must be a file name");
     const std::string file = it.value().get<std::string>();
     if (file.find('/') != std::string::npos || file == ".." || file.empty())
-      fail(index.string(), ": weight_map['", it.key(), "'] = '", file, "' is not a file name in ", dir);
+      fail(index.string(), ": weight_map['", it.key(), "'] = '", file, "' is not a file name in ",
+           dir);
     by_file[file].push_back(it.key());
   }
   TensorMap out;

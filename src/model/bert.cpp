@@ -18,7 +18,8 @@ std::vector<int64_t> kept_layers(int64_t num_layers, double depth) {
   const int64_t d = std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(depth * num_layers)));
   std::vector<int64_t> kept;
   for (int64_t i = 0; i < d; ++i)
-    kept.push_back(std::min<int64_t>(num_layers - 1, static_cast<int64_t>(std::floor(i / depth + 1e-9))));
+    kept.push_back(
+        std::min<int64_t>(num_layers - 1, static_cast<int64_t>(std::floor(i / depth + 1e-9))));
   return kept;
 }
 
@@ -44,9 +45,12 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
   if (with_bias) bias = register_parameter("bias", at::zeros({out}));
 }
 
-at::Tensor LinearImpl::forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+at::Tensor LinearImpl::forward(const at::Tensor& x) const {
+  return at::linear(x, weight, bias);
+}
 
-at::Tensor LinearImpl::forward_sliced(const at::Tensor& x, int64_t out_rows, int64_t in_cols) const {
+at::Tensor LinearImpl::forward_sliced(const at::Tensor& x, int64_t out_rows,
+                                      int64_t in_cols) const {
   at::Tensor w = weight;
   at::Tensor b = bias;
   if (out_rows >= 0 && out_rows < w.size(0)) {
@@ -70,7 +74,9 @@ EmbeddingImpl::EmbeddingImpl(int64_t count, int64_t dim) {
   weight = register_parameter("weight", at::empty({count, dim}));
 }
 
-at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) const { return at::embedding(weight, ids); }
+at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) const {
+  return at::embedding(weight, ids);
+}
 
 at::Tensor activation(const at::Tensor& x, const std::string& name) {
   if (name == "gelu") return at::gelu(x);
@@ -95,10 +101,10 @@ at::Tensor BertEmbeddingsImpl::forward(const at::Tensor& input_ids,
                                        const at::Tensor& token_type_ids) const {
   const int64_t seq = input_ids.size(1);
   const int64_t max_pos = position_embeddings->weight.size(0);
-  if (seq > max_pos)
-    fail("sequence length ", seq, " exceeds max_position_embeddings ", max_pos);
+  if (seq > max_pos) fail("sequence length ", seq, " exceeds max_position_embeddings ", max_pos);
   // (T, H) position rows broadcast over the batch.
-  at::Tensor x = word_embeddings->forward(input_ids) + position_embeddings->weight.narrow(0, 0, seq);
+  at::Tensor x =
+      word_embeddings->forward(input_ids) + position_embeddings->weight.narrow(0, 0, seq);
   if (token_type_ids.defined())
     x = x + token_type_embeddings->forward(token_type_ids);
   else
@@ -166,32 +172,39 @@ struct BertLayerImpl : torch::nn::Module {
   }
 
   // x: (B, T, H); mask_bias: (B*heads, 1, T) additive, or undefined when nothing is padded.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& mask_bias, const LayerShape& shape) const {
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& mask_bias,
+                     const LayerShape& shape) const {
     const bool train = is_training();
     const int64_t B = x.size(0), T = x.size(1), h = shape.heads, d = head_size;
     const int64_t inner = h * d;
     auto& sa = *attention->self;
     // Q, K and V in one matrix product: one wide GEMM runs faster than three narrow ones.
     auto rows = [&](const at::Tensor& t) { return t.narrow(0, 0, inner); };
-    const at::Tensor w = at::cat({rows(sa.query->weight), rows(sa.key->weight), rows(sa.value->weight)});
+    const at::Tensor w =
+        at::cat({rows(sa.query->weight), rows(sa.key->weight), rows(sa.value->weight)});
     const at::Tensor b = at::cat({rows(sa.query->bias), rows(sa.key->bias), rows(sa.value->bias)});
-    const at::Tensor qkv = at::linear(x, w, b).view({B, T, 3, h, d}).permute({2, 0, 3, 1, 4});  // (3, B, h, T, d)
+    const at::Tensor qkv =
+        at::linear(x, w, b).view({B, T, 3, h, d}).permute({2, 0, 3, 1, 4});  // (3, B, h, T, d)
     const at::Tensor q = qkv[0].reshape({B * h, T, d});
     const at::Tensor k = qkv[1].reshape({B * h, T, d});
     const at::Tensor v = qkv[2].reshape({B * h, T, d});
     // scores = q k^T / sqrt(d) + mask: (B*h, T, T)
     const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-    at::Tensor scores = mask_bias.defined() ? at::baddbmm(mask_bias, q, k.transpose(1, 2), 1.0, scale)
-                                            : at::bmm(q, k.transpose(1, 2)).mul_(scale);
+    at::Tensor scores = mask_bias.defined()
+                            ? at::baddbmm(mask_bias, q, k.transpose(1, 2), 1.0, scale)
+                            : at::bmm(q, k.transpose(1, 2)).mul_(scale);
     at::Tensor probs = at::dropout(at::softmax(scores, -1), attention_dropout, train);
-    at::Tensor context = at::bmm(probs, v).view({B, h, T, d}).transpose(1, 2).reshape({B, T, inner});
+    at::Tensor context =
+        at::bmm(probs, v).view({B, h, T, d}).transpose(1, 2).reshape({B, T, inner});
 
     auto& ao = *attention->output;
-    at::Tensor attn = at::dropout(ao.dense->forward_sliced(context, -1, inner), hidden_dropout, train);
+    at::Tensor attn =
+        at::dropout(ao.dense->forward_sliced(context, -1, inner), hidden_dropout, train);
     attn = ao.layer_norm->forward(attn.add_(x));
 
     at::Tensor hidden = activation(intermediate->dense->forward_sliced(attn, shape.ffn, -1), act);
-    at::Tensor out = at::dropout(output->dense->forward_sliced(hidden, -1, shape.ffn), hidden_dropout, train);
+    at::Tensor out =
+        at::dropout(output->dense->forward_sliced(hidden, -1, shape.ffn), hidden_dropout, train);
     return output->layer_norm->forward(out.add_(attn));
   }
 
@@ -273,7 +286,8 @@ BertMlmHeadImpl::BertMlmHeadImpl(const BertConfig& c) : act(c.hidden_act) {
   bias = register_parameter("bias", at::zeros({c.vocab_size}));
 }
 
-at::Tensor BertMlmHeadImpl::forward(const at::Tensor& hidden, const at::Tensor& word_embeddings) const {
+at::Tensor BertMlmHeadImpl::forward(const at::Tensor& hidden,
+                                    const at::Tensor& word_embeddings) const {
   at::Tensor h = layer_norm->forward(activation(dense->forward(hidden), act));
   return at::linear(h, word_embeddings, bias);
 }
@@ -298,7 +312,8 @@ BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(const BertC
   classifier = register_module("classifier", Linear(c.hidden_size, c.num_labels()));
 }
 
-at::Tensor BertForSequenceClassificationImpl::forward(const Batch& batch, const SubNet& subnet) const {
+at::Tensor BertForSequenceClassificationImpl::forward(const Batch& batch,
+                                                      const SubNet& subnet) const {
   return logits(bert->forward(batch, subnet));
 }
 

@@ -124,7 +124,8 @@ BertConfig BertConfig::from_json(const json& j, const std::string& source) {
     }
   }
   if (const json* v = r.get("num_labels")) {  // HF derives num_labels from id2label
-    if (!v->is_number_integer() || v->get<int64_t>() <= 0) r.bad("num_labels", "a positive integer", *v);
+    if (!v->is_number_integer() || v->get<int64_t>() <= 0)
+      r.bad("num_labels", "a positive integer", *v);
     if (c.id2label.empty()) c.set_num_labels(v->get<int64_t>());
   }
   for (auto it = j.begin(); it != j.end(); ++it)
@@ -146,8 +147,8 @@ BertConfig BertConfig::load(const std::string& path) {
 void BertConfig::validate(const std::string& source) const {
   if (model_type != "bert")
     fail(source, ": model_type '", model_type, "' is not supported (expected 'bert')");
-  static const std::set<std::string> kActs = {"gelu", "gelu_new", "gelu_pytorch_tanh", "relu",
-                                              "silu", "swish"};
+  static const std::set<std::string> kActs = {"gelu", "gelu_new", "gelu_pytorch_tanh",
+                                              "relu", "silu",     "swish"};
   if (!kActs.count(hidden_act))
     fail(source, ": field 'hidden_act': '", hidden_act,
          "' is not supported (expected gelu, gelu_new, gelu_pytorch_tanh, relu, silu)");
@@ -226,7 +227,8 @@ int64_t BertConfig::attention_head_size() const {
 
 int64_t BertConfig::heads_in_layer(int64_t layer) const {
   auto it = pruned_heads.find(layer);
-  return num_attention_heads - (it == pruned_heads.end() ? 0 : static_cast<int64_t>(it->second.size()));
+  return num_attention_heads -
+         (it == pruned_heads.end() ? 0 : static_cast<int64_t>(it->second.size()));
 }
 
 std::string BertConfig::label_name(int64_t id) const {

@@ -82,7 +82,8 @@ TokenizerOptions TokenizerOptions::from_json_file(const std::string& path) {
   get_bool("do_lower_case", o.do_lower_case);
   get_bool("tokenize_chinese_chars", o.tokenize_chinese_chars);
   if (j.contains("strip_accents") && !j["strip_accents"].is_null()) {
-    if (!j["strip_accents"].is_boolean()) fail(path, ": field 'strip_accents' must be true, false or null");
+    if (!j["strip_accents"].is_boolean())
+      fail(path, ": field 'strip_accents' must be true, false or null");
     o.strip_accents = j["strip_accents"].get<bool>();
   }
   if (j.contains("model_max_length") && !j["model_max_length"].is_null()) {
@@ -91,15 +92,18 @@ TokenizerOptions TokenizerOptions::from_json_file(const std::string& path) {
       o.model_max_length = m.get<int64_t>();
     } else if (m.is_number_float()) {  // HF writes 1e30 for "no limit"
       double v = m.get<double>();
-      o.model_max_length = v >= 9e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(v);
+      o.model_max_length =
+          v >= 9e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(v);
     } else {
       fail(path, ": field 'model_max_length' must be a number");
     }
     if (o.model_max_length <= 0) fail(path, ": field 'model_max_length' must be positive");
   }
-  const std::pair<const char*, std::string*> specials[] = {
-      {"unk_token", &o.unk_token}, {"sep_token", &o.sep_token}, {"pad_token", &o.pad_token},
-      {"cls_token", &o.cls_token}, {"mask_token", &o.mask_token}};
+  const std::pair<const char*, std::string*> specials[] = {{"unk_token", &o.unk_token},
+                                                           {"sep_token", &o.sep_token},
+                                                           {"pad_token", &o.pad_token},
+                                                           {"cls_token", &o.cls_token},
+                                                           {"mask_token", &o.mask_token}};
   for (const auto& [key, dst] : specials)
     if (j.contains(key) && !j[key].is_null()) *dst = special_content(j[key], path, key);
   return o;
@@ -187,11 +191,11 @@ void Tokenizer::save(const std::string& dir) const {
 
 bool Tokenizer::is_special(const std::string& token) const {
   return token == options_.unk_token || token == options_.sep_token ||
-         token == options_.pad_token || token == options_.cls_token ||
-         token == options_.mask_token;
+         token == options_.pad_token || token == options_.cls_token || token == options_.mask_token;
 }
 
-void Tokenizer::basic_tokenize(std::u32string_view chunk, std::vector<std::u32string>& words) const {
+void Tokenizer::basic_tokenize(std::u32string_view chunk,
+                               std::vector<std::u32string>& words) const {
   // Cleaning and CJK isolation.
   std::u32string text;
   text.reserve(chunk.size());
@@ -347,7 +351,8 @@ std::vector<std::string> Tokenizer::tokenize(std::string_view text_utf8) const {
   return pieces;
 }
 
-std::vector<int64_t> Tokenizer::convert_tokens_to_ids(const std::vector<std::string>& tokens) const {
+std::vector<int64_t> Tokenizer::convert_tokens_to_ids(
+    const std::vector<std::string>& tokens) const {
   std::vector<int64_t> ids;
   ids.reserve(tokens.size());
   for (const auto& t : tokens) ids.push_back(vocab_.find(t).value_or(unk_id_));
@@ -385,8 +390,8 @@ Encoding Tokenizer::encode(std::string_view text, const std::optional<std::strin
           auto& seq = first ? a : b;
           if (static_cast<int64_t>(seq.size()) <= remove)
             fail("cannot truncate to max_length ", *options.max_length, " with only_",
-                 first ? "first" : "second", ": the ", first ? "first" : "second",
-                 " sequence has ", seq.size(), " tokens and ", remove, " must be removed");
+                 first ? "first" : "second", ": the ", first ? "first" : "second", " sequence has ",
+                 seq.size(), " tokens and ", remove, " must be removed");
           seq.resize(seq.size() - static_cast<size_t>(remove));
           break;
         }
@@ -468,8 +473,8 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special
   if (!clean_up_tokenization_spaces) return text;
   // HF clean_up_tokenization: undo the spaces the join put before punctuation and contractions.
   static const std::pair<const char*, const char*> kFixes[] = {
-      {" .", "."},     {" ?", "?"},     {" !", "!"},     {" ,", ","},    {" ' ", "'"},
-      {" n't", "n't"}, {" 'm", "'m"},   {" 's", "'s"},   {" 've", "'ve"}, {" 're", "'re"}};
+      {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
+      {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
   for (const auto& [from, to] : kFixes) {
     const std::string f = from, t = to;
     for (size_t pos = text.find(f); pos != std::string::npos; pos = text.find(f, pos + t.size()))

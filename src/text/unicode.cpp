@@ -129,6 +129,8 @@ bool is_cjk(char32_t cp) {
          (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
 }
 
-bool is_nonspacing_mark(char32_t cp) { return category(cp) == UTF8PROC_CATEGORY_MN; }
+bool is_nonspacing_mark(char32_t cp) {
+  return category(cp) == UTF8PROC_CATEGORY_MN;
+}
 
 }  // namespace slimbert::unicode

@@ -10,7 +10,7 @@ namespace slimbert {
 // intra-op pool parallelises the element-wise ops. Both at once oversubscribe small machines
 // (ENVIRONMENT.md), so by default OpenBLAS gets `threads` and libtorch 1.
 struct ThreadConfig {
-  int threads = 0;        // 0: all hardware threads
+  int threads = 0;           // 0: all hardware threads
   bool torch_intra = false;  // true: libtorch intra-op threads = threads, OpenBLAS = 1
 };
 void configure_threads(const ThreadConfig& config);

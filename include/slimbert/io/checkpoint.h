@@ -27,8 +27,8 @@ struct LoadReport {
 // Copies `weights` into `module`'s parameters by HF name. Accepts files saved from a base
 // BertModel (no "bert." prefix) or from a head model, tied decoder aliases, and the other heads'
 // tensors. Errors list every missing or unexpected tensor, and name both shapes on a mismatch.
-LoadReport load_state(torch::nn::Module& module, const TensorMap& weights, const std::string& source,
-                      const LoadOptions& options = {});
+LoadReport load_state(torch::nn::Module& module, const TensorMap& weights,
+                      const std::string& source, const LoadOptions& options = {});
 
 // Parameters under their HF names (the tied decoder is not a separate parameter).
 TensorMap state_dict(const torch::nn::Module& module);
@@ -48,8 +48,10 @@ BertConfig load_config_dir(const std::string& dir);  // DIR/config.json
 std::string weights_path(const std::string& dir);
 
 // Loaders: config + weights of DIR; heads missing from the file are an error unless allowed.
-BertModel load_bert_model(const std::string& dir, bool with_pooler = false, const LoadOptions& options = {});
+BertModel load_bert_model(const std::string& dir, bool with_pooler = false,
+                          const LoadOptions& options = {});
 BertForMaskedLM load_masked_lm(const std::string& dir, const LoadOptions& options = {});
-BertForSequenceClassification load_classifier(const std::string& dir, const LoadOptions& options = {});
+BertForSequenceClassification load_classifier(const std::string& dir,
+                                              const LoadOptions& options = {});
 
 }  // namespace slimbert

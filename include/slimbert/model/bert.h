@@ -82,7 +82,8 @@ TORCH_MODULE(Embedding);
 
 struct BertEmbeddingsImpl : torch::nn::Module {
   explicit BertEmbeddingsImpl(const BertConfig& config);
-  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& token_type_ids) const;  // (B, T, H)
+  at::Tensor forward(const at::Tensor& input_ids,
+                     const at::Tensor& token_type_ids) const;  // (B, T, H)
   Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
   LayerNorm layer_norm{nullptr};  // registered as "LayerNorm"
   double dropout;

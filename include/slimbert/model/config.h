@@ -16,9 +16,9 @@ struct BertConfig {
   int64_t vocab_size = 30522;
   int64_t hidden_size = 768;
   int64_t num_hidden_layers = 12;
-  int64_t num_attention_heads = 12;       // heads per layer before pruning
+  int64_t num_attention_heads = 12;  // heads per layer before pruning
   int64_t intermediate_size = 3072;
-  std::string hidden_act = "gelu";        // gelu (erf) | gelu_new / gelu_pytorch_tanh | relu | silu
+  std::string hidden_act = "gelu";  // gelu (erf) | gelu_new / gelu_pytorch_tanh | relu | silu
   double hidden_dropout_prob = 0.1;
   double attention_probs_dropout_prob = 0.1;
   std::optional<double> classifier_dropout;  // null: use hidden_dropout_prob
@@ -30,7 +30,8 @@ struct BertConfig {
   std::string position_embedding_type = "absolute";
   std::map<int64_t, std::set<int64_t>> pruned_heads;  // layer -> removed head indices
   std::map<int64_t, std::string> id2label;            // empty: HF's default of 2 labels
-  std::string problem_type;  // "", regression, single_label_classification, multi_label_classification
+  std::string
+      problem_type;  // "", regression, single_label_classification, multi_label_classification
   std::vector<std::string> architectures;
   std::string model_type = "bert";
   // slimbert extension (absent in standard BERT): attention head size when it is not
@@ -47,7 +48,9 @@ struct BertConfig {
 
   int64_t attention_head_size() const;
   int64_t heads_in_layer(int64_t layer) const;  // after pruned_heads
-  int64_t num_labels() const { return id2label.empty() ? 2 : static_cast<int64_t>(id2label.size()); }
+  int64_t num_labels() const {
+    return id2label.empty() ? 2 : static_cast<int64_t>(id2label.size());
+  }
   std::string label_name(int64_t id) const;
   void set_num_labels(int64_t n);  // LABEL_0..LABEL_{n-1}
 

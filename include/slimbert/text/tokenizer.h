@@ -32,8 +32,8 @@ struct TokenizerOptions {
   bool tokenize_chinese_chars = true;
   int64_t model_max_length = 512;
   int max_input_chars_per_word = 100;
-  std::string unk_token = "[UNK]", sep_token = "[SEP]", pad_token = "[PAD]",
-              cls_token = "[CLS]", mask_token = "[MASK]";
+  std::string unk_token = "[UNK]", sep_token = "[SEP]", pad_token = "[PAD]", cls_token = "[CLS]",
+              mask_token = "[MASK]";
 
   static TokenizerOptions from_json_file(const std::string& path);  // tokenizer_config.json
   std::string to_json() const;                                      // tokenizer_config.json
@@ -42,8 +42,9 @@ struct TokenizerOptions {
 enum class Truncation { kNone, kLongestFirst, kOnlyFirst, kOnlySecond };
 enum class Padding { kNone, kLongest, kMaxLength };
 
-Truncation parse_truncation(const std::string& name);  // longest_first | only_first | only_second | none
-Padding parse_padding(const std::string& name);        // longest | max_length | none
+Truncation parse_truncation(
+    const std::string& name);                    // longest_first | only_first | only_second | none
+Padding parse_padding(const std::string& name);  // longest | max_length | none
 
 struct Encoding {
   std::vector<std::string> tokens;
@@ -54,7 +55,8 @@ struct Encoding {
 };
 
 struct EncodeOptions {
-  std::optional<int64_t> max_length;  // with truncation: at most this many ids; with kMaxLength padding: pad to it
+  std::optional<int64_t>
+      max_length;  // with truncation: at most this many ids; with kMaxLength padding: pad to it
   Truncation truncation = Truncation::kLongestFirst;
   Padding padding = Padding::kNone;
   bool add_special_tokens = true;

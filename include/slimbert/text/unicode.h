@@ -19,9 +19,9 @@ std::u32string nfd(std::u32string_view text);
 // Python's str.lower() for one code point (full case mapping: U+0130 becomes two code points).
 void append_lower(std::u32string& out, char32_t cp);
 
-bool is_python_space(char32_t cp);  // Python str.isspace()
-bool is_bert_whitespace(char32_t cp);  // " \t\n\r" or category Zs
-bool is_bert_control(char32_t cp);     // category C* except "\t\n\r"
+bool is_python_space(char32_t cp);      // Python str.isspace()
+bool is_bert_whitespace(char32_t cp);   // " \t\n\r" or category Zs
+bool is_bert_control(char32_t cp);      // category C* except "\t\n\r"
 bool is_bert_punctuation(char32_t cp);  // ASCII 33-47, 58-64, 91-96, 123-126, or category P*
 bool is_cjk(char32_t cp);               // CJK unified ideograph blocks BERT isolates
 bool is_nonspacing_mark(char32_t cp);   // category Mn
