@@ -11,5 +11,7 @@ void add_tokenize(CLI::App& app);
 void add_embed_and_predict(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_forward(CLI::App& app);
+void add_data(CLI::App& app);
+void add_pretrain(CLI::App& app);
 
 }  // namespace slimbert::cli

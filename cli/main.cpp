@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   slimbert::cli::add_embed_and_predict(app);
   slimbert::cli::add_bench(app);
   slimbert::cli::add_forward(app);
+  slimbert::cli::add_data(app);
+  slimbert::cli::add_pretrain(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

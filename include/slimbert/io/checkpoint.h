@@ -38,6 +38,12 @@ struct SaveOptions {
   size_t max_shard_bytes = 0;      // 0: one model.safetensors
 };
 
+// Writes the checkpoint files into an existing directory (callers that add files of their own,
+// like the trainer's state, stage a directory and call this).
+void write_checkpoint_files(const std::string& dir, const BertConfig& config,
+                            const torch::nn::Module& model, const Tokenizer& tokenizer,
+                            const SaveOptions& options = {});
+
 // Writes a complete checkpoint directory atomically (staged, then renamed into place).
 void save_checkpoint(const std::string& dir, const BertConfig& config,
                      const torch::nn::Module& model, const Tokenizer& tokenizer,

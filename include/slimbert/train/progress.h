@@ -1,0 +1,38 @@
+// Progress of long jobs: a bar with ETA on a terminal, otherwise one line per logging step,
+// and always a JSONL metrics file.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+
+namespace slimbert {
+
+class Progress {
+ public:
+  // `metrics_path` may be empty (no JSONL); appends when the file exists (resumed runs).
+  Progress(std::string what, int64_t total_steps, std::string metrics_path, int64_t start_step = 0);
+  ~Progress();
+  // Reports step `step` (1-based, of total): values such as loss parts and lr; `tokens` processed
+  // since the last report, `flops` done since the last report (for MFU against `peak_flops`).
+  void report(int64_t step, const std::map<std::string, double>& values, int64_t tokens = 0,
+              double flops = 0, double peak_flops = 0);
+  // An event (evaluation, checkpoint) on its own line and in the JSONL file.
+  void event(int64_t step, const std::string& kind, const std::map<std::string, double>& values,
+             const std::string& note = "");
+  void finish();
+
+ private:
+  void write_jsonl(const std::string& line);
+  std::string what_;
+  int64_t total_, start_step_;
+  std::string metrics_path_;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_, last_;
+  int64_t last_step_;
+};
+
+std::string format_duration(double seconds);  // 1h02m, 4m05s, 12s
+
+}  // namespace slimbert

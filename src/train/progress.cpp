@@ -1,0 +1,112 @@
+#include "slimbert/train/progress.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace slimbert {
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  char buf[32];
+  const long t = static_cast<long>(s + 0.5);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof(buf), "%ldh%02ldm", t / 3600, (t % 3600) / 60);
+  else if (t >= 60)
+    std::snprintf(buf, sizeof(buf), "%ldm%02lds", t / 60, t % 60);
+  else
+    std::snprintf(buf, sizeof(buf), "%lds", t);
+  return buf;
+}
+
+Progress::Progress(std::string what, int64_t total_steps, std::string metrics_path, int64_t start_step)
+    : what_(std::move(what)),
+      total_(total_steps),
+      start_step_(start_step),
+      metrics_path_(std::move(metrics_path)),
+      tty_(isatty(fileno(stderr)) != 0),
+      start_(std::chrono::steady_clock::now()),
+      last_(start_),
+      last_step_(start_step) {}
+
+Progress::~Progress() {
+  if (tty_) std::fputc('\n', stderr);
+}
+
+void Progress::write_jsonl(const std::string& line) {
+  if (metrics_path_.empty()) return;
+  std::ofstream out(metrics_path_, std::ios::app);
+  out << line << "\n";
+}
+
+void Progress::report(int64_t step, const std::map<std::string, double>& values, int64_t tokens, double flops,
+                      double peak_flops) {
+  const auto now = std::chrono::steady_clock::now();
+  const double since_last = std::chrono::duration<double>(now - last_).count();
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
+  const double rate = static_cast<double>(step - start_step_) / std::max(elapsed, 1e-9);
+  const double eta = rate > 0 ? static_cast<double>(total_ - step) / rate : NAN;
+  const double tok_s = since_last > 0 ? static_cast<double>(tokens) / since_last : 0;
+  const double mfu = peak_flops > 0 && since_last > 0 ? flops / since_last / peak_flops : 0;
+  last_ = now;
+  last_step_ = step;
+
+  nlohmann::json j = {{"step", step}, {"total", total_}, {"elapsed_s", elapsed}};
+  for (const auto& [k, v] : values) j[k] = v;
+  if (tokens) j["tokens_per_s"] = tok_s;
+  if (mfu > 0) j["mfu"] = mfu;
+  write_jsonl(j.dump());
+
+  std::string parts;
+  char buf[96];
+  for (const auto& [k, v] : values) {
+    std::snprintf(buf, sizeof(buf), " %s %.4g", k.c_str(), v);
+    parts += buf;
+  }
+  if (tokens) {
+    std::snprintf(buf, sizeof(buf), " | %.0f tok/s", tok_s);
+    parts += buf;
+  }
+  if (mfu > 0) {
+    std::snprintf(buf, sizeof(buf), " MFU %.0f%%", 100 * mfu);
+    parts += buf;
+  }
+  if (tty_) {
+    const int width = 24;
+    const int filled = static_cast<int>(width * static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, total_)));
+    std::string bar = std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(width - filled), '.');
+    std::fprintf(stderr, "\r%s [%s] %lld/%lld%s | ETA %s   ", what_.c_str(), bar.c_str(),
+                 static_cast<long long>(step), static_cast<long long>(total_), parts.c_str(),
+                 format_duration(eta).c_str());
+  } else {
+    std::fprintf(stderr, "%s step %lld/%lld%s | ETA %s\n", what_.c_str(), static_cast<long long>(step),
+                 static_cast<long long>(total_), parts.c_str(), format_duration(eta).c_str());
+  }
+  std::fflush(stderr);
+}
+
+void Progress::event(int64_t step, const std::string& kind, const std::map<std::string, double>& values,
+                     const std::string& note) {
+  nlohmann::json j = {{"step", step}, {"event", kind}};
+  for (const auto& [k, v] : values) j[k] = v;
+  if (!note.empty()) j["note"] = note;
+  write_jsonl(j.dump());
+  std::string parts;
+  char buf[96];
+  for (const auto& [k, v] : values) {
+    std::snprintf(buf, sizeof(buf), " %s %.4g", k.c_str(), v);
+    parts += buf;
+  }
+  std::fprintf(stderr, "%s%s step %lld: %s%s%s%s\n", tty_ ? "\n" : "", what_.c_str(),
+               static_cast<long long>(step), kind.c_str(), parts.c_str(), note.empty() ? "" : " ", note.c_str());
+}
+
+void Progress::finish() {
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  std::fprintf(stderr, "%s%s done in %s\n", tty_ ? "\n" : "", what_.c_str(), format_duration(elapsed).c_str());
+  tty_ = false;
+}
+
+}  // namespace slimbert
