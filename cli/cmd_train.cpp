@@ -67,6 +67,7 @@ void add_pretrain(CLI::App& app) {
   cmd->add_option("--save-every", o->p.save_every, "steps per checkpoint")->capture_default_str();
   cmd->add_option("--keep-last", o->p.keep_last, "checkpoints kept")->capture_default_str();
   cmd->add_option("--max-minutes", o->p.max_minutes, "checkpoint and stop after this wall time (0 = no limit)");
+  cmd->add_option("--stop-after", o->p.stop_after, "checkpoint and stop after this many steps (0 = run to the end)");
   cmd->add_flag("--resume", o->p.resume, "continue from the newest checkpoint in --out");
   cmd->add_flag("--fp16-final", o->p.float16_final, "store the final model in float16");
   add_thread_options(cmd, &o->threads);

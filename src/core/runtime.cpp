@@ -1,6 +1,7 @@
 #include "slimbert/core/runtime.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 
@@ -57,8 +58,10 @@ std::string describe_threads() {
 
 double measure_matmul_gflops(int size, int repeats) {
   at::NoGradGuard no_grad;
-  at::Tensor a = at::randn({size, size});
-  at::Tensor b = at::randn({size, size});
+  // A private generator: measuring must not advance the global one (exact resume depends on it).
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  at::Tensor a = at::randn({size, size}, gen);
+  at::Tensor b = at::randn({size, size}, gen);
   at::Tensor c = at::mm(a, b);  // warm-up
   double best = 0;
   for (int r = 0; r < repeats; ++r) {

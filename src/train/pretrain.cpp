@@ -158,6 +158,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   const int64_t warmup = static_cast<int64_t>(o.warmup_fraction * static_cast<double>(o.steps));
   Progress progress("pretrain", o.steps, (fs::path(o.out_dir) / "metrics.jsonl").string(), step);
   const auto started = std::chrono::steady_clock::now();
+  const int64_t first_step = step;
   PretrainResult result;
   int64_t tokens = 0;
   double flops = 0, loss_sum = 0;
@@ -217,14 +218,15 @@ PretrainResult pretrain(const PretrainOptions& o) {
       progress.event(step, "validation", {{"loss", vl}, {"perplexity", std::exp(vl)}, {"mlm_acc", va}});
     }
     const bool out_of_time =
-        o.max_minutes > 0 &&
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() > o.max_minutes * 60;
+        (o.max_minutes > 0 &&
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() > o.max_minutes * 60) ||
+        (o.stop_after > 0 && step - first_step >= o.stop_after);
     if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps || out_of_time) {
       save(step);
       progress.event(step, "checkpoint", {}, step_dir(o.out_dir, step));
     }
     if (out_of_time && step < o.steps) {
-      progress.event(step, "stopped", {}, "time budget reached; --resume continues");
+      progress.event(step, "stopped", {}, "budget reached; --resume continues");
       result.step = step;
       return result;
     }
