@@ -4,8 +4,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Generator.h>
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -18,24 +16,13 @@
 #include "slimbert/data/mlm.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/flops.h"
+#include "slimbert/train/checkpointing.h"
 #include "slimbert/train/progress.h"
 
 namespace fs = std::filesystem;
 
 namespace slimbert {
 namespace {
-
-std::string step_dir(const std::string& out, int64_t step) {
-  char name[32];
-  std::snprintf(name, sizeof(name), "step-%07lld", static_cast<long long>(step));
-  return (fs::path(out) / "checkpoints" / name).string();
-}
-
-std::vector<std::pair<std::string, at::Tensor>> named_params(torch::nn::Module& m) {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (auto& p : m.named_parameters()) out.emplace_back(p.key(), p.value());
-  return out;
-}
 
 // Sparse MLM loss: the vocabulary projection only at masked positions.
 struct MlmOutput {
@@ -77,19 +64,6 @@ std::pair<double, double> evaluate(BertForMaskedLM& model, const ShardSet& val, 
 
 }  // namespace
 
-std::string latest_checkpoint(const std::string& out_dir) {
-  const fs::path dir = fs::path(out_dir) / "checkpoints";
-  std::string best;
-  if (!fs::is_directory(dir)) return best;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("step-", 0) == 0 && name.find(".tmp") == std::string::npos &&
-        fs::exists(e.path() / "trainer_state" / "state.json") && name > fs::path(best).filename().string())
-      best = e.path().string();
-  }
-  return best;
-}
-
 PretrainResult pretrain(const PretrainOptions& o) {
   if (o.steps <= 0 || o.batch_size <= 0 || o.accumulation <= 0)
     fail("steps, batch size and accumulation must be positive");
@@ -100,8 +74,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   if (train.seq_len() > config.max_position_embeddings)
     fail(o.shards_dir, ": sequences of ", train.seq_len(), " tokens exceed max_position_embeddings ",
          config.max_position_embeddings, " of ", o.init_dir);
-  fs::create_directories(o.out_dir);
-  if (access(o.out_dir.c_str(), W_OK) != 0) fail(o.out_dir, ": output directory is not writable");
+  require_writable_dir(o.out_dir);
 
   MaskingOptions masking;
   masking.mask_id = tokenizer.mask_id();
@@ -117,41 +90,21 @@ PretrainResult pretrain(const PretrainOptions& o) {
   at::manual_seed(o.seed);
   BertForMaskedLM model = load_masked_lm(start_dir);
   model->train();
-  AdamW optimizer(bert_param_groups(named_params(*model), o.lr, o.weight_decay),
+  AdamW optimizer(bert_param_groups(named_parameters(*model), o.lr, o.weight_decay),
                   AdamOptions{o.optimizer, 0.9, 0.999, o.optimizer == AdamVariant::kBert ? 1e-6 : 1e-8});
   MlmLoader loader(train, o.batch_size, masking, o.seed);
   int64_t step = 0;
   if (!resume_dir.empty()) {
-    const std::string state_dir = (fs::path(resume_dir) / "trainer_state").string();
-    optimizer.load_state(load_safetensors(state_dir + "/optimizer.safetensors"), state_dir);
-    auto state = nlohmann::json::parse(read_file(state_dir + "/state.json"));
-    step = state.at("step").get<int64_t>();
-    loader.seek(state.at("epoch").get<int64_t>(), state.at("offset").get<int64_t>());
-    at::Tensor rng = load_safetensors(state_dir + "/rng.safetensors").at("torch_cpu").to(at::kByte);
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    gen.set_state(rng);
+    const nlohmann::json cursor = load_training_state(resume_dir, optimizer);
+    step = cursor.at("step").get<int64_t>();
+    loader.seek(cursor.at("epoch").get<int64_t>(), cursor.at("offset").get<int64_t>());
     std::cerr << "pretrain: resumed from " << resume_dir << " at step " << step << "\n";
   }
-
   auto save = [&](int64_t at_step) {
-    write_dir_atomic(step_dir(o.out_dir, at_step), [&](const std::string& staging) {
-      write_checkpoint_files(staging, config, *model, tokenizer);
-      const std::string state_dir = staging + "/trainer_state";
-      fs::create_directories(state_dir);
-      save_safetensors(state_dir + "/optimizer.safetensors", optimizer.state());
-      save_safetensors(state_dir + "/rng.safetensors",
-                       {{"torch_cpu", at::detail::getDefaultCPUGenerator().get_state()}});
-      nlohmann::json state = {{"step", at_step}, {"epoch", loader.epoch()}, {"offset", loader.offset()},
-                              {"seed", o.seed}, {"total_steps", o.steps}};
-      write_file_atomic(state_dir + "/state.json", state.dump(2) + "\n");
-    });
-    // Keep the newest `keep_last` checkpoints.
-    std::vector<std::string> all;
-    for (const auto& e : fs::directory_iterator(fs::path(o.out_dir) / "checkpoints"))
-      if (e.path().filename().string().rfind("step-", 0) == 0) all.push_back(e.path().string());
-    std::sort(all.begin(), all.end());
-    for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(1, o.keep_last)) < all.size(); ++i)
-      fs::remove_all(all[i]);
+    save_training_checkpoint(o.out_dir, at_step, config, *model, tokenizer, optimizer,
+                             {{"epoch", loader.epoch()}, {"offset", loader.offset()}, {"seed", o.seed},
+                              {"total_steps", o.steps}},
+                             o.keep_last);
   };
 
   const double peak = measure_matmul_gflops() * 1e9;
@@ -184,16 +137,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
       flops += 3.0 * (encoder_flops(config, train.seq_len()) * static_cast<double>(batch.input_ids.size(0)) +
                       mlm_head_flops(config, out.count));
     }
-    double grad_norm = 0;
-    if (o.clip > 0) {
-      std::vector<at::Tensor> grads;
-      for (const auto& p : model->parameters())
-        if (p.grad().defined()) grads.push_back(p.grad().norm().pow(2));
-      grad_norm = std::sqrt(at::stack(grads).sum().item<double>());
-      if (grad_norm > o.clip)
-        for (auto& p : model->parameters())
-          if (p.grad().defined()) p.mutable_grad().mul_(o.clip / (grad_norm + 1e-6));
-    }
+    const double grad_norm = clip_grad_norm(*model, o.clip);
     const double lr_scale = linear_schedule(step, warmup, o.steps);
     optimizer.step(lr_scale);
     ++step;
@@ -223,7 +167,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
         (o.stop_after > 0 && step - first_step >= o.stop_after);
     if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps || out_of_time) {
       save(step);
-      progress.event(step, "checkpoint", {}, step_dir(o.out_dir, step));
+      progress.event(step, "checkpoint", {}, checkpoint_dir(o.out_dir, step));
     }
     if (out_of_time && step < o.steps) {
       progress.event(step, "stopped", {}, "budget reached; --resume continues");

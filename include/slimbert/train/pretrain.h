@@ -40,7 +40,4 @@ struct PretrainResult {
 
 PretrainResult pretrain(const PretrainOptions& options);
 
-// Model weights of the newest checkpoint under out_dir/checkpoints ("" if none).
-std::string latest_checkpoint(const std::string& out_dir);
-
 }  // namespace slimbert

@@ -1,0 +1,99 @@
+#include "slimbert/train/checkpointing.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "slimbert/core/error.h"
+#include "slimbert/core/fs.h"
+
+namespace fs = std::filesystem;
+
+namespace slimbert {
+
+std::string checkpoint_dir(const std::string& out_dir, int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "step-%07lld", static_cast<long long>(step));
+  return (fs::path(out_dir) / "checkpoints" / name).string();
+}
+
+std::string latest_checkpoint(const std::string& out_dir) {
+  const fs::path dir = fs::path(out_dir) / "checkpoints";
+  std::string best;
+  if (!fs::is_directory(dir)) return best;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && name.find(".tmp") == std::string::npos &&
+        fs::exists(e.path() / "trainer_state" / "state.json") && name > fs::path(best).filename().string())
+      best = e.path().string();
+  }
+  return best;
+}
+
+void save_training_checkpoint(const std::string& out_dir, int64_t step, const BertConfig& config,
+                              const torch::nn::Module& model, const Tokenizer& tokenizer,
+                              const AdamW& optimizer, const nlohmann::json& cursor, int64_t keep_last) {
+  write_dir_atomic(checkpoint_dir(out_dir, step), [&](const std::string& staging) {
+    write_checkpoint_files(staging, config, model, tokenizer);
+    const std::string state_dir = staging + "/trainer_state";
+    fs::create_directories(state_dir);
+    save_safetensors(state_dir + "/optimizer.safetensors", optimizer.state());
+    save_safetensors(state_dir + "/rng.safetensors",
+                     {{"torch_cpu", at::detail::getDefaultCPUGenerator().get_state()}});
+    nlohmann::json state = cursor;
+    state["step"] = step;
+    write_file_atomic(state_dir + "/state.json", state.dump(2) + "\n");
+  });
+  std::vector<std::string> all;
+  for (const auto& e : fs::directory_iterator(fs::path(out_dir) / "checkpoints"))
+    if (e.path().filename().string().rfind("step-", 0) == 0 && e.path().filename().string().find(".tmp") == std::string::npos)
+      all.push_back(e.path().string());
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(1, keep_last)) < all.size(); ++i) fs::remove_all(all[i]);
+}
+
+nlohmann::json load_training_state(const std::string& dir, AdamW& optimizer) {
+  const std::string state_dir = (fs::path(dir) / "trainer_state").string();
+  optimizer.load_state(load_safetensors(state_dir + "/optimizer.safetensors"), state_dir);
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(read_file(state_dir + "/state.json"));
+  } catch (const nlohmann::json::exception& e) {
+    fail(state_dir, "/state.json: not valid JSON: ", e.what());
+  }
+  const TensorMap rng = load_safetensors(state_dir + "/rng.safetensors");
+  if (!rng.count("torch_cpu")) fail(state_dir, "/rng.safetensors: no 'torch_cpu' state");
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(rng.at("torch_cpu").to(at::kByte));
+  return state;
+}
+
+double clip_grad_norm(torch::nn::Module& module, double max_norm) {
+  std::vector<at::Tensor> squares;
+  for (const auto& p : module.parameters())
+    if (p.grad().defined()) squares.push_back(p.grad().pow(2).sum());
+  if (squares.empty()) return 0;
+  const double norm = std::sqrt(at::stack(squares).sum().item<double>());
+  if (max_norm > 0 && norm > max_norm)
+    for (auto& p : module.parameters())
+      if (p.grad().defined()) p.mutable_grad().mul_(max_norm / (norm + 1e-6));
+  return norm;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> named_parameters(torch::nn::Module& module) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (auto& p : module.named_parameters()) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+void require_writable_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || access(dir.c_str(), W_OK) != 0)
+    fail(dir, ": output directory cannot be created or written", ec ? ": " + ec.message() : std::string());
+}
+
+}  // namespace slimbert
