@@ -4,6 +4,8 @@
 #include "commands.h"
 #include "common.h"
 #include "slimbert/data/corpus.h"
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/train/finetune.h"
 #include "slimbert/train/pretrain.h"
 
 namespace slimbert::cli {
@@ -78,6 +80,104 @@ void add_pretrain(CLI::App& app) {
     const PretrainResult r = pretrain(o->p);
     std::cout << (r.finished ? "finished" : "stopped") << " at step " << r.step << "; validation loss "
               << r.validation_loss << ", MLM accuracy " << r.validation_accuracy << "\n";
+  });
+}
+
+}  // namespace slimbert::cli
+
+namespace slimbert::cli {
+
+void add_finetune(CLI::App& app) {
+  struct Opts {
+    FinetuneOptions f;
+    ThreadConfig threads;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("finetune", "fine-tune a classifier / regressor on a labelled task");
+  cmd->add_option("--model", o->f.model_dir, "pretrained checkpoint")->required();
+  cmd->add_option("--task", o->f.task, "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli) or tsv, csv, jsonl")
+      ->required();
+  cmd->add_option("--data", o->f.data_dir, "directory with the task's train/dev/test files")->required();
+  cmd->add_option("--out", o->f.out_dir, "output: best/, model/, checkpoints/, metrics.jsonl, eval.json")->required();
+  cmd->add_option("--epochs", o->f.epochs, "passes over the training set")->capture_default_str();
+  cmd->add_option("--batch-size", o->f.batch_size, "examples per step")->capture_default_str();
+  cmd->add_option("--max-length", o->f.max_length, "tokens per example (longest_first truncation)")->capture_default_str();
+  cmd->add_option("--lr", o->f.lr, "peak learning rate")->capture_default_str();
+  cmd->add_option("--weight-decay", o->f.weight_decay, "decoupled weight decay")->capture_default_str();
+  cmd->add_option("--warmup", o->f.warmup_fraction, "warm-up fraction of the steps")->capture_default_str();
+  cmd->add_option("--clip", o->f.clip, "max gradient norm (0 = off)")->capture_default_str();
+  cmd->add_option("--seed", o->f.seed, "seed for data order, dropout, classifier init")->capture_default_str();
+  cmd->add_option("--log-every", o->f.log_every, "steps per progress line")->capture_default_str();
+  cmd->add_option("--eval-every", o->f.eval_every, "steps between dev evaluations (0 = each epoch)")->capture_default_str();
+  cmd->add_option("--keep-last", o->f.keep_last, "training checkpoints kept")->capture_default_str();
+  cmd->add_option("--stop-after", o->f.stop_after, "checkpoint and stop after this many steps (0 = run to the end)");
+  cmd->add_flag("--resume", o->f.resume, "continue from the newest checkpoint in --out");
+  cmd->add_flag("--skip-bad-rows", o->f.skip_bad_rows, "skip (and count) malformed rows instead of failing");
+  add_thread_options(cmd, &o->threads);
+  cmd->callback([o, cmd] {
+    configure_threads(o->threads);
+    std::cerr << "finetune config:\n" << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
+    const FinetuneResult r = finetune(o->f);
+    if (!r.finished) {
+      std::cout << "stopped at step " << r.step << "; --resume continues\n";
+      return;
+    }
+    std::cout << "best dev " << r.best_dev.metrics.at("main") << " (" << o->f.task << ", step " << r.best_step
+              << "); " << o->f.out_dir << "/best, report " << o->f.out_dir << "/eval.json\n";
+  });
+}
+
+void add_eval(CLI::App& app) {
+  struct Opts {
+    std::string model, task, data, splits = "dev";
+    int64_t max_length = 128, batch_size = 64;
+    double width = 1.0, depth = 1.0;
+    bool json = false, skip_bad_rows = false;
+    ThreadConfig threads;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("eval", "score a fine-tuned checkpoint on a task's splits");
+  cmd->add_option("model", o->model, "fine-tuned checkpoint")->required();
+  cmd->add_option("--task", o->task, "GLUE task or tsv / csv / jsonl")->required();
+  cmd->add_option("--data", o->data, "task directory")->required();
+  cmd->add_option("--splits", o->splits, "comma-separated: train, dev, test")->capture_default_str();
+  cmd->add_option("--max-length", o->max_length, "tokens per example")->capture_default_str();
+  cmd->add_option("--batch-size", o->batch_size, "examples per forward pass")->capture_default_str();
+  cmd->add_option("--width", o->width, "sub-network width multiplier")->capture_default_str();
+  cmd->add_option("--depth", o->depth, "sub-network depth multiplier")->capture_default_str();
+  cmd->add_flag("--json", o->json, "print one JSON object");
+  cmd->add_flag("--skip-bad-rows", o->skip_bad_rows, "skip malformed rows");
+  add_thread_options(cmd, &o->threads);
+  cmd->callback([o] {
+    configure_threads(o->threads);
+    BertForSequenceClassification model = load_classifier(o->model);
+    const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
+    const TaskSpec spec = task_for_model(model->bert->config(), o->task, o->data, o->skip_bad_rows);
+    nlohmann::json report = {{"model", o->model}, {"task", o->task}, {"width", o->width}, {"depth", o->depth}};
+    std::stringstream splits(o->splits);
+    std::string split;
+    std::vector<EvalReport> rows;
+    while (std::getline(splits, split, ',')) {
+      rows.push_back(evaluate_task(model, tokenizer, spec, split, o->max_length, o->batch_size, SubNet{o->width, o->depth}));
+      report[split] = rows.back().metrics;
+      report[split]["examples"] = rows.back().examples;
+    }
+    if (o->json) {
+      std::cout << report.dump() << "\n";
+      return;
+    }
+    std::cout << "| task | split | examples | main (" << spec.main_metric << ") | metrics |\n|---|---|---:|---:|---|\n";
+    for (const auto& r : rows) {
+      std::string all;
+      char buf[64];
+      for (const auto& [k, v] : r.metrics) {
+        if (k == "main") continue;
+        std::snprintf(buf, sizeof(buf), "%s%s %.4f", all.empty() ? "" : ", ", k.c_str(), v);
+        all += buf;
+      }
+      std::snprintf(buf, sizeof(buf), "%.4f", r.metrics.at("main"));
+      std::cout << "| " << r.task << " | " << r.split << " | " << r.examples << " | " << buf << " | " << all << " |\n";
+    }
   });
 }
 

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   slimbert::cli::add_forward(app);
   slimbert::cli::add_data(app);
   slimbert::cli::add_pretrain(app);
+  slimbert::cli::add_finetune(app);
+  slimbert::cli::add_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -238,6 +238,8 @@ def write_task(out_dir, name, rows, header, counts):
     by_split = collections.defaultdict(list)
     for split, *fields in rows:
         by_split[split].append(fields)
+    for split in by_split:  # source order would put all of one class first
+        random.Random(SEED).shuffle(by_split[split])
     for split in ("train", "dev", "test"):
         path = os.path.join(d, split + ".tsv")
         with open(path + ".tmp", "w", encoding="utf-8") as f:

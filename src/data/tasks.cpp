@@ -174,6 +174,8 @@ TaskSpec TaskSpec::make(const std::string& name, const std::string& dir, bool sk
   if (spec.regression) {
     spec.main_metric = "corr";
   } else {
+    if (labels.size() < 2)
+      fail(train.source, ": only one label ('", *labels.begin(), "') in the training split; a classifier needs two or more");
     spec.labels.assign(labels.begin(), labels.end());
   }
   return spec;

@@ -1,0 +1,58 @@
+// Fine-tuning a sequence classifier (or regressor) on a labelled task, and evaluation.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "slimbert/data/tasks.h"
+#include "slimbert/model/bert.h"
+#include "slimbert/text/tokenizer.h"
+
+namespace slimbert {
+
+struct FinetuneOptions {
+  std::string model_dir;  // pretrained checkpoint (any head; the classifier is new if absent)
+  std::string task;       // GLUE name or tsv / csv / jsonl
+  std::string data_dir;   // task files
+  std::string out_dir;    // checkpoints/, best/, model/, metrics.jsonl, eval.json
+  int64_t epochs = 3;
+  int64_t batch_size = 32;
+  int64_t max_length = 128;
+  double lr = 1e-4;
+  double weight_decay = 0.01;
+  double warmup_fraction = 0.1;
+  double clip = 1.0;
+  uint64_t seed = 0;
+  int64_t log_every = 50;
+  int64_t eval_every = 0;  // steps between dev evaluations; 0 = once per epoch
+  int64_t keep_last = 1;
+  bool resume = false;
+  bool skip_bad_rows = false;
+  int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this run
+};
+
+struct EvalReport {
+  std::string task, split;
+  int64_t examples = 0;
+  std::map<std::string, double> metrics;  // includes "main"
+};
+
+struct FinetuneResult {
+  int64_t step = 0;
+  bool finished = false;
+  int64_t best_step = 0;
+  EvalReport best_dev;
+};
+
+FinetuneResult finetune(const FinetuneOptions& options);
+
+// Scores `model` on a split; the label order is the model's id2label.
+EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer, const TaskSpec& spec,
+                         const std::string& split, int64_t max_length, int64_t batch_size,
+                         const SubNet& subnet = {});
+
+// The task spec with the label order of a fine-tuned model's config.
+TaskSpec task_for_model(const BertConfig& config, const std::string& task, const std::string& data_dir,
+                        bool skip_bad_rows = false);
+
+}  // namespace slimbert

@@ -1,0 +1,295 @@
+#include "slimbert/train/finetune.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <numeric>
+#include <random>
+
+#include "slimbert/core/error.h"
+#include "slimbert/core/fs.h"
+#include "slimbert/core/runtime.h"
+#include "slimbert/data/metrics.h"
+#include "slimbert/data/mlm.h"
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/model/flops.h"
+#include "slimbert/train/checkpointing.h"
+#include "slimbert/train/progress.h"
+
+namespace fs = std::filesystem;
+
+namespace slimbert {
+namespace {
+
+struct EncodedTask {
+  std::vector<Encoding> inputs;
+  std::vector<int64_t> labels;  // class index
+  std::vector<double> values;   // regression targets
+};
+
+EncodedTask encode_task(const Tokenizer& tokenizer, const TaskSpec& spec, const TaskData& data, int64_t max_length,
+                    bool need_labels) {
+  EncodedTask out;
+  for (const auto& e : data.examples) {
+    out.inputs.push_back(tokenizer.encode(e.text_a, e.text_b, EncodeOptions{max_length, Truncation::kLongestFirst}));
+    if (!need_labels) continue;
+    if (e.label.empty()) fail(data.source, ":", e.line, ": example has no label");
+    if (spec.regression) {
+      char* end = nullptr;
+      const double v = std::strtod(e.label.c_str(), &end);
+      if (!end || *end != '\0') fail(data.source, ":", e.line, ": label '", e.label, "' is not a number");
+      out.values.push_back(v);
+    } else {
+      out.labels.push_back(spec.label_index(e, data.source));
+    }
+  }
+  if (out.inputs.empty()) fail(data.source, ": no examples");
+  return out;
+}
+
+Batch make_batch(const std::vector<Encoding>& enc, const std::vector<size_t>& idx, size_t begin, size_t end,
+                 int64_t pad_id) {
+  size_t T = 0;
+  for (size_t i = begin; i < end; ++i) T = std::max(T, enc[idx[i]].input_ids.size());
+  const int64_t B = static_cast<int64_t>(end - begin);
+  at::Tensor ids = at::full({B, static_cast<int64_t>(T)}, pad_id, at::kLong);
+  at::Tensor types = at::zeros({B, static_cast<int64_t>(T)}, at::kLong);
+  at::Tensor mask = at::zeros({B, static_cast<int64_t>(T)}, at::kLong);
+  int64_t *pi = ids.data_ptr<int64_t>(), *pt = types.data_ptr<int64_t>(), *pm = mask.data_ptr<int64_t>();
+  for (size_t i = begin; i < end; ++i) {
+    const Encoding& e = enc[idx[i]];
+    const size_t row = (i - begin) * T;
+    for (size_t t = 0; t < e.input_ids.size(); ++t) {
+      pi[row + t] = e.input_ids[t];
+      pt[row + t] = e.token_type_ids[t];
+      pm[row + t] = 1;
+    }
+  }
+  return Batch{ids, types, mask};
+}
+
+at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data, const std::vector<size_t>& idx, size_t begin,
+                     size_t end, bool regression) {
+  if (regression) {
+    std::vector<float> v;
+    for (size_t i = begin; i < end; ++i) v.push_back(static_cast<float>(data.values[idx[i]]));
+    return at::mse_loss(logits.view(-1), at::tensor(v));
+  }
+  std::vector<int64_t> l;
+  for (size_t i = begin; i < end; ++i) l.push_back(data.labels[idx[i]]);
+  return at::cross_entropy_loss(logits, at::tensor(l));
+}
+
+std::string join_labels(const std::vector<std::string>& labels) {
+  std::string s;
+  for (const auto& l : labels) s += (s.empty() ? "" : ", ") + l;
+  return s;
+}
+
+}  // namespace
+
+TaskSpec task_for_model(const BertConfig& config, const std::string& task, const std::string& data_dir,
+                        bool skip_bad_rows) {
+  TaskSpec spec = TaskSpec::make(task, data_dir, skip_bad_rows);
+  if (config.problem_type == "regression" || config.num_labels() == 1) {
+    if (!spec.regression) fail("the model is a regressor (1 output) but task '", task, "' has classes");
+    return spec;
+  }
+  if (spec.regression) fail("task '", task, "' is a regression task but the model has ", config.num_labels(), " labels");
+  std::vector<std::string> labels;
+  for (int64_t i = 0; i < config.num_labels(); ++i) labels.push_back(config.label_name(i));
+  for (const auto& l : spec.labels)
+    if (std::find(labels.begin(), labels.end(), l) == labels.end())
+      fail("task label '", l, "' is not one of the model's labels {", join_labels(labels), "}");
+  spec.labels = labels;
+  return spec;
+}
+
+EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer, const TaskSpec& spec,
+                         const std::string& split, int64_t max_length, int64_t batch_size, const SubNet& subnet) {
+  const TaskData data = spec.load(split);
+  const EncodedTask enc = encode_task(tokenizer, spec, data, max_length, true);
+  std::vector<size_t> idx(enc.inputs.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  // Evaluate in length order: less padding, same result.
+  std::stable_sort(idx.begin(), idx.end(),
+                   [&](size_t a, size_t b) { return enc.inputs[a].input_ids.size() < enc.inputs[b].input_ids.size(); });
+  const bool was_training = model->is_training();
+  model->eval();
+  at::NoGradGuard no_grad;
+  std::vector<int64_t> pred(idx.size());
+  std::vector<double> scores(idx.size());
+  for (size_t b = 0; b < idx.size(); b += static_cast<size_t>(batch_size)) {
+    const size_t e = std::min(idx.size(), b + static_cast<size_t>(batch_size));
+    at::Tensor logits = model->forward(make_batch(enc.inputs, idx, b, e, tokenizer.pad_id()), subnet);
+    for (size_t i = b; i < e; ++i) {
+      const int64_t row = static_cast<int64_t>(i - b);
+      if (spec.regression)
+        scores[idx[i]] = logits[row][0].item<double>();
+      else
+        pred[idx[i]] = logits[row].argmax().item<int64_t>();
+    }
+  }
+  if (was_training) model->train();
+  EvalReport r{spec.name, split, static_cast<int64_t>(idx.size()), {}};
+  r.metrics = spec.regression ? regression_metrics(scores, enc.values)
+                              : classification_metrics(pred, enc.labels, spec.main_metric);
+  return r;
+}
+
+FinetuneResult finetune(const FinetuneOptions& o) {
+  if (o.epochs <= 0 || o.batch_size <= 0) fail("epochs and batch size must be positive");
+  require_writable_dir(o.out_dir);
+  const Tokenizer tokenizer = Tokenizer::from_dir(o.model_dir);
+  const TaskSpec spec = TaskSpec::make(o.task, o.data_dir, o.skip_bad_rows);
+  BertConfig config = load_config_dir(o.model_dir);
+  if (o.max_length > config.max_position_embeddings)
+    fail("--max-length ", o.max_length, " exceeds max_position_embeddings ", config.max_position_embeddings);
+  if (spec.regression) {
+    config.set_num_labels(1);
+    config.problem_type = "regression";
+  } else {
+    config.id2label.clear();
+    for (size_t i = 0; i < spec.labels.size(); ++i) config.id2label[static_cast<int64_t>(i)] = spec.labels[i];
+    config.problem_type = "single_label_classification";
+  }
+  config.architectures = {"BertForSequenceClassification"};
+
+  const TaskData train_data = spec.load("train");
+  if (train_data.skipped_rows) std::cerr << "finetune: skipped " << train_data.skipped_rows << " malformed rows in " << train_data.source << "\n";
+  const EncodedTask train = encode_task(tokenizer, spec, train_data, o.max_length, true);
+
+  std::string resume_dir = o.resume ? latest_checkpoint(o.out_dir) : "";
+  at::manual_seed(o.seed);
+  BertForSequenceClassification model(config);
+  init_weights(*model, config, o.seed);
+  {
+    TensorMap weights = load_weights(resume_dir.empty() ? o.model_dir : resume_dir);
+    // A classifier for other labels is replaced by a new one.
+    auto it = weights.find("classifier.weight");
+    if (resume_dir.empty() && it != weights.end() && it->second.size(0) != config.num_labels()) {
+      weights.erase("classifier.weight");
+      weights.erase("classifier.bias");
+    }
+    LoadOptions lo;
+    lo.init_missing_heads = resume_dir.empty();
+    load_state(*model, weights, weights_path(resume_dir.empty() ? o.model_dir : resume_dir), lo);
+  }
+  model->train();
+  AdamW optimizer(bert_param_groups(named_parameters(*model), o.lr, o.weight_decay), AdamOptions{});
+
+  const int64_t per_epoch = (static_cast<int64_t>(train.inputs.size()) + o.batch_size - 1) / o.batch_size;
+  const int64_t total = per_epoch * o.epochs;
+  const int64_t warmup = static_cast<int64_t>(o.warmup_fraction * static_cast<double>(total));
+  int64_t step = 0, epoch = 0, offset = 0;
+  FinetuneResult result;
+  double best = -std::numeric_limits<double>::infinity();
+  if (!resume_dir.empty()) {
+    const nlohmann::json c = load_training_state(resume_dir, optimizer);
+    step = c.at("step").get<int64_t>();
+    epoch = c.at("epoch").get<int64_t>();
+    offset = c.at("offset").get<int64_t>();
+    best = c.at("best").get<double>();
+    result.best_step = c.at("best_step").get<int64_t>();
+    std::cerr << "finetune: resumed from " << resume_dir << " at step " << step << "\n";
+  }
+  auto order_for = [&](int64_t ep) {
+    std::vector<size_t> idx(train.inputs.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::mt19937_64 rng(mix_seed(o.seed, static_cast<uint64_t>(ep), 7));
+    std::shuffle(idx.begin(), idx.end(), rng);
+    return idx;
+  };
+  std::vector<size_t> order = order_for(epoch);
+
+  Progress progress("finetune " + o.task, total, (fs::path(o.out_dir) / "metrics.jsonl").string(), step);
+  const double peak = measure_matmul_gflops() * 1e9;
+  double loss_sum = 0, flops = 0;
+  int64_t loss_n = 0, tokens = 0;
+  const int64_t first_step = step;
+  auto evaluate_dev = [&]() {
+    EvalReport dev = evaluate_task(model, tokenizer, spec, "dev", o.max_length, 64);
+    progress.event(step, "dev", dev.metrics);
+    if (dev.metrics.at("main") > best) {
+      best = dev.metrics.at("main");
+      result.best_step = step;
+      result.best_dev = dev;
+      save_checkpoint((fs::path(o.out_dir) / "best").string(), config, *model, tokenizer);
+    }
+  };
+  while (step < total) {
+    if (offset >= static_cast<int64_t>(order.size())) {
+      ++epoch;
+      offset = 0;
+      order = order_for(epoch);
+    }
+    const size_t b = static_cast<size_t>(offset);
+    const size_t e = std::min(order.size(), b + static_cast<size_t>(o.batch_size));
+    const Batch batch = make_batch(train.inputs, order, b, e, tokenizer.pad_id());
+    optimizer.zero_grad();
+    at::Tensor loss = task_loss(model->forward(batch), train, order, b, e, spec.regression);
+    loss.backward();
+    const double l = loss.item<double>();
+    if (!std::isfinite(l)) fail("finetune: loss became ", l, " at step ", step + 1, "; try a lower --lr");
+    const double norm = clip_grad_norm(*model, o.clip);
+    const double scale = linear_schedule(step, warmup, total);
+    optimizer.step(scale);
+    ++step;
+    offset = static_cast<int64_t>(e);
+    loss_sum += l;
+    ++loss_n;
+    const int64_t batch_tokens = batch.attention_mask.sum().item<int64_t>();
+    tokens += batch_tokens;
+    flops += 3.0 * encoder_flops(config, batch.input_ids.size(1)) * static_cast<double>(batch.input_ids.size(0));
+    if (step % o.log_every == 0 || step == total) {
+      progress.report(step, {{"loss", loss_sum / static_cast<double>(loss_n)}, {"lr", o.lr * scale}, {"grad_norm", norm}},
+                      tokens, flops, peak);
+      loss_sum = flops = 0;
+      loss_n = tokens = 0;
+    }
+    const bool epoch_end = offset >= static_cast<int64_t>(order.size());
+    if ((o.eval_every > 0 && step % o.eval_every == 0) || (o.eval_every == 0 && epoch_end) || step == total)
+      evaluate_dev();
+    const bool stop = o.stop_after > 0 && step - first_step >= o.stop_after && step < total;
+    if (stop || step == total || (epoch_end && o.keep_last > 0)) {
+      save_training_checkpoint(o.out_dir, step, config, *model, tokenizer, optimizer,
+                               {{"epoch", epoch}, {"offset", offset}, {"best", best},
+                                {"best_step", result.best_step}, {"total_steps", total}},
+                               o.keep_last);
+    }
+    if (stop) {
+      progress.event(step, "stopped", {}, "--resume continues");
+      result.step = step;
+      return result;
+    }
+  }
+  progress.finish();
+  save_checkpoint((fs::path(o.out_dir) / "model").string(), config, *model, tokenizer);
+
+  // Report the best model on dev, and on test when the test split is labelled.
+  BertForSequenceClassification best_model = load_classifier((fs::path(o.out_dir) / "best").string());
+  nlohmann::json report;
+  report["task"] = o.task;
+  report["best_step"] = result.best_step;
+  for (const std::string split : {"dev", "test"}) {
+    if (!fs::exists(spec.path(split))) continue;
+    try {
+      EvalReport r = evaluate_task(best_model, tokenizer, spec, split, o.max_length, 64);
+      report[split] = r.metrics;
+      report[split]["examples"] = r.examples;
+      if (split == "dev") result.best_dev = r;
+    } catch (const InputError& e) {
+      if (split == "dev") throw;
+      std::cerr << "finetune: test split not scored: " << e.what() << "\n";  // GLUE test files are unlabelled
+    }
+  }
+  write_file_atomic((fs::path(o.out_dir) / "eval.json").string(), report.dump(2) + "\n");
+  result.step = step;
+  result.finished = true;
+  return result;
+}
+
+}  // namespace slimbert
