@@ -1,6 +1,7 @@
 #include <ATen/ATen.h>
 
 #include <iostream>
+#include <numeric>
 
 #include "commands.h"
 #include "common.h"
@@ -52,7 +53,9 @@ void run_batches(const RunOpts& o, const BertConfig& config, const Tokenizer& to
   at::NoGradGuard no_grad;
   for (size_t b = 0; b < encodings.size(); b += static_cast<size_t>(o.batch_size)) {
     const size_t e = std::min(encodings.size(), b + static_cast<size_t>(o.batch_size));
-    emit(b, e, make_batch(encodings, b, e, tokenizer.pad_id()));
+    std::vector<size_t> rows(e - b);
+    std::iota(rows.begin(), rows.end(), b);
+    emit(b, e, collate(encodings, rows, tokenizer.pad_id()));
   }
 }
 

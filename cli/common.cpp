@@ -124,27 +124,6 @@ std::vector<Encoding> encode_records(const Tokenizer& tokenizer, const std::vect
   return out;
 }
 
-Batch make_batch(const std::vector<Encoding>& encodings, size_t begin, size_t end, int64_t pad_id) {
-  size_t T = 0;
-  for (size_t i = begin; i < end; ++i) T = std::max(T, encodings[i].input_ids.size());
-  const int64_t B = static_cast<int64_t>(end - begin);
-  at::Tensor ids = at::full({B, static_cast<int64_t>(T)}, pad_id, at::kLong);
-  at::Tensor types = at::zeros({B, static_cast<int64_t>(T)}, at::kLong);
-  at::Tensor mask = at::zeros({B, static_cast<int64_t>(T)}, at::kLong);
-  auto ids_a = ids.accessor<int64_t, 2>();
-  auto types_a = types.accessor<int64_t, 2>();
-  auto mask_a = mask.accessor<int64_t, 2>();
-  for (size_t i = begin; i < end; ++i) {
-    const auto& e = encodings[i];
-    for (size_t t = 0; t < e.input_ids.size(); ++t) {
-      ids_a[static_cast<int64_t>(i - begin)][static_cast<int64_t>(t)] = e.input_ids[t];
-      types_a[static_cast<int64_t>(i - begin)][static_cast<int64_t>(t)] = e.token_type_ids[t];
-      mask_a[static_cast<int64_t>(i - begin)][static_cast<int64_t>(t)] = 1;
-    }
-  }
-  return Batch{ids, types, mask};
-}
-
 std::string format_count(int64_t n) {
   std::string s = std::to_string(n < 0 ? -n : n);
   for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");

@@ -61,9 +61,6 @@ std::vector<Encoding> encode_records(const Tokenizer& tokenizer, const std::vect
                                      int64_t max_length, bool no_truncate,
                                      const std::string& source);
 
-// Pads encodings [begin, end) to the longest and stacks them into (B, T) tensors.
-Batch make_batch(const std::vector<Encoding>& encodings, size_t begin, size_t end, int64_t pad_id);
-
 std::string format_count(int64_t n);  // 4,385,280
 
 }  // namespace slimbert::cli

@@ -50,25 +50,12 @@ EncodedTask encode_task(const Tokenizer& tokenizer, const TaskSpec& spec, const 
   return out;
 }
 
-Batch make_batch(const std::vector<Encoding>& enc, const std::vector<size_t>& idx, size_t begin, size_t end,
-                 int64_t pad_id) {
-  size_t T = 0;
-  for (size_t i = begin; i < end; ++i) T = std::max(T, enc[idx[i]].input_ids.size());
-  const int64_t B = static_cast<int64_t>(end - begin);
-  at::Tensor ids = at::full({B, static_cast<int64_t>(T)}, pad_id, at::kLong);
-  at::Tensor types = at::zeros({B, static_cast<int64_t>(T)}, at::kLong);
-  at::Tensor mask = at::zeros({B, static_cast<int64_t>(T)}, at::kLong);
-  int64_t *pi = ids.data_ptr<int64_t>(), *pt = types.data_ptr<int64_t>(), *pm = mask.data_ptr<int64_t>();
-  for (size_t i = begin; i < end; ++i) {
-    const Encoding& e = enc[idx[i]];
-    const size_t row = (i - begin) * T;
-    for (size_t t = 0; t < e.input_ids.size(); ++t) {
-      pi[row + t] = e.input_ids[t];
-      pt[row + t] = e.token_type_ids[t];
-      pm[row + t] = 1;
-    }
-  }
-  return Batch{ids, types, mask};
+// Rows [begin, end) of `order` as one batch.
+Batch batch_of(const std::vector<Encoding>& enc, const std::vector<size_t>& order, size_t begin, size_t end,
+               int64_t pad_id) {
+  return collate(enc, std::vector<size_t>(order.begin() + static_cast<std::ptrdiff_t>(begin),
+                                          order.begin() + static_cast<std::ptrdiff_t>(end)),
+                 pad_id);
 }
 
 at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data, const std::vector<size_t>& idx, size_t begin,
@@ -124,7 +111,7 @@ EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& 
   std::vector<double> scores(idx.size());
   for (size_t b = 0; b < idx.size(); b += static_cast<size_t>(batch_size)) {
     const size_t e = std::min(idx.size(), b + static_cast<size_t>(batch_size));
-    at::Tensor logits = model->forward(make_batch(enc.inputs, idx, b, e, tokenizer.pad_id()), subnet);
+    at::Tensor logits = model->forward(batch_of(enc.inputs, idx, b, e, tokenizer.pad_id()), subnet);
     for (size_t i = b; i < e; ++i) {
       const int64_t row = static_cast<int64_t>(i - b);
       if (spec.regression)
@@ -228,7 +215,7 @@ FinetuneResult finetune(const FinetuneOptions& o) {
     }
     const size_t b = static_cast<size_t>(offset);
     const size_t e = std::min(order.size(), b + static_cast<size_t>(o.batch_size));
-    const Batch batch = make_batch(train.inputs, order, b, e, tokenizer.pad_id());
+    const Batch batch = batch_of(train.inputs, order, b, e, tokenizer.pad_id());
     optimizer.zero_grad();
     at::Tensor loss = task_loss(model->forward(batch), train, order, b, e, spec.regression);
     loss.backward();

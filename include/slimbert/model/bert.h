@@ -17,6 +17,8 @@
 
 namespace slimbert {
 
+struct Encoding;  // text/tokenizer.h
+
 // A sub-network choice (ALGORITHMS.md §B.2-B.3). The full model is SubNet{}.
 struct SubNet {
   double width = 1.0;  // fraction of attention heads (and, in proportion, FFN neurons) kept
@@ -44,6 +46,10 @@ struct Batch {
   at::Tensor token_type_ids;
   at::Tensor attention_mask;
 };
+
+// Stacks the encodings `indices` (in that order) into one batch padded to the longest with
+// `pad_id`, attention mask 0 on padding.
+Batch collate(const std::vector<Encoding>& encodings, const std::vector<size_t>& indices, int64_t pad_id);
 
 struct Encoded {
   std::vector<at::Tensor> hidden_states;  // [0] = embedding output, [i] = layer i: (B, T, H)
