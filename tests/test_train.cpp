@@ -1,7 +1,10 @@
 // Data pipeline and trainer: masking statistics, shards, optimizers against references,
 // overfitting a batch, and exact resume.
 #include <ATen/ATen.h>
+#include <sys/resource.h>
 #include <torch/optim/adamw.h>
+
+#include <csignal>
 
 #include <filesystem>
 #include <fstream>
@@ -11,6 +14,7 @@
 #include "slimbert/data/corpus.h"
 #include "slimbert/data/mlm.h"
 #include "slimbert/io/checkpoint.h"
+#include "slimbert/train/checkpointing.h"
 #include "slimbert/train/optimizer.h"
 #include "slimbert/train/pretrain.h"
 #include "test_util.h"
@@ -326,7 +330,37 @@ TEST(Pretrain, SequencesLongerThanThePositionTableAreRejected) {
 TEST(Pretrain, UnwritableOutputDirectory) {
   PretrainOptions o = world().options("x");
   o.out_dir = "/proc/slimbert-cannot-write";
-  EXPECT_THROW(pretrain(o), std::exception);
+  EXPECT_ERROR_CONTAINS(pretrain(o), "/proc/slimbert-cannot-write", "cannot be created or written");
+}
+
+// A write that fails part-way (here: the file-size limit, as a full disk would) leaves the
+// previous checkpoint intact and no partial directory behind.
+TEST(Pretrain, FailedCheckpointWriteKeepsThePreviousCheckpoint) {
+  const World& w = world();
+  PretrainOptions o = w.options("diskfull");
+  o.steps = 4;
+  pretrain(o);
+  const std::string good = latest_checkpoint(o.out_dir);
+  ASSERT_FALSE(good.empty());
+  const std::string weights = read_file(good + "/model.safetensors");
+
+  BertForMaskedLM model = load_masked_lm(good);
+  AdamW opt(bert_param_groups(named_parameters(*model), 1e-3, 0.0), AdamOptions{});
+  struct rlimit old {};
+  getrlimit(RLIMIT_FSIZE, &old);
+  struct rlimit small = old;
+  small.rlim_cur = 16 * 1024;  // smaller than the model file
+  auto previous = std::signal(SIGXFSZ, SIG_IGN);
+  setrlimit(RLIMIT_FSIZE, &small);
+  EXPECT_ERROR_CONTAINS(save_training_checkpoint(o.out_dir, 99, load_config_dir(good), *model, w.tokenizer, opt,
+                                                 nlohmann::json::object(), 2),
+                        "model.safetensors", "write failed");
+  setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, previous);
+  EXPECT_EQ(latest_checkpoint(o.out_dir), good);
+  EXPECT_EQ(read_file(good + "/model.safetensors"), weights);
+  for (const auto& e : fs::directory_iterator(o.out_dir + "/checkpoints"))
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
 }
 
 }  // namespace
