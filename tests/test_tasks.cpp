@@ -26,7 +26,7 @@ TEST(Metrics, HandComputedValues) {
   const std::vector<int64_t> pred = {1, 1, 0, 0, 1, 0, 1, 0};
   // tp 3, tn 3, fp 1, fn 1.
   EXPECT_DOUBLE_EQ(accuracy(pred, gold), 6.0 / 8.0);
-  EXPECT_DOUBLE_EQ(f1_binary(pred, gold), 6.0 / 8.0);  // 2*3 / (2*3 + 1 + 1)
+  EXPECT_DOUBLE_EQ(f1_binary(pred, gold), 6.0 / 8.0);          // 2*3 / (2*3 + 1 + 1)
   EXPECT_DOUBLE_EQ(matthews(pred, gold), (9.0 - 1.0) / 16.0);  // (tp*tn - fp*fn) / sqrt(4*4*4*4)
   EXPECT_DOUBLE_EQ(matthews({1, 1, 1}, {1, 1, 1}), 0.0);       // undefined -> 0, as sklearn
   EXPECT_NEAR(pearson({1, 2, 3, 4}, {2, 4, 6, 8}), 1.0, 1e-12);
@@ -51,25 +51,43 @@ void write(const std::string& path, const std::string& text) {
 TEST(GlueLoaders, EveryLayout) {
   TempDir d;
   const std::string g = d.path();
-  write(g + "/CoLA/train.tsv", "gj04\t1\t\tThe sailors rode the breeze clear of the rocks.\ngj04\t0\t*\tThe more we study verbs.\n");
+  write(g + "/CoLA/train.tsv",
+        "gj04\t1\t\tThe sailors rode the breeze clear of the rocks.\ngj04\t0\t*\tThe more we study "
+        "verbs.\n");
   write(g + "/CoLA/test.tsv", "index\tsentence\n0\tBill whistled past the house.\n");
-  write(g + "/SST-2/train.tsv", "sentence\tlabel\nhide new secretions \t0\nthe greatest musicians \t1\n");
+  write(g + "/SST-2/train.tsv",
+        "sentence\tlabel\nhide new secretions \t0\nthe greatest musicians \t1\n");
   write(g + "/MRPC/train.tsv",
-        "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t702876\t702977\tAmrozi accused his brother .\tReferring to him .\n");
+        "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t702876\t702977\tAmrozi accused his "
+        "brother .\tReferring to him .\n");
   write(g + "/STS-B/train.tsv",
         "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-        "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\tAn air plane is taking off.\t5.000\n");
-  write(g + "/QQP/train.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n133273\t213221\t213222\tHow is the life?\tHow is life?\t1\n");
+        "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\tAn air "
+        "plane is taking off.\t5.000\n");
+  write(g + "/QQP/train.tsv",
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n133273\t213221\t213222\tHow is the "
+        "life?\tHow is life?\t1\n");
   write(g + "/QQP/test.tsv", "id\tquestion1\tquestion2\n0\tWhy?\tWhy not?\n");
   const std::string mnli_header =
-      "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+      "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_"
+      "parse\t"
       "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n";
-  write(g + "/MNLI/train.tsv", mnli_header + "0\t31193\t31193n\tgovernment\t(\t(\t(\t(\tConceptually cream.\tProduct and geography.\tneutral\tneutral\n");
-  write(g + "/MNLI/dev_matched.tsv", mnli_header + "0\t1\t1e\tfiction\t(\t(\t(\t(\tThe new rights.\tEveryone loves.\tentailment\tentailment\n");
-  write(g + "/MNLI/dev_mismatched.tsv", mnli_header + "0\t1\t1c\tletters\t(\t(\t(\t(\tYour gift.\tNot at all.\tcontradiction\tcontradiction\n");
-  write(g + "/QNLI/train.tsv", "index\tquestion\tsentence\tlabel\n0\tWhat came into force?\tThe law came.\tentailment\n");
-  write(g + "/RTE/train.tsv", "index\tsentence1\tsentence2\tlabel\n0\tNo weapons.\tWeapons found.\tnot_entailment\n");
-  write(g + "/WNLI/train.tsv", "index\tsentence1\tsentence2\tlabel\n0\tI stuck a pin.\tI stuck a pin in.\t1\n");
+  write(g + "/MNLI/train.tsv", mnli_header +
+                                   "0\t31193\t31193n\tgovernment\t(\t(\t(\t(\tConceptually "
+                                   "cream.\tProduct and geography.\tneutral\tneutral\n");
+  write(g + "/MNLI/dev_matched.tsv", mnli_header +
+                                         "0\t1\t1e\tfiction\t(\t(\t(\t(\tThe new rights.\tEveryone "
+                                         "loves.\tentailment\tentailment\n");
+  write(
+      g + "/MNLI/dev_mismatched.tsv",
+      mnli_header +
+          "0\t1\t1c\tletters\t(\t(\t(\t(\tYour gift.\tNot at all.\tcontradiction\tcontradiction\n");
+  write(g + "/QNLI/train.tsv",
+        "index\tquestion\tsentence\tlabel\n0\tWhat came into force?\tThe law came.\tentailment\n");
+  write(g + "/RTE/train.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\tNo weapons.\tWeapons found.\tnot_entailment\n");
+  write(g + "/WNLI/train.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\tI stuck a pin.\tI stuck a pin in.\t1\n");
 
   auto cola = TaskSpec::make("cola", g).load("train");
   ASSERT_EQ(cola.examples.size(), 2u);
@@ -128,14 +146,17 @@ TEST(GenericLoaders, TsvCsvJsonl) {
   EXPECT_EQ(csv.labels.size(), 2u);
   EXPECT_ERROR_CONTAINS(split_csv_line("\"open", "f.csv:3"), "f.csv:3", "unterminated");
 
-  write(d / "jsonl/train.jsonl", "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"text_pair\": \"c\", \"label\": 2}\n");
+  write(d / "jsonl/train.jsonl",
+        "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"text_pair\": \"c\", \"label\": "
+        "2}\n");
   TaskSpec jsonl = TaskSpec::make("jsonl", d / "jsonl");
   EXPECT_EQ(jsonl.labels, (std::vector<std::string>{"2", "x"}));
   EXPECT_EQ(*jsonl.load("train").examples[1].text_b, "c");
 
   // Many distinct numeric labels: regression.
   std::string reg = "sentence\tlabel\n";
-  for (int i = 0; i < 30; ++i) reg += "s" + std::to_string(i) + "\t" + std::to_string(i * 0.1) + "\n";
+  for (int i = 0; i < 30; ++i)
+    reg += "s" + std::to_string(i) + "\t" + std::to_string(i * 0.1) + "\n";
   write(d / "reg/train.tsv", reg);
   EXPECT_TRUE(TaskSpec::make("tsv", d / "reg").regression);
 }
@@ -152,8 +173,8 @@ TEST(LoaderErrors, MalformedRowsUnknownLabelsAndSingleClass) {
 
   write(d / "t/dev.tsv", "sentence\tlabel\nx\tneutral\n");
   TaskData dev = skip.load("dev");
-  EXPECT_ERROR_CONTAINS(skip.label_index(dev.examples[0], dev.source), "dev.tsv:2", "label 'neutral'",
-                        "{neg, pos}");
+  EXPECT_ERROR_CONTAINS(skip.label_index(dev.examples[0], dev.source), "dev.tsv:2",
+                        "label 'neutral'", "{neg, pos}");
   write(d / "one/train.tsv", "sentence\tlabel\na\tpos\nb\tpos\n");
   EXPECT_ERROR_CONTAINS(TaskSpec::make("tsv", d / "one"), "only one label");
   write(d / "nohdr/train.tsv", "foo\tbar\n");
@@ -161,7 +182,8 @@ TEST(LoaderErrors, MalformedRowsUnknownLabelsAndSingleClass) {
   EXPECT_ERROR_CONTAINS(TaskSpec::make("tsv", d / "missing"), "train.tsv", "not found");
 }
 
-// ---- Fine-tuning ----------------------------------------------------------------------------------
+// ---- Fine-tuning
+// ----------------------------------------------------------------------------------
 
 TEST(Finetune, TinyModelLearnsASeparableTaskAndReportsDevAndTest) {
   TempDir d;
@@ -185,7 +207,8 @@ TEST(Finetune, TinyModelLearnsASeparableTaskAndReportsDevAndTest) {
     for (int i = 0; i < n; ++i) {
       const bool low = (i * 7 + (split == "dev")) % 2 == 0;
       std::string s;
-      for (int k = 0; k < 5; ++k) s += "w" + std::to_string((low ? 0 : 20) + (i * 3 + k * 5) % (low ? 10 : 20)) + " ";
+      for (int k = 0; k < 5; ++k)
+        s += "w" + std::to_string((low ? 0 : 20) + (i * 3 + k * 5) % (low ? 10 : 20)) + " ";
       text += s + "\t" + (low ? "low" : "high") + "\n";
     }
     write(d / ("task/" + split + ".tsv"), text);

@@ -53,7 +53,8 @@ TEST(Masking, FollowsBertProportionsAndNeverTouchesSpecialsOrPadding) {
   EXPECT_NEAR(1.0 - masked - kept, 0.1, 0.03);
 
   // Specials and padding are never chosen; unchosen positions are unchanged.
-  at::Tensor chosen = at::zeros({B * T}, at::kBool).index_fill_(0, batch.positions, true).view({B, T});
+  at::Tensor chosen =
+      at::zeros({B * T}, at::kBool).index_fill_(0, batch.positions, true).view({B, T});
   EXPECT_FALSE((chosen & (ids.eq(101) | ids.eq(102) | ids.eq(0))).any().item<bool>());
   EXPECT_TRUE(at::equal(batch.input_ids.masked_select(~chosen), ids.masked_select(~chosen)));
   EXPECT_TRUE(at::equal(batch.labels, ids.reshape(-1).index_select(0, batch.positions)));
@@ -68,7 +69,8 @@ TEST(Masking, FollowsBertProportionsAndNeverTouchesSpecialsOrPadding) {
 
 struct World {
   TempDir dir;
-  Tokenizer tokenizer{Vocab::from_tokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}), TokenizerOptions{}};
+  Tokenizer tokenizer{Vocab::from_tokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}),
+                      TokenizerOptions{}};
   std::string init, shards;
 
   World() {
@@ -143,10 +145,11 @@ TEST(Shards, PackDocumentsIntoBoundedSequencesDeterministically) {
       EXPECT_EQ(row[0], w.tokenizer.cls_id());
       EXPECT_EQ(row[static_cast<size_t>(n - 1)], w.tokenizer.sep_id());
       for (int64_t t = n; t < 32; ++t) EXPECT_EQ(row[static_cast<size_t>(t)], 0);
-      for (int64_t t = 1; t < n; ++t) (row[static_cast<size_t>(t)] == w.tokenizer.sep_id() ? seps : tokens) += 1;
+      for (int64_t t = 1; t < n; ++t)
+        (row[static_cast<size_t>(t)] == w.tokenizer.sep_id() ? seps : tokens) += 1;
     }
   EXPECT_EQ(tokens, 300 * (3 * 7 + 1));  // every word, full stop and [UNK] of the corpus, once
-  EXPECT_GE(seps, 300);            // at least one boundary per document
+  EXPECT_GE(seps, 300);                  // at least one boundary per document
 
   // Thread count does not change the output.
   TempDir other;
@@ -158,32 +161,38 @@ TEST(Shards, PackDocumentsIntoBoundedSequencesDeterministically) {
   build_shards({w.dir / "corpus.txt"}, w.tokenizer, other / "s", so);
   for (const auto& e : fs::directory_iterator(w.shards)) {
     if (e.path().extension() != ".bin") continue;
-    EXPECT_EQ(read_file(e.path().string()), read_file(other / ("s/" + e.path().filename().string())));
+    EXPECT_EQ(read_file(e.path().string()),
+              read_file(other / ("s/" + e.path().filename().string())));
   }
 }
 
 TEST(Shards, EmptyCorpusAndCorruptShardsAreClearErrors) {
   TempDir dir;
   write_file_atomic(dir / "empty.txt", std::string("\n\n   \n"));
-  EXPECT_ERROR_CONTAINS(build_shards({dir / "empty.txt"}, world().tokenizer, dir / "s", ShardOptions{}),
-                        "corpus is empty");
+  EXPECT_ERROR_CONTAINS(
+      build_shards({dir / "empty.txt"}, world().tokenizer, dir / "s", ShardOptions{}),
+      "corpus is empty");
   EXPECT_FALSE(fs::exists(dir / "s"));
-  EXPECT_ERROR_CONTAINS(build_shards({dir / "missing.txt"}, world().tokenizer, dir / "s", ShardOptions{}),
-                        "missing.txt");
+  EXPECT_ERROR_CONTAINS(
+      build_shards({dir / "missing.txt"}, world().tokenizer, dir / "s", ShardOptions{}),
+      "missing.txt");
   fs::copy(world().shards, dir / "copy");
   const std::string shard = dir / "copy/train-00000.bin";
   const std::string data = read_file(shard);
   write_file_atomic(shard, std::string_view(data).substr(0, data.size() - 10));
-  EXPECT_ERROR_CONTAINS(ShardSet::open(dir / "copy", "train"), "train-00000.bin", "truncated or corrupt");
+  EXPECT_ERROR_CONTAINS(ShardSet::open(dir / "copy", "train"), "train-00000.bin",
+                        "truncated or corrupt");
 }
 
-// ---- Optimizers -----------------------------------------------------------------------------------
+// ---- Optimizers
+// -----------------------------------------------------------------------------------
 
 TEST(Optimizer, TorchVariantEqualsLibtorchAdamW) {
   at::manual_seed(1);
   at::Tensor a = at::randn({5, 3}).set_requires_grad(true);
   at::Tensor b = a.detach().clone().set_requires_grad(true);
-  AdamW ours({ParamGroup{"g", {"w"}, {a}, 0.01, 0.1}}, AdamOptions{AdamVariant::kTorch, 0.9, 0.999, 1e-8});
+  AdamW ours({ParamGroup{"g", {"w"}, {a}, 0.01, 0.1}},
+             AdamOptions{AdamVariant::kTorch, 0.9, 0.999, 1e-8});
   torch::optim::AdamW ref({b}, torch::optim::AdamWOptions(0.01).weight_decay(0.1).eps(1e-8));
   for (int step = 0; step < 5; ++step) {
     at::Tensor target = at::randn({5, 3});
@@ -199,7 +208,8 @@ TEST(Optimizer, TorchVariantEqualsLibtorchAdamW) {
 
 TEST(Optimizer, BertVariantHasNoBiasCorrectionAndDecaysAfterTheUpdate) {
   at::Tensor p = at::tensor({1.0}).set_requires_grad(true);
-  AdamW opt({ParamGroup{"g", {"p"}, {p}, 0.1, 0.5}}, AdamOptions{AdamVariant::kBert, 0.9, 0.999, 1e-6});
+  AdamW opt({ParamGroup{"g", {"p"}, {p}, 0.1, 0.5}},
+            AdamOptions{AdamVariant::kBert, 0.9, 0.999, 1e-6});
   p.mutable_grad() = at::tensor({2.0});
   opt.step();
   // m = 0.2, v = 0.004; p1 = 1 - 0.1 * 0.2 / (sqrt(0.004) + 1e-6); p2 = p1 - 0.1 * 0.5 * p1.
@@ -227,7 +237,8 @@ TEST(Optimizer, StateRoundTrips) {
   EXPECT_TRUE(at::equal(other.exp_avg(0, 0), opt.exp_avg(0, 0)));
 }
 
-// ---- Training ------------------------------------------------------------------------------------
+// ---- Training
+// ------------------------------------------------------------------------------------
 
 TEST(Pretrain, TinyModelOverfitsOneBatch) {
   const World& w = world();
@@ -246,7 +257,8 @@ TEST(Pretrain, TinyModelOverfitsOneBatch) {
   double first = 0, last = 0;
   for (int step = 0; step < 100; ++step) {
     opt.zero_grad();
-    at::Tensor hidden = model->bert->forward(Batch{batch.input_ids, at::Tensor(), batch.attention_mask}).last();
+    at::Tensor hidden =
+        model->bert->forward(Batch{batch.input_ids, at::Tensor(), batch.attention_mask}).last();
     at::Tensor rows = hidden.reshape({-1, hidden.size(-1)}).index_select(0, batch.positions);
     at::Tensor loss = at::cross_entropy_loss(model->logits(rows), batch.labels);
     loss.backward();
@@ -301,7 +313,8 @@ TEST(Pretrain, ResumedRunEqualsUninterruptedRun) {
   for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
   // keep_last = 2 checkpoints remain.
   int n = 0;
-  for (const auto& e : fs::directory_iterator(split.out_dir + "/checkpoints")) n += e.is_directory();
+  for (const auto& e : fs::directory_iterator(split.out_dir + "/checkpoints"))
+    n += e.is_directory();
   EXPECT_EQ(n, 2);
 }
 
@@ -352,8 +365,8 @@ TEST(Pretrain, FailedCheckpointWriteKeepsThePreviousCheckpoint) {
   small.rlim_cur = 16 * 1024;  // smaller than the model file
   auto previous = std::signal(SIGXFSZ, SIG_IGN);
   setrlimit(RLIMIT_FSIZE, &small);
-  EXPECT_ERROR_CONTAINS(save_training_checkpoint(o.out_dir, 99, load_config_dir(good), *model, w.tokenizer, opt,
-                                                 nlohmann::json::object(), 2),
+  EXPECT_ERROR_CONTAINS(save_training_checkpoint(o.out_dir, 99, load_config_dir(good), *model,
+                                                 w.tokenizer, opt, nlohmann::json::object(), 2),
                         "model.safetensors", "write failed");
   setrlimit(RLIMIT_FSIZE, &old);
   std::signal(SIGXFSZ, previous);

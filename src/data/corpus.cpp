@@ -164,7 +164,8 @@ ShardStats build_shards(const std::vector<std::string>& inputs, const Tokenizer&
         std::vector<std::thread> pool;
         for (int t = 0; t < threads; ++t)
           pool.emplace_back([&, t] {
-            for (size_t i = static_cast<size_t>(t); i < docs.size(); i += static_cast<size_t>(threads))
+            for (size_t i = static_cast<size_t>(t); i < docs.size();
+                 i += static_cast<size_t>(threads))
               ids[i] = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(docs[i]));
           });
         for (auto& th : pool) th.join();
@@ -172,7 +173,8 @@ ShardStats build_shards(const std::vector<std::string>& inputs, const Tokenizer&
           if (ids[i].empty()) continue;
           ++stats.documents;
           stats.tokens += static_cast<int64_t>(ids[i].size());
-          const bool is_val = static_cast<double>(fnv1a(docs[i]) % 1000000) / 1e6 < o.validation_fraction;
+          const bool is_val =
+              static_cast<double>(fnv1a(docs[i]) % 1000000) / 1e6 < o.validation_fraction;
           (is_val ? val_pack : train_pack).add_document(ids[i]);
         }
         train.add(train_pack.done);
@@ -250,7 +252,8 @@ ShardSet ShardSet::open(const std::string& dir, const std::string& split) {
     if (static_cast<int64_t>(file->seq_len) != set.seq_len_)
       fail(path, ": seq_len ", file->seq_len, " differs from shards.json (", set.seq_len_, ")");
     const uint64_t need = 28 + file->rows * 2 + file->rows * file->seq_len * 2;
-    if (need != file->size) fail(path, ": truncated or corrupt shard: ", file->size, " bytes, expected ", need);
+    if (need != file->size)
+      fail(path, ": truncated or corrupt shard: ", file->size, " bytes, expected ", need);
     file->lengths = reinterpret_cast<const uint16_t*>(bytes + 28);
     file->ids = file->lengths + file->rows;
     for (uint64_t r = 0; r < file->rows; ++r)

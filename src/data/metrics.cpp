@@ -76,15 +76,18 @@ double pearson(const std::vector<double>& x, const std::vector<double>& y) {
   return sxx == 0 || syy == 0 ? 0.0 : sxy / std::sqrt(sxx * syy);
 }
 
-double spearman(const std::vector<double>& x, const std::vector<double>& y) { return pearson(ranks(x), ranks(y)); }
+double spearman(const std::vector<double>& x, const std::vector<double>& y) {
+  return pearson(ranks(x), ranks(y));
+}
 
 std::map<std::string, double> classification_metrics(const std::vector<int64_t>& pred,
                                                      const std::vector<int64_t>& gold,
                                                      const std::string& main_metric) {
   std::map<std::string, double> m;
   m["accuracy"] = accuracy(pred, gold);
-  const bool binary = std::all_of(gold.begin(), gold.end(), [](int64_t g) { return g == 0 || g == 1; }) &&
-                      std::all_of(pred.begin(), pred.end(), [](int64_t p) { return p == 0 || p == 1; });
+  const bool binary =
+      std::all_of(gold.begin(), gold.end(), [](int64_t g) { return g == 0 || g == 1; }) &&
+      std::all_of(pred.begin(), pred.end(), [](int64_t p) { return p == 0 || p == 1; });
   if (binary) {
     m["f1"] = f1_binary(pred, gold);
     m["mcc"] = matthews(pred, gold);
@@ -95,7 +98,8 @@ std::map<std::string, double> classification_metrics(const std::vector<int64_t>&
   return m;
 }
 
-std::map<std::string, double> regression_metrics(const std::vector<double>& pred, const std::vector<double>& gold) {
+std::map<std::string, double> regression_metrics(const std::vector<double>& pred,
+                                                 const std::vector<double>& gold) {
   std::map<std::string, double> m;
   m["pearson"] = pearson(pred, gold);
   m["spearman"] = spearman(pred, gold);

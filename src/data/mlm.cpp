@@ -50,14 +50,17 @@ MlmBatch mask_tokens(const at::Tensor& ids, const at::Tensor& lengths, const Mas
   return batch;
 }
 
-MlmLoader::MlmLoader(const ShardSet& shards, int64_t batch_size, MaskingOptions masking, uint64_t seed)
+MlmLoader::MlmLoader(const ShardSet& shards, int64_t batch_size, MaskingOptions masking,
+                     uint64_t seed)
     : shards_(shards), batch_size_(batch_size), masking_(std::move(masking)), seed_(seed) {
   if (shards_.size() < batch_size_)
     fail("corpus has ", shards_.size(), " sequences, fewer than one batch of ", batch_size_);
   shuffle();
 }
 
-int64_t MlmLoader::batches_per_epoch() const { return shards_.size() / batch_size_; }
+int64_t MlmLoader::batches_per_epoch() const {
+  return shards_.size() / batch_size_;
+}
 
 void MlmLoader::shuffle() {
   order_.resize(static_cast<size_t>(shards_.size()));
@@ -85,7 +88,8 @@ MlmBatch MlmLoader::next() {
   int64_t* len = lengths.data_ptr<int64_t>();
   for (int64_t b = 0; b < batch_size_; ++b)
     len[b] = shards_.read(order_[static_cast<size_t>(offset_ + b)], p + b * T);
-  const uint64_t seed = mix_seed(seed_, static_cast<uint64_t>(epoch_), static_cast<uint64_t>(offset_) + 2);
+  const uint64_t seed =
+      mix_seed(seed_, static_cast<uint64_t>(epoch_), static_cast<uint64_t>(offset_) + 2);
   offset_ += batch_size_;
   return mask_tokens(ids, lengths, masking_, seed);
 }

@@ -17,9 +17,9 @@ namespace {
 struct GlueLayout {
   const char* name;
   const char* dir_name;
-  bool header;           // first row is a header
-  int text_a, text_b;    // column indices (-1 = none); negative counts from the end
-  int label;             // column index of the label (-1 = last column)
+  bool header;         // first row is a header
+  int text_a, text_b;  // column indices (-1 = none); negative counts from the end
+  int label;           // column index of the label (-1 = last column)
   std::vector<std::string> labels;
   const char* metric;
   const char* dev_file;
@@ -29,6 +29,8 @@ struct GlueLayout {
 
 // The layouts of the files the GLUE download script produces.
 const std::vector<GlueLayout>& glue_layouts() {
+  // One row per task, kept as a table.
+  // clang-format off
   static const std::vector<GlueLayout> layouts = {
       {"cola", "CoLA", false, 3, -1, 1, {"0", "1"}, "mcc", "dev.tsv", "test.tsv", 1, -1},
       {"sst2", "SST-2", true, 0, -1, 1, {"0", "1"}, "accuracy", "dev.tsv", "test.tsv", 1, -1},
@@ -43,6 +45,7 @@ const std::vector<GlueLayout>& glue_layouts() {
       {"rte", "RTE", true, 1, 2, 3, {"entailment", "not_entailment"}, "accuracy", "dev.tsv", "test.tsv", 1, 2},
       {"wnli", "WNLI", true, 1, 2, 3, {"0", "1"}, "accuracy", "dev.tsv", "test.tsv", 1, 2},
   };
+  // clang-format on
   return layouts;
 }
 
@@ -79,7 +82,9 @@ std::vector<std::string> read_lines(const std::string& path) {
   return lines;
 }
 
-int resolve(int index, size_t columns) { return index < 0 ? static_cast<int>(columns) + index : index; }
+int resolve(int index, size_t columns) {
+  return index < 0 ? static_cast<int>(columns) + index : index;
+}
 
 // Generic header-based tables: which column holds what.
 struct Columns {
@@ -90,7 +95,8 @@ Columns find_columns(const std::vector<std::string>& header, const std::string& 
   Columns c;
   for (size_t i = 0; i < header.size(); ++i) {
     const std::string& h = header[i];
-    if (h == "sentence" || h == "text" || h == "sentence1" || h == "text_a" || h == "question1" || h == "question")
+    if (h == "sentence" || h == "text" || h == "sentence1" || h == "text_a" || h == "question1" ||
+        h == "question")
       c.a = c.a < 0 ? static_cast<int>(i) : c.a;
     else if (h == "sentence2" || h == "text_b" || h == "text_pair" || h == "question2")
       c.b = static_cast<int>(i);
@@ -175,7 +181,8 @@ TaskSpec TaskSpec::make(const std::string& name, const std::string& dir, bool sk
     spec.main_metric = "corr";
   } else {
     if (labels.size() < 2)
-      fail(train.source, ": only one label ('", *labels.begin(), "') in the training split; a classifier needs two or more");
+      fail(train.source, ": only one label ('", *labels.begin(),
+           "') in the training split; a classifier needs two or more");
     spec.labels.assign(labels.begin(), labels.end());
   }
   return spec;
@@ -199,7 +206,8 @@ TaskData TaskSpec::load(const std::string& split) const {
   data.source = path(split);
   const std::vector<std::string> lines = read_lines(data.source);
   auto bad = [&](size_t line_no, const std::string& what) {
-    if (!skip_bad_rows) fail(data.source, ":", line_no, ": ", what, " (use --skip-bad-rows to skip such rows)");
+    if (!skip_bad_rows)
+      fail(data.source, ":", line_no, ": ", what, " (use --skip-bad-rows to skip such rows)");
     ++data.skipped_rows;
   };
   const GlueLayout* glue = find_glue(name);
@@ -222,7 +230,8 @@ TaskData TaskSpec::load(const std::string& split) const {
       Example e;
       e.line = i + 1;
       e.text_a = j["text"].get<std::string>();
-      if (j.contains("text_pair") && j["text_pair"].is_string()) e.text_b = j["text_pair"].get<std::string>();
+      if (j.contains("text_pair") && j["text_pair"].is_string())
+        e.text_b = j["text_pair"].get<std::string>();
       if (j.contains("label") && !j["label"].is_null())
         e.label = j["label"].is_string() ? j["label"].get<std::string>() : j["label"].dump();
       data.examples.push_back(std::move(e));
@@ -237,7 +246,9 @@ TaskData TaskSpec::load(const std::string& split) const {
   size_t first = 0, columns = 0;
   int a = 0, b = -1, label = -1;
   if (glue) {
-    first = glue->header || (test_split && std::string(glue->name) == "cola") ? 1 : 0;  // CoLA's test has one
+    first = glue->header || (test_split && std::string(glue->name) == "cola")
+                ? 1
+                : 0;  // CoLA's test has one
     a = test_split ? glue->test_text_a : glue->text_a;
     b = test_split ? glue->test_text_b : glue->text_b;
     label = test_split ? -2 : glue->label;  // -2: no label column

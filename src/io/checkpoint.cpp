@@ -126,18 +126,19 @@ void write_checkpoint_files(const std::string& dir, const BertConfig& config,
                             const torch::nn::Module& model, const Tokenizer& tokenizer,
                             const SaveOptions& options) {
   if (tokenizer.vocab().size() != config.vocab_size)
-    fail(dir, ": tokenizer vocabulary has ", tokenizer.vocab().size(), " tokens, config vocab_size is ",
-         config.vocab_size);
+    fail(dir, ": tokenizer vocabulary has ", tokenizer.vocab().size(),
+         " tokens, config vocab_size is ", config.vocab_size);
   config.save((fs::path(dir) / "config.json").string());
   save_weights(dir, state_dict(model), options.float_dtype, options.max_shard_bytes);
   tokenizer.save(dir);
 }
 
-void save_checkpoint(const std::string& dir, const BertConfig& config, const torch::nn::Module& model,
-                     const Tokenizer& tokenizer, const SaveOptions& options) {
+void save_checkpoint(const std::string& dir, const BertConfig& config,
+                     const torch::nn::Module& model, const Tokenizer& tokenizer,
+                     const SaveOptions& options) {
   if (tokenizer.vocab().size() != config.vocab_size)  // before any file is staged
-    fail(dir, ": tokenizer vocabulary has ", tokenizer.vocab().size(), " tokens, config vocab_size is ",
-         config.vocab_size);
+    fail(dir, ": tokenizer vocabulary has ", tokenizer.vocab().size(),
+         " tokens, config vocab_size is ", config.vocab_size);
   write_dir_atomic(dir, [&](const std::string& staging) {
     write_checkpoint_files(staging, config, model, tokenizer, options);
   });

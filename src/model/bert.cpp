@@ -39,14 +39,16 @@ LayerShape layer_shape(const BertConfig& config, int64_t layer, double width) {
   return s;
 }
 
-Batch collate(const std::vector<Encoding>& encodings, const std::vector<size_t>& indices, int64_t pad_id) {
+Batch collate(const std::vector<Encoding>& encodings, const std::vector<size_t>& indices,
+              int64_t pad_id) {
   size_t T = 0;
   for (size_t i : indices) T = std::max(T, encodings.at(i).input_ids.size());
   const int64_t B = static_cast<int64_t>(indices.size()), L = static_cast<int64_t>(T);
   at::Tensor ids = at::full({B, L}, pad_id, at::kLong);
   at::Tensor types = at::zeros({B, L}, at::kLong);
   at::Tensor mask = at::zeros({B, L}, at::kLong);
-  int64_t *pi = ids.data_ptr<int64_t>(), *pt = types.data_ptr<int64_t>(), *pm = mask.data_ptr<int64_t>();
+  int64_t *pi = ids.data_ptr<int64_t>(), *pt = types.data_ptr<int64_t>(),
+          *pm = mask.data_ptr<int64_t>();
   for (size_t r = 0; r < indices.size(); ++r) {
     const Encoding& e = encodings[indices[r]];
     for (size_t t = 0; t < e.input_ids.size(); ++t) {

@@ -27,7 +27,8 @@ std::string latest_checkpoint(const std::string& out_dir) {
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
     if (name.rfind("step-", 0) == 0 && name.find(".tmp") == std::string::npos &&
-        fs::exists(e.path() / "trainer_state" / "state.json") && name > fs::path(best).filename().string())
+        fs::exists(e.path() / "trainer_state" / "state.json") &&
+        name > fs::path(best).filename().string())
       best = e.path().string();
   }
   return best;
@@ -35,7 +36,8 @@ std::string latest_checkpoint(const std::string& out_dir) {
 
 void save_training_checkpoint(const std::string& out_dir, int64_t step, const BertConfig& config,
                               const torch::nn::Module& model, const Tokenizer& tokenizer,
-                              const AdamW& optimizer, const nlohmann::json& cursor, int64_t keep_last) {
+                              const AdamW& optimizer, const nlohmann::json& cursor,
+                              int64_t keep_last) {
   write_dir_atomic(checkpoint_dir(out_dir, step), [&](const std::string& staging) {
     write_checkpoint_files(staging, config, model, tokenizer);
     const std::string state_dir = staging + "/trainer_state";
@@ -49,10 +51,12 @@ void save_training_checkpoint(const std::string& out_dir, int64_t step, const Be
   });
   std::vector<std::string> all;
   for (const auto& e : fs::directory_iterator(fs::path(out_dir) / "checkpoints"))
-    if (e.path().filename().string().rfind("step-", 0) == 0 && e.path().filename().string().find(".tmp") == std::string::npos)
+    if (e.path().filename().string().rfind("step-", 0) == 0 &&
+        e.path().filename().string().find(".tmp") == std::string::npos)
       all.push_back(e.path().string());
   std::sort(all.begin(), all.end());
-  for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(1, keep_last)) < all.size(); ++i) fs::remove_all(all[i]);
+  for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(1, keep_last)) < all.size(); ++i)
+    fs::remove_all(all[i]);
 }
 
 nlohmann::json load_training_state(const std::string& dir, AdamW& optimizer) {
@@ -93,7 +97,8 @@ void require_writable_dir(const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec || access(dir.c_str(), W_OK) != 0)
-    fail(dir, ": output directory cannot be created or written", ec ? ": " + ec.message() : std::string());
+    fail(dir, ": output directory cannot be created or written",
+         ec ? ": " + ec.message() : std::string());
 }
 
 }  // namespace slimbert

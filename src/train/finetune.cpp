@@ -30,17 +30,19 @@ struct EncodedTask {
   std::vector<double> values;   // regression targets
 };
 
-EncodedTask encode_task(const Tokenizer& tokenizer, const TaskSpec& spec, const TaskData& data, int64_t max_length,
-                    bool need_labels) {
+EncodedTask encode_task(const Tokenizer& tokenizer, const TaskSpec& spec, const TaskData& data,
+                        int64_t max_length, bool need_labels) {
   EncodedTask out;
   for (const auto& e : data.examples) {
-    out.inputs.push_back(tokenizer.encode(e.text_a, e.text_b, EncodeOptions{max_length, Truncation::kLongestFirst}));
+    out.inputs.push_back(
+        tokenizer.encode(e.text_a, e.text_b, EncodeOptions{max_length, Truncation::kLongestFirst}));
     if (!need_labels) continue;
     if (e.label.empty()) fail(data.source, ":", e.line, ": example has no label");
     if (spec.regression) {
       char* end = nullptr;
       const double v = std::strtod(e.label.c_str(), &end);
-      if (!end || *end != '\0') fail(data.source, ":", e.line, ": label '", e.label, "' is not a number");
+      if (!end || *end != '\0')
+        fail(data.source, ":", e.line, ": label '", e.label, "' is not a number");
       out.values.push_back(v);
     } else {
       out.labels.push_back(spec.label_index(e, data.source));
@@ -51,15 +53,16 @@ EncodedTask encode_task(const Tokenizer& tokenizer, const TaskSpec& spec, const 
 }
 
 // Rows [begin, end) of `order` as one batch.
-Batch batch_of(const std::vector<Encoding>& enc, const std::vector<size_t>& order, size_t begin, size_t end,
-               int64_t pad_id) {
-  return collate(enc, std::vector<size_t>(order.begin() + static_cast<std::ptrdiff_t>(begin),
-                                          order.begin() + static_cast<std::ptrdiff_t>(end)),
+Batch batch_of(const std::vector<Encoding>& enc, const std::vector<size_t>& order, size_t begin,
+               size_t end, int64_t pad_id) {
+  return collate(enc,
+                 std::vector<size_t>(order.begin() + static_cast<std::ptrdiff_t>(begin),
+                                     order.begin() + static_cast<std::ptrdiff_t>(end)),
                  pad_id);
 }
 
-at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data, const std::vector<size_t>& idx, size_t begin,
-                     size_t end, bool regression) {
+at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data,
+                     const std::vector<size_t>& idx, size_t begin, size_t end, bool regression) {
   if (regression) {
     std::vector<float> v;
     for (size_t i = begin; i < end; ++i) v.push_back(static_cast<float>(data.values[idx[i]]));
@@ -78,14 +81,17 @@ std::string join_labels(const std::vector<std::string>& labels) {
 
 }  // namespace
 
-TaskSpec task_for_model(const BertConfig& config, const std::string& task, const std::string& data_dir,
-                        bool skip_bad_rows) {
+TaskSpec task_for_model(const BertConfig& config, const std::string& task,
+                        const std::string& data_dir, bool skip_bad_rows) {
   TaskSpec spec = TaskSpec::make(task, data_dir, skip_bad_rows);
   if (config.problem_type == "regression" || config.num_labels() == 1) {
-    if (!spec.regression) fail("the model is a regressor (1 output) but task '", task, "' has classes");
+    if (!spec.regression)
+      fail("the model is a regressor (1 output) but task '", task, "' has classes");
     return spec;
   }
-  if (spec.regression) fail("task '", task, "' is a regression task but the model has ", config.num_labels(), " labels");
+  if (spec.regression)
+    fail("task '", task, "' is a regression task but the model has ", config.num_labels(),
+         " labels");
   std::vector<std::string> labels;
   for (int64_t i = 0; i < config.num_labels(); ++i) labels.push_back(config.label_name(i));
   for (const auto& l : spec.labels)
@@ -95,15 +101,17 @@ TaskSpec task_for_model(const BertConfig& config, const std::string& task, const
   return spec;
 }
 
-EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer, const TaskSpec& spec,
-                         const std::string& split, int64_t max_length, int64_t batch_size, const SubNet& subnet) {
+EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer,
+                         const TaskSpec& spec, const std::string& split, int64_t max_length,
+                         int64_t batch_size, const SubNet& subnet) {
   const TaskData data = spec.load(split);
   const EncodedTask enc = encode_task(tokenizer, spec, data, max_length, true);
   std::vector<size_t> idx(enc.inputs.size());
   std::iota(idx.begin(), idx.end(), 0);
   // Evaluate in length order: less padding, same result.
-  std::stable_sort(idx.begin(), idx.end(),
-                   [&](size_t a, size_t b) { return enc.inputs[a].input_ids.size() < enc.inputs[b].input_ids.size(); });
+  std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+    return enc.inputs[a].input_ids.size() < enc.inputs[b].input_ids.size();
+  });
   const bool was_training = model->is_training();
   model->eval();
   at::NoGradGuard no_grad;
@@ -134,19 +142,23 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   const TaskSpec spec = TaskSpec::make(o.task, o.data_dir, o.skip_bad_rows);
   BertConfig config = load_config_dir(o.model_dir);
   if (o.max_length > config.max_position_embeddings)
-    fail("--max-length ", o.max_length, " exceeds max_position_embeddings ", config.max_position_embeddings);
+    fail("--max-length ", o.max_length, " exceeds max_position_embeddings ",
+         config.max_position_embeddings);
   if (spec.regression) {
     config.set_num_labels(1);
     config.problem_type = "regression";
   } else {
     config.id2label.clear();
-    for (size_t i = 0; i < spec.labels.size(); ++i) config.id2label[static_cast<int64_t>(i)] = spec.labels[i];
+    for (size_t i = 0; i < spec.labels.size(); ++i)
+      config.id2label[static_cast<int64_t>(i)] = spec.labels[i];
     config.problem_type = "single_label_classification";
   }
   config.architectures = {"BertForSequenceClassification"};
 
   const TaskData train_data = spec.load("train");
-  if (train_data.skipped_rows) std::cerr << "finetune: skipped " << train_data.skipped_rows << " malformed rows in " << train_data.source << "\n";
+  if (train_data.skipped_rows)
+    std::cerr << "finetune: skipped " << train_data.skipped_rows << " malformed rows in "
+              << train_data.source << "\n";
   const EncodedTask train = encode_task(tokenizer, spec, train_data, o.max_length, true);
 
   std::string resume_dir = o.resume ? latest_checkpoint(o.out_dir) : "";
@@ -168,7 +180,8 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   model->train();
   AdamW optimizer(bert_param_groups(named_parameters(*model), o.lr, o.weight_decay), AdamOptions{});
 
-  const int64_t per_epoch = (static_cast<int64_t>(train.inputs.size()) + o.batch_size - 1) / o.batch_size;
+  const int64_t per_epoch =
+      (static_cast<int64_t>(train.inputs.size()) + o.batch_size - 1) / o.batch_size;
   const int64_t total = per_epoch * o.epochs;
   const int64_t warmup = static_cast<int64_t>(o.warmup_fraction * static_cast<double>(total));
   int64_t step = 0, epoch = 0, offset = 0;
@@ -192,7 +205,8 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   };
   std::vector<size_t> order = order_for(epoch);
 
-  Progress progress("finetune " + o.task, total, (fs::path(o.out_dir) / "metrics.jsonl").string(), step);
+  Progress progress("finetune " + o.task, total, (fs::path(o.out_dir) / "metrics.jsonl").string(),
+                    step);
   const double peak = measure_matmul_gflops() * 1e9;
   double loss_sum = 0, flops = 0;
   int64_t loss_n = 0, tokens = 0;
@@ -220,7 +234,8 @@ FinetuneResult finetune(const FinetuneOptions& o) {
     at::Tensor loss = task_loss(model->forward(batch), train, order, b, e, spec.regression);
     loss.backward();
     const double l = loss.item<double>();
-    if (!std::isfinite(l)) fail("finetune: loss became ", l, " at step ", step + 1, "; try a lower --lr");
+    if (!std::isfinite(l))
+      fail("finetune: loss became ", l, " at step ", step + 1, "; try a lower --lr");
     const double norm = clip_grad_norm(*model, o.clip);
     const double scale = linear_schedule(step, warmup, total);
     optimizer.step(scale);
@@ -230,21 +245,29 @@ FinetuneResult finetune(const FinetuneOptions& o) {
     ++loss_n;
     const int64_t batch_tokens = batch.attention_mask.sum().item<int64_t>();
     tokens += batch_tokens;
-    flops += 3.0 * encoder_flops(config, batch.input_ids.size(1)) * static_cast<double>(batch.input_ids.size(0));
+    flops += 3.0 * encoder_flops(config, batch.input_ids.size(1)) *
+             static_cast<double>(batch.input_ids.size(0));
     if (step % o.log_every == 0 || step == total) {
-      progress.report(step, {{"loss", loss_sum / static_cast<double>(loss_n)}, {"lr", o.lr * scale}, {"grad_norm", norm}},
+      progress.report(step,
+                      {{"loss", loss_sum / static_cast<double>(loss_n)},
+                       {"lr", o.lr * scale},
+                       {"grad_norm", norm}},
                       tokens, flops, peak);
       loss_sum = flops = 0;
       loss_n = tokens = 0;
     }
     const bool epoch_end = offset >= static_cast<int64_t>(order.size());
-    if ((o.eval_every > 0 && step % o.eval_every == 0) || (o.eval_every == 0 && epoch_end) || step == total)
+    if ((o.eval_every > 0 && step % o.eval_every == 0) || (o.eval_every == 0 && epoch_end) ||
+        step == total)
       evaluate_dev();
     const bool stop = o.stop_after > 0 && step - first_step >= o.stop_after && step < total;
     if (stop || step == total || (epoch_end && o.keep_last > 0)) {
       save_training_checkpoint(o.out_dir, step, config, *model, tokenizer, optimizer,
-                               {{"epoch", epoch}, {"offset", offset}, {"best", best},
-                                {"best_step", result.best_step}, {"total_steps", total}},
+                               {{"epoch", epoch},
+                                {"offset", offset},
+                                {"best", best},
+                                {"best_step", result.best_step},
+                                {"total_steps", total}},
                                o.keep_last);
     }
     if (stop) {
@@ -257,7 +280,8 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   save_checkpoint((fs::path(o.out_dir) / "model").string(), config, *model, tokenizer);
 
   // Report the best model on dev, and on test when the test split is labelled.
-  BertForSequenceClassification best_model = load_classifier((fs::path(o.out_dir) / "best").string());
+  BertForSequenceClassification best_model =
+      load_classifier((fs::path(o.out_dir) / "best").string());
   nlohmann::json report;
   report["task"] = o.task;
   report["best_step"] = result.best_step;
@@ -270,7 +294,8 @@ FinetuneResult finetune(const FinetuneOptions& o) {
       if (split == "dev") result.best_dev = r;
     } catch (const InputError& e) {
       if (split == "dev") throw;
-      std::cerr << "finetune: test split not scored: " << e.what() << "\n";  // GLUE test files are unlabelled
+      std::cerr << "finetune: test split not scored: " << e.what()
+                << "\n";  // GLUE test files are unlabelled
     }
   }
   write_file_atomic((fs::path(o.out_dir) / "eval.json").string(), report.dump(2) + "\n");

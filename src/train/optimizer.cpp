@@ -12,8 +12,8 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamOptions options)
     : groups_(std::move(groups)), options_(options) {
   for (const auto& g : groups_) {
     if (g.names.size() != g.params.size())
-      throw Error(cat("parameter group '", g.name, "': ", g.names.size(), " names for ", g.params.size(),
-                      " parameters"));
+      throw Error(cat("parameter group '", g.name, "': ", g.names.size(), " names for ",
+                      g.params.size(), " parameters"));
     moments_.emplace_back(g.params.size());
   }
 }
@@ -94,17 +94,20 @@ void AdamW::load_state(const TensorMap& state, const std::string& source) {
 }
 
 double linear_schedule(int64_t step, int64_t warmup, int64_t total) {
-  if (step < warmup) return static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup));
-  return std::max(0.0, static_cast<double>(total - step) / static_cast<double>(std::max<int64_t>(1, total - warmup)));
+  if (step < warmup)
+    return static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup));
+  return std::max(0.0, static_cast<double>(total - step) /
+                           static_cast<double>(std::max<int64_t>(1, total - warmup)));
 }
 
-std::vector<ParamGroup> bert_param_groups(const std::vector<std::pair<std::string, at::Tensor>>& named,
-                                          double lr, double weight_decay) {
+std::vector<ParamGroup> bert_param_groups(
+    const std::vector<std::pair<std::string, at::Tensor>>& named, double lr, double weight_decay) {
   ParamGroup decay{"decay", {}, {}, lr, weight_decay};
   ParamGroup no_decay{"no_decay", {}, {}, lr, 0.0};
   for (const auto& [name, p] : named) {
-    const bool is_norm_or_bias = name.find("LayerNorm") != std::string::npos ||
-                                 (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0);
+    const bool is_norm_or_bias =
+        name.find("LayerNorm") != std::string::npos ||
+        (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0);
     ParamGroup& g = is_norm_or_bias ? no_decay : decay;
     g.names.push_back(name);
     g.params.push_back(p);

@@ -32,9 +32,10 @@ struct MlmOutput {
 
 MlmOutput mlm_step(BertForMaskedLM& model, const MlmBatch& batch) {
   Batch in{batch.input_ids, at::Tensor(), batch.attention_mask};
-  at::Tensor hidden = model->bert->forward(in).last();                         // (B, T, H)
-  at::Tensor rows = hidden.reshape({-1, hidden.size(-1)}).index_select(0, batch.positions);  // (N, H)
-  at::Tensor logits = model->logits(rows);                                      // (N, V)
+  at::Tensor hidden = model->bert->forward(in).last();  // (B, T, H)
+  at::Tensor rows =
+      hidden.reshape({-1, hidden.size(-1)}).index_select(0, batch.positions);  // (N, H)
+  at::Tensor logits = model->logits(rows);                                     // (N, V)
   MlmOutput out;
   out.loss = at::cross_entropy_loss(logits, batch.labels);
   out.correct = logits.argmax(-1).eq(batch.labels).sum().item<int64_t>();
@@ -42,15 +43,16 @@ MlmOutput mlm_step(BertForMaskedLM& model, const MlmBatch& batch) {
   return out;
 }
 
-std::pair<double, double> evaluate(BertForMaskedLM& model, const ShardSet& val, const PretrainOptions& o,
-                                   const MaskingOptions& masking) {
+std::pair<double, double> evaluate(BertForMaskedLM& model, const ShardSet& val,
+                                   const PretrainOptions& o, const MaskingOptions& masking) {
   if (val.size() == 0) return {NAN, NAN};
   model->eval();
   at::NoGradGuard no_grad;
   MlmLoader loader(val, std::min<int64_t>(o.batch_size, val.size()), masking, /*seed=*/12345);
   double loss = 0;
   int64_t correct = 0, count = 0;
-  const int64_t n = std::min<int64_t>(o.eval_batches, std::max<int64_t>(1, loader.batches_per_epoch()));
+  const int64_t n =
+      std::min<int64_t>(o.eval_batches, std::max<int64_t>(1, loader.batches_per_epoch()));
   for (int64_t b = 0; b < n; ++b) {
     MlmOutput r = mlm_step(model, loader.next());
     loss += r.loss.item<double>() * static_cast<double>(r.count);
@@ -72,8 +74,9 @@ PretrainResult pretrain(const PretrainOptions& o) {
   const ShardSet train = ShardSet::open(o.shards_dir, "train");
   const ShardSet val = ShardSet::open(o.shards_dir, "validation");
   if (train.seq_len() > config.max_position_embeddings)
-    fail(o.shards_dir, ": sequences of ", train.seq_len(), " tokens exceed max_position_embeddings ",
-         config.max_position_embeddings, " of ", o.init_dir);
+    fail(o.shards_dir, ": sequences of ", train.seq_len(),
+         " tokens exceed max_position_embeddings ", config.max_position_embeddings, " of ",
+         o.init_dir);
   require_writable_dir(o.out_dir);
 
   MaskingOptions masking;
@@ -84,14 +87,16 @@ PretrainResult pretrain(const PretrainOptions& o) {
   std::string start_dir = o.init_dir;
   const std::string resume_dir = o.resume ? latest_checkpoint(o.out_dir) : "";
   if (o.resume && resume_dir.empty())
-    std::cerr << "pretrain: --resume: no checkpoint in " << o.out_dir << "/checkpoints, starting fresh\n";
+    std::cerr << "pretrain: --resume: no checkpoint in " << o.out_dir
+              << "/checkpoints, starting fresh\n";
   if (!resume_dir.empty()) start_dir = resume_dir;
 
   at::manual_seed(o.seed);
   BertForMaskedLM model = load_masked_lm(start_dir);
   model->train();
-  AdamW optimizer(bert_param_groups(named_parameters(*model), o.lr, o.weight_decay),
-                  AdamOptions{o.optimizer, 0.9, 0.999, o.optimizer == AdamVariant::kBert ? 1e-6 : 1e-8});
+  AdamW optimizer(
+      bert_param_groups(named_parameters(*model), o.lr, o.weight_decay),
+      AdamOptions{o.optimizer, 0.9, 0.999, o.optimizer == AdamVariant::kBert ? 1e-6 : 1e-8});
   MlmLoader loader(train, o.batch_size, masking, o.seed);
   int64_t step = 0;
   if (!resume_dir.empty()) {
@@ -102,7 +107,9 @@ PretrainResult pretrain(const PretrainOptions& o) {
   }
   auto save = [&](int64_t at_step) {
     save_training_checkpoint(o.out_dir, at_step, config, *model, tokenizer, optimizer,
-                             {{"epoch", loader.epoch()}, {"offset", loader.offset()}, {"seed", o.seed},
+                             {{"epoch", loader.epoch()},
+                              {"offset", loader.offset()},
+                              {"seed", o.seed},
                               {"total_steps", o.steps}},
                              o.keep_last);
   };
@@ -126,7 +133,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
       const double l = out.loss.item<double>();
       if (!std::isfinite(l)) {
         const std::string last = latest_checkpoint(o.out_dir);
-        fail("pretrain: loss became ", l, " at step ", step + 1, "; stopping. The last good checkpoint is ",
+        fail("pretrain: loss became ", l, " at step ", step + 1,
+             "; stopping. The last good checkpoint is ",
              last.empty() ? std::string("none (no checkpoint saved yet)") : last,
              ". Try a lower --lr or stronger --clip.");
       }
@@ -134,7 +142,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
       tokens += batch.tokens;
       correct += out.correct;
       count += out.count;
-      flops += 3.0 * (encoder_flops(config, train.seq_len()) * static_cast<double>(batch.input_ids.size(0)) +
+      flops += 3.0 * (encoder_flops(config, train.seq_len()) *
+                          static_cast<double>(batch.input_ids.size(0)) +
                       mlm_head_flops(config, out.count));
     }
     const double grad_norm = clip_grad_norm(*model, o.clip);
@@ -146,7 +155,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
     if (step % o.log_every == 0 || step == o.steps) {
       progress.report(step,
                       {{"loss", loss_sum / static_cast<double>(loss_n)},
-                       {"mlm_acc", static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, count))},
+                       {"mlm_acc", static_cast<double>(correct) /
+                                       static_cast<double>(std::max<int64_t>(1, count))},
                        {"lr", o.lr * lr_scale},
                        {"grad_norm", grad_norm}},
                       tokens, flops, peak);
@@ -159,11 +169,13 @@ PretrainResult pretrain(const PretrainOptions& o) {
       auto [vl, va] = evaluate(model, val, o, masking);
       result.validation_loss = vl;
       result.validation_accuracy = va;
-      progress.event(step, "validation", {{"loss", vl}, {"perplexity", std::exp(vl)}, {"mlm_acc", va}});
+      progress.event(step, "validation",
+                     {{"loss", vl}, {"perplexity", std::exp(vl)}, {"mlm_acc", va}});
     }
     const bool out_of_time =
         (o.max_minutes > 0 &&
-         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() > o.max_minutes * 60) ||
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() >
+             o.max_minutes * 60) ||
         (o.stop_after > 0 && step - first_step >= o.stop_after);
     if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps || out_of_time) {
       save(step);
@@ -178,7 +190,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
   progress.finish();
   SaveOptions final_options;
   if (o.float16_final) final_options.float_dtype = DType::F16;
-  save_checkpoint((fs::path(o.out_dir) / "model").string(), config, *model, tokenizer, final_options);
+  save_checkpoint((fs::path(o.out_dir) / "model").string(), config, *model, tokenizer,
+                  final_options);
   result.step = step;
   result.finished = true;
   return result;

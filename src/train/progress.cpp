@@ -21,7 +21,8 @@ std::string format_duration(double s) {
   return buf;
 }
 
-Progress::Progress(std::string what, int64_t total_steps, std::string metrics_path, int64_t start_step)
+Progress::Progress(std::string what, int64_t total_steps, std::string metrics_path,
+                   int64_t start_step)
     : what_(std::move(what)),
       total_(total_steps),
       start_step_(start_step),
@@ -41,8 +42,8 @@ void Progress::write_jsonl(const std::string& line) {
   out << line << "\n";
 }
 
-void Progress::report(int64_t step, const std::map<std::string, double>& values, int64_t tokens, double flops,
-                      double peak_flops) {
+void Progress::report(int64_t step, const std::map<std::string, double>& values, int64_t tokens,
+                      double flops, double peak_flops) {
   const auto now = std::chrono::steady_clock::now();
   const double since_last = std::chrono::duration<double>(now - last_).count();
   const double elapsed = std::chrono::duration<double>(now - start_).count();
@@ -75,20 +76,23 @@ void Progress::report(int64_t step, const std::map<std::string, double>& values,
   }
   if (tty_) {
     const int width = 24;
-    const int filled = static_cast<int>(width * static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, total_)));
-    std::string bar = std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(width - filled), '.');
+    const int filled = static_cast<int>(width * static_cast<double>(step) /
+                                        static_cast<double>(std::max<int64_t>(1, total_)));
+    std::string bar = std::string(static_cast<size_t>(filled), '#') +
+                      std::string(static_cast<size_t>(width - filled), '.');
     std::fprintf(stderr, "\r%s [%s] %lld/%lld%s | ETA %s   ", what_.c_str(), bar.c_str(),
                  static_cast<long long>(step), static_cast<long long>(total_), parts.c_str(),
                  format_duration(eta).c_str());
   } else {
-    std::fprintf(stderr, "%s step %lld/%lld%s | ETA %s\n", what_.c_str(), static_cast<long long>(step),
-                 static_cast<long long>(total_), parts.c_str(), format_duration(eta).c_str());
+    std::fprintf(stderr, "%s step %lld/%lld%s | ETA %s\n", what_.c_str(),
+                 static_cast<long long>(step), static_cast<long long>(total_), parts.c_str(),
+                 format_duration(eta).c_str());
   }
   std::fflush(stderr);
 }
 
-void Progress::event(int64_t step, const std::string& kind, const std::map<std::string, double>& values,
-                     const std::string& note) {
+void Progress::event(int64_t step, const std::string& kind,
+                     const std::map<std::string, double>& values, const std::string& note) {
   nlohmann::json j = {{"step", step}, {"event", kind}};
   for (const auto& [k, v] : values) j[k] = v;
   if (!note.empty()) j["note"] = note;
@@ -100,12 +104,15 @@ void Progress::event(int64_t step, const std::string& kind, const std::map<std::
     parts += buf;
   }
   std::fprintf(stderr, "%s%s step %lld: %s%s%s%s\n", tty_ ? "\n" : "", what_.c_str(),
-               static_cast<long long>(step), kind.c_str(), parts.c_str(), note.empty() ? "" : " ", note.c_str());
+               static_cast<long long>(step), kind.c_str(), parts.c_str(), note.empty() ? "" : " ",
+               note.c_str());
 }
 
 void Progress::finish() {
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  std::fprintf(stderr, "%s%s done in %s\n", tty_ ? "\n" : "", what_.c_str(), format_duration(elapsed).c_str());
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  std::fprintf(stderr, "%s%s done in %s\n", tty_ ? "\n" : "", what_.c_str(),
+               format_duration(elapsed).c_str());
   tty_ = false;
 }
 

@@ -20,6 +20,7 @@ double spearman(const std::vector<double>& x, const std::vector<double>& y);  //
 std::map<std::string, double> classification_metrics(const std::vector<int64_t>& pred,
                                                      const std::vector<int64_t>& gold,
                                                      const std::string& main_metric);
-std::map<std::string, double> regression_metrics(const std::vector<double>& pred, const std::vector<double>& gold);
+std::map<std::string, double> regression_metrics(const std::vector<double>& pred,
+                                                 const std::vector<double>& gold);
 
 }  // namespace slimbert

@@ -11,7 +11,7 @@
 namespace slimbert {
 
 struct MaskingOptions {
-  double probability = 0.15;  // of non-special tokens
+  double probability = 0.15;     // of non-special tokens
   double mask_fraction = 0.8;    // of those: replaced by [MASK]
   double random_fraction = 0.1;  // replaced by a random token; the rest stay unchanged
   int64_t mask_id = 103;
@@ -28,8 +28,8 @@ struct MlmBatch {
 };
 
 // Masks `ids` (B, T int64, 0-padded to `lengths`) with its own generator seeded by `seed`.
-MlmBatch mask_tokens(const at::Tensor& ids, const at::Tensor& lengths, const MaskingOptions& options,
-                     uint64_t seed);
+MlmBatch mask_tokens(const at::Tensor& ids, const at::Tensor& lengths,
+                     const MaskingOptions& options, uint64_t seed);
 
 // Walks a ShardSet in a seeded random order per epoch; the cursor (epoch, offset) is all the
 // state needed to resume.

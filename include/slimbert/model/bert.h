@@ -49,7 +49,8 @@ struct Batch {
 
 // Stacks the encodings `indices` (in that order) into one batch padded to the longest with
 // `pad_id`, attention mask 0 on padding.
-Batch collate(const std::vector<Encoding>& encodings, const std::vector<size_t>& indices, int64_t pad_id);
+Batch collate(const std::vector<Encoding>& encodings, const std::vector<size_t>& indices,
+              int64_t pad_id);
 
 struct Encoded {
   std::vector<at::Tensor> hidden_states;  // [0] = embedding output, [i] = layer i: (B, T, H)

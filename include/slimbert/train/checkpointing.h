@@ -17,7 +17,8 @@ std::string latest_checkpoint(const std::string& out_dir);
 
 void save_training_checkpoint(const std::string& out_dir, int64_t step, const BertConfig& config,
                               const torch::nn::Module& model, const Tokenizer& tokenizer,
-                              const AdamW& optimizer, const nlohmann::json& cursor, int64_t keep_last);
+                              const AdamW& optimizer, const nlohmann::json& cursor,
+                              int64_t keep_last);
 
 // Restores the optimizer state and the global RNG from `dir`; returns the cursor JSON.
 // The caller loads the model weights from `dir` (an ordinary HF checkpoint).

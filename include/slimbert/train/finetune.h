@@ -47,12 +47,12 @@ struct FinetuneResult {
 FinetuneResult finetune(const FinetuneOptions& options);
 
 // Scores `model` on a split; the label order is the model's id2label.
-EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer, const TaskSpec& spec,
-                         const std::string& split, int64_t max_length, int64_t batch_size,
-                         const SubNet& subnet = {});
+EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer,
+                         const TaskSpec& spec, const std::string& split, int64_t max_length,
+                         int64_t batch_size, const SubNet& subnet = {});
 
 // The task spec with the label order of a fine-tuned model's config.
-TaskSpec task_for_model(const BertConfig& config, const std::string& task, const std::string& data_dir,
-                        bool skip_bad_rows = false);
+TaskSpec task_for_model(const BertConfig& config, const std::string& task,
+                        const std::string& data_dir, bool skip_bad_rows = false);
 
 }  // namespace slimbert

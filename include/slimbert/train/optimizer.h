@@ -57,7 +57,7 @@ class AdamW {
 double linear_schedule(int64_t step, int64_t warmup, int64_t total);
 
 // Parameters grouped as BERT trains them: weight decay on weights, none on biases and LayerNorm.
-std::vector<ParamGroup> bert_param_groups(const std::vector<std::pair<std::string, at::Tensor>>& named,
-                                          double lr, double weight_decay);
+std::vector<ParamGroup> bert_param_groups(
+    const std::vector<std::pair<std::string, at::Tensor>>& named, double lr, double weight_decay);
 
 }  // namespace slimbert

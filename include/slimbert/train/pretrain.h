@@ -26,9 +26,9 @@ struct PretrainOptions {
   int64_t eval_batches = 20;
   int64_t save_every = 200;
   int64_t keep_last = 2;
-  bool resume = false;      // continue from the newest checkpoint in out_dir
-  double max_minutes = 0;   // > 0: checkpoint and stop after this much wall time
-  int64_t stop_after = 0;   // > 0: checkpoint and stop after this many steps of this run
+  bool resume = false;         // continue from the newest checkpoint in out_dir
+  double max_minutes = 0;      // > 0: checkpoint and stop after this much wall time
+  int64_t stop_after = 0;      // > 0: checkpoint and stop after this many steps of this run
   bool float16_final = false;  // store the final model in F16 (half the size)
 };
 
