@@ -54,6 +54,9 @@ class Layer(nn.Module):
         self.ao, self.ln1 = nn.Linear(h, h), nn.LayerNorm(h, eps=c["layer_norm_eps"])
         self.i, self.o = nn.Linear(h, c["intermediate_size"]), nn.Linear(c["intermediate_size"], h)
         self.ln2 = nn.LayerNorm(h, eps=c["layer_norm_eps"])
+        # HF's dropouts (active in train mode only, as in BertLayer).
+        self.drop_attn = nn.Dropout(c.get("attention_probs_dropout_prob", 0.1))
+        self.drop_hidden = nn.Dropout(c.get("hidden_dropout_prob", 0.1))
 
     def split(self, x):  # (B, T, H) -> (B, heads, T, d)
         return x.view(x.size()[:-1] + (self.heads, self.d)).permute(0, 2, 1, 3)
@@ -61,10 +64,10 @@ class Layer(nn.Module):
     def forward(self, x, mask):
         q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d) + mask
-        ctx = torch.matmul(F.softmax(scores, dim=-1), v).permute(0, 2, 1, 3).contiguous()
+        ctx = torch.matmul(self.drop_attn(F.softmax(scores, dim=-1)), v).permute(0, 2, 1, 3).contiguous()
         ctx = ctx.view(ctx.size()[:-2] + (self.heads * self.d,))
-        a = self.ln1(self.ao(ctx) + x)
-        return self.ln2(self.o(F.gelu(self.i(a))) + a)
+        a = self.ln1(self.drop_hidden(self.ao(ctx)) + x)
+        return self.ln2(self.drop_hidden(self.o(F.gelu(self.i(a)))) + a)
 
 
 class Bert(nn.Module):
@@ -76,11 +79,12 @@ class Bert(nn.Module):
         self.tok_type = nn.Embedding(c["type_vocab_size"], h)
         self.ln = nn.LayerNorm(h, eps=c["layer_norm_eps"])
         self.layers = nn.ModuleList(Layer(c) for _ in range(c["num_hidden_layers"]))
+        self.drop = nn.Dropout(c.get("hidden_dropout_prob", 0.1))
 
     def forward(self, input_ids, token_type_ids, attention_mask):
         seq = input_ids.size(1)
         pos = torch.arange(seq, dtype=torch.long).unsqueeze(0)
-        x = self.ln(self.word(input_ids) + self.tok_type(token_type_ids) + self.pos(pos))
+        x = self.drop(self.ln(self.word(input_ids) + self.tok_type(token_type_ids) + self.pos(pos)))
         mask = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
         states = [x]
         for layer in self.layers:
