@@ -1,8 +1,6 @@
 #include "slimbert/train/pretrain.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/core/Generator.h>
 
 #include <chrono>
 #include <cmath>
