@@ -39,14 +39,9 @@ std::vector<Record> read_records(const InputOptions& options) {
   }
   std::vector<Record> records;
   std::string format = options.format;
-  size_t start = 0, line_no = 0;
-  while (start < data.size()) {
-    size_t nl = data.find('\n', start);
-    if (nl == std::string::npos) nl = data.size();
-    std::string line = data.substr(start, nl - start);
-    start = nl + 1;
+  size_t line_no = 0;
+  for (const std::string& line : split_lines(data, /*strip_cr=*/true)) {
     ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) {
       if (options.skip_empty) continue;
       fail(source, ":", line_no, ": empty line (use --skip-empty to skip empty lines)");

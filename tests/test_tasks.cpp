@@ -190,13 +190,7 @@ TEST(Finetune, TinyModelLearnsASeparableTaskAndReportsDevAndTest) {
   std::vector<std::string> tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
   for (int i = 0; i < 40; ++i) tokens.push_back("w" + std::to_string(i));
   Tokenizer tokenizer(Vocab::from_tokens(tokens), TokenizerOptions{});
-  BertConfig c;
-  c.vocab_size = static_cast<int64_t>(tokens.size());
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 64;
-  c.max_position_embeddings = 32;
+  const BertConfig c = test::tiny_config(static_cast<int64_t>(tokens.size()), 32);
   BertForMaskedLM mlm(c);
   init_weights(*mlm, c, 1);
   save_checkpoint(d / "pre", c, *mlm, tokenizer);

@@ -89,13 +89,7 @@ struct World {
       text += "\n";
     }
     write_file_atomic(dir / "corpus.txt", text);
-    BertConfig c;
-    c.vocab_size = tokenizer.vocab().size();
-    c.hidden_size = 32;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 2;
-    c.intermediate_size = 64;
-    c.max_position_embeddings = 64;
+    const BertConfig c = test::tiny_config(tokenizer.vocab().size(), 64);
     BertForMaskedLM model(c);
     init_weights(*model, c, 3);
     init = dir / "init";

@@ -7,11 +7,24 @@
 #include <string>
 
 #include "slimbert/core/error.h"
+#include "slimbert/model/config.h"
 
 namespace slimbert::test {
 
 inline std::string fixture(const std::string& rel) {
   return std::string(SLIMBERT_FIXTURES) + "/" + rel;
+}
+
+// A 2-layer, 32-wide BERT for fast training tests.
+inline BertConfig tiny_config(int64_t vocab_size, int64_t max_positions) {
+  BertConfig c;
+  c.vocab_size = vocab_size;
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 64;
+  c.max_position_embeddings = max_positions;
+  return c;
 }
 
 // A fresh directory under the system temp dir, removed at the end of the test.

@@ -33,6 +33,20 @@ std::string read_file(const std::string& path) {
   return data;
 }
 
+std::vector<std::string> split_lines(std::string_view text, bool strip_cr) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t nl = text.find('\n', start);
+    if (nl == std::string_view::npos) nl = text.size();
+    std::string line(text.substr(start, nl - start));
+    if (strip_cr && !line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(std::move(line));
+    start = nl + 1;
+  }
+  return lines;
+}
+
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer) {
   const std::string tmp = path + unique_suffix();
   std::FILE* f = std::fopen(tmp.c_str(), "wb");

@@ -68,18 +68,7 @@ std::vector<std::string> split_tab(const std::string& line) {
 }
 
 std::vector<std::string> read_lines(const std::string& path) {
-  const std::string data = read_file(path);
-  std::vector<std::string> lines;
-  size_t start = 0;
-  while (start < data.size()) {
-    size_t nl = data.find('\n', start);
-    if (nl == std::string::npos) nl = data.size();
-    std::string line = data.substr(start, nl - start);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    lines.push_back(std::move(line));
-    start = nl + 1;
-  }
-  return lines;
+  return split_lines(read_file(path), true);
 }
 
 int resolve(int index, size_t columns) {

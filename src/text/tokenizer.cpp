@@ -26,15 +26,8 @@ Vocab Vocab::from_tokens(std::vector<std::string> tokens) {
 }
 
 Vocab Vocab::load(const std::string& path) {
-  const std::string data = read_file(path);
-  std::vector<std::string> tokens;
-  size_t start = 0;
-  while (start < data.size()) {
-    size_t nl = data.find('\n', start);
-    if (nl == std::string::npos) nl = data.size();
-    tokens.emplace_back(data, start, nl - start);
-    start = nl + 1;
-  }
+  // Lines keep a '\r': HF strips only the '\n'.
+  std::vector<std::string> tokens = split_lines(read_file(path), /*strip_cr=*/false);
   if (tokens.empty()) fail(path, ": vocabulary is empty");
   return from_tokens(std::move(tokens));
 }

@@ -21,6 +21,21 @@ std::string format_duration(double s) {
   return buf;
 }
 
+namespace {
+
+// " loss 2.31 lr 0.0001": the values of a report line.
+std::string format_values(const std::map<std::string, double>& values) {
+  std::string parts;
+  char buf[96];
+  for (const auto& [k, v] : values) {
+    std::snprintf(buf, sizeof(buf), " %s %.4g", k.c_str(), v);
+    parts += buf;
+  }
+  return parts;
+}
+
+}  // namespace
+
 Progress::Progress(std::string what, int64_t total_steps, std::string metrics_path,
                    int64_t start_step)
     : what_(std::move(what)),
@@ -60,12 +75,8 @@ void Progress::report(int64_t step, const std::map<std::string, double>& values,
   if (mfu > 0) j["mfu"] = mfu;
   write_jsonl(j.dump());
 
-  std::string parts;
+  std::string parts = format_values(values);
   char buf[96];
-  for (const auto& [k, v] : values) {
-    std::snprintf(buf, sizeof(buf), " %s %.4g", k.c_str(), v);
-    parts += buf;
-  }
   if (tokens) {
     std::snprintf(buf, sizeof(buf), " | %.0f tok/s", tok_s);
     parts += buf;
@@ -97,12 +108,7 @@ void Progress::event(int64_t step, const std::string& kind,
   for (const auto& [k, v] : values) j[k] = v;
   if (!note.empty()) j["note"] = note;
   write_jsonl(j.dump());
-  std::string parts;
-  char buf[96];
-  for (const auto& [k, v] : values) {
-    std::snprintf(buf, sizeof(buf), " %s %.4g", k.c_str(), v);
-    parts += buf;
-  }
+  const std::string parts = format_values(values);
   std::fprintf(stderr, "%s%s step %lld: %s%s%s%s\n", tty_ ? "\n" : "", what_.c_str(),
                static_cast<long long>(step), kind.c_str(), parts.c_str(), note.empty() ? "" : " ",
                note.c_str());

@@ -5,11 +5,16 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace slimbert {
 
 // Reads a whole file; throws InputError naming the path when it cannot.
 std::string read_file(const std::string& path);
+
+// The lines of a text (without the '\n'; a last line without one counts). With `strip_cr`, a
+// trailing '\r' is removed too (files written on Windows).
+std::vector<std::string> split_lines(std::string_view text, bool strip_cr);
 
 // Writes `path` atomically: the content goes to a temporary file in the same directory,
 // is flushed to disk, and is renamed over `path` only when complete.
