@@ -168,9 +168,9 @@ void add_finetune(CLI::App& app) {
       std::cout << "stopped at step " << r.step << "; --resume continues\n";
       return;
     }
-    std::cout << "best dev " << r.best_dev.metrics.at("main") << " (" << o->f.task << ", step "
-              << r.best_step << "); " << o->f.out_dir << "/best, report " << o->f.out_dir
-              << "/eval.json\n";
+    std::cout << "best dev " << r.best_dev.metrics.at("main") << " (" << r.best_dev.task
+              << ", step " << r.best_step << "); " << o->f.out_dir << "/best, report "
+              << o->f.out_dir << "/eval.json\n";
   });
 }
 
@@ -202,8 +202,11 @@ void add_eval(CLI::App& app) {
     BertForSequenceClassification model = load_classifier(o->model);
     const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
     const TaskSpec spec = task_for_model(model->bert->config(), o->task, o->data, o->skip_bad_rows);
-    nlohmann::json report = {
-        {"model", o->model}, {"task", o->task}, {"width", o->width}, {"depth", o->depth}};
+    nlohmann::json report = {{"model", o->model},
+                             {"task", spec.display_name()},
+                             {"format", o->task},
+                             {"width", o->width},
+                             {"depth", o->depth}};
     std::stringstream splits(o->splits);
     std::string split;
     std::vector<EvalReport> rows;

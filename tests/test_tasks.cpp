@@ -130,6 +130,7 @@ TEST(GlueLoaders, EveryLayout) {
   EXPECT_EQ(TaskSpec::make("wnli", g).load("train").examples[0].label, "1");
   // A task directory itself works as well as the GLUE root.
   EXPECT_EQ(TaskSpec::make("rte", g + "/RTE").load("train").examples.size(), 1u);
+  EXPECT_EQ(TaskSpec::make("rte", g).display_name(), "rte");
   EXPECT_ERROR_CONTAINS(TaskSpec::make("squad", g), "unknown task format 'squad'");
 }
 
@@ -159,6 +160,8 @@ TEST(GenericLoaders, TsvCsvJsonl) {
     reg += "s" + std::to_string(i) + "\t" + std::to_string(i * 0.1) + "\n";
   write(d / "reg/train.tsv", reg);
   EXPECT_TRUE(TaskSpec::make("tsv", d / "reg").regression);
+  EXPECT_EQ(TaskSpec::make("tsv", d / "reg/").display_name(),
+            "reg");  // generic tasks: the directory
 }
 
 TEST(LoaderErrors, MalformedRowsUnknownLabelsAndSingleClass) {

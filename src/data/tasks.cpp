@@ -177,6 +177,13 @@ TaskSpec TaskSpec::make(const std::string& name, const std::string& dir, bool sk
   return spec;
 }
 
+std::string TaskSpec::display_name() const {
+  if (find_glue(name)) return name;
+  const fs::path d = fs::path(dir).lexically_normal();
+  const std::string base = (d.filename().empty() ? d.parent_path() : d).filename().string();
+  return base.empty() ? name : base;
+}
+
 std::string TaskSpec::path(const std::string& split) const {
   if (split != "train" && split != "dev" && split != "test")
     fail("unknown split '", split, "' (expected train, dev or test)");

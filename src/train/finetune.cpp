@@ -129,7 +129,7 @@ EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& 
     }
   }
   if (was_training) model->train();
-  EvalReport r{spec.name, split, static_cast<int64_t>(idx.size()), {}};
+  EvalReport r{spec.display_name(), split, static_cast<int64_t>(idx.size()), {}};
   r.metrics = spec.regression ? regression_metrics(scores, enc.values)
                               : classification_metrics(pred, enc.labels, spec.main_metric);
   return r;
@@ -205,8 +205,8 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   };
   std::vector<size_t> order = order_for(epoch);
 
-  Progress progress("finetune " + o.task, total, (fs::path(o.out_dir) / "metrics.jsonl").string(),
-                    step);
+  Progress progress("finetune " + spec.display_name(), total,
+                    (fs::path(o.out_dir) / "metrics.jsonl").string(), step);
   const double peak = measure_matmul_gflops() * 1e9;
   double loss_sum = 0, flops = 0;
   int64_t loss_n = 0, tokens = 0;
@@ -283,7 +283,8 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   BertForSequenceClassification best_model =
       load_classifier((fs::path(o.out_dir) / "best").string());
   nlohmann::json report;
-  report["task"] = o.task;
+  report["task"] = spec.display_name();
+  report["format"] = o.task;
   report["best_step"] = result.best_step;
   for (const std::string split : {"dev", "test"}) {
     if (!fs::exists(spec.path(split))) continue;

@@ -33,6 +33,8 @@ struct TaskSpec {
   // sentence1, optional sentence2, label). The label set of generic tasks comes from train.
   static TaskSpec make(const std::string& name, const std::string& dir, bool skip_bad_rows = false);
   static std::vector<std::string> glue_names();
+  // How reports name the task: the GLUE name, or a generic task's directory name ("spam").
+  std::string display_name() const;
   // split: train, dev, test (MNLI: dev = dev_matched, mnli-mm: dev_mismatched).
   std::string path(const std::string& split) const;
   TaskData load(const std::string& split) const;
