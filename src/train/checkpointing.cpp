@@ -20,18 +20,29 @@ std::string checkpoint_dir(const std::string& out_dir, int64_t step) {
   return (fs::path(out_dir) / "checkpoints" / name).string();
 }
 
-std::string latest_checkpoint(const std::string& out_dir) {
+namespace {
+
+// Finished checkpoint directories under OUT/checkpoints, oldest first (staging dirs excluded).
+std::vector<std::string> checkpoint_dirs(const std::string& out_dir) {
+  std::vector<std::string> dirs;
   const fs::path dir = fs::path(out_dir) / "checkpoints";
-  std::string best;
-  if (!fs::is_directory(dir)) return best;
+  if (!fs::is_directory(dir)) return dirs;
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
-    if (name.rfind("step-", 0) == 0 && name.find(".tmp") == std::string::npos &&
-        fs::exists(e.path() / "trainer_state" / "state.json") &&
-        name > fs::path(best).filename().string())
-      best = e.path().string();
+    if (name.rfind("step-", 0) == 0 && name.find(".tmp") == std::string::npos)
+      dirs.push_back(e.path().string());
   }
-  return best;
+  std::sort(dirs.begin(), dirs.end());  // step numbers are zero-padded
+  return dirs;
+}
+
+}  // namespace
+
+std::string latest_checkpoint(const std::string& out_dir) {
+  const auto dirs = checkpoint_dirs(out_dir);
+  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it)
+    if (fs::exists(fs::path(*it) / "trainer_state" / "state.json")) return *it;
+  return "";
 }
 
 void save_training_checkpoint(const std::string& out_dir, int64_t step, const BertConfig& config,
@@ -49,12 +60,7 @@ void save_training_checkpoint(const std::string& out_dir, int64_t step, const Be
     state["step"] = step;
     write_file_atomic(state_dir + "/state.json", state.dump(2) + "\n");
   });
-  std::vector<std::string> all;
-  for (const auto& e : fs::directory_iterator(fs::path(out_dir) / "checkpoints"))
-    if (e.path().filename().string().rfind("step-", 0) == 0 &&
-        e.path().filename().string().find(".tmp") == std::string::npos)
-      all.push_back(e.path().string());
-  std::sort(all.begin(), all.end());
+  const std::vector<std::string> all = checkpoint_dirs(out_dir);
   for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(1, keep_last)) < all.size(); ++i)
     fs::remove_all(all[i]);
 }

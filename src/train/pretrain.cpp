@@ -20,13 +20,6 @@
 namespace fs = std::filesystem;
 
 namespace slimbert {
-namespace {
-
-// Sparse MLM loss: the vocabulary projection only at masked positions.
-struct MlmOutput {
-  at::Tensor loss;  // mean cross-entropy
-  int64_t correct = 0, count = 0;
-};
 
 MlmOutput mlm_step(BertForMaskedLM& model, const MlmBatch& batch) {
   Batch in{batch.input_ids, at::Tensor(), batch.attention_mask};
@@ -40,6 +33,8 @@ MlmOutput mlm_step(BertForMaskedLM& model, const MlmBatch& batch) {
   out.count = batch.labels.size(0);
   return out;
 }
+
+namespace {
 
 std::pair<double, double> evaluate(BertForMaskedLM& model, const ShardSet& val,
                                    const PretrainOptions& o, const MaskingOptions& masking) {

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "slimbert/data/mlm.h"
+#include "slimbert/model/bert.h"
 #include "slimbert/train/optimizer.h"
 
 namespace slimbert {
@@ -39,5 +41,13 @@ struct PretrainResult {
 };
 
 PretrainResult pretrain(const PretrainOptions& options);
+
+// One MLM forward with the sparse head: the vocabulary projection only at the masked
+// positions (it dominates small models). Loss is the mean cross-entropy over them.
+struct MlmOutput {
+  at::Tensor loss;
+  int64_t correct = 0, count = 0;
+};
+MlmOutput mlm_step(BertForMaskedLM& model, const MlmBatch& batch);
 
 }  // namespace slimbert
