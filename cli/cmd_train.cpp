@@ -60,6 +60,33 @@ void add_data(CLI::App& app) {
   });
 }
 
+void add_mlm_loop_options(CLI::App* cmd, PretrainOptions* p) {
+  cmd->add_option("--steps", p->steps, "optimizer steps")->capture_default_str();
+  cmd->add_option("--batch-size", p->batch_size, "sequences per micro-batch")
+      ->capture_default_str();
+  cmd->add_option("--accumulation", p->accumulation, "micro-batches per step")
+      ->capture_default_str();
+  cmd->add_option("--lr", p->lr, "peak learning rate")->capture_default_str();
+  cmd->add_option("--weight-decay", p->weight_decay, "decoupled weight decay")
+      ->capture_default_str();
+  cmd->add_option("--warmup", p->warmup_fraction, "warm-up fraction of the steps")
+      ->capture_default_str();
+  cmd->add_option("--clip", p->clip, "max gradient norm (0 = off)")->capture_default_str();
+  cmd->add_option("--seed", p->seed, "seed for data order, masking, dropout")
+      ->capture_default_str();
+  cmd->add_option("--log-every", p->log_every, "steps per progress line")->capture_default_str();
+  cmd->add_option("--eval-every", p->eval_every, "steps per validation")->capture_default_str();
+  cmd->add_option("--eval-batches", p->eval_batches, "validation batches")->capture_default_str();
+  cmd->add_option("--save-every", p->save_every, "steps per checkpoint")->capture_default_str();
+  cmd->add_option("--keep-last", p->keep_last, "checkpoints kept")->capture_default_str();
+  cmd->add_option("--max-minutes", p->max_minutes,
+                  "checkpoint and stop after this wall time (0 = no limit)");
+  cmd->add_option("--stop-after", p->stop_after,
+                  "checkpoint and stop after this many steps (0 = run to the end)");
+  cmd->add_flag("--resume", p->resume, "continue from the newest checkpoint in --out");
+  cmd->add_flag("--fp16-final", p->float16_final, "store the final model in float16");
+}
+
 void add_pretrain(CLI::App& app) {
   struct Opts {
     PretrainOptions p;
@@ -74,33 +101,10 @@ void add_pretrain(CLI::App& app) {
       ->required();
   cmd->add_option("--out", o->p.out_dir, "output directory: checkpoints/, model/, metrics.jsonl")
       ->required();
-  cmd->add_option("--steps", o->p.steps, "optimizer steps")->capture_default_str();
-  cmd->add_option("--batch-size", o->p.batch_size, "sequences per micro-batch")
-      ->capture_default_str();
-  cmd->add_option("--accumulation", o->p.accumulation, "micro-batches per step")
-      ->capture_default_str();
-  cmd->add_option("--lr", o->p.lr, "peak learning rate")->capture_default_str();
-  cmd->add_option("--weight-decay", o->p.weight_decay, "decoupled weight decay")
-      ->capture_default_str();
-  cmd->add_option("--warmup", o->p.warmup_fraction, "warm-up fraction of the steps")
-      ->capture_default_str();
-  cmd->add_option("--clip", o->p.clip, "max gradient norm (0 = off)")->capture_default_str();
   cmd->add_option("--optimizer", o->optimizer, "adamw (torch) or bert-adamw (no bias correction)")
       ->check(CLI::IsMember({"adamw", "bert-adamw"}))
       ->capture_default_str();
-  cmd->add_option("--seed", o->p.seed, "seed for data order, masking, dropout")
-      ->capture_default_str();
-  cmd->add_option("--log-every", o->p.log_every, "steps per progress line")->capture_default_str();
-  cmd->add_option("--eval-every", o->p.eval_every, "steps per validation")->capture_default_str();
-  cmd->add_option("--eval-batches", o->p.eval_batches, "validation batches")->capture_default_str();
-  cmd->add_option("--save-every", o->p.save_every, "steps per checkpoint")->capture_default_str();
-  cmd->add_option("--keep-last", o->p.keep_last, "checkpoints kept")->capture_default_str();
-  cmd->add_option("--max-minutes", o->p.max_minutes,
-                  "checkpoint and stop after this wall time (0 = no limit)");
-  cmd->add_option("--stop-after", o->p.stop_after,
-                  "checkpoint and stop after this many steps (0 = run to the end)");
-  cmd->add_flag("--resume", o->p.resume, "continue from the newest checkpoint in --out");
-  cmd->add_flag("--fp16-final", o->p.float16_final, "store the final model in float16");
+  add_mlm_loop_options(cmd, &o->p);
   add_thread_options(cmd, &o->threads);
   cmd->callback([o, cmd] {
     configure_threads(o->threads);

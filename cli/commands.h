@@ -15,5 +15,6 @@ void add_data(CLI::App& app);
 void add_pretrain(CLI::App& app);
 void add_finetune(CLI::App& app);
 void add_eval(CLI::App& app);
+void add_wid(CLI::App& app);
 
 }  // namespace slimbert::cli

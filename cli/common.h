@@ -14,6 +14,7 @@
 #include "slimbert/model/bert.h"
 #include "slimbert/model/config.h"
 #include "slimbert/text/tokenizer.h"
+#include "slimbert/train/pretrain.h"
 
 namespace slimbert::cli {
 
@@ -62,5 +63,9 @@ std::vector<Encoding> encode_records(const Tokenizer& tokenizer, const std::vect
                                      const std::string& source);
 
 std::string format_count(int64_t n);  // 4,385,280
+
+// The MLM loop's options (steps, batch, lr, schedule, logging, checkpoints, resume), shared by
+// `pretrain` and `wid`.
+void add_mlm_loop_options(CLI::App* cmd, PretrainOptions* options);
 
 }  // namespace slimbert::cli

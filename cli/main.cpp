@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   slimbert::cli::add_pretrain(app);
   slimbert::cli::add_finetune(app);
   slimbert::cli::add_eval(app);
+  slimbert::cli::add_wid(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

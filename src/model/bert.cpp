@@ -108,6 +108,38 @@ at::Tensor activation(const at::Tensor& x, const std::string& name) {
   fail("unsupported activation '", name, "'");
 }
 
+at::Tensor attention_bias(const Batch& batch) {
+  const at::Tensor& ids = batch.input_ids;
+  if (!ids.defined() || ids.dim() != 2)
+    fail("input_ids must be a (batch, seq) tensor, got ", ids.defined() ? ids.dim() : 0, " dims");
+  auto check_like = [&](const at::Tensor& t, const char* name) {
+    if (t.defined() && t.sizes() != ids.sizes())
+      fail(name, " has shape ", t.sizes(), ", expected ", ids.sizes(), " like input_ids");
+  };
+  check_like(batch.token_type_ids, "token_type_ids");
+  check_like(batch.attention_mask, "attention_mask");
+  // Adding zeros changes nothing: skipped when nothing is padded.
+  if (!batch.attention_mask.defined() || batch.attention_mask.all().item<bool>()) return {};
+  return (1.0 - batch.attention_mask.to(at::kFloat))
+      .mul_(std::numeric_limits<float>::lowest())
+      .view({ids.size(0), 1, ids.size(1)});
+}
+
+at::Tensor multi_head_attention(const at::Tensor& qkv, const at::Tensor& head_bias, int64_t h,
+                                int64_t d, double dropout, bool train) {
+  const int64_t B = qkv.size(0), T = qkv.size(1);
+  const at::Tensor parts = qkv.view({B, T, 3, h, d}).permute({2, 0, 3, 1, 4});  // (3, B, h, T, d)
+  const at::Tensor q = parts[0].reshape({B * h, T, d});
+  const at::Tensor k = parts[1].reshape({B * h, T, d});
+  const at::Tensor v = parts[2].reshape({B * h, T, d});
+  // scores = q k^T / sqrt(d) + mask: (B*h, T, T)
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  at::Tensor scores = head_bias.defined() ? at::baddbmm(head_bias, q, k.transpose(1, 2), 1.0, scale)
+                                          : at::bmm(q, k.transpose(1, 2)).mul_(scale);
+  at::Tensor probs = at::dropout(at::softmax(scores, -1), dropout, train);
+  return at::bmm(probs, v).view({B, h, T, d}).transpose(1, 2).reshape({B, T, h * d});
+}
+
 // ---- Embeddings ----------------------------------------------------------------------------
 
 BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) : dropout(c.hidden_dropout_prob) {
@@ -197,27 +229,15 @@ struct BertLayerImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask_bias,
                      const LayerShape& shape) const {
     const bool train = is_training();
-    const int64_t B = x.size(0), T = x.size(1), h = shape.heads, d = head_size;
-    const int64_t inner = h * d;
+    const int64_t h = shape.heads, inner = h * head_size;
     auto& sa = *attention->self;
     // Q, K and V in one matrix product: one wide GEMM runs faster than three narrow ones.
     auto rows = [&](const at::Tensor& t) { return t.narrow(0, 0, inner); };
     const at::Tensor w =
         at::cat({rows(sa.query->weight), rows(sa.key->weight), rows(sa.value->weight)});
     const at::Tensor b = at::cat({rows(sa.query->bias), rows(sa.key->bias), rows(sa.value->bias)});
-    const at::Tensor qkv =
-        at::linear(x, w, b).view({B, T, 3, h, d}).permute({2, 0, 3, 1, 4});  // (3, B, h, T, d)
-    const at::Tensor q = qkv[0].reshape({B * h, T, d});
-    const at::Tensor k = qkv[1].reshape({B * h, T, d});
-    const at::Tensor v = qkv[2].reshape({B * h, T, d});
-    // scores = q k^T / sqrt(d) + mask: (B*h, T, T)
-    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-    at::Tensor scores = mask_bias.defined()
-                            ? at::baddbmm(mask_bias, q, k.transpose(1, 2), 1.0, scale)
-                            : at::bmm(q, k.transpose(1, 2)).mul_(scale);
-    at::Tensor probs = at::dropout(at::softmax(scores, -1), attention_dropout, train);
-    at::Tensor context =
-        at::bmm(probs, v).view({B, h, T, d}).transpose(1, 2).reshape({B, T, inner});
+    const at::Tensor context = multi_head_attention(at::linear(x, w, b), mask_bias, h, head_size,
+                                                    attention_dropout, train);
 
     auto& ao = *attention->output;
     at::Tensor attn =
@@ -266,22 +286,7 @@ BertModelImpl::BertModelImpl(const BertConfig& c, bool add_pooling_layer) : conf
 
 Encoded BertModelImpl::forward(const Batch& batch, const SubNet& subnet) const {
   const at::Tensor& ids = batch.input_ids;
-  if (!ids.defined() || ids.dim() != 2)
-    fail("input_ids must be a (batch, seq) tensor, got ", ids.defined() ? ids.dim() : 0, " dims");
-  auto check_like = [&](const at::Tensor& t, const char* name) {
-    if (t.defined() && t.sizes() != ids.sizes())
-      fail(name, " has shape ", t.sizes(), ", expected ", ids.sizes(), " like input_ids");
-  };
-  check_like(batch.token_type_ids, "token_type_ids");
-  check_like(batch.attention_mask, "attention_mask");
-
-  // (1 - mask) * float32 min, added to the attention scores: (B, 1, T). Skipped when nothing is
-  // padded (adding zeros changes nothing).
-  at::Tensor mask_bias;
-  if (batch.attention_mask.defined() && !batch.attention_mask.all().item<bool>())
-    mask_bias = (1.0 - batch.attention_mask.to(at::kFloat))
-                    .mul_(std::numeric_limits<float>::lowest())
-                    .view({ids.size(0), 1, ids.size(1)});
+  const at::Tensor mask_bias = attention_bias(batch);
 
   Encoded out;
   at::Tensor x = embeddings->forward(ids, batch.token_type_ids);

@@ -100,15 +100,17 @@ double linear_schedule(int64_t step, int64_t warmup, int64_t total) {
                            static_cast<double>(std::max<int64_t>(1, total - warmup)));
 }
 
+bool is_norm_or_bias(const std::string& name) {
+  return name.find("LayerNorm") != std::string::npos ||
+         (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0);
+}
+
 std::vector<ParamGroup> bert_param_groups(
     const std::vector<std::pair<std::string, at::Tensor>>& named, double lr, double weight_decay) {
   ParamGroup decay{"decay", {}, {}, lr, weight_decay};
   ParamGroup no_decay{"no_decay", {}, {}, lr, 0.0};
   for (const auto& [name, p] : named) {
-    const bool is_norm_or_bias =
-        name.find("LayerNorm") != std::string::npos ||
-        (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0);
-    ParamGroup& g = is_norm_or_bias ? no_decay : decay;
+    ParamGroup& g = is_norm_or_bias(name) ? no_decay : decay;
     g.names.push_back(name);
     g.params.push_back(p);
   }

@@ -159,6 +159,15 @@ struct BertForSequenceClassificationImpl : torch::nn::Module {
 };
 TORCH_MODULE(BertForSequenceClassification);
 
+// Additive attention bias (B, 1, T) from the batch's padding mask (float32 min on padding), or
+// undefined when nothing is padded. Checks the batch's tensor shapes.
+at::Tensor attention_bias(const Batch& batch);
+// Multi-head attention from packed projections qkv (B, T, 3 * heads * head_size) laid out
+// [Q | K | V]; `head_bias` is attention_bias repeated per head (B * heads, 1, T) or undefined.
+// Returns the context (B, T, heads * head_size).
+at::Tensor multi_head_attention(const at::Tensor& qkv, const at::Tensor& head_bias, int64_t heads,
+                                int64_t head_size, double dropout, bool train);
+
 // Activation by HF name (gelu = exact erf GELU).
 at::Tensor activation(const at::Tensor& x, const std::string& name);
 

@@ -56,6 +56,9 @@ class AdamW {
 // HF get_linear_schedule_with_warmup: step / warmup, then linear decay to 0 at `total`.
 double linear_schedule(int64_t step, int64_t warmup, int64_t total);
 
+// Biases and LayerNorm parameters: BERT trains them without weight decay.
+bool is_norm_or_bias(const std::string& name);
+
 // Parameters grouped as BERT trains them: weight decay on weights, none on biases and LayerNorm.
 std::vector<ParamGroup> bert_param_groups(
     const std::vector<std::pair<std::string, at::Tensor>>& named, double lr, double weight_decay);

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "slimbert/data/mlm.h"
@@ -49,5 +52,34 @@ struct MlmOutput {
   int64_t correct = 0, count = 0;
 };
 MlmOutput mlm_step(BertForMaskedLM& model, const MlmBatch& batch);
+// The same from the last hidden states (B, T, H) and a head mapping rows (N, H) to logits (N, V).
+MlmOutput mlm_loss(const at::Tensor& hidden, const MlmBatch& batch,
+                   const std::function<at::Tensor(const at::Tensor&)>& logits);
+
+class Tokenizer;
+
+// What a trainer built on the MLM loop adds to it (WID: the compactor forward, mask updates and
+// gradient surgery). Only `forward` is required.
+struct MlmTrainHooks {
+  std::function<MlmOutput(const MlmBatch&)> forward;
+  // Step `step` (1-based) after backward and clipping, before the optimizer update.
+  std::function<void(int64_t step)> before_update;
+  // Saved with each checkpoint's cursor, and handed back on --resume.
+  std::function<nlohmann::json()> save_state;
+  std::function<void(const nlohmann::json&)> restore_state;
+  // Extra values on each progress line (e.g. current kept sizes).
+  std::function<std::map<std::string, double>()> report;
+  // FLOPs of one micro-batch's forward beyond the plain model's (for MFU).
+  std::function<double(int64_t sequences, int64_t masked)> extra_forward_flops;
+};
+
+// The MLM training loop shared by pretraining and WID: data order, masking, accumulation,
+// clipping, schedule, validation, checkpoints (resumable), NaN stop, progress. `model` holds the
+// parameters the optimizer updates; on --resume its weights are reloaded from the checkpoint.
+// Returns when done or out of budget; the caller writes the final model.
+PretrainResult run_mlm_training(const std::string& what, const PretrainOptions& options,
+                                torch::nn::Module& model, const BertConfig& config,
+                                const Tokenizer& tokenizer, AdamW& optimizer,
+                                const MlmTrainHooks& hooks);
 
 }  // namespace slimbert

@@ -1,0 +1,123 @@
+// slimbert wid: Weight-Inherited Distillation of a teacher into a narrower student, and
+// slimbert wid merge: the student of a saved compactor checkpoint.
+#include <cmath>
+#include <iostream>
+
+#include "commands.h"
+#include "common.h"
+#include "slimbert/wid/wid.h"
+
+namespace slimbert::cli {
+namespace {
+
+// "11000000", "11M", "1.5e7", "900K" -> parameters.
+int64_t parse_count(const std::string& text) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    fail("--target-params: '", text, "' is not a number (e.g. 11000000, 11M, 900K)");
+  }
+  const std::string suffix = text.substr(used);
+  if (suffix == "M" || suffix == "m")
+    value *= 1e6;
+  else if (suffix == "K" || suffix == "k")
+    value *= 1e3;
+  else if (!suffix.empty())
+    fail("--target-params: unknown suffix '", suffix, "' in '", text, "' (use K or M)");
+  if (!(value > 0)) fail("--target-params must be positive, got '", text, "'");
+  return static_cast<int64_t>(std::llround(value));
+}
+
+}  // namespace
+
+void add_wid(CLI::App& app) {
+  struct Opts {
+    WidOptions w;
+    std::string strategy = "dim", residual = "reference", target_params;
+    ThreadConfig threads;
+    std::string merge_checkpoint, merge_out;
+    bool merge_fp16 = false;
+  };
+  auto o = std::make_shared<Opts>();
+  // WID's regime: teacher weights barely move, compactors learn (ALGORITHMS.md §A.8).
+  o->w.train.steps = 2000;
+  o->w.train.lr = 1e-5;
+  o->w.train.warmup_fraction = 0.01;
+  o->w.train.clip = 0;
+  auto* cmd = app.add_subcommand(
+      "wid", "Weight-Inherited Distillation: compress a teacher into a narrower HF student");
+  cmd->add_option("--teacher", o->w.train.init_dir, "teacher checkpoint with its MLM head");
+  cmd->add_option("--corpus", o->w.train.shards_dir, "MLM shards (`slimbert data shards`)");
+  cmd->add_option("--out", o->w.train.out_dir,
+                  "output: checkpoints/, student/ (the merged HF model), metrics.jsonl");
+  cmd->add_option("--target-hidden", o->w.target.hidden, "student hidden size");
+  cmd->add_option("--target-params", o->target_params,
+                  "encoder parameter budget (e.g. 11M): the largest valid student within it");
+  cmd->add_option("--preset", o->w.target.preset,
+                  "wid55 or wid11: BERT-base's 516 or 192 of 768 hidden, scaled to the teacher")
+      ->check(CLI::IsMember({"wid55", "wid11"}));
+  cmd->add_option("--strategy", o->strategy,
+                  "dim (fewer dims per head) or head (fewer heads) for attention")
+      ->check(CLI::IsMember({"dim", "head"}))
+      ->capture_default_str();
+  cmd->add_option("--residual-score", o->residual,
+                  "residual mask from the layer-0 value compactor (reference) or from every "
+                  "residual compactor (all)")
+      ->check(CLI::IsMember({"reference", "all"}))
+      ->capture_default_str();
+  cmd->add_option("--w-step", o->w.schedule.w_step,
+                  "steps between mask updates (0 = steps / 32: the target at about half-way)")
+      ->capture_default_str();
+  o->w.schedule.w_step = 0;
+  cmd->add_option("--compactor-lr", o->w.compactor_lr, "compactor learning rate")
+      ->capture_default_str();
+  cmd->add_option("--lambda", o->w.surgery.lambda, "pull of removed rows/columns towards zero")
+      ->capture_default_str();
+  cmd->add_option("--warm-l2", o->w.surgery.warm_l2,
+                  "L2 on every compactor entry before pruning starts")
+      ->capture_default_str();
+  add_mlm_loop_options(cmd, &o->w.train);
+  add_thread_options(cmd, &o->threads);
+
+  auto* merge = cmd->add_subcommand("merge", "merge a WID compactor checkpoint into a student");
+  merge->add_option("--checkpoint", o->merge_checkpoint, "OUT/checkpoints/step-N of `slimbert wid`")
+      ->required();
+  merge->add_option("--out", o->merge_out, "student output directory")->required();
+  merge->add_flag("--fp16", o->merge_fp16, "store the student in float16");
+  merge->callback([o] {
+    const BertConfig s = wid_merge(o->merge_checkpoint, o->merge_out, o->merge_fp16);
+    std::cout << "student " << o->merge_out << ": hidden " << s.hidden_size << ", "
+              << s.num_attention_heads << " heads of " << s.attention_head_size() << ", FFN "
+              << s.intermediate_size << ", " << format_count(encoder_parameters(s))
+              << " encoder parameters\n";
+  });
+
+  cmd->callback([o, cmd, merge] {
+    if (merge->parsed()) return;
+    for (auto [value, flag] :
+         {std::pair{&o->w.train.init_dir, "--teacher"},
+          std::pair{&o->w.train.shards_dir, "--corpus"}, std::pair{&o->w.train.out_dir, "--out"}})
+      if (value->empty()) fail("wid: ", flag, " is required");
+    configure_threads(o->threads);
+    o->w.schedule.strategy = parse_wid_strategy(o->strategy);
+    o->w.schedule.residual_score = parse_residual_score(o->residual);
+    if (!o->target_params.empty()) o->w.target.parameters = parse_count(o->target_params);
+    std::cerr << "wid config:\n"
+              << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
+    const WidResult r = wid_train(o->w);
+    if (!r.train.finished) {
+      std::cout << "stopped at step " << r.train.step << "; --resume continues\n";
+      return;
+    }
+    std::cout << "student " << r.student_dir << ": hidden " << r.student.hidden_size << ", "
+              << r.student.num_attention_heads << " heads of " << r.student.attention_head_size()
+              << ", FFN " << r.student.intermediate_size << ", "
+              << format_count(encoder_parameters(r.student))
+              << " encoder parameters; validation loss " << r.train.validation_loss
+              << ", MLM accuracy " << r.train.validation_accuracy << "\n";
+  });
+}
+
+}  // namespace slimbert::cli

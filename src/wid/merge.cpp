@@ -1,0 +1,91 @@
+// Structural re-parameterisation (ALGORITHMS.md §A.9): kept compactor rows/columns multiplied
+// into the teacher's weights give a dense HF BERT.
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "slimbert/core/error.h"
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/wid/wid.h"
+
+namespace slimbert {
+namespace {
+
+at::Tensor kept_index(const at::Tensor& kept) {
+  return kept.nonzero().view(-1);
+}
+
+}  // namespace
+
+std::pair<BertConfig, BertForMaskedLM> merge_student(const WidModelImpl& model,
+                                                     const WidMasks& masks, WidStrategy strategy) {
+  at::NoGradGuard no_grad;
+  const BertConfig& t = model.config();
+  if (!masks.active()) fail("WID merge: no masks yet (pruning has not started)");
+  const at::Tensor ih = kept_index(masks.residual);
+  const int64_t hidden = ih.size(0);
+  const BertConfig config = student_config(t, hidden, strategy);
+  const int64_t heads = config.num_attention_heads, head_size = config.attention_head_size();
+
+  TensorMap w;
+  // Embedding tables: E' = E C_E[I_h, :]^T.
+  const at::Tensor ce = model.param("compactors.embeddings").index_select(0, ih);
+  for (const char* table : {"word_embeddings", "position_embeddings", "token_type_embeddings"}) {
+    const std::string name = std::string("bert.embeddings.") + table + ".weight";
+    w[name] = model.param(name).mm(ce.t());
+  }
+  auto vector = [&](const std::string& name, const at::Tensor& idx) {
+    w[name] = model.param(name).index_select(0, idx);
+  };
+  // W' = R[I_out, :] W L[:, I_in], b' = (R b)[I_out].
+  auto linear = [&](const std::string& prefix, const at::Tensor& in, const at::Tensor& out,
+                    double scale = 1.0) {
+    const at::Tensor r = model.compactor_out(prefix).index_select(0, out);
+    const at::Tensor l = model.compactor_in(prefix).index_select(1, in);
+    w[prefix + ".weight"] = r.mm(model.param(prefix + ".weight")).mm(l).mul_(scale);
+    w[prefix + ".bias"] = r.mv(model.param(prefix + ".bias")).mul_(scale);
+  };
+  vector("bert.embeddings.LayerNorm.weight", ih);
+  vector("bert.embeddings.LayerNorm.bias", ih);
+  for (int64_t l = 0; l < t.num_hidden_layers; ++l) {
+    const std::string p = "bert.encoder.layer." + std::to_string(l) + ".";
+    const at::Tensor io = kept_index(masks.attention[static_cast<size_t>(l)]);
+    const at::Tensor iff = kept_index(masks.ffn[static_cast<size_t>(l)]);
+    if (io.size(0) != heads * head_size || iff.size(0) != config.intermediate_size)
+      fail("WID merge: layer ", l, " keeps ", io.size(0), " attention and ", iff.size(0),
+           " FFN dims, the student shape needs ", heads * head_size, " and ",
+           config.intermediate_size, " (the schedule has not reached its target)");
+    // Training scored with 1/sqrt(teacher head size); the student divides by sqrt(head_size).
+    const double q_scale =
+        std::sqrt(static_cast<double>(head_size) / static_cast<double>(t.attention_head_size()));
+    linear(p + "attention.self.query", ih, io, q_scale);
+    linear(p + "attention.self.key", ih, io);
+    linear(p + "attention.self.value", ih, io);
+    linear(p + "attention.output.dense", io, ih);
+    linear(p + "intermediate.dense", ih, iff);
+    linear(p + "output.dense", iff, ih);
+    for (const char* ln : {"attention.output.LayerNorm.", "output.LayerNorm."}) {
+      vector(p + ln + "weight", ih);
+      vector(p + ln + "bias", ih);
+    }
+  }
+  linear("cls.predictions.transform.dense", ih, ih);
+  vector("cls.predictions.transform.LayerNorm.weight", ih);
+  vector("cls.predictions.transform.LayerNorm.bias", ih);
+  w["cls.predictions.bias"] = model.param("cls.predictions.bias").clone();
+
+  BertForMaskedLM student(config);
+  load_state(*student, w, "WID merge");
+  student->eval();
+  return {config, student};
+}
+
+void zero_removed(WidModelImpl& model, const WidMasks& masks) {
+  at::NoGradGuard no_grad;
+  for (auto& c : model.compactors) {
+    const at::Tensor removed = ~mask_of(masks, c.mask);
+    c.weight.masked_fill_(c.output_side ? removed.unsqueeze(1) : removed.unsqueeze(0), 0.0);
+  }
+}
+
+}  // namespace slimbert

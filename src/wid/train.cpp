@@ -1,0 +1,180 @@
+// `slimbert wid`: continued MLM training of the compactor model with the pruning schedule and
+// gradient surgery, on the shared MLM loop; then the merge into an HF student.
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "slimbert/core/error.h"
+#include "slimbert/core/fs.h"
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/model/flops.h"
+#include "slimbert/train/checkpointing.h"
+#include "slimbert/wid/wid.h"
+
+namespace fs = std::filesystem;
+
+namespace slimbert {
+namespace {
+
+// Encoder parameters the merge would produce with the current masks.
+int64_t merged_parameters(const WidModelImpl& model, const WidMasks& masks) {
+  const BertConfig& c = model.config();
+  if (!masks.active()) return encoder_parameters(c);
+  const int64_t H = masks.residual.sum().item<int64_t>();
+  int64_t n = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * H + 2 * H;
+  for (size_t l = 0; l < masks.attention.size(); ++l) {
+    const int64_t A = masks.attention[l].sum().item<int64_t>();
+    const int64_t I = masks.ffn[l].sum().item<int64_t>();
+    n += 3 * (H * A + A) + (A * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H;
+  }
+  return n;
+}
+
+nlohmann::json schedule_json(const WidSchedule& s, const WidMasks& masks) {
+  return {{"strategy", to_string(s.strategy)},
+          {"residual_score", to_string(s.residual_score)},
+          {"target_hidden", s.target_hidden},
+          {"w_step", s.w_step},
+          {"masks", masks.to_json()}};
+}
+
+WidSchedule schedule_from_json(const nlohmann::json& j, const std::string& source) {
+  WidSchedule s;
+  try {
+    s.strategy = parse_wid_strategy(j.at("strategy").get<std::string>());
+    s.residual_score = parse_residual_score(j.at("residual_score").get<std::string>());
+    s.target_hidden = j.at("target_hidden").get<int64_t>();
+    s.w_step = j.at("w_step").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    fail(source, ": malformed WID state: ", e.what());
+  }
+  return s;
+}
+
+void write_student(const std::string& dir, const BertConfig& config, const BertForMaskedLM& student,
+                   const Tokenizer& tokenizer, bool float16) {
+  SaveOptions save;
+  if (float16) save.float_dtype = DType::F16;
+  save_checkpoint(dir, config, *student, tokenizer, save);
+}
+
+}  // namespace
+
+WidResult wid_train(WidOptions o) {
+  const PretrainOptions& t = o.train;
+  const Tokenizer tokenizer = Tokenizer::from_dir(t.init_dir);
+  const BertConfig config = load_config_dir(t.init_dir);
+  WidSchedule& s = o.schedule;
+  s.target_hidden = resolve_target(config, s.strategy, o.target);
+  if (s.w_step <= 0) s.w_step = std::max<int64_t>(1, t.steps / 32);
+  const int64_t needed = mask_steps_to_target(config, s) * s.w_step;
+  if (t.steps <= needed)
+    fail("--steps ", t.steps, " ends before the masks reach the target (step ", needed,
+         " with --w-step ", s.w_step, "); use more steps or a smaller --w-step");
+
+  WidModel model(load_masked_lm(t.init_dir));
+  // Groups (§A.8): teacher weights at the base rate with decay, their biases/LayerNorms without,
+  // compactors at their own rate with decay.
+  ParamGroup weights{"weights", {}, {}, t.lr, t.weight_decay};
+  ParamGroup no_decay{"no_decay", {}, {}, t.lr, 0.0};
+  ParamGroup comp{"compactors", {}, {}, o.compactor_lr, t.weight_decay};
+  for (const auto& [name, p] : named_parameters(*model)) {
+    ParamGroup& g = name.rfind("compactors.", 0) == 0 ? comp
+                    : is_norm_or_bias(name)           ? no_decay
+                                                      : weights;
+    g.names.push_back(name);
+    g.params.push_back(p);
+  }
+  std::map<std::string, std::pair<size_t, size_t>> slot;
+  std::vector<ParamGroup> groups = {weights, no_decay, comp};
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (size_t i = 0; i < groups[g].names.size(); ++i) slot[groups[g].names[i]] = {g, i};
+  AdamW optimizer(std::move(groups), AdamOptions{AdamVariant::kBert, 0.9, 0.999, 1e-6});
+  o.surgery.beta1 = 0.9;
+
+  std::cerr << "wid: teacher " << t.init_dir << " (hidden " << config.hidden_size << ", "
+            << encoder_parameters(config) << " encoder parameters) -> hidden " << s.target_hidden
+            << " (" << encoder_parameters(student_config(config, s.target_hidden, s.strategy))
+            << "), strategy " << to_string(s.strategy) << ", residual scoring "
+            << to_string(s.residual_score) << ", w_step " << s.w_step << " (target reached at step "
+            << needed << ")\n";
+
+  WidMasks masks;
+  MlmTrainHooks hooks;
+  hooks.forward = [&](const MlmBatch& batch) {
+    Batch in{batch.input_ids, at::Tensor(), batch.attention_mask};
+    return mlm_loss(model->forward(in, masks), batch,
+                    [&](const at::Tensor& rows) { return model->logits(rows, masks); });
+  };
+  hooks.before_update = [&](int64_t step) {
+    if (step % s.w_step == 0) masks = compute_masks(*model, s, step);
+    apply_gradient_surgery(*model, masks, step > s.w_step, o.surgery,
+                           [&](const std::string& name) -> at::Tensor& {
+                             const auto& [g, i] = slot.at(name);
+                             return optimizer.exp_avg(g, i);
+                           });
+  };
+  hooks.save_state = [&] { return nlohmann::json{{"wid", schedule_json(s, masks)}}; };
+  hooks.restore_state = [&](const nlohmann::json& cursor) {
+    const std::string source = t.out_dir + " checkpoint";
+    if (!cursor.contains("wid")) fail(source, ": not a WID checkpoint (no 'wid' state)");
+    const WidSchedule saved = schedule_from_json(cursor.at("wid"), source);
+    if (saved.strategy != s.strategy || saved.target_hidden != s.target_hidden ||
+        saved.w_step != s.w_step || saved.residual_score != s.residual_score)
+      fail(source, ": was trained with strategy ", to_string(saved.strategy), ", target ",
+           saved.target_hidden, ", w_step ", saved.w_step, ", residual scoring ",
+           to_string(saved.residual_score), "; resume with the same options");
+    masks = WidMasks::from_json(cursor.at("wid").at("masks"), config, source);
+  };
+  hooks.report = [&] {
+    const KeptSizes k = kept_sizes(*model, masks);
+    return std::map<std::string, double>{
+        {"hidden", static_cast<double>(k.hidden)},
+        {"attn", static_cast<double>(k.attention)},
+        {"ffn", static_cast<double>(k.ffn)},
+        {"params_M", static_cast<double>(merged_parameters(*model, masks)) / 1e6}};
+  };
+  const int64_t seq_len = ShardSet::open(t.shards_dir, "train").seq_len();
+  hooks.extra_forward_flops = [&](int64_t sequences, int64_t masked) {
+    return model->compactor_flops(sequences, seq_len, masked);
+  };
+
+  WidResult result;
+  result.train = run_mlm_training("wid", t, *model, config, tokenizer, optimizer, hooks);
+  if (!result.train.finished) return result;
+  auto [student_config_, student] = merge_student(*model, masks, s.strategy);
+  result.student = student_config_;
+  result.student_dir = (fs::path(t.out_dir) / "student").string();
+  write_student(result.student_dir, student_config_, student, tokenizer, t.float16_final);
+  std::cerr << "wid: student " << result.student_dir << ": hidden " << student_config_.hidden_size
+            << ", " << student_config_.num_attention_heads << " heads of "
+            << student_config_.attention_head_size() << ", FFN "
+            << student_config_.intermediate_size << ", " << encoder_parameters(student_config_)
+            << " encoder parameters\n";
+  return result;
+}
+
+BertConfig wid_merge(const std::string& checkpoint_dir, const std::string& out, bool float16) {
+  const std::string state_path =
+      (fs::path(checkpoint_dir) / "trainer_state" / "state.json").string();
+  if (!fs::exists(state_path))
+    fail(checkpoint_dir, ": not a training checkpoint (no ", state_path, ")");
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(read_file(state_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(state_path, ": not valid JSON: ", e.what());
+  }
+  if (!state.contains("wid")) fail(state_path, ": not a WID checkpoint (no 'wid' state)");
+  const WidSchedule s = schedule_from_json(state.at("wid"), state_path);
+  const BertConfig config = load_config_dir(checkpoint_dir);
+  const WidMasks masks = WidMasks::from_json(state.at("wid").at("masks"), config, state_path);
+  WidModel model(BertForMaskedLM{config});
+  load_state(*model, load_weights(checkpoint_dir), weights_path(checkpoint_dir));
+  auto [student_config_, student] = merge_student(*model, masks, s.strategy);
+  write_student(out, student_config_, student, Tokenizer::from_dir(checkpoint_dir), float16);
+  return student_config_;
+}
+
+}  // namespace slimbert

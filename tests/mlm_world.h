@@ -1,0 +1,70 @@
+// A small synthetic MLM world shared by the trainer and WID tests: a 64-token vocabulary, a
+// corpus of recurring sentences in shards, and a tiny random BERT checkpoint.
+#pragma once
+
+#include "slimbert/core/fs.h"
+#include "slimbert/data/corpus.h"
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/train/pretrain.h"
+#include "test_util.h"
+
+namespace slimbert::test {
+
+struct World {
+  TempDir dir;
+  Tokenizer tokenizer{Vocab::from_tokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}),
+                      TokenizerOptions{}};
+  std::string init, shards;
+
+  World() {
+    std::vector<std::string> tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","};
+    for (int i = 0; i < 57; ++i) tokens.push_back("w" + std::to_string(i));
+    tokenizer = Tokenizer(Vocab::from_tokens(tokens), TokenizerOptions{});
+    // Documents with structure to learn: five recurring sentences "wK wK+1 ... wK+5 .".
+    std::string text;
+    for (int d = 0; d < 300; ++d) {
+      text += "doc" + std::to_string(d) + "\n";  // distinct texts (for the split); an [UNK] token
+      for (int s = 0; s < 3; ++s) {
+        const int start = ((d + s) % 5) * 10;
+        for (int k = 0; k < 6; ++k) text += "w" + std::to_string(start + k) + " ";
+        text += ".\n";
+      }
+      text += "\n";
+    }
+    write_file_atomic(dir / "corpus.txt", text);
+    const BertConfig c = test::tiny_config(tokenizer.vocab().size(), 64);
+    BertForMaskedLM model(c);
+    init_weights(*model, c, 3);
+    init = dir / "init";
+    save_checkpoint(init, c, *model, tokenizer);
+    shards = dir / "shards";
+    ShardOptions so;
+    so.seq_len = 32;
+    so.validation_fraction = 0.1;
+    so.sequences_per_shard = 100;  // several shard files
+    build_shards({dir / "corpus.txt"}, tokenizer, shards, so);
+  }
+
+  PretrainOptions options(const std::string& out) const {
+    PretrainOptions o;
+    o.init_dir = init;
+    o.shards_dir = shards;
+    o.out_dir = dir / out;
+    o.steps = 8;
+    o.batch_size = 8;
+    o.lr = 3e-3;
+    o.warmup_fraction = 0.25;
+    o.log_every = 4;
+    o.eval_every = 4;
+    o.eval_batches = 2;
+    o.save_every = 4;
+    return o;
+  }
+};
+
+inline const World& world() {
+  static World w;
+  return w;
+}
+
+}  // namespace slimbert::test

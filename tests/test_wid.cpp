@@ -1,0 +1,392 @@
+// WID: identity compactors equal the teacher, targets and their errors, the mask schedule,
+// gradient surgery by hand, merge equivalence in both strategies (through the exported HF
+// checkpoint), and exact resume.
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "mlm_world.h"
+#include "slimbert/core/fs.h"
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/wid/wid.h"
+#include "test_util.h"
+
+namespace slimbert {
+namespace fs = std::filesystem;
+namespace {
+
+using test::world;
+
+// A padded batch over the world's vocabulary: row 1 has 6 padding positions.
+Batch sample_batch() {
+  at::manual_seed(5);
+  at::Tensor ids = at::randint(5, 64, {3, 20}, at::kLong);
+  at::Tensor mask = at::ones({3, 20}, at::kLong);
+  mask[1].narrow(0, 14, 6).zero_();
+  ids[1].narrow(0, 14, 6).zero_();
+  return {ids, at::Tensor(), mask};
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+TEST(Wid, IdentityCompactorsEqualTheTeacher) {
+  BertForMaskedLM teacher = load_masked_lm(world().init);
+  WidModel model(load_masked_lm(world().init));
+  model->eval();
+  const Batch batch = sample_batch();
+  const at::Tensor want = teacher->bert->forward(batch).last();
+  const at::Tensor got = model->forward(batch, WidMasks{});
+  EXPECT_LE(max_diff(got, want), 1e-6);
+  const at::Tensor rows = want.reshape({-1, want.size(-1)});
+  EXPECT_LE(max_diff(model->logits(rows, WidMasks{}), teacher->logits(rows)), 1e-5);
+  // Every linear has two compactors plus the embedding one; all start as the identity.
+  EXPECT_EQ(model->compactors.size(), 1u + 2 * (6 * 2 + 1));
+  for (const auto& c : model->compactors)
+    EXPECT_TRUE(at::equal(c.weight, at::eye(c.weight.size(0)))) << c.name;
+}
+
+TEST(Wid, TargetsResolveToValidShapesOrListThem) {
+  const BertConfig base = BertConfig::preset("base");
+  // Parameter counts of ALGORITHMS.md §A.10 (which include the pooler and a 2-way classifier).
+  auto with_heads = [](const BertConfig& c) {
+    const double h = static_cast<double>(c.hidden_size);
+    return static_cast<double>(encoder_parameters(c)) + h * h + h + 2 * h + 2;
+  };
+  EXPECT_NEAR(with_heads(base) / 1e6, 109.5, 0.05);
+  const BertConfig wid55 = student_config(base, 516, WidStrategy::kDim);
+  EXPECT_EQ(wid55.num_attention_heads, 12);
+  EXPECT_EQ(wid55.attention_head_size(), 43);
+  EXPECT_EQ(wid55.intermediate_size, 2064);
+  EXPECT_NEAR(with_heads(wid55) / 1e6, 54.7, 0.05);
+  const BertConfig head55 = student_config(base, 512, WidStrategy::kHead);
+  EXPECT_EQ(head55.num_attention_heads, 8);
+  EXPECT_EQ(head55.attention_head_size(), 64);
+  EXPECT_NEAR(with_heads(head55) / 1e6, 54.0, 0.05);
+  EXPECT_NEAR(with_heads(student_config(base, 192, WidStrategy::kDim)) / 1e6, 11.3, 0.05);
+
+  WidTarget preset;
+  preset.preset = "wid55";
+  EXPECT_EQ(resolve_target(base, WidStrategy::kDim, preset), 516);
+  EXPECT_EQ(resolve_target(base, WidStrategy::kHead, preset), 512);
+  preset.preset = "wid11";
+  EXPECT_EQ(resolve_target(base, WidStrategy::kDim, preset), 192);
+  EXPECT_EQ(resolve_target(base, WidStrategy::kHead, preset), 192);
+
+  // A budget picks the largest student within it.
+  WidTarget budget;
+  budget.parameters = encoder_parameters(wid55);
+  EXPECT_EQ(resolve_target(base, WidStrategy::kDim, budget), 516);
+  budget.parameters -= 1;
+  EXPECT_EQ(resolve_target(base, WidStrategy::kDim, budget), 504);
+
+  // The formula counts what the model holds.
+  const BertConfig tiny = test::tiny_config(64, 64);
+  int64_t held = 0;
+  for (const auto& p : BertModel(tiny, false)->parameters()) held += p.numel();
+  EXPECT_EQ(encoder_parameters(tiny), held);
+
+  WidTarget bad;
+  bad.hidden = 500;
+  EXPECT_ERROR_CONTAINS(resolve_target(base, WidStrategy::kDim, bad), ("not reachable"),
+                        ("valid hidden sizes for the dim strategy: 756, 744"), ("516"));
+  bad.hidden = 768;
+  EXPECT_ERROR_CONTAINS(resolve_target(base, WidStrategy::kHead, bad), ("not smaller"),
+                        ("704, 640, 576, 512, 448, 384, 320, 256, 192, 128, 64"));
+  WidTarget tiny_budget;
+  tiny_budget.parameters = 1000;
+  EXPECT_ERROR_CONTAINS(resolve_target(base, WidStrategy::kDim, tiny_budget),
+                        ("below the smallest student"));
+  tiny_budget.parameters = 200000000;
+  EXPECT_ERROR_CONTAINS(resolve_target(base, WidStrategy::kDim, tiny_budget),
+                        ("not smaller than the teacher"));
+  WidTarget two = bad;
+  two.preset = "wid11";
+  EXPECT_ERROR_CONTAINS(resolve_target(base, WidStrategy::kDim, two), ("exactly one"));
+}
+
+// Compactors perturbed so that scores differ.
+WidModel perturbed_model(uint64_t seed) {
+  WidModel model(load_masked_lm(world().init));
+  at::NoGradGuard no_grad;
+  at::manual_seed(seed);
+  for (auto& c : model->compactors) c.weight.add_(at::randn_like(c.weight) * 0.1);
+  return model;
+}
+
+TEST(Wid, MaskScheduleGrowsToExactTargetSizes) {
+  WidModel model = perturbed_model(1);
+  // Tiny teacher: hidden 32 = 2 heads x 16, FFN 64. Target hidden 16.
+  WidSchedule s;
+  s.target_hidden = 16;
+  s.w_step = 10;
+  EXPECT_EQ(mask_steps_to_target(model->config(), s), 16);
+  for (int64_t k = 1; k <= 18; ++k) {
+    const WidMasks m = compute_masks(*model, s, k * s.w_step);
+    const int64_t per_head = std::min<int64_t>(8, k);  // c = 8, growing by max(1, c/8) = 1
+    EXPECT_EQ(m.residual.sum().item<int64_t>(), 32 - 2 * per_head) << k;
+    for (int64_t l = 0; l < 2; ++l) {
+      const at::Tensor& a = m.attention[static_cast<size_t>(l)];
+      // The same number removed inside each head.
+      EXPECT_EQ(a.narrow(0, 0, 16).sum().item<int64_t>(), 16 - per_head);
+      EXPECT_EQ(a.narrow(0, 16, 16).sum().item<int64_t>(), 16 - per_head);
+      EXPECT_EQ(m.ffn[static_cast<size_t>(l)].sum().item<int64_t>(),
+                64 - std::min<int64_t>(32, 2 * k));
+    }
+  }
+  // head: one head per two mask steps; residual chunks as the reference, or globally ("all").
+  s.strategy = WidStrategy::kHead;
+  EXPECT_EQ(compute_masks(*model, s, 10).attention[0].sum().item<int64_t>(), 32);
+  WidMasks m = compute_masks(*model, s, 20);
+  for (const auto& a : m.attention) {
+    EXPECT_EQ(a.sum().item<int64_t>(), 16);
+    EXPECT_TRUE(a.narrow(0, 0, 16).all().item<bool>() || a.narrow(0, 16, 16).all().item<bool>());
+  }
+  EXPECT_TRUE(m.residual.narrow(0, 0, 16).all().item<bool>() ||
+              m.residual.narrow(0, 16, 16).all().item<bool>());
+  s.residual_score = ResidualScore::kAll;
+  m = compute_masks(*model, s, 200);
+  EXPECT_EQ(m.residual.sum().item<int64_t>(), 16);
+
+  // Masks round-trip through the checkpoint JSON.
+  const WidMasks back = WidMasks::from_json(m.to_json(), model->config(), "test");
+  EXPECT_TRUE(at::equal(back.residual, m.residual));
+  EXPECT_TRUE(at::equal(back.ffn[1], m.ffn[1]));
+  nlohmann::json broken = m.to_json();
+  broken["ffn_removed"][0].push_back(64);
+  EXPECT_ERROR_CONTAINS(WidMasks::from_json(broken, model->config(), "state.json"),
+                        ("state.json: ffn_removed"), ("64 is outside 0..63"));
+}
+
+TEST(Wid, MasksAreSharedAsTheAlignmentStrategySays) {
+  WidModel model(load_masked_lm(world().init));
+  auto ref_of = [&](const std::string& name) {
+    for (const auto& c : model->compactors)
+      if (c.name == name) return std::pair{c.mask, c.output_side};
+    for (const auto& p : model->masked_parameters)
+      if (p.name == name) return std::pair{p.mask, true};
+    ADD_FAILURE() << "no " << name;
+    return std::pair{MaskRef{}, false};
+  };
+  auto is = [&](const std::string& name, MaskKind kind, int64_t layer, bool output_side) {
+    const auto [ref, side] = ref_of(name);
+    EXPECT_EQ(static_cast<int>(ref.kind), static_cast<int>(kind)) << name;
+    if (kind != MaskKind::kResidual) {
+      EXPECT_EQ(ref.layer, layer) << name;
+    }
+    EXPECT_EQ(side, output_side) << name;
+  };
+  for (int64_t l = 0; l < 2; ++l) {
+    const std::string c = "compactors.encoder.layer." + std::to_string(l) + ".";
+    const std::string b = "bert.encoder.layer." + std::to_string(l) + ".";
+    for (const char* qkv : {"query", "key", "value"}) {
+      is(c + "attention.self." + qkv + ".in", MaskKind::kResidual, l, false);
+      is(c + "attention.self." + qkv + ".out", MaskKind::kAttention, l, true);
+      is(b + "attention.self." + qkv + ".bias", MaskKind::kAttention, l, true);
+    }
+    is(c + "attention.output.dense.in", MaskKind::kAttention, l, false);
+    is(c + "attention.output.dense.out", MaskKind::kResidual, l, true);
+    is(c + "intermediate.dense.in", MaskKind::kResidual, l, false);
+    is(c + "intermediate.dense.out", MaskKind::kFfn, l, true);
+    is(c + "output.dense.in", MaskKind::kFfn, l, false);
+    is(c + "output.dense.out", MaskKind::kResidual, l, true);
+    is(b + "attention.output.LayerNorm.weight", MaskKind::kResidual, l, true);
+    is(b + "output.LayerNorm.bias", MaskKind::kResidual, l, true);
+    is(b + "intermediate.dense.bias", MaskKind::kFfn, l, true);
+  }
+  is("compactors.embeddings", MaskKind::kResidual, 0, true);
+  is("bert.embeddings.LayerNorm.weight", MaskKind::kResidual, 0, true);
+  is("compactors.predictions.transform.dense.out", MaskKind::kResidual, 0, true);
+}
+
+TEST(Wid, GradientSurgeryFollowsTheReferenceRule) {
+  WidModel model = perturbed_model(2);
+  WidSchedule s;
+  s.target_hidden = 16;
+  s.w_step = 1;
+  const WidMasks masks = compute_masks(*model, s, 16);
+  std::map<std::string, at::Tensor> moments;
+  auto exp_avg = [&](const std::string& name) -> at::Tensor& {
+    auto it = moments.find(name);
+    if (it == moments.end()) it = moments.emplace(name, at::zeros_like(model->param(name))).first;
+    return it->second;
+  };
+  auto set_grads = [&] {
+    for (auto& p : model->parameters()) p.mutable_grad() = at::ones_like(p);
+  };
+  SurgeryOptions o;                             // lambda 20
+  const Compactor& out = model->compactors[2];  // an output-side (row) compactor
+  const Compactor& in = model->compactors[1];   // an input-side (column) compactor
+  ASSERT_TRUE(out.output_side);
+  ASSERT_FALSE(in.output_side);
+
+  // Before pruning: plain L2 (g + p) on compactors, nothing else touched.
+  set_grads();
+  apply_gradient_surgery(*model, masks, false, o, exp_avg);
+  EXPECT_LE(max_diff(out.weight.grad(), 1 + out.weight), 1e-7);
+  EXPECT_TRUE(at::equal(model->masked_parameters[0].param.grad(),
+                        at::ones_like(model->masked_parameters[0].param)));
+  EXPECT_TRUE(moments.empty());
+
+  set_grads();
+  apply_gradient_surgery(*model, masks, true, o, exp_avg);
+  const at::Tensor removed_rows = ~mask_of(masks, out.mask);
+  const at::Tensor rows = removed_rows.nonzero().view(-1),
+                   kept = (~removed_rows).nonzero().view(-1);
+  ASSERT_GT(rows.numel(), 0);
+  // Removed rows: gradient min(lambda, 1) p and first moment 0.1 (lambda - 1) p; kept: untouched.
+  EXPECT_TRUE(at::equal(out.weight.grad().index_select(0, rows), out.weight.index_select(0, rows)));
+  EXPECT_TRUE(at::equal(out.weight.grad().index_select(0, kept),
+                        at::ones_like(out.weight).index_select(0, kept)));
+  EXPECT_LE(max_diff(moments.at(out.name).index_select(0, rows),
+                     out.weight.index_select(0, rows) * (0.1 * 19)),
+            1e-6);
+  EXPECT_EQ(moments.at(out.name).index_select(0, kept).abs().max().item<double>(), 0.0);
+  // Input-side compactors are pruned by columns.
+  const at::Tensor cols = (~mask_of(masks, in.mask)).nonzero().view(-1);
+  EXPECT_TRUE(at::equal(in.weight.grad().index_select(1, cols), in.weight.index_select(1, cols)));
+  // Masked LayerNorm/bias vectors follow the same rule.
+  const MaskedParameter& ln = model->masked_parameters[0];
+  const at::Tensor ln_removed = (~mask_of(masks, ln.mask)).nonzero().view(-1);
+  EXPECT_TRUE(
+      at::equal(ln.param.grad().index_select(0, ln_removed), ln.param.index_select(0, ln_removed)));
+}
+
+// The world's teacher with query/key weights scaled up: sharp attention, so that a wrong
+// attention scale in the student shows (random init gives near-uniform attention).
+const std::string& sharp_teacher() {
+  static const std::string dir = [] {
+    const std::string out = world().dir / "sharp-teacher";
+    BertForMaskedLM m = load_masked_lm(world().init);
+    {
+      at::NoGradGuard no_grad;
+      for (auto& p : m->named_parameters())
+        if (p.key().find(".query.") != std::string::npos ||
+            p.key().find(".key.") != std::string::npos)
+          p.value().mul_(4.0);
+    }
+    save_checkpoint(out, m->bert->config(), *m, world().tokenizer);
+    return out;
+  }();
+  return dir;
+}
+
+struct WidRun {
+  WidOptions options;
+  WidResult result;
+};
+
+WidRun run_wid(const std::string& out, WidStrategy strategy, ResidualScore score,
+               int64_t stop_after = 0, bool resume = false) {
+  WidRun r;
+  WidOptions& o = r.options;
+  o.train = world().options(out);
+  o.train.init_dir = sharp_teacher();
+  o.train.steps = 20;
+  o.train.lr = 1e-3;
+  o.train.warmup_fraction = 0.1;
+  o.train.save_every = 10;
+  o.train.eval_every = 10;
+  o.train.log_every = 5;
+  o.train.clip = 0;
+  o.train.stop_after = stop_after;
+  o.train.resume = resume;
+  o.schedule.strategy = strategy;
+  o.schedule.residual_score = score;
+  o.schedule.w_step = 1;
+  o.target.hidden = 16;
+  o.compactor_lr = 5e-3;
+  r.result = wid_train(o);
+  return r;
+}
+
+// Loads a WID checkpoint the way `wid merge` does.
+std::pair<WidModel, WidMasks> load_wid_checkpoint(const std::string& dir, const BertConfig& c) {
+  WidModel model(BertForMaskedLM{c});
+  load_state(*model, load_weights(dir), dir);
+  const auto state = nlohmann::json::parse(read_file(dir + "/trainer_state/state.json"));
+  return {model, WidMasks::from_json(state.at("wid").at("masks"), c, dir)};
+}
+
+void expect_merge_equivalence(WidStrategy strategy, ResidualScore score, const std::string& out) {
+  const WidRun run = run_wid(out, strategy, score);
+  ASSERT_TRUE(run.result.train.finished);
+  const BertConfig teacher = load_config_dir(sharp_teacher());
+  auto [model, masks] =
+      load_wid_checkpoint(run.options.train.out_dir + "/checkpoints/step-0000020", teacher);
+  // The exported student, through the HF-format loader.
+  BertForMaskedLM student = load_masked_lm(run.result.student_dir);
+  const BertConfig& sc = student->bert->config();
+  EXPECT_EQ(sc.hidden_size, 16);
+  EXPECT_EQ(sc.intermediate_size, 32);
+  EXPECT_EQ(sc.num_attention_heads, strategy == WidStrategy::kDim ? 2 : 1);
+  EXPECT_EQ(sc.attention_head_size(), strategy == WidStrategy::kDim ? 8 : 16);
+  EXPECT_FALSE(sc.attention_head_size_override.has_value());
+
+  const Batch batch = sample_batch();
+  model->eval();
+  const at::Tensor unmerged_before = model->forward(batch, masks);
+  zero_removed(*model, masks);
+  const at::Tensor unmerged = model->forward(batch, masks);
+  const at::Tensor merged = student->bert->forward(batch).last();
+  const at::Tensor kept = masks.residual.nonzero().view(-1);
+  EXPECT_LE(max_diff(merged, unmerged.index_select(-1, kept)), 1e-5);
+  // Training did move the compactors: zeroing the removed parts is not a no-op...
+  EXPECT_GT(max_diff(unmerged_before, unmerged), 1e-6);
+  // ...and the MLM heads agree too (the tied decoder through the embedding compactor).
+  const at::Tensor rows = unmerged.reshape({-1, unmerged.size(-1)});
+  EXPECT_LE(max_diff(student->logits(merged.reshape({-1, 16})), model->logits(rows, masks)), 1e-4);
+}
+
+TEST(Wid, MergedStudentEqualsTheZeroedCompactorModelDim) {
+  expect_merge_equivalence(WidStrategy::kDim, ResidualScore::kReference, "wid-dim");
+}
+TEST(Wid, MergedStudentEqualsTheZeroedCompactorModelHead) {
+  expect_merge_equivalence(WidStrategy::kHead, ResidualScore::kReference, "wid-head");
+}
+TEST(Wid, MergedStudentEqualsTheZeroedCompactorModelAllResidualScores) {
+  expect_merge_equivalence(WidStrategy::kDim, ResidualScore::kAll, "wid-all");
+}
+
+TEST(Wid, ResumedRunEqualsUninterruptedRunAndMergeCommandEqualsTheTrainer) {
+  const WidRun straight = run_wid("wid-straight", WidStrategy::kDim, ResidualScore::kReference);
+  const WidRun first =
+      run_wid("wid-split", WidStrategy::kDim, ResidualScore::kReference, /*stop_after=*/10);
+  EXPECT_FALSE(first.result.train.finished);
+  const WidRun second = run_wid("wid-split", WidStrategy::kDim, ResidualScore::kReference, 0,
+                                /*resume=*/true);
+  ASSERT_TRUE(second.result.train.finished);
+  const TensorMap a = load_weights(straight.result.student_dir);
+  const TensorMap b = load_weights(second.result.student_dir);
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+
+  // `wid merge` of the last checkpoint writes the same student.
+  const std::string merged = world().dir / "wid-merged";
+  wid_merge(straight.options.train.out_dir + "/checkpoints/step-0000020", merged, false);
+  const TensorMap c = load_weights(merged);
+  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, c.at(name))) << name;
+
+  // Resuming with other options is refused.
+  WidOptions other = straight.options;
+  other.train.resume = true;
+  other.train.steps = 30;
+  other.target.hidden = 20;
+  EXPECT_ERROR_CONTAINS(wid_train(other), ("trained with strategy dim, target 16"),
+                        ("resume with the same options"));
+}
+
+TEST(Wid, TooFewStepsForTheScheduleIsAnError) {
+  WidOptions o;
+  o.train = world().options("wid-short");
+  o.train.steps = 16;
+  o.schedule.w_step = 1;
+  o.target.hidden = 16;
+  EXPECT_ERROR_CONTAINS(wid_train(o), ("--steps 16 ends before the masks reach the target"),
+                        ("step 16"));
+}
+
+}  // namespace
+}  // namespace slimbert
