@@ -11,7 +11,7 @@ namespace slimbert::cli {
 
 void add_init(CLI::App& app) {
   struct Opts {
-    std::string dir, preset = "mini", vocab = "data/vocab.txt";
+    std::string dir, preset = "mini", vocab = "data/vocab.txt", like;
     int64_t labels = 0;
     uint64_t seed = 0;
     int64_t max_positions = 512;
@@ -25,6 +25,9 @@ void add_init(CLI::App& app) {
                   "shape: tiny, mini (L4/H256/A4/I1024), small, medium, base")
       ->check(CLI::IsMember(BertConfig::preset_names()))
       ->capture_default_str();
+  cmd->add_option("--like", opts->like,
+                  "take the shape from this checkpoint's config.json instead of a preset "
+                  "(e.g. a random-init baseline for a compressed student)");
   cmd->add_option("--vocab", opts->vocab, "vocab.txt (bert-base-uncased: scripts/make-vocab.sh)")
       ->capture_default_str();
   cmd->add_option("--labels", opts->labels,
@@ -38,8 +41,17 @@ void add_init(CLI::App& app) {
     configure_threads(opts->threads);
     Tokenizer tokenizer(Vocab::load(opts->vocab), TokenizerOptions{});
     BertConfig config = BertConfig::preset(opts->preset);
+    if (!opts->like.empty()) {
+      config = load_config_dir(opts->like);
+      config.id2label.clear();
+      config.problem_type.clear();
+    } else {
+      config.max_position_embeddings = opts->max_positions;
+    }
+    if (config.vocab_size != tokenizer.vocab().size() && !opts->like.empty())
+      fail(opts->vocab, ": ", tokenizer.vocab().size(), " tokens, but ", opts->like,
+           "/config.json has vocab_size ", config.vocab_size);
     config.vocab_size = tokenizer.vocab().size();
-    config.max_position_embeddings = opts->max_positions;
     std::shared_ptr<torch::nn::Module> model;
     if (opts->labels > 0) {
       config.set_num_labels(opts->labels);
@@ -62,8 +74,9 @@ void add_init(CLI::App& app) {
     save_checkpoint(opts->dir, config, *model, tokenizer);
     int64_t n = 0;
     for (const auto& p : model->parameters()) n += p.numel();
-    std::cout << "wrote " << opts->dir << ": preset " << opts->preset << ", " << format_count(n)
-              << " parameters\n";
+    std::cout << "wrote " << opts->dir << ": "
+              << (opts->like.empty() ? "preset " + opts->preset : "shape of " + opts->like) << ", "
+              << format_count(n) << " parameters\n";
   });
 }
 

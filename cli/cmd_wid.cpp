@@ -94,8 +94,23 @@ void add_wid(CLI::App& app) {
               << " encoder parameters\n";
   });
 
-  cmd->callback([o, cmd, merge] {
-    if (merge->parsed()) return;
+  auto* truncate = cmd->add_subcommand(
+      "truncate",
+      "baseline: cut the teacher to the target by weight magnitude, without compactor training");
+  truncate->add_option("--out", o->merge_out, "student output directory")->required();
+  truncate->callback([o] {
+    if (o->w.train.init_dir.empty()) fail("wid truncate: --teacher is required");
+    if (!o->target_params.empty()) o->w.target.parameters = parse_count(o->target_params);
+    const BertConfig s = wid_truncate(o->w.train.init_dir, parse_wid_strategy(o->strategy),
+                                      o->w.target, o->merge_out);
+    std::cout << "truncated student " << o->merge_out << ": hidden " << s.hidden_size << ", "
+              << s.num_attention_heads << " heads of " << s.attention_head_size() << ", FFN "
+              << s.intermediate_size << ", " << format_count(encoder_parameters(s))
+              << " encoder parameters\n";
+  });
+
+  cmd->callback([o, cmd, merge, truncate] {
+    if (merge->parsed() || truncate->parsed()) return;
     for (auto [value, flag] :
          {std::pair{&o->w.train.init_dir, "--teacher"},
           std::pair{&o->w.train.shards_dir, "--corpus"}, std::pair{&o->w.train.out_dir, "--out"}})

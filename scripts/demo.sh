@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job at demo scale: the real vocabulary and a mini BERT (init, info, tokenize, embed,
 # bench), then the training pipeline: real offline data, a short MLM pretraining run continuing
-# the committed teacher (models/teacher-mini), fine-tuning on the spam task, evaluation.
+# the committed teacher (models/teacher-mini), fine-tuning on the spam task, evaluation; then a
+# small WID run whose exported student is fine-tuned and evaluated the same way.
 #   scripts/demo.sh BUILD/slimbert OUT_DIR
 set -euo pipefail
 slimbert=${1:-build/slimbert}
@@ -61,6 +62,19 @@ rm -rf "$out/spam"
 
 step "slimbert eval: the best checkpoint on dev and test"
 "$slimbert" eval "$out/spam/best" --task tsv --data data/tasks/spam --splits dev,test --max-length 64
+
+step "slimbert wid: 40 steps of Weight-Inherited Distillation, hidden 256 -> 128, then the merge"
+rm -rf "$out/wid"
+"$slimbert" wid --teacher "$teacher" --corpus data/shards --out "$out/wid" --target-hidden 128 \
+  --steps 40 --w-step 2 --batch-size 16 --log-every 10 --eval-every 40 --eval-batches 5 --save-every 40 2>&1 |
+  grep -v "^[a-z-]*="
+"$slimbert" info "$out/wid/student"
+
+step "slimbert finetune + eval: the WID student on the spam task (1 epoch)"
+rm -rf "$out/wid-spam"
+"$slimbert" finetune --model "$out/wid/student" --task tsv --data data/tasks/spam --out "$out/wid-spam" \
+  --epochs 1 --batch-size 32 --max-length 64 --lr 2e-4 --log-every 25 2>&1 | grep -v "^[a-z-]*="
+"$slimbert" eval "$out/wid-spam/best" --task tsv --data data/tasks/spam --splits dev,test --max-length 64
 
 echo
 echo "demo done: outputs in $out/"

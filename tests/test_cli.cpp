@@ -8,7 +8,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "mlm_world.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/io/checkpoint.h"
 #include "slimbert/io/safetensors.h"
 #include "slimbert/io/tensor_io.h"
 #include "test_util.h"
@@ -333,6 +335,57 @@ TEST(CliBadInput, BadFlagValues) {
   EXPECT_NE(r.err.find("huge"), std::string::npos) << r.err;
   r = run("embed " + tiny_model() + " --width 1.5", "hello\n");
   EXPECT_FAILS_WITH(r, "width multiplier", "1.5");
+}
+
+// ---- WID from the command line ------------------------------------------------------------
+
+TEST(CliWid, TrainMergeTruncateAndRandomBaseline) {
+  const test::World& w = test::world();
+  const std::string out = w.dir / "cli-wid";
+  const Result train = run("wid --teacher " + w.init + " --corpus " + w.shards + " --out " + out +
+                           " --target-params 15000 --strategy head --steps 20 --w-step 1"
+                           " --batch-size 4 --log-every 5 --eval-every 20 --save-every 10");
+  ASSERT_EQ(train.code, 0) << train.err;
+  // The largest head-strategy student within 15,000 encoder parameters: hidden 16 (6,560).
+  EXPECT_NE(train.out.find("hidden 16, 1 heads of 16, FFN 32, 6,560 encoder parameters"),
+            std::string::npos)
+      << train.out;
+  // Progress lines show the kept sizes and the parameters the merge would produce.
+  EXPECT_NE(train.err.find("wid step 20/20"), std::string::npos) << train.err;
+  EXPECT_NE(train.err.find("hidden 16"), std::string::npos);
+  EXPECT_NE(train.err.find("params_M"), std::string::npos);
+
+  const Result merge =
+      run("wid merge --checkpoint " + out + "/checkpoints/step-0000020 --out " + out + "/merged");
+  ASSERT_EQ(merge.code, 0) << merge.err;
+  const TensorMap a = load_weights(out + "/student"), b = load_weights(out + "/merged");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+
+  const Result trunc =
+      run("wid --teacher " + w.init + " --target-hidden 24 truncate --out " + out + "/trunc");
+  ASSERT_EQ(trunc.code, 0) << trunc.err;
+  EXPECT_EQ(load_config_dir(out + "/trunc").hidden_size, 24);
+  EXPECT_EQ(load_config_dir(out + "/trunc").num_attention_heads, 2);
+  write_file_atomic(out + "/vocab.txt", read_file(w.init + "/vocab.txt"));
+  const Result rand =
+      run("init " + out + "/rand --like " + out + "/trunc --vocab " + out + "/vocab.txt");
+  ASSERT_EQ(rand.code, 0) << rand.err;
+  EXPECT_EQ(load_config_dir(out + "/rand").intermediate_size, 48);
+  // The predict path runs on a student.
+  EXPECT_EQ(run("embed " + out + "/student", "w1 w2 w3\n").code, 0);
+
+  EXPECT_FAILS_WITH(run("wid --teacher " + w.init + " --corpus " + w.shards + " --out " + out +
+                        "/x --target-hidden 31"),
+                    "--target-hidden 31 is not reachable",
+                    "valid hidden sizes for the dim strategy: 30, 28, 26");
+  EXPECT_FAILS_WITH(run("wid --teacher " + w.init + " --corpus " + w.shards + " --out " + out +
+                        "/x --target-params 12Q"),
+                    "unknown suffix 'Q'");
+  EXPECT_FAILS_WITH(run("wid --corpus " + w.shards + " --out " + out + "/x --target-hidden 16"),
+                    "--teacher is required");
+  EXPECT_FAILS_WITH(run("wid merge --checkpoint " + w.init + " --out " + out + "/y"),
+                    "not a training checkpoint");
 }
 
 }  // namespace

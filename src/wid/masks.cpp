@@ -101,6 +101,39 @@ WidMasks compute_masks(const WidModelImpl& model, const WidSchedule& s, int64_t 
   return m;
 }
 
+WidMasks magnitude_masks(const WidModelImpl& model, const WidSchedule& s) {
+  at::NoGradGuard no_grad;
+  const BertConfig& c = model.config();
+  const int64_t H = c.hidden_size, heads = c.num_attention_heads, d = c.attention_head_size();
+  const int64_t removed = H - s.target_hidden;
+  auto rows = [&](const std::string& name) { return model.param(name).norm(2, 1); };
+  auto cols = [&](const std::string& name) { return model.param(name).norm(2, 0); };
+  auto attention_rule = [&](const at::Tensor& scores) {
+    return s.strategy == WidStrategy::kDim ? remove_per_chunk(scores, d, removed / heads)
+                                           : remove_chunks(scores, d, removed / d);
+  };
+  // A residual dim's magnitude: its embedding column and every weight reading or writing it.
+  at::Tensor residual = cols("bert.embeddings.word_embeddings.weight");
+  WidMasks m;
+  const int64_t ffn_removed = c.intermediate_size - c.intermediate_size * s.target_hidden / H;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "bert.encoder.layer." + std::to_string(l) + ".";
+    at::Tensor inner =
+        rows(p + "attention.self.query.weight") + rows(p + "attention.self.key.weight") +
+        rows(p + "attention.self.value.weight") + cols(p + "attention.output.dense.weight");
+    m.attention.push_back(attention_rule(inner));
+    m.ffn.push_back(remove_smallest(
+        rows(p + "intermediate.dense.weight") + cols(p + "output.dense.weight"), ffn_removed));
+    for (const char* in : {"attention.self.query", "attention.self.key", "attention.self.value",
+                           "intermediate.dense"})
+      residual = residual + cols(p + in + ".weight");
+    residual =
+        residual + rows(p + "attention.output.dense.weight") + rows(p + "output.dense.weight");
+  }
+  m.residual = remove_smallest(residual, removed);  // the residual stream has no heads
+  return m;
+}
+
 int64_t mask_steps_to_target(const BertConfig& c, const WidSchedule& s) {
   const int64_t removed = c.hidden_size - s.target_hidden;
   int64_t attention = 0;

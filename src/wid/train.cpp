@@ -177,4 +177,16 @@ BertConfig wid_merge(const std::string& checkpoint_dir, const std::string& out, 
   return student_config_;
 }
 
+BertConfig wid_truncate(const std::string& teacher_dir, WidStrategy strategy,
+                        const WidTarget& target, const std::string& out) {
+  const BertConfig config = load_config_dir(teacher_dir);
+  WidSchedule s;
+  s.strategy = strategy;
+  s.target_hidden = resolve_target(config, strategy, target);
+  WidModel model(load_masked_lm(teacher_dir));
+  auto [student_config_, student] = merge_student(*model, magnitude_masks(*model, s), strategy);
+  write_student(out, student_config_, student, Tokenizer::from_dir(teacher_dir), false);
+  return student_config_;
+}
+
 }  // namespace slimbert

@@ -138,6 +138,10 @@ WidMasks compute_masks(const WidModelImpl& model, const WidSchedule& schedule, i
 // Mask steps until every mask has its target size (training must run past w_step times this).
 int64_t mask_steps_to_target(const BertConfig& teacher, const WidSchedule& schedule);
 
+// The naive-truncation baseline: the target-size masks scored from the teacher's own weight
+// magnitudes (no compactor training). Merged with identity compactors, a truncated teacher.
+WidMasks magnitude_masks(const WidModelImpl& model, const WidSchedule& schedule);
+
 struct KeptSizes {
   int64_t hidden = 0, attention = 0, ffn = 0;  // attention/FFN: the smallest layer's
 };
@@ -187,5 +191,8 @@ struct WidResult {
 WidResult wid_train(WidOptions options);
 // Merges the compactor checkpoint `checkpoint_dir` (a WID checkpoint) into a student at `out`.
 BertConfig wid_merge(const std::string& checkpoint_dir, const std::string& out, bool float16);
+// The naive-truncation baseline: the teacher cut to the target by weight magnitude, at `out`.
+BertConfig wid_truncate(const std::string& teacher_dir, WidStrategy strategy,
+                        const WidTarget& target, const std::string& out);
 
 }  // namespace slimbert

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# WID quality experiment (docs/RESULTS.md): one student size against two baselines at the same
+# training-token budget, each then fine-tuned on the four tasks.
+#   scripts/wid-experiment.sh NAME HIDDEN [BUILD/slimbert]
+#     NAME    run name, e.g. x067 (outputs under runs/wid-exp/NAME-*)
+#     HIDDEN  student hidden size (mini teacher: 172 = x0.67 as WID55 is to BERT-base, 64 = x0.25)
+# Environment: STEPS (default 400) MLM steps of 32 x 128 tokens for every method; THREADS
+# (default 1: two sizes run side by side on the 2-core machine). Resumable: finished parts are
+# skipped, interrupted training continues from its checkpoint.
+#   wid    slimbert wid from models/teacher-mini (dim strategy, reference residual scoring)
+#   trunc  the teacher cut by weight magnitude (slimbert wid truncate), then continued MLM
+#   rand   the same shape from random initialisation, then MLM
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+name=${1:?usage: wid-experiment.sh NAME HIDDEN [slimbert]}
+hidden=${2:?usage: wid-experiment.sh NAME HIDDEN [slimbert]}
+slimbert=$(realpath "${3:-$root/build/slimbert}")
+steps=${STEPS:-400}
+threads=${THREADS:-1}
+cd "$root"
+[[ -f data/shards/shards.json ]] || { scripts/prepare-data.sh data &&
+  "$slimbert" data shards data/corpus/*.txt --tokenizer data --out data/shards; }
+out=runs/wid-exp/$name
+mkdir -p runs/wid-exp
+teacher=models/teacher-mini
+common=(--corpus data/shards --steps "$steps" --batch-size 32 --log-every 20 --eval-every 100
+  --eval-batches 20 --save-every 100 --keep-last 1 --threads "$threads" --seed 0)
+resume() { [[ -d "$1/checkpoints" ]] && echo --resume || true; }
+timed() {  # label, command...
+  local label=$1 start
+  shift
+  start=$(date +%s)
+  "$@"
+  echo "$label: $(($(date +%s) - start)) s" >>"$out-times.txt"
+}
+
+# WID: compactors and the teacher's weights at 1e-4. BERT-AdamW moves every entry by ~lr per step
+# whatever its gradient, so a high compactor lr swamps the identity; the pull on removed entries
+# (~lambda x lr per step) is made fast by lambda = 100 instead (zero within ~100 steps). Masks grow
+# every steps/32 and reach the target at half-way, leaving the second half to recover.
+[[ -f $out-wid/student/config.json ]] ||
+  timed wid "$slimbert" wid --teacher $teacher --out "$out-wid" --target-hidden "$hidden" \
+    --strategy dim --residual-score reference --lr 1e-4 --compactor-lr 1e-4 --lambda 100 --warmup 0.01 \
+    "${common[@]}" $(resume "$out-wid") >"$out-wid.log" 2>&1
+
+# Baselines: the same shape, the teacher's pretraining learning rate.
+[[ -f $out-trunc-init/config.json ]] ||
+  "$slimbert" wid --teacher $teacher --target-hidden "$hidden" --strategy dim truncate \
+    --out "$out-trunc-init"
+[[ -f $out-rand-init/config.json ]] ||
+  "$slimbert" init "$out-rand-init" --like "$out-trunc-init" --vocab data/vocab.txt --seed 0
+for base in trunc rand; do
+  [[ -f $out-$base/model/config.json ]] && continue
+  timed "$base" "$slimbert" pretrain --init "$out-$base-init" --shards data/shards \
+    --out "$out-$base" --lr 5e-4 --warmup 0.06 --clip 1.0 "${common[@]/--corpus/--shards}" \
+    $(resume "$out-$base") >"$out-$base.log" 2>&1
+done
+
+for method in wid trunc rand; do
+  model=$out-$method/model
+  [[ $method == wid ]] && model=$out-wid/student
+  timed "finetune $method" scripts/finetune-tasks.sh "$model" "$out-$method-ft" "$slimbert" \
+    --threads "$threads"
+done
