@@ -160,6 +160,37 @@ TEST(Wid, MaskScheduleGrowsToExactTargetSizes) {
                         ("state.json: ffn_removed"), ("64 is outside 0..63"));
 }
 
+TEST(Wid, TruncationKeepsTheLargestWeightsAtTheTargetShape) {
+  WidModel model(load_masked_lm(world().init));
+  {
+    at::NoGradGuard no_grad;  // make FFN neuron 5 of layer 1 and residual dim 3 the largest
+    model->param("bert.encoder.layer.1.intermediate.dense.weight")[5].mul_(100);
+    model->param("bert.embeddings.word_embeddings.weight").select(1, 3).mul_(100);
+  }
+  WidSchedule s;
+  s.target_hidden = 8;
+  const WidMasks m = magnitude_masks(*model, s);
+  EXPECT_EQ(m.residual.sum().item<int64_t>(), 8);
+  EXPECT_TRUE(m.residual[3].item<bool>());
+  EXPECT_EQ(m.ffn[1].sum().item<int64_t>(), 16);
+  EXPECT_TRUE(m.ffn[1][5].item<bool>());
+  for (const auto& a : m.attention) {  // dim strategy: 4 of 16 dims in each head
+    EXPECT_EQ(a.narrow(0, 0, 16).sum().item<int64_t>(), 4);
+    EXPECT_EQ(a.narrow(0, 16, 16).sum().item<int64_t>(), 4);
+  }
+  // With identity compactors the merge is plain index selection of the teacher's weights.
+  const auto [config, student] = merge_student(*model, m, WidStrategy::kDim);
+  const at::Tensor ih = m.residual.nonzero().view(-1), i5 = m.ffn[1].nonzero().view(-1);
+  EXPECT_TRUE(
+      at::equal(student->bert->embeddings->word_embeddings->weight,
+                model->param("bert.embeddings.word_embeddings.weight").index_select(1, ih)));
+  const TensorMap w = state_dict(*student);
+  EXPECT_TRUE(at::allclose(w.at("bert.encoder.layer.1.intermediate.dense.weight"),
+                           model->param("bert.encoder.layer.1.intermediate.dense.weight")
+                               .index_select(0, i5)
+                               .index_select(1, ih)));
+}
+
 TEST(Wid, MasksAreSharedAsTheAlignmentStrategySays) {
   WidModel model(load_masked_lm(world().init));
   auto ref_of = [&](const std::string& name) {
