@@ -51,7 +51,7 @@ timed() {  # label, command...
   "$slimbert" init "$out-rand-init" --like "$out-trunc-init" --vocab data/vocab.txt --seed 0
 for base in trunc rand; do
   [[ -f $out-$base/model/config.json ]] && continue
-  timed "$base" "$slimbert" pretrain --init "$out-$base-init" --shards data/shards \
+  timed "$base" "$slimbert" pretrain --init "$out-$base-init" \
     --out "$out-$base" --lr 5e-4 --warmup 0.06 --clip 1.0 "${common[@]/--corpus/--shards}" \
     $(resume "$out-$base") >"$out-$base.log" 2>&1
 done

@@ -91,53 +91,6 @@ TEST(SubNet, WidthRuleReproducesTheReferenceTable) {
   EXPECT_ERROR_CONTAINS(kept_heads(12, 1.5), "width multiplier");
 }
 
-// A physically smaller model holding the first heads / neurons / kept layers must compute
-// exactly what the dynamic slice computes.
-TEST(SubNet, DynamicSliceEqualsStaticallyExtractedModel) {
-  BertModel full = load_bert_model(model_dir(), true);
-  const BertConfig& c = full->config();
-  const SubNet subnet{0.5, 0.5};
-  const auto layers = kept_layers(c.num_hidden_layers, subnet.depth);
-  const LayerShape shape = layer_shape(c, 0, subnet.width);
-
-  BertConfig small = c;
-  small.num_hidden_layers = static_cast<int64_t>(layers.size());
-  small.intermediate_size = shape.ffn;
-  for (int64_t l = 0; l < small.num_hidden_layers; ++l)
-    for (int64_t h = shape.heads; h < c.num_attention_heads; ++h) small.pruned_heads[l].insert(h);
-  TensorMap w;
-  const int64_t inner = shape.heads * shape.head_size;
-  for (const auto& [name, t] : state_dict(*full)) {
-    if (name.rfind("encoder.layer.", 0) != 0) {
-      w[name] = t;
-      continue;
-    }
-    const size_t dot = name.find('.', 14);
-    const int64_t layer = std::stoll(name.substr(14, dot - 14));
-    auto pos = std::find(layers.begin(), layers.end(), layer);
-    if (pos == layers.end()) continue;
-    const std::string rest = name.substr(dot);
-    at::Tensor v = t;
-    if (rest.find(".attention.self.") == 0) v = v.narrow(0, 0, inner);
-    if (rest == ".attention.output.dense.weight") v = v.narrow(1, 0, inner);
-    if (rest.find(".intermediate.dense.") == 0) v = v.narrow(0, 0, shape.ffn);
-    if (rest == ".output.dense.weight") v = v.narrow(1, 0, shape.ffn);
-    w["encoder.layer." + std::to_string(pos - layers.begin()) + rest] = v.contiguous();
-  }
-  BertModel extracted(small, true);
-  load_state(*extracted, w, "extracted");
-  extracted->eval();
-  at::NoGradGuard no_grad;
-  Encoded a = full->forward(golden_batch(), subnet);
-  Encoded b = extracted->forward(golden_batch());
-  ASSERT_EQ(a.hidden_states.size(), b.hidden_states.size());
-  for (size_t i = 0; i < a.hidden_states.size(); ++i)
-    EXPECT_LE(max_diff(a.hidden_states[i], b.hidden_states[i]), 1e-5) << i;
-  EXPECT_LE(max_diff(a.pooled, b.pooled), 1e-5);
-  // And the sub-network differs from the full model (the test would be vacuous otherwise).
-  EXPECT_GT(max_diff(a.last(), full->forward(golden_batch()).last()), 1e-2);
-}
-
 // ---- Training behaviour -------------------------------------------------------------------------
 
 TEST(Model, DropoutOnlyInTrainMode) {

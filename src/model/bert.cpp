@@ -126,7 +126,8 @@ at::Tensor attention_bias(const Batch& batch) {
 }
 
 at::Tensor multi_head_attention(const at::Tensor& qkv, const at::Tensor& head_bias, int64_t h,
-                                int64_t d, double dropout, bool train) {
+                                int64_t d, double dropout, bool train,
+                                const at::Tensor& head_scale) {
   const int64_t B = qkv.size(0), T = qkv.size(1);
   const at::Tensor parts = qkv.view({B, T, 3, h, d}).permute({2, 0, 3, 1, 4});  // (3, B, h, T, d)
   const at::Tensor q = parts[0].reshape({B * h, T, d});
@@ -137,6 +138,8 @@ at::Tensor multi_head_attention(const at::Tensor& qkv, const at::Tensor& head_bi
   at::Tensor scores = head_bias.defined() ? at::baddbmm(head_bias, q, k.transpose(1, 2), 1.0, scale)
                                           : at::bmm(q, k.transpose(1, 2)).mul_(scale);
   at::Tensor probs = at::dropout(at::softmax(scores, -1), dropout, train);
+  if (head_scale.defined())
+    probs = (probs.view({B, h, T, T}) * head_scale.view({1, h, 1, 1})).view({B * h, T, T});
   return at::bmm(probs, v).view({B, h, T, d}).transpose(1, 2).reshape({B, T, h * d});
 }
 
@@ -226,8 +229,8 @@ struct BertLayerImpl : torch::nn::Module {
   }
 
   // x: (B, T, H); mask_bias: (B*heads, 1, T) additive, or undefined when nothing is padded.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& mask_bias,
-                     const LayerShape& shape) const {
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& mask_bias, const LayerShape& shape,
+                     const at::Tensor& head_scale) const {
     const bool train = is_training();
     const int64_t h = shape.heads, inner = h * head_size;
     auto& sa = *attention->self;
@@ -237,7 +240,7 @@ struct BertLayerImpl : torch::nn::Module {
         at::cat({rows(sa.query->weight), rows(sa.key->weight), rows(sa.value->weight)});
     const at::Tensor b = at::cat({rows(sa.query->bias), rows(sa.key->bias), rows(sa.value->bias)});
     const at::Tensor context = multi_head_attention(at::linear(x, w, b), mask_bias, h, head_size,
-                                                    attention_dropout, train);
+                                                    attention_dropout, train, head_scale);
 
     auto& ao = *attention->output;
     at::Tensor attn =
@@ -297,7 +300,9 @@ Encoded BertModelImpl::forward(const Batch& batch, const SubNet& subnet) const {
     // The mask repeated per head, in the (B*heads, 1, T) layout of the batched products.
     const at::Tensor layer_mask =
         mask_bias.defined() ? mask_bias.repeat_interleave(shape.heads, 0) : mask_bias;
-    x = layers[static_cast<size_t>(l)]->forward(x, layer_mask, shape);
+    const at::Tensor head_scale =
+        head_mask.defined() ? head_mask[l].narrow(0, 0, shape.heads) : at::Tensor();
+    x = layers[static_cast<size_t>(l)]->forward(x, layer_mask, shape, head_scale);
     out.hidden_states.push_back(x);
   }
   if (pooler) out.pooled = pooler->forward(x);

@@ -24,11 +24,13 @@ namespace fs = std::filesystem;
 namespace slimbert {
 namespace {
 
-struct EncodedTask {
-  std::vector<Encoding> inputs;
-  std::vector<int64_t> labels;  // class index
-  std::vector<double> values;   // regression targets
-};
+std::string join_labels(const std::vector<std::string>& labels) {
+  std::string s;
+  for (const auto& l : labels) s += (s.empty() ? "" : ", ") + l;
+  return s;
+}
+
+}  // namespace
 
 EncodedTask encode_task(const Tokenizer& tokenizer, const TaskSpec& spec, const TaskData& data,
                         int64_t max_length, bool need_labels) {
@@ -72,14 +74,6 @@ at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data,
   for (size_t i = begin; i < end; ++i) l.push_back(data.labels[idx[i]]);
   return at::cross_entropy_loss(logits, at::tensor(l));
 }
-
-std::string join_labels(const std::vector<std::string>& labels) {
-  std::string s;
-  for (const auto& l : labels) s += (s.empty() ? "" : ", ") + l;
-  return s;
-}
-
-}  // namespace
 
 TaskSpec task_for_model(const BertConfig& config, const std::string& task,
                         const std::string& data_dir, bool skip_bad_rows) {

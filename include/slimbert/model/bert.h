@@ -118,6 +118,8 @@ struct BertModelImpl : torch::nn::Module {
   BertEmbeddings embeddings{nullptr};
   BertEncoder encoder{nullptr};
   BertPooler pooler{nullptr};  // null without a pooling layer
+  // (layers, heads) multipliers of the attention probabilities, or undefined (none).
+  at::Tensor head_mask;
 
  private:
   BertConfig config_;
@@ -164,9 +166,12 @@ TORCH_MODULE(BertForSequenceClassification);
 at::Tensor attention_bias(const Batch& batch);
 // Multi-head attention from packed projections qkv (B, T, 3 * heads * head_size) laid out
 // [Q | K | V]; `head_bias` is attention_bias repeated per head (B * heads, 1, T) or undefined.
+// `head_scale` (heads), when defined, multiplies each head's attention probabilities (HF's
+// head_mask; DynaBERT's head importance is the gradient with respect to it).
 // Returns the context (B, T, heads * head_size).
 at::Tensor multi_head_attention(const at::Tensor& qkv, const at::Tensor& head_bias, int64_t heads,
-                                int64_t head_size, double dropout, bool train);
+                                int64_t head_size, double dropout, bool train,
+                                const at::Tensor& head_scale = {});
 
 // Activation by HF name (gelu = exact erf GELU).
 at::Tensor activation(const at::Tensor& x, const std::string& name);

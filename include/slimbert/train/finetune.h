@@ -46,6 +46,21 @@ struct FinetuneResult {
 
 FinetuneResult finetune(const FinetuneOptions& options);
 
+// A split tokenized, with class indices (or regression targets) in example order.
+struct EncodedTask {
+  std::vector<Encoding> inputs;
+  std::vector<int64_t> labels;  // class index
+  std::vector<double> values;   // regression targets
+};
+EncodedTask encode_task(const Tokenizer& tokenizer, const TaskSpec& spec, const TaskData& data,
+                        int64_t max_length, bool need_labels);
+// Rows order[begin, end) as one padded batch.
+Batch batch_of(const std::vector<Encoding>& enc, const std::vector<size_t>& order, size_t begin,
+               size_t end, int64_t pad_id);
+// Cross-entropy (or MSE for regression) of `logits` against rows idx[begin, end).
+at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data,
+                     const std::vector<size_t>& idx, size_t begin, size_t end, bool regression);
+
 // Scores `model` on a split; the label order is the model's id2label.
 EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer,
                          const TaskSpec& spec, const std::string& split, int64_t max_length,

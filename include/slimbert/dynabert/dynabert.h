@@ -1,0 +1,60 @@
+// DynaBERT (ALGORITHMS.md Part B): one task model that runs at any (width, depth).
+//
+// Rewiring sorts each layer's heads and FFN neurons by importance so that width w keeps the
+// first round(w * heads) heads and the matching share of neurons (the model's SubNet slicing);
+// static export turns any sub-network into an ordinary HF checkpoint.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "slimbert/io/tensor_io.h"
+#include "slimbert/model/bert.h"
+#include "slimbert/train/finetune.h"
+
+namespace slimbert {
+
+// ---- Static export (§B.10) --------------------------------------------------------------------
+
+// The weights of `subnet` as a standalone model: kept layers re-indexed, the first heads
+// (the rest listed in pruned_heads, as HF stores pruned models) and FFN neurons; embeddings,
+// LayerNorms, pooler and heads unchanged. Accepts base-model or head-model tensor names.
+std::pair<BertConfig, TensorMap> extract_subnet(const BertConfig& config, const TensorMap& weights,
+                                                const SubNet& subnet);
+// Reads checkpoint `model_dir` and writes the static sub-network to `out` (atomically).
+BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet,
+                         const std::string& out);
+
+// ---- Importance and rewiring (§B.4) -----------------------------------------------------------
+
+struct Importance {
+  at::Tensor heads;    // (layers, heads): sum over batches of |dL / d head_mask|
+  at::Tensor neurons;  // (layers, intermediate): first-order Taylor scores
+};
+
+struct ImportanceOptions {
+  // The reference never zeroes gradients between batches, so each batch adds the absolute value
+  // of the cumulative gradient; false scores each batch's own gradient.
+  bool cumulative_gradients = true;
+};
+
+// Scores heads and FFN neurons of `model` (eval mode, no dropout) with the task loss over
+// `batches` of `data`'s rows (`order` in batches of `batch_size`).
+Importance compute_importance(BertForSequenceClassification& model, const EncodedTask& data,
+                              bool regression, int64_t batch_size, int64_t pad_id,
+                              const ImportanceOptions& options = {});
+
+// Permutes every layer's heads (Q/K/V rows, attention-output columns) and FFN neurons
+// (intermediate rows, output columns) into descending importance. The full model's function is
+// unchanged; prefixes of the new order are the most important heads and neurons.
+void rewire(BertModel& model, const Importance& importance);
+
+// The orders rewire applies: per layer, head and neuron indices by descending importance
+// (stable: ties keep their index order).
+std::vector<at::Tensor> head_order(const Importance& importance);
+std::vector<at::Tensor> neuron_order(const Importance& importance);
+
+}  // namespace slimbert

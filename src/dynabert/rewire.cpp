@@ -1,0 +1,189 @@
+// Head and neuron importance, rewiring, and static export of sub-networks.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <optional>
+
+#include "slimbert/core/error.h"
+#include "slimbert/core/fs.h"
+#include "slimbert/dynabert/dynabert.h"
+#include "slimbert/io/checkpoint.h"
+
+namespace slimbert {
+namespace {
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
+
+// Named parameters of `module` by name.
+std::map<std::string, at::Tensor> params_of(torch::nn::Module& module) {
+  std::map<std::string, at::Tensor> out;
+  for (auto& p : module.named_parameters()) out[p.key()] = p.value();
+  return out;
+}
+
+std::string layer_name(int64_t l, const std::string& rest) {
+  return "encoder.layer." + std::to_string(l) + "." + rest;
+}
+
+void require_unpruned(const BertConfig& c, const char* what) {
+  if (!c.pruned_heads.empty())
+    fail(what, " needs a model without pruned heads (config.json lists pruned_heads)");
+}
+
+}  // namespace
+
+// ---- Static export ----------------------------------------------------------------------------
+
+std::pair<BertConfig, TensorMap> extract_subnet(const BertConfig& c, const TensorMap& weights,
+                                                const SubNet& subnet) {
+  require_unpruned(c, "sub-network export");
+  const std::vector<int64_t> layers = kept_layers(c.num_hidden_layers, subnet.depth);
+  const LayerShape shape = layer_shape(c, 0, subnet.width);
+  const int64_t inner = shape.heads * shape.head_size;
+
+  BertConfig out = c;
+  out.num_hidden_layers = static_cast<int64_t>(layers.size());
+  out.intermediate_size = shape.ffn;
+  for (int64_t l = 0; l < out.num_hidden_layers; ++l)
+    for (int64_t h = shape.heads; h < c.num_attention_heads; ++h) out.pruned_heads[l].insert(h);
+
+  TensorMap w;
+  for (const auto& [name, t] : weights) {
+    const std::string prefix = starts_with(name, "bert.encoder.layer.") ? "bert." : "";
+    if (!starts_with(name, prefix + "encoder.layer.")) {
+      w[name] = t;
+      continue;
+    }
+    const size_t start = prefix.size() + 14, dot = name.find('.', start);
+    const int64_t layer = std::stoll(name.substr(start, dot - start));
+    const auto pos = std::find(layers.begin(), layers.end(), layer);
+    if (pos == layers.end()) continue;
+    const std::string rest = name.substr(dot);
+    at::Tensor v = t;
+    if (starts_with(rest, ".attention.self.")) v = v.narrow(0, 0, inner);
+    if (rest == ".attention.output.dense.weight") v = v.narrow(1, 0, inner);
+    if (starts_with(rest, ".intermediate.dense.")) v = v.narrow(0, 0, shape.ffn);
+    if (rest == ".output.dense.weight") v = v.narrow(1, 0, shape.ffn);
+    w[prefix + "encoder.layer." + std::to_string(pos - layers.begin()) + rest] = v.contiguous();
+  }
+  return {out, w};
+}
+
+BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet,
+                         const std::string& out) {
+  const BertConfig config = load_config_dir(model_dir);
+  auto [small, weights] = extract_subnet(config, load_weights(model_dir), subnet);
+  // The tokenizer travels with the model when the source has one (weights-only dirs export too).
+  std::optional<Tokenizer> tokenizer;
+  if (std::filesystem::exists(std::filesystem::path(model_dir) / "vocab.txt")) {
+    tokenizer = Tokenizer::from_dir(model_dir);
+    if (tokenizer->vocab().size() != small.vocab_size)
+      fail(model_dir, ": tokenizer vocabulary has ", tokenizer->vocab().size(),
+           " tokens, config vocab_size is ", small.vocab_size);
+  }
+  write_dir_atomic(out, [&](const std::string& staging) {
+    small.save(staging + "/config.json");
+    save_weights(staging, weights, DType::F32, 0);
+    if (tokenizer) tokenizer->save(staging);
+  });
+  return small;
+}
+
+// ---- Importance -------------------------------------------------------------------------------
+
+Importance compute_importance(BertForSequenceClassification& model, const EncodedTask& data,
+                              bool regression, int64_t batch_size, int64_t pad_id,
+                              const ImportanceOptions& options) {
+  const BertConfig& c = model->bert->config();
+  require_unpruned(c, "importance scoring");
+  model->eval();  // as the reference: from_pretrained leaves the model in eval mode
+  auto params = params_of(*model->bert);
+  Importance imp{at::zeros({c.num_hidden_layers, c.num_attention_heads}),
+                 at::zeros({c.num_hidden_layers, c.intermediate_size})};
+  at::Tensor head_mask = at::ones({c.num_hidden_layers, c.num_attention_heads});
+  head_mask.set_requires_grad(true);
+  model->bert->head_mask = head_mask;
+  for (auto& p : model->parameters())
+    if (p.grad().defined()) p.mutable_grad().zero_();
+
+  std::vector<size_t> order(data.inputs.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  const size_t B = static_cast<size_t>(batch_size);
+  for (size_t begin = 0; begin < order.size(); begin += B) {
+    const size_t end = std::min(order.size(), begin + B);
+    if (!options.cumulative_gradients) {
+      for (auto& p : model->parameters())
+        if (p.grad().defined()) p.mutable_grad().zero_();
+      if (head_mask.grad().defined()) head_mask.mutable_grad().zero_();
+    }
+    const at::Tensor logits = model->forward(batch_of(data.inputs, order, begin, end, pad_id));
+    task_loss(logits, data, order, begin, end, regression).backward();
+    at::NoGradGuard no_grad;
+    imp.heads += head_mask.grad().abs();
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      const at::Tensor& w1 = params.at(layer_name(l, "intermediate.dense.weight"));
+      const at::Tensor& b1 = params.at(layer_name(l, "intermediate.dense.bias"));
+      const at::Tensor& w2 = params.at(layer_name(l, "output.dense.weight"));
+      const at::Tensor in = (w1 * w1.grad()).sum(1) + b1 * b1.grad();
+      const at::Tensor out = (w2 * w2.grad()).sum(0);
+      imp.neurons[l] += in.abs() + out.abs();
+    }
+  }
+  model->bert->head_mask = at::Tensor();
+  for (auto& p : model->parameters())
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  return imp;
+}
+
+// ---- Rewiring ---------------------------------------------------------------------------------
+
+namespace {
+
+std::vector<at::Tensor> descending(const at::Tensor& scores) {
+  std::vector<at::Tensor> out;
+  for (int64_t l = 0; l < scores.size(0); ++l)
+    out.push_back(std::get<1>(at::sort(scores[l], /*stable=*/true, 0, /*descending=*/true)));
+  return out;
+}
+
+}  // namespace
+
+std::vector<at::Tensor> head_order(const Importance& importance) {
+  return descending(importance.heads);
+}
+std::vector<at::Tensor> neuron_order(const Importance& importance) {
+  return descending(importance.neurons);
+}
+
+void rewire(BertModel& model, const Importance& importance) {
+  const BertConfig& c = model->config();
+  require_unpruned(c, "rewiring");
+  const int64_t d = c.attention_head_size();
+  auto params = params_of(*model);
+  const auto heads = head_order(importance), neurons = neuron_order(importance);
+  at::NoGradGuard no_grad;
+  auto permute = [&](const std::string& name, int64_t dim, const at::Tensor& idx) {
+    at::Tensor& p = params.at(name);
+    p.copy_(p.index_select(dim, idx));
+  };
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    // Head h's rows are [h d, (h + 1) d).
+    const at::Tensor rows =
+        (heads[static_cast<size_t>(l)].unsqueeze(1) * d + at::arange(d, at::kLong).unsqueeze(0))
+            .reshape(-1);
+    for (const char* m : {"query", "key", "value"}) {
+      permute(layer_name(l, std::string("attention.self.") + m + ".weight"), 0, rows);
+      permute(layer_name(l, std::string("attention.self.") + m + ".bias"), 0, rows);
+    }
+    permute(layer_name(l, "attention.output.dense.weight"), 1, rows);
+    const at::Tensor& n = neurons[static_cast<size_t>(l)];
+    permute(layer_name(l, "intermediate.dense.weight"), 0, n);
+    permute(layer_name(l, "intermediate.dense.bias"), 0, n);
+    permute(layer_name(l, "output.dense.weight"), 1, n);
+  }
+}
+
+}  // namespace slimbert

@@ -1,0 +1,165 @@
+// DynaBERT: static export equals dynamic slicing at every grid point (and reloads through the
+// HF-format loader), head importance against finite differences, rewiring keeps the full
+// model's function, and the importance order does not depend on the initial order.
+#include <ATen/ATen.h>
+
+#include "slimbert/dynabert/dynabert.h"
+#include "slimbert/io/checkpoint.h"
+#include "test_util.h"
+
+namespace slimbert {
+namespace {
+
+using test::TempDir;
+
+const std::string& model_dir() {
+  static const std::string dir = test::fixture("hf/model");  // 2 layers, 4 heads, 3 labels
+  return dir;
+}
+
+Batch golden_batch() {
+  static const TensorMap g = load_safetensors(test::fixture("hf/model/outputs.safetensors"));
+  return Batch{g.at("input_ids"), g.at("token_type_ids"), g.at("attention_mask")};
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  return (a - b).abs().max().item<double>();
+}
+
+TEST(DynaBert, StaticExportEqualsDynamicSliceAtEveryGridPoint) {
+  BertForSequenceClassification full = load_classifier(model_dir());
+  const BertConfig& c = full->bert->config();
+  const TensorMap weights = load_weights(model_dir());
+  at::NoGradGuard no_grad;
+  const at::Tensor full_logits = full->forward(golden_batch());
+  for (double w : {1.0, 0.75, 0.5, 0.25})
+    for (double d : {1.0, 0.75, 0.5}) {
+      const SubNet subnet{w, d};
+      auto [small, small_weights] = extract_subnet(c, weights, subnet);
+      EXPECT_EQ(small.num_hidden_layers,
+                static_cast<int64_t>(kept_layers(c.num_hidden_layers, d).size()));
+      EXPECT_EQ(small.heads_in_layer(0), kept_heads(4, w));
+      BertForSequenceClassification extracted(small);
+      load_state(*extracted, small_weights, "extracted");
+      extracted->eval();
+      const Encoded a = full->bert->forward(golden_batch(), subnet);
+      const Encoded b = extracted->bert->forward(golden_batch());
+      ASSERT_EQ(a.hidden_states.size(), b.hidden_states.size());
+      for (size_t i = 0; i < a.hidden_states.size(); ++i)
+        EXPECT_LE(max_diff(a.hidden_states[i], b.hidden_states[i]), 1e-5) << w << " " << d;
+      const at::Tensor logits = full->logits(a);
+      EXPECT_LE(max_diff(logits, extracted->logits(b)), 1e-5) << w << " " << d;
+      // Smaller sub-networks do differ from the full model (else the test would be vacuous);
+      // with 2 layers, depth 0.75 keeps round(1.5) = 2 of them.
+      if (small.num_hidden_layers < 2 || small.heads_in_layer(0) < 4) {
+        EXPECT_GT(max_diff(logits, full_logits), 1e-4) << w << " " << d;
+      }
+    }
+  // Through the files: config.json with pruned_heads and the new sizes, loaded by the HF loader.
+  TempDir dir;
+  export_subnet(model_dir(), SubNet{0.5, 0.5}, dir / "w05-d05");
+  const BertConfig saved = load_config_dir(dir / "w05-d05");
+  EXPECT_EQ(saved.num_hidden_layers, 1);
+  EXPECT_EQ(saved.intermediate_size, 128);
+  EXPECT_EQ(saved.pruned_heads.at(0), (std::set<int64_t>{2, 3}));
+  BertForSequenceClassification reloaded = load_classifier(dir / "w05-d05");
+  EXPECT_LE(
+      max_diff(reloaded->forward(golden_batch()), full->forward(golden_batch(), SubNet{0.5, 0.5})),
+      1e-5);
+}
+
+// A small labelled set over the fixture vocabulary: random ids, 3 classes.
+EncodedTask random_task(int64_t n, uint64_t seed) {
+  at::manual_seed(seed);
+  EncodedTask t;
+  for (int64_t i = 0; i < n; ++i) {
+    Encoding e;
+    const int64_t len = 6 + i % 9;
+    const at::Tensor ids = at::randint(5, 1000, {len}, at::kLong);
+    e.input_ids.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + len);
+    e.token_type_ids.assign(static_cast<size_t>(len), 0);
+    e.attention_mask.assign(static_cast<size_t>(len), 1);
+    t.inputs.push_back(e);
+    t.labels.push_back(i % 3);
+  }
+  return t;
+}
+
+double loss_of(BertForSequenceClassification& model, const EncodedTask& task) {
+  std::vector<size_t> order(task.inputs.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  at::NoGradGuard no_grad;
+  const at::Tensor logits = model->forward(batch_of(task.inputs, order, 0, order.size(), 0));
+  return task_loss(logits, task, order, 0, order.size(), false).item<double>();
+}
+
+TEST(DynaBert, HeadImportanceIsTheGradientOfTheLossWrtTheHeadMask) {
+  BertForSequenceClassification model = load_classifier(model_dir());
+  const EncodedTask task = random_task(12, 1);
+  // One batch: the importance is |dL/dmask| exactly.
+  const Importance imp = compute_importance(model, task, false, 12, 0);
+  const double eps = 1e-2;
+  for (int64_t l = 0; l < 2; ++l)
+    for (int64_t h = 0; h < 4; ++h) {
+      at::Tensor mask = at::ones({2, 4});
+      mask[l][h] = 1 + eps;
+      model->bert->head_mask = mask;
+      const double up = loss_of(model, task);
+      mask[l][h] = 1 - eps;
+      const double down = loss_of(model, task);
+      model->bert->head_mask = at::Tensor();
+      EXPECT_NEAR(imp.heads[l][h].item<double>(), std::abs(up - down) / (2 * eps), 2e-3)
+          << l << " " << h;
+    }
+  EXPECT_GT(imp.heads.min().item<double>(), 0.0);
+  EXPECT_GT(imp.neurons.min().item<double>(), 0.0);
+  // Several batches with the reference's cumulative gradients add |g1| + |g1 + g2| + ...; with
+  // per-batch gradients |g1| + |g2| + ...: the two differ.
+  const Importance cumulative = compute_importance(model, task, false, 4, 0);
+  const Importance per_batch = compute_importance(model, task, false, 4, 0, {false});
+  EXPECT_GT(max_diff(cumulative.heads, per_batch.heads), 1e-6);
+}
+
+TEST(DynaBert, RewiringKeepsTheFullModelAndPutsImportantUnitsFirst) {
+  BertForSequenceClassification model = load_classifier(model_dir());
+  const EncodedTask task = random_task(24, 2);
+  at::NoGradGuard no_grad;
+  const at::Tensor before = model->forward(golden_batch());
+  const at::Tensor half_before = model->forward(golden_batch(), SubNet{0.5, 1.0});
+  Importance imp;
+  {
+    at::GradMode::set_enabled(true);
+    imp = compute_importance(model, task, false, 8, 0);
+    at::GradMode::set_enabled(false);
+  }
+  rewire(model->bert, imp);
+  EXPECT_LE(max_diff(model->forward(golden_batch()), before), 1e-5);
+  // After rewiring, the importance of the new order is descending.
+  at::GradMode::set_enabled(true);
+  const Importance after = compute_importance(model, task, false, 8, 0);
+  at::GradMode::set_enabled(false);
+  for (int64_t l = 0; l < 2; ++l) {
+    EXPECT_TRUE(at::allclose(after.heads[l], std::get<0>(imp.heads[l].sort(0, true)), 1e-4, 1e-6));
+    EXPECT_TRUE(
+        at::allclose(after.neurons[l], std::get<0>(imp.neurons[l].sort(0, true)), 1e-3, 1e-6));
+  }
+  // Width 0.5 now keeps other (the important) heads.
+  EXPECT_GT(max_diff(model->forward(golden_batch(), SubNet{0.5, 1.0}), half_before), 1e-5);
+}
+
+TEST(DynaBert, ImportanceOrderIsInvariantToAPrePermutation) {
+  const EncodedTask task = random_task(24, 3);
+  BertForSequenceClassification a = load_classifier(model_dir());
+  BertForSequenceClassification b = load_classifier(model_dir());
+  // Scramble b's heads and neurons with a random "importance".
+  at::manual_seed(9);
+  rewire(b->bert, Importance{at::rand({2, 4}), at::rand({2, 256})});
+  rewire(a->bert, compute_importance(a, task, false, 8, 0));
+  rewire(b->bert, compute_importance(b, task, false, 8, 0));
+  const TensorMap wa = state_dict(*a), wb = state_dict(*b);
+  for (const auto& [name, t] : wa) EXPECT_TRUE(at::allclose(t, wb.at(name), 1e-5, 1e-6)) << name;
+}
+
+}  // namespace
+}  // namespace slimbert
