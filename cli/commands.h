@@ -16,5 +16,6 @@ void add_pretrain(CLI::App& app);
 void add_finetune(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_wid(CLI::App& app);
+void add_dynabert(CLI::App& app);
 
 }  // namespace slimbert::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   slimbert::cli::add_finetune(app);
   slimbert::cli::add_eval(app);
   slimbert::cli::add_wid(app);
+  slimbert::cli::add_dynabert(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
