@@ -3,7 +3,15 @@
 // model's function, and the importance order does not depend on the initial order.
 #include <ATen/ATen.h>
 
+#include <random>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include "slimbert/dynabert/dynabert.h"
+
+#include "mlm_world.h"
+#include "slimbert/core/fs.h"
 #include "slimbert/io/checkpoint.h"
 #include "test_util.h"
 
@@ -159,6 +167,158 @@ TEST(DynaBert, ImportanceOrderIsInvariantToAPrePermutation) {
   rewire(b->bert, compute_importance(b, task, false, 8, 0));
   const TensorMap wa = state_dict(*a), wb = state_dict(*b);
   for (const auto& [name, t] : wa) EXPECT_TRUE(at::allclose(t, wb.at(name), 1e-5, 1e-6)) << name;
+}
+
+TEST(DynaBert, DistillationTargetsFollowTheReferenceMapping) {
+  EXPECT_EQ(distillation_targets(12, 1.0),
+            (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+  EXPECT_EQ(distillation_targets(12, 0.75), (std::vector<int64_t>{0, 1, 2, 4, 5, 6, 8, 9, 10, 12}));
+  EXPECT_EQ(distillation_targets(12, 0.5), (std::vector<int64_t>{0, 2, 4, 6, 8, 10, 12}));
+}
+
+// A learnable two-class task over the synthetic world's words, a teacher fine-tuned on it, and
+// its rewired copy.
+struct TaskWorld {
+  std::string data, teacher, rewired;
+  TaskWorld() {
+    const test::World& w = test::world();
+    data = w.dir / "dyna-task";
+    std::filesystem::create_directories(data);
+    std::mt19937 rng(4);
+    for (const auto& [split, n] : {std::pair{"train", 160}, std::pair{"dev", 48}}) {
+      std::string tsv = "sentence\tlabel\n";
+      for (int i = 0; i < n; ++i) {
+        std::string text;
+        int low = 0, high = 0;
+        for (int k = 0; k < 8; ++k) {
+          const int word = static_cast<int>(rng() % 20);
+          (word < 10 ? low : high) += 1;
+          text += (k ? " w" : "w") + std::to_string(word);
+        }
+        tsv += text + "\t" + (low > high ? "low" : "high") + "\n";
+      }
+      write_file_atomic(data + "/" + split + ".tsv", tsv);
+    }
+    FinetuneOptions f;
+    f.model_dir = w.init;
+    f.task = "tsv";
+    f.data_dir = data;
+    f.out_dir = w.dir / "dyna-teacher";
+    f.epochs = 4;
+    f.batch_size = 16;
+    f.max_length = 16;
+    f.lr = 3e-3;
+    f.log_every = 20;
+    finetune(f);
+    teacher = f.out_dir + "/best";
+    BertForSequenceClassification model = load_classifier(teacher);
+    const TaskSpec spec = task_for_model(model->bert->config(), "tsv", data);
+    const Tokenizer tokenizer = Tokenizer::from_dir(teacher);
+    const EncodedTask enc = encode_task(tokenizer, spec, spec.load("train"), 16, true);
+    rewire(model->bert, compute_importance(model, enc, false, 16, 0));
+    rewired = w.dir / "dyna-rewired";
+    save_checkpoint(rewired, model->bert->config(), *model, tokenizer);
+  }
+};
+
+const TaskWorld& task_world() {
+  static TaskWorld w;
+  return w;
+}
+
+DynaTrainOptions stage_options(DynaStage stage, const std::string& student,
+                               const std::string& teacher, const std::string& out) {
+  DynaTrainOptions o;
+  o.stage = stage;
+  o.teacher_dir = teacher;
+  o.train.model_dir = student;
+  o.train.task = "tsv";
+  o.train.data_dir = task_world().data;
+  o.train.out_dir = test::world().dir / out;
+  o.train.epochs = 1;
+  o.train.batch_size = 16;
+  o.train.max_length = 16;
+  o.train.lr = 1e-3;
+  o.train.warmup_fraction = 0;
+  o.train.log_every = 5;
+  o.train.eval_every = 5;
+  o.lambda2 = stage == DynaStage::kWidth ? 0.1 : 1.0;
+  return o;
+}
+
+std::vector<nlohmann::json> metrics_of(const std::string& out) {
+  std::vector<nlohmann::json> rows;
+  std::ifstream in(out + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) rows.push_back(nlohmann::json::parse(line));
+  return rows;
+}
+
+TEST(DynaBert, StagesRunEndToEndAndReportEverySubNetwork) {
+  const TaskWorld& tw = task_world();
+  const DynaTrainOptions w = stage_options(DynaStage::kWidth, tw.rewired, tw.teacher, "dyna-w");
+  const FinetuneResult r1 = dynabert_train(w);
+  ASSERT_TRUE(r1.finished);
+  // Stage 1: four widths at full depth, each logged and scored on dev; best by their sum.
+  bool saw_losses = false, saw_dev = false;
+  for (const auto& row : metrics_of(w.train.out_dir)) {
+    if (row.contains("loss_w0.25_d1")) {
+      saw_losses = true;
+      EXPECT_TRUE(row.contains("loss_w1_d1"));
+      EXPECT_FALSE(row.contains("loss_w1_d0.5"));
+    }
+    if (row.contains("w0.5_d1") && row.contains("main")) {
+      saw_dev = true;
+      double sum = 0;
+      for (const char* k : {"w1_d1", "w0.75_d1", "w0.5_d1", "w0.25_d1"})
+        sum += row.at(k).get<double>();
+      EXPECT_NEAR(row.at("main").get<double>(), sum, 1e-9);
+    }
+  }
+  EXPECT_TRUE(saw_losses);
+  EXPECT_TRUE(saw_dev);
+  const std::string dyna_w = w.train.out_dir + "/best";
+  ASSERT_TRUE(std::filesystem::exists(dyna_w + "/model.safetensors"));
+
+  // Stage 2 from DynaBERT_W with it as the teacher (both variants), then stage 3.
+  DynaTrainOptions wd = stage_options(DynaStage::kWidthDepth, dyna_w, dyna_w, "dyna-wd");
+  ASSERT_TRUE(dynabert_train(wd).finished);
+  bool saw_depth = false;
+  for (const auto& row : metrics_of(wd.train.out_dir)) saw_depth |= row.contains("loss_w0.25_d0.5");
+  EXPECT_TRUE(saw_depth);
+  DynaTrainOptions paper = stage_options(DynaStage::kWidthDepth, dyna_w, dyna_w, "dyna-wd-paper");
+  paper.same_width_teacher = true;
+  ASSERT_TRUE(dynabert_train(paper).finished);
+  const TensorMap a = load_weights(wd.train.out_dir + "/model");
+  const TensorMap b = load_weights(paper.train.out_dir + "/model");
+  EXPECT_FALSE(at::equal(a.at("classifier.weight"), b.at("classifier.weight")));
+  DynaTrainOptions ft =
+      stage_options(DynaStage::kFinetune, wd.train.out_dir + "/best", "", "dyna-ft");
+  ASSERT_TRUE(dynabert_train(ft).finished);
+}
+
+TEST(DynaBert, ResumedStageEqualsUninterruptedStage) {
+  const TaskWorld& tw = task_world();
+  DynaTrainOptions straight =
+      stage_options(DynaStage::kWidthDepth, tw.rewired, tw.teacher, "dyna-straight");
+  ASSERT_TRUE(dynabert_train(straight).finished);
+  DynaTrainOptions split =
+      stage_options(DynaStage::kWidthDepth, tw.rewired, tw.teacher, "dyna-split");
+  split.train.stop_after = 4;
+  EXPECT_FALSE(dynabert_train(split).finished);
+  split.train.stop_after = 0;
+  split.train.resume = true;
+  ASSERT_TRUE(dynabert_train(split).finished);
+  const TensorMap a = load_weights(straight.train.out_dir + "/model");
+  const TensorMap b = load_weights(split.train.out_dir + "/model");
+  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+}
+
+TEST(DynaBert, TeacherMustMatchTheStudent) {
+  DynaTrainOptions o =
+      stage_options(DynaStage::kWidth, task_world().rewired, model_dir(), "dyna-bad");
+  EXPECT_ERROR_CONTAINS(dynabert_train(o), ("does not match the student"));
+  o.teacher_dir.clear();
+  EXPECT_ERROR_CONTAINS(dynabert_train(o), ("a teacher is required"));
 }
 
 }  // namespace

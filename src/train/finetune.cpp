@@ -129,6 +129,120 @@ EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& 
   return r;
 }
 
+FinetuneResult run_task_training(const std::string& what, const FinetuneOptions& o,
+                                 torch::nn::Module& model, const BertConfig& config,
+                                 const Tokenizer& tokenizer, AdamW& optimizer,
+                                 const EncodedTask& train, const TaskTrainHooks& hooks) {
+  require_writable_dir(o.out_dir);
+  const std::string resume_dir = o.resume ? latest_checkpoint(o.out_dir) : "";
+  if (o.resume && resume_dir.empty())
+    std::cerr << what << ": --resume: no checkpoint in " << o.out_dir
+              << "/checkpoints, starting fresh\n";
+  model.train();
+  const int64_t per_epoch =
+      (static_cast<int64_t>(train.inputs.size()) + o.batch_size - 1) / o.batch_size;
+  const int64_t total = per_epoch * o.epochs;
+  const int64_t warmup = static_cast<int64_t>(o.warmup_fraction * static_cast<double>(total));
+  int64_t step = 0, epoch = 0, offset = 0;
+  FinetuneResult result;
+  double best = -std::numeric_limits<double>::infinity();
+  if (!resume_dir.empty()) {
+    load_state(model, load_weights(resume_dir), weights_path(resume_dir));
+    const nlohmann::json c = load_training_state(resume_dir, optimizer);
+    step = c.at("step").get<int64_t>();
+    epoch = c.at("epoch").get<int64_t>();
+    offset = c.at("offset").get<int64_t>();
+    // No dev evaluation yet: -inf, which JSON stores as null.
+    if (!c.at("best").is_null()) best = c.at("best").get<double>();
+    result.best_step = c.at("best_step").get<int64_t>();
+    std::cerr << what << ": resumed from " << resume_dir << " at step " << step << "\n";
+  }
+  auto order_for = [&](int64_t ep) {
+    std::vector<size_t> idx(train.inputs.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::mt19937_64 rng(mix_seed(o.seed, static_cast<uint64_t>(ep), 7));
+    std::shuffle(idx.begin(), idx.end(), rng);
+    return idx;
+  };
+  std::vector<size_t> order = order_for(epoch);
+
+  Progress progress(what, total, (fs::path(o.out_dir) / "metrics.jsonl").string(), step);
+  const double peak = measure_matmul_gflops() * 1e9;
+  double loss_sum = 0, flops = 0;
+  int64_t loss_n = 0, tokens = 0;
+  const int64_t first_step = step;
+  auto evaluate_dev = [&]() {
+    const std::map<std::string, double> dev = hooks.evaluate_dev();
+    progress.event(step, "dev", dev);
+    if (dev.at("main") > best) {
+      best = dev.at("main");
+      result.best_step = step;
+      result.best_dev.metrics = dev;
+      save_checkpoint((fs::path(o.out_dir) / "best").string(), config, model, tokenizer);
+    }
+  };
+  while (step < total) {
+    if (offset >= static_cast<int64_t>(order.size())) {
+      ++epoch;
+      offset = 0;
+      order = order_for(epoch);
+    }
+    const size_t b = static_cast<size_t>(offset);
+    const size_t e = std::min(order.size(), b + static_cast<size_t>(o.batch_size));
+    const Batch batch = batch_of(train.inputs, order, b, e, tokenizer.pad_id());
+    optimizer.zero_grad();
+    const double l = hooks.loss_and_backward(batch, order, b, e);
+    if (!std::isfinite(l))
+      fail(what, ": loss became ", l, " at step ", step + 1, "; try a lower --lr");
+    const double norm = clip_grad_norm(model, o.clip);
+    const double scale = linear_schedule(step, warmup, total);
+    optimizer.step(scale);
+    ++step;
+    offset = static_cast<int64_t>(e);
+    loss_sum += l;
+    ++loss_n;
+    const int64_t batch_tokens = batch.attention_mask.sum().item<int64_t>();
+    tokens += batch_tokens;
+    const double forward = hooks.forward_flops ? hooks.forward_flops(batch)
+                                               : encoder_flops(config, batch.input_ids.size(1)) *
+                                                     static_cast<double>(batch.input_ids.size(0));
+    flops += 3.0 * forward;
+    if (step % o.log_every == 0 || step == total) {
+      std::map<std::string, double> values = {{"loss", loss_sum / static_cast<double>(loss_n)},
+                                              {"lr", o.lr * scale},
+                                              {"grad_norm", norm}};
+      if (hooks.report) values.merge(hooks.report());
+      progress.report(step, values, tokens, flops, peak);
+      loss_sum = flops = 0;
+      loss_n = tokens = 0;
+    }
+    const bool epoch_end = offset >= static_cast<int64_t>(order.size());
+    if ((o.eval_every > 0 && step % o.eval_every == 0) || (o.eval_every == 0 && epoch_end) ||
+        step == total)
+      evaluate_dev();
+    const bool stop = o.stop_after > 0 && step - first_step >= o.stop_after && step < total;
+    if (stop || step == total || (epoch_end && o.keep_last > 0)) {
+      save_training_checkpoint(o.out_dir, step, config, model, tokenizer, optimizer,
+                               {{"epoch", epoch},
+                                {"offset", offset},
+                                {"best", best},
+                                {"best_step", result.best_step},
+                                {"total_steps", total}},
+                               o.keep_last);
+    }
+    if (stop) {
+      progress.event(step, "stopped", {}, "--resume continues");
+      result.step = step;
+      return result;
+    }
+  }
+  progress.finish();
+  save_checkpoint((fs::path(o.out_dir) / "model").string(), config, model, tokenizer);
+  result.step = step;
+  result.finished = true;
+  return result;
+}
+
 FinetuneResult finetune(const FinetuneOptions& o) {
   if (o.epochs <= 0 || o.batch_size <= 0) fail("epochs and batch size must be positive");
   require_writable_dir(o.out_dir);
@@ -155,123 +269,35 @@ FinetuneResult finetune(const FinetuneOptions& o) {
               << train_data.source << "\n";
   const EncodedTask train = encode_task(tokenizer, spec, train_data, o.max_length, true);
 
-  std::string resume_dir = o.resume ? latest_checkpoint(o.out_dir) : "";
   at::manual_seed(o.seed);
   BertForSequenceClassification model(config);
   init_weights(*model, config, o.seed);
   {
-    TensorMap weights = load_weights(resume_dir.empty() ? o.model_dir : resume_dir);
+    TensorMap weights = load_weights(o.model_dir);
     // A classifier for other labels is replaced by a new one.
     auto it = weights.find("classifier.weight");
-    if (resume_dir.empty() && it != weights.end() && it->second.size(0) != config.num_labels()) {
+    if (it != weights.end() && it->second.size(0) != config.num_labels()) {
       weights.erase("classifier.weight");
       weights.erase("classifier.bias");
     }
     LoadOptions lo;
-    lo.init_missing_heads = resume_dir.empty();
-    load_state(*model, weights, weights_path(resume_dir.empty() ? o.model_dir : resume_dir), lo);
+    lo.init_missing_heads = true;
+    load_state(*model, weights, weights_path(o.model_dir), lo);
   }
-  model->train();
   AdamW optimizer(bert_param_groups(named_parameters(*model), o.lr, o.weight_decay), AdamOptions{});
-
-  const int64_t per_epoch =
-      (static_cast<int64_t>(train.inputs.size()) + o.batch_size - 1) / o.batch_size;
-  const int64_t total = per_epoch * o.epochs;
-  const int64_t warmup = static_cast<int64_t>(o.warmup_fraction * static_cast<double>(total));
-  int64_t step = 0, epoch = 0, offset = 0;
-  FinetuneResult result;
-  double best = -std::numeric_limits<double>::infinity();
-  if (!resume_dir.empty()) {
-    const nlohmann::json c = load_training_state(resume_dir, optimizer);
-    step = c.at("step").get<int64_t>();
-    epoch = c.at("epoch").get<int64_t>();
-    offset = c.at("offset").get<int64_t>();
-    best = c.at("best").get<double>();
-    result.best_step = c.at("best_step").get<int64_t>();
-    std::cerr << "finetune: resumed from " << resume_dir << " at step " << step << "\n";
-  }
-  auto order_for = [&](int64_t ep) {
-    std::vector<size_t> idx(train.inputs.size());
-    std::iota(idx.begin(), idx.end(), 0);
-    std::mt19937_64 rng(mix_seed(o.seed, static_cast<uint64_t>(ep), 7));
-    std::shuffle(idx.begin(), idx.end(), rng);
-    return idx;
-  };
-  std::vector<size_t> order = order_for(epoch);
-
-  Progress progress("finetune " + spec.display_name(), total,
-                    (fs::path(o.out_dir) / "metrics.jsonl").string(), step);
-  const double peak = measure_matmul_gflops() * 1e9;
-  double loss_sum = 0, flops = 0;
-  int64_t loss_n = 0, tokens = 0;
-  const int64_t first_step = step;
-  auto evaluate_dev = [&]() {
-    EvalReport dev = evaluate_task(model, tokenizer, spec, "dev", o.max_length, 64);
-    progress.event(step, "dev", dev.metrics);
-    if (dev.metrics.at("main") > best) {
-      best = dev.metrics.at("main");
-      result.best_step = step;
-      result.best_dev = dev;
-      save_checkpoint((fs::path(o.out_dir) / "best").string(), config, *model, tokenizer);
-    }
-  };
-  while (step < total) {
-    if (offset >= static_cast<int64_t>(order.size())) {
-      ++epoch;
-      offset = 0;
-      order = order_for(epoch);
-    }
-    const size_t b = static_cast<size_t>(offset);
-    const size_t e = std::min(order.size(), b + static_cast<size_t>(o.batch_size));
-    const Batch batch = batch_of(train.inputs, order, b, e, tokenizer.pad_id());
-    optimizer.zero_grad();
+  TaskTrainHooks hooks;
+  hooks.loss_and_backward = [&](const Batch& batch, const std::vector<size_t>& order, size_t b,
+                                size_t e) {
     at::Tensor loss = task_loss(model->forward(batch), train, order, b, e, spec.regression);
     loss.backward();
-    const double l = loss.item<double>();
-    if (!std::isfinite(l))
-      fail("finetune: loss became ", l, " at step ", step + 1, "; try a lower --lr");
-    const double norm = clip_grad_norm(*model, o.clip);
-    const double scale = linear_schedule(step, warmup, total);
-    optimizer.step(scale);
-    ++step;
-    offset = static_cast<int64_t>(e);
-    loss_sum += l;
-    ++loss_n;
-    const int64_t batch_tokens = batch.attention_mask.sum().item<int64_t>();
-    tokens += batch_tokens;
-    flops += 3.0 * encoder_flops(config, batch.input_ids.size(1)) *
-             static_cast<double>(batch.input_ids.size(0));
-    if (step % o.log_every == 0 || step == total) {
-      progress.report(step,
-                      {{"loss", loss_sum / static_cast<double>(loss_n)},
-                       {"lr", o.lr * scale},
-                       {"grad_norm", norm}},
-                      tokens, flops, peak);
-      loss_sum = flops = 0;
-      loss_n = tokens = 0;
-    }
-    const bool epoch_end = offset >= static_cast<int64_t>(order.size());
-    if ((o.eval_every > 0 && step % o.eval_every == 0) || (o.eval_every == 0 && epoch_end) ||
-        step == total)
-      evaluate_dev();
-    const bool stop = o.stop_after > 0 && step - first_step >= o.stop_after && step < total;
-    if (stop || step == total || (epoch_end && o.keep_last > 0)) {
-      save_training_checkpoint(o.out_dir, step, config, *model, tokenizer, optimizer,
-                               {{"epoch", epoch},
-                                {"offset", offset},
-                                {"best", best},
-                                {"best_step", result.best_step},
-                                {"total_steps", total}},
-                               o.keep_last);
-    }
-    if (stop) {
-      progress.event(step, "stopped", {}, "--resume continues");
-      result.step = step;
-      return result;
-    }
-  }
-  progress.finish();
-  save_checkpoint((fs::path(o.out_dir) / "model").string(), config, *model, tokenizer);
+    return loss.item<double>();
+  };
+  hooks.evaluate_dev = [&] {
+    return evaluate_task(model, tokenizer, spec, "dev", o.max_length, 64).metrics;
+  };
+  FinetuneResult result = run_task_training("finetune " + spec.display_name(), o, *model, config,
+                                            tokenizer, optimizer, train, hooks);
+  if (!result.finished) return result;
 
   // Report the best model on dev, and on test when the test split is labelled.
   BertForSequenceClassification best_model =
@@ -294,8 +320,6 @@ FinetuneResult finetune(const FinetuneOptions& o) {
     }
   }
   write_file_atomic((fs::path(o.out_dir) / "eval.json").string(), report.dump(2) + "\n");
-  result.step = step;
-  result.finished = true;
   return result;
 }
 

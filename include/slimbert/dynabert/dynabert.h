@@ -57,4 +57,36 @@ void rewire(BertModel& model, const Importance& importance);
 std::vector<at::Tensor> head_order(const Importance& importance);
 std::vector<at::Tensor> neuron_order(const Importance& importance);
 
+// ---- Distillation stages (§B.5-B.7) ----------------------------------------------------------
+
+enum class DynaStage {
+  kWidth,       // stage 1, DynaBERT_W: all widths at full depth, KD from the fine-tuned teacher
+  kWidthDepth,  // stage 2, DynaBERT: every (width, depth), KD from DynaBERT_W
+  kFinetune,    // stage 3: every (width, depth) on the gold labels
+};
+std::string to_string(DynaStage stage);
+
+struct DynaTrainOptions {
+  FinetuneOptions train;    // model_dir = the student's start; task, data, out, epochs, lr, ...
+  std::string teacher_dir;  // the fixed teacher (stages 1 and 2)
+  DynaStage stage = DynaStage::kWidth;
+  std::vector<double> widths = {1.0, 0.75, 0.5, 0.25};
+  std::vector<double> depths = {1.0, 0.75, 0.5};  // stage 1 uses depth 1 only
+  double lambda1 = 1.0;  // logit loss (soft cross-entropy; MSE for regression)
+  double lambda2 = 0.1;  // hidden-state + embedding MSE (stage 2: 1.0)
+  // Stage 2 teacher: full width (the reference code) or the student's width (the paper).
+  bool same_width_teacher = false;
+};
+
+// Teacher hidden-state index matched to each student hidden state at depth `depth` (§B.6):
+// kept_layers(depth) followed by num_layers (the final output).
+std::vector<int64_t> distillation_targets(int64_t num_layers, double depth);
+
+// Runs a stage on the shared task loop; best/ is selected by the summed dev metric over all
+// sub-networks, which progress lines and metrics.jsonl list one by one.
+FinetuneResult dynabert_train(const DynaTrainOptions& options);
+
+// "w0.75_d0.5": how reports name a sub-network.
+std::string subnet_name(const SubNet& subnet);
+
 }  // namespace slimbert

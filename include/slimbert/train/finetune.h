@@ -1,6 +1,7 @@
 // Fine-tuning a sequence classifier (or regressor) on a labelled task, and evaluation.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -69,5 +70,28 @@ EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& 
 // The task spec with the label order of a fine-tuned model's config.
 TaskSpec task_for_model(const BertConfig& config, const std::string& task,
                         const std::string& data_dir, bool skip_bad_rows = false);
+
+class AdamW;
+// What a trainer built on the task loop adds (DynaBERT: several sub-networks per batch).
+struct TaskTrainHooks {
+  // Forward(s) and backward for the rows order[begin, end) of the training set; returns the
+  // loss to log. Required.
+  std::function<double(const Batch& batch, const std::vector<size_t>& order, size_t begin,
+                       size_t end)>
+      loss_and_backward;
+  // Dev metrics; "main" (higher is better) selects the best checkpoint. Required.
+  std::function<std::map<std::string, double>()> evaluate_dev;
+  // Forward FLOPs of one batch (default: the full encoder once), and extra progress values.
+  std::function<double(const Batch& batch)> forward_flops;
+  std::function<std::map<std::string, double>()> report;
+};
+
+// The task-training loop shared by fine-tuning and DynaBERT: epoch shuffles, schedule, clipping,
+// logging, dev evaluation with best/ (by "main"), checkpoints, exact --resume (the weights of
+// `model` are reloaded from the checkpoint), and model/ at the end.
+FinetuneResult run_task_training(const std::string& what, const FinetuneOptions& options,
+                                 torch::nn::Module& model, const BertConfig& config,
+                                 const Tokenizer& tokenizer, AdamW& optimizer,
+                                 const EncodedTask& train, const TaskTrainHooks& hooks);
 
 }  // namespace slimbert

@@ -1,0 +1,170 @@
+// DynaBERT's distillation stages on the shared task-training loop.
+#include <ATen/ATen.h>
+
+#include <iostream>
+#include <sstream>
+
+#include "slimbert/core/error.h"
+#include "slimbert/dynabert/dynabert.h"
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/model/flops.h"
+#include "slimbert/train/checkpointing.h"
+#include "slimbert/train/optimizer.h"
+
+namespace slimbert {
+
+std::string to_string(DynaStage stage) {
+  switch (stage) {
+    case DynaStage::kWidth:
+      return "train-width";
+    case DynaStage::kWidthDepth:
+      return "train";
+    case DynaStage::kFinetune:
+      break;
+  }
+  return "finetune";
+}
+
+std::vector<int64_t> distillation_targets(int64_t num_layers, double depth) {
+  std::vector<int64_t> targets = kept_layers(num_layers, depth);
+  targets.push_back(num_layers);
+  return targets;
+}
+
+std::string subnet_name(const SubNet& s) {
+  std::ostringstream out;
+  out << "w" << s.width << "_d" << s.depth;
+  return out.str();
+}
+
+namespace {
+
+struct TeacherOutput {
+  std::vector<at::Tensor> hidden;
+  at::Tensor logits;
+};
+
+}  // namespace
+
+FinetuneResult dynabert_train(const DynaTrainOptions& o) {
+  const FinetuneOptions& t = o.train;
+  if (o.widths.empty() || o.depths.empty()) fail("dynabert: empty width or depth list");
+  const Tokenizer tokenizer = Tokenizer::from_dir(t.model_dir);
+  at::manual_seed(t.seed);
+  BertForSequenceClassification student = load_classifier(t.model_dir);
+  const BertConfig config = student->bert->config();
+  const TaskSpec spec = task_for_model(config, t.task, t.data_dir, t.skip_bad_rows);
+  const TaskData train_data = spec.load("train");
+  const EncodedTask train = encode_task(tokenizer, spec, train_data, t.max_length, true);
+
+  BertForSequenceClassification teacher{nullptr};
+  if (o.stage != DynaStage::kFinetune) {
+    if (o.teacher_dir.empty()) fail("dynabert ", to_string(o.stage), ": a teacher is required");
+    teacher = load_classifier(o.teacher_dir);
+    teacher->eval();
+    const BertConfig& tc = teacher->bert->config();
+    if (tc.num_labels() != config.num_labels() || tc.hidden_size != config.hidden_size)
+      fail(o.teacher_dir, ": the teacher (", tc.num_labels(), " labels, hidden ", tc.hidden_size,
+           ") does not match the student (", config.num_labels(), " labels, hidden ",
+           config.hidden_size, ")");
+  }
+  std::vector<SubNet> subnets;
+  const std::vector<double> depths =
+      o.stage == DynaStage::kWidth ? std::vector<double>{1.0} : o.depths;
+  for (double d : depths)
+    for (double w : o.widths) subnets.push_back({w, d});
+  const double lambda2 = o.lambda2;
+
+  AdamW optimizer(bert_param_groups(named_parameters(*student), t.lr, t.weight_decay),
+                  AdamOptions{});
+  std::map<std::string, std::pair<double, int64_t>> subnet_losses;  // since the last report
+  TaskTrainHooks hooks;
+  hooks.loss_and_backward = [&](const Batch& batch, const std::vector<size_t>& order, size_t b,
+                                size_t e) {
+    // The teacher runs once per batch (per width for the paper's same-width variant).
+    std::map<double, TeacherOutput> teacher_out;
+    auto teacher_at = [&](double width) -> const TeacherOutput& {
+      const double key = o.same_width_teacher ? width : 1.0;
+      auto it = teacher_out.find(key);
+      if (it == teacher_out.end()) {
+        at::NoGradGuard no_grad;
+        Encoded enc = teacher->bert->forward(batch, SubNet{key, 1.0});
+        at::Tensor logits = teacher->logits(enc);
+        it = teacher_out.emplace(key, TeacherOutput{enc.hidden_states, logits}).first;
+      }
+      return it->second;
+    };
+    double total = 0;
+    for (const SubNet& s : subnets) {
+      const Encoded enc = student->bert->forward(batch, s);
+      const at::Tensor logits = student->logits(enc);
+      at::Tensor loss;
+      if (o.stage == DynaStage::kFinetune) {
+        loss = task_loss(logits, train, order, b, e, spec.regression);
+      } else {
+        const TeacherOutput& tout = teacher_at(s.width);
+        // Soft cross-entropy at temperature 1, or MSE on the outputs for regression (the
+        // reference silently uses 0 there).
+        const at::Tensor pred =
+            spec.regression
+                ? at::mse_loss(logits, tout.logits)
+                : -(at::softmax(tout.logits, -1) * at::log_softmax(logits, -1)).sum(-1).mean();
+        // Hidden states (embedding output first) against the mapped teacher states; the mean
+        // includes padding positions, as the reference.
+        const std::vector<int64_t> targets =
+            distillation_targets(config.num_hidden_layers, s.depth);
+        at::Tensor hidden = at::zeros({});
+        for (size_t j = 0; j < targets.size(); ++j)
+          hidden = hidden + at::mse_loss(enc.hidden_states.at(j),
+                                         tout.hidden.at(static_cast<size_t>(targets[j])));
+        loss = o.lambda1 * pred + lambda2 * hidden;
+      }
+      loss.backward();
+      const double l = loss.item<double>();
+      auto& acc = subnet_losses[subnet_name(s)];
+      acc.first += l;
+      acc.second += 1;
+      total += l;
+    }
+    return total / static_cast<double>(subnets.size());
+  };
+  hooks.evaluate_dev = [&] {
+    std::map<std::string, double> out;
+    double sum = 0;
+    for (const SubNet& s : subnets) {
+      const double main =
+          evaluate_task(student, tokenizer, spec, "dev", t.max_length, 64, s).metrics.at("main");
+      out[subnet_name(s)] = main;
+      sum += main;
+    }
+    out["main"] = sum;  // the reference selects by the summed metric
+    student->train();
+    return out;
+  };
+  hooks.forward_flops = [&](const Batch& batch) {
+    const int64_t B = batch.input_ids.size(0), T = batch.input_ids.size(1);
+    double f = 0;
+    for (const SubNet& s : subnets) f += encoder_flops(config, T, s);
+    if (o.stage != DynaStage::kFinetune)
+      f += encoder_flops(config, T) * (o.same_width_teacher ? o.widths.size() : 1) / 3.0;
+    return f * static_cast<double>(B);
+  };
+  hooks.report = [&] {
+    std::map<std::string, double> out;
+    for (auto& [name, acc] : subnet_losses)
+      if (acc.second > 0) out["loss_" + name] = acc.first / static_cast<double>(acc.second);
+    subnet_losses.clear();
+    return out;
+  };
+  std::cerr << "dynabert " << to_string(o.stage) << ": " << subnets.size()
+            << " sub-networks per batch";
+  if (o.stage != DynaStage::kFinetune)
+    std::cerr << ", teacher " << o.teacher_dir
+              << (o.same_width_teacher ? " at each width" : " at full width") << ", lambda1 "
+              << o.lambda1 << ", lambda2 " << lambda2;
+  std::cerr << "\n";
+  return run_task_training("dynabert " + to_string(o.stage), t, *student, config, tokenizer,
+                           optimizer, train, hooks);
+}
+
+}  // namespace slimbert
