@@ -6,6 +6,7 @@
 #include <iostream>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include "commands.h"
 #include "common.h"
@@ -117,12 +118,94 @@ void add_export(CLI::App* dyna) {
   });
 }
 
+std::vector<double> parse_list(const std::string& text, const char* flag) {
+  std::vector<double> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    try {
+      size_t used = 0;
+      out.push_back(std::stod(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      fail(flag, ": '", item, "' is not a number (expected a list like 1,0.75,0.5)");
+    }
+    if (!(out.back() > 0 && out.back() <= 1)) fail(flag, ": ", out.back(), " is not in (0, 1]");
+  }
+  if (out.empty()) fail(flag, ": empty list");
+  return out;
+}
+
+void add_stage(CLI::App* dyna, DynaStage stage, const std::string& help) {
+  struct Opts {
+    DynaTrainOptions d;
+    std::string widths = "1,0.75,0.5,0.25", depths = "1,0.75,0.5", teacher_mode = "full";
+    ThreadConfig threads;
+  };
+  auto o = std::make_shared<Opts>();
+  o->d.stage = stage;
+  // The reference recipe (ALGORITHMS.md §B.9): AdamW 2e-5, no warm-up, no decay, 3 epochs.
+  o->d.train.lr = 2e-5;
+  o->d.train.warmup_fraction = 0;
+  o->d.train.weight_decay = 0;
+  o->d.lambda2 = stage == DynaStage::kWidth ? 0.1 : 1.0;
+  auto* cmd = dyna->add_subcommand(to_string(stage), help);
+  cmd->add_option("--model", o->d.train.model_dir,
+                  stage == DynaStage::kWidth        ? "rewired model (dynabert rewire)"
+                  : stage == DynaStage::kWidthDepth ? "DynaBERT_W model (train-width's best/)"
+                                                    : "DynaBERT model (train's best/)")
+      ->required();
+  if (stage != DynaStage::kFinetune) {
+    cmd->add_option("--teacher", o->d.teacher_dir,
+                    stage == DynaStage::kWidth ? "the fine-tuned task model"
+                                               : "DynaBERT_W (usually the same as --model)")
+        ->required();
+    cmd->add_option("--lambda1", o->d.lambda1, "weight of the logit loss")->capture_default_str();
+    cmd->add_option("--lambda2", o->d.lambda2, "weight of the hidden-state and embedding loss")
+        ->capture_default_str();
+  }
+  if (stage == DynaStage::kWidthDepth)
+    cmd->add_option("--teacher-width", o->teacher_mode,
+                    "full: the teacher at full width (reference code); same: at the student's "
+                    "width (paper)")
+        ->check(CLI::IsMember({"full", "same"}))
+        ->capture_default_str();
+  cmd->add_option("--widths", o->widths, "width multipliers")->capture_default_str();
+  if (stage != DynaStage::kWidth)
+    cmd->add_option("--depths", o->depths, "depth multipliers")->capture_default_str();
+  add_task_loop_options(cmd, &o->d.train);
+  add_thread_options(cmd, &o->threads);
+  cmd->callback([o, cmd] {
+    configure_threads(o->threads);
+    o->d.widths = parse_list(o->widths, "--widths");
+    o->d.depths = parse_list(o->depths, "--depths");
+    o->d.same_width_teacher = o->teacher_mode == "same";
+    std::cerr << "dynabert " << to_string(o->d.stage) << " config:\n"
+              << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
+    const FinetuneResult r = dynabert_train(o->d);
+    if (!r.finished) {
+      std::cout << "stopped at step " << r.step << "; --resume continues\n";
+      return;
+    }
+    std::cout << "best summed dev metric " << r.best_dev.metrics.at("main") << " at step "
+              << r.best_step << ":";
+    for (const auto& [k, v] : r.best_dev.metrics)
+      if (k != "main") std::cout << " " << k << " " << v;
+    std::cout << "\n" << o->d.train.out_dir << "/best\n";
+  });
+}
+
 }  // namespace
 
 void add_dynabert(CLI::App& app) {
   auto* dyna = app.add_subcommand("dynabert", "DynaBERT: one model for any width and depth");
   dyna->require_subcommand(1);
   add_rewire(dyna);
+  add_stage(dyna, DynaStage::kWidth,
+            "stage 1 (DynaBERT_W): distil every width from the fine-tuned teacher");
+  add_stage(dyna, DynaStage::kWidthDepth,
+            "stage 2 (DynaBERT): distil every (width, depth) from DynaBERT_W");
+  add_stage(dyna, DynaStage::kFinetune,
+            "stage 3 (optional): fine-tune every (width, depth) on the labels");
   add_export(dyna);
 }
 

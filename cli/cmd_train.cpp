@@ -122,6 +122,39 @@ void add_pretrain(CLI::App& app) {
 
 namespace slimbert::cli {
 
+void add_task_loop_options(CLI::App* cmd, FinetuneOptions* f) {
+  cmd->add_option("--task", f->task,
+                  "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli) or tsv, "
+                  "csv, jsonl")
+      ->required();
+  cmd->add_option("--data", f->data_dir, "directory with the task's train/dev/test files")
+      ->required();
+  cmd->add_option("--out", f->out_dir,
+                  "output: best/, model/, checkpoints/, metrics.jsonl (finetune: also eval.json)")
+      ->required();
+  cmd->add_option("--epochs", f->epochs, "passes over the training set")->capture_default_str();
+  cmd->add_option("--batch-size", f->batch_size, "examples per step")->capture_default_str();
+  cmd->add_option("--max-length", f->max_length, "tokens per example (longest_first truncation)")
+      ->capture_default_str();
+  cmd->add_option("--lr", f->lr, "peak learning rate")->capture_default_str();
+  cmd->add_option("--weight-decay", f->weight_decay, "decoupled weight decay")
+      ->capture_default_str();
+  cmd->add_option("--warmup", f->warmup_fraction, "warm-up fraction of the steps")
+      ->capture_default_str();
+  cmd->add_option("--clip", f->clip, "max gradient norm (0 = off)")->capture_default_str();
+  cmd->add_option("--seed", f->seed, "seed for data order, dropout, classifier init")
+      ->capture_default_str();
+  cmd->add_option("--log-every", f->log_every, "steps per progress line")->capture_default_str();
+  cmd->add_option("--eval-every", f->eval_every, "steps between dev evaluations (0 = each epoch)")
+      ->capture_default_str();
+  cmd->add_option("--keep-last", f->keep_last, "training checkpoints kept")->capture_default_str();
+  cmd->add_option("--stop-after", f->stop_after,
+                  "checkpoint and stop after this many steps (0 = run to the end)");
+  cmd->add_flag("--resume", f->resume, "continue from the newest checkpoint in --out");
+  cmd->add_flag("--skip-bad-rows", f->skip_bad_rows,
+                "skip (and count) malformed rows instead of failing");
+}
+
 void add_finetune(CLI::App& app) {
   struct Opts {
     FinetuneOptions f;
@@ -131,37 +164,7 @@ void add_finetune(CLI::App& app) {
   auto* cmd =
       app.add_subcommand("finetune", "fine-tune a classifier / regressor on a labelled task");
   cmd->add_option("--model", o->f.model_dir, "pretrained checkpoint")->required();
-  cmd->add_option("--task", o->f.task,
-                  "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli) or tsv, "
-                  "csv, jsonl")
-      ->required();
-  cmd->add_option("--data", o->f.data_dir, "directory with the task's train/dev/test files")
-      ->required();
-  cmd->add_option("--out", o->f.out_dir,
-                  "output: best/, model/, checkpoints/, metrics.jsonl, eval.json")
-      ->required();
-  cmd->add_option("--epochs", o->f.epochs, "passes over the training set")->capture_default_str();
-  cmd->add_option("--batch-size", o->f.batch_size, "examples per step")->capture_default_str();
-  cmd->add_option("--max-length", o->f.max_length, "tokens per example (longest_first truncation)")
-      ->capture_default_str();
-  cmd->add_option("--lr", o->f.lr, "peak learning rate")->capture_default_str();
-  cmd->add_option("--weight-decay", o->f.weight_decay, "decoupled weight decay")
-      ->capture_default_str();
-  cmd->add_option("--warmup", o->f.warmup_fraction, "warm-up fraction of the steps")
-      ->capture_default_str();
-  cmd->add_option("--clip", o->f.clip, "max gradient norm (0 = off)")->capture_default_str();
-  cmd->add_option("--seed", o->f.seed, "seed for data order, dropout, classifier init")
-      ->capture_default_str();
-  cmd->add_option("--log-every", o->f.log_every, "steps per progress line")->capture_default_str();
-  cmd->add_option("--eval-every", o->f.eval_every, "steps between dev evaluations (0 = each epoch)")
-      ->capture_default_str();
-  cmd->add_option("--keep-last", o->f.keep_last, "training checkpoints kept")
-      ->capture_default_str();
-  cmd->add_option("--stop-after", o->f.stop_after,
-                  "checkpoint and stop after this many steps (0 = run to the end)");
-  cmd->add_flag("--resume", o->f.resume, "continue from the newest checkpoint in --out");
-  cmd->add_flag("--skip-bad-rows", o->f.skip_bad_rows,
-                "skip (and count) malformed rows instead of failing");
+  add_task_loop_options(cmd, &o->f);
   add_thread_options(cmd, &o->threads);
   cmd->callback([o, cmd] {
     configure_threads(o->threads);

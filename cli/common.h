@@ -14,6 +14,7 @@
 #include "slimbert/model/bert.h"
 #include "slimbert/model/config.h"
 #include "slimbert/text/tokenizer.h"
+#include "slimbert/train/finetune.h"
 #include "slimbert/train/pretrain.h"
 
 namespace slimbert::cli {
@@ -67,5 +68,8 @@ std::string format_count(int64_t n);  // 4,385,280
 // The MLM loop's options (steps, batch, lr, schedule, logging, checkpoints, resume), shared by
 // `pretrain` and `wid`.
 void add_mlm_loop_options(CLI::App* cmd, PretrainOptions* options);
+// The task loop's options (--task --data --out, epochs, batch, lr, schedule, evaluation,
+// checkpoints, resume), shared by `finetune` and the DynaBERT stages.
+void add_task_loop_options(CLI::App* cmd, FinetuneOptions* options);
 
 }  // namespace slimbert::cli
