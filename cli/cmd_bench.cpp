@@ -12,16 +12,6 @@
 #include "slimbert/model/flops.h"
 
 namespace slimbert::cli {
-namespace {
-
-double percentile(std::vector<double> sorted, double p) {  // nearest rank
-  std::sort(sorted.begin(), sorted.end());
-  const size_t rank =
-      static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
-  return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
-}
-
-}  // namespace
 
 void add_bench(CLI::App& app) {
   struct Opts {
@@ -55,24 +45,10 @@ void add_bench(CLI::App& app) {
     if (opts->seq > config.max_position_embeddings)
       fail("--seq ", opts->seq, " exceeds max_position_embeddings ",
            config.max_position_embeddings);
-    at::manual_seed(0);
-    Batch batch{at::randint(std::min<int64_t>(1000, config.vocab_size - 1), config.vocab_size,
-                            {opts->batch, opts->seq}, at::kLong),
-                at::zeros({opts->batch, opts->seq}, at::kLong),
-                at::ones({opts->batch, opts->seq}, at::kLong)};
     const SubNet subnet{opts->width, opts->depth};
-    at::NoGradGuard no_grad;
-    for (int64_t i = 0; i < opts->warmup; ++i) model->forward(batch, subnet);
-    std::vector<double> ms;
-    for (int64_t i = 0; i < opts->iters; ++i) {
-      auto t0 = std::chrono::steady_clock::now();
-      model->forward(batch, subnet);
-      ms.push_back(
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    }
-    const double p50 = percentile(ms, 50), p90 = percentile(ms, 90), p99 = percentile(ms, 99);
-    double mean = 0;
-    for (double m : ms) mean += m / static_cast<double>(ms.size());
+    const Latency lat =
+        measure_latency(model, opts->batch, opts->seq, subnet, opts->iters, opts->warmup);
+    const double p50 = lat.p50, p90 = lat.p90, p99 = lat.p99, mean = lat.mean;
     const double gflops =
         encoder_flops(config, opts->seq, subnet) * static_cast<double>(opts->batch) / 1e9;
     if (opts->json) {

@@ -194,6 +194,52 @@ void add_stage(CLI::App* dyna, DynaStage stage, const std::string& help) {
   });
 }
 
+void add_grid(CLI::App* dyna) {
+  struct Opts {
+    std::vector<std::string> models;
+    std::string out, widths = "1,0.75,0.5,0.25", depths = "1,0.75,0.5", splits = "dev,test";
+    GridOptions g;
+    ThreadConfig threads;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = dyna->add_subcommand(
+      "grid", "score and time every (width, depth); JSON, Markdown and an HTML Pareto report");
+  cmd->add_option("--model", o->models,
+                  "task model, optionally named NAME=DIR (repeat to compare models on one plot)")
+      ->required();
+  cmd->add_option("--task", o->g.task, "GLUE task name or tsv / csv / jsonl")->required();
+  cmd->add_option("--data", o->g.data_dir, "task directory")->required();
+  cmd->add_option("--out", o->out, "report directory (grid.json, grid.md, grid.html, *.svg)")
+      ->required();
+  cmd->add_option("--widths", o->widths, "width multipliers")->capture_default_str();
+  cmd->add_option("--depths", o->depths, "depth multipliers")->capture_default_str();
+  cmd->add_option("--splits", o->splits, "splits to score (unlabelled ones are skipped)")
+      ->capture_default_str();
+  cmd->add_option("--max-length", o->g.max_length, "tokens per example")->capture_default_str();
+  cmd->add_option("--latency-iters", o->g.latency_iters, "timed forward passes per point")
+      ->capture_default_str();
+  cmd->add_flag("--skip-bad-rows", o->g.skip_bad_rows, "skip malformed rows instead of failing");
+  add_thread_options(cmd, &o->threads);
+  cmd->callback([o] {
+    configure_threads(o->threads);
+    o->g.widths = parse_list(o->widths, "--widths");
+    o->g.depths = parse_list(o->depths, "--depths");
+    o->g.splits.clear();
+    std::stringstream in(o->splits);
+    for (std::string s; std::getline(in, s, ',');) o->g.splits.push_back(s);
+    std::vector<GridSeries> series;
+    for (const auto& spec : o->models) {
+      const size_t eq = spec.find('=');
+      const std::string name = eq == std::string::npos ? spec : spec.substr(0, eq);
+      const std::string dir = eq == std::string::npos ? spec : spec.substr(eq + 1);
+      series.push_back({name, evaluate_grid(dir, o->g)});
+    }
+    const std::string html =
+        write_grid_report(series, TaskSpec::make(o->g.task, o->g.data_dir).display_name(), o->out);
+    std::cout << read_file(o->out + "/grid.md") << "report: " << html << "\n";
+  });
+}
+
 }  // namespace
 
 void add_dynabert(CLI::App& app) {
@@ -207,6 +253,7 @@ void add_dynabert(CLI::App& app) {
   add_stage(dyna, DynaStage::kFinetune,
             "stage 3 (optional): fine-tune every (width, depth) on the labels");
   add_export(dyna);
+  add_grid(dyna);
 }
 
 }  // namespace slimbert::cli

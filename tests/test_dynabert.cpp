@@ -13,6 +13,7 @@
 #include "mlm_world.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/io/checkpoint.h"
+#include "slimbert/report/plot.h"
 #include "test_util.h"
 
 namespace slimbert {
@@ -311,6 +312,55 @@ TEST(DynaBert, ResumedStageEqualsUninterruptedStage) {
   const TensorMap a = load_weights(straight.train.out_dir + "/model");
   const TensorMap b = load_weights(split.train.out_dir + "/model");
   for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+}
+
+TEST(Report, ParetoFrontKeepsTheUndominatedPoints) {
+  // (latency, score): b is dominated by a (slower and worse), d by c (same latency, worse).
+  const std::vector<PlotPoint> p = {
+      {2, 0.8, "a"}, {3, 0.7, "b"}, {1, 0.5, "c"}, {1, 0.4, "d"}, {5, 0.9, "e"}};
+  EXPECT_EQ(pareto_front(p), (std::vector<size_t>{2, 0, 4}));
+  const std::string svg = scatter_svg("t <1>", "x", "y", {{"s&1", p}});
+  EXPECT_NE(svg.find("t &lt;1&gt;"), std::string::npos);
+  EXPECT_NE(svg.find("s&amp;1"), std::string::npos);
+  EXPECT_NE(svg.find("<polyline"), std::string::npos);
+  EXPECT_EQ(svg.rfind("</svg>"), svg.size() - 7);
+}
+
+TEST(DynaBert, GridScoresEverySubNetworkAndWritesTheReport) {
+  const TaskWorld& tw = task_world();
+  GridOptions g;
+  g.task = "tsv";
+  g.data_dir = tw.data;
+  g.widths = {1.0, 0.5};
+  g.depths = {1.0, 0.5};
+  g.max_length = 16;
+  g.latency_iters = 1;
+  g.latency_seq = 16;
+  const std::vector<GridPoint> points = evaluate_grid(tw.rewired, g);
+  ASSERT_EQ(points.size(), 4u);
+  BertForSequenceClassification model = load_classifier(tw.rewired);
+  const TaskSpec spec = task_for_model(model->bert->config(), "tsv", tw.data);
+  const Tokenizer tokenizer = Tokenizer::from_dir(tw.rewired);
+  for (const GridPoint& p : points) {
+    // The score is the sub-network's own dev score; the test split does not exist here.
+    EXPECT_EQ(p.scores.count("test"), 0u);
+    EXPECT_DOUBLE_EQ(
+        p.scores.at("dev"),
+        evaluate_task(model, tokenizer, spec, "dev", 16, 64, p.subnet).metrics.at("main"));
+    auto [small, w] = extract_subnet(model->bert->config(), state_dict(*model), p.subnet);
+    int64_t n = 0;
+    for (const auto& [name, t] : w) n += t.numel();
+    EXPECT_EQ(p.parameters, n);
+    EXPECT_EQ(p.layers, small.num_hidden_layers);
+    EXPECT_GT(p.latency_p50_ms.at(8), 0.0);
+  }
+  EXPECT_LT(points[3].parameters, points[0].parameters);
+  TempDir dir;
+  const std::string html = write_grid_report({{"rewired", points}}, "toy", dir.path());
+  const auto j = nlohmann::json::parse(read_file(dir / "grid.json"));
+  EXPECT_EQ(j.at("series")[0].at("points").size(), 4u);
+  EXPECT_NE(read_file(html).find("<svg"), std::string::npos);
+  EXPECT_NE(read_file(dir / "grid.md").find("| 0.50 | 0.50 | 1 | 1 |"), std::string::npos);
 }
 
 TEST(DynaBert, TeacherMustMatchTheStudent) {

@@ -89,4 +89,39 @@ FinetuneResult dynabert_train(const DynaTrainOptions& options);
 // "w0.75_d0.5": how reports name a sub-network.
 std::string subnet_name(const SubNet& subnet);
 
+// ---- Grid report ------------------------------------------------------------------------------
+
+struct GridOptions {
+  std::string task, data_dir;
+  std::vector<double> widths = {1.0, 0.75, 0.5, 0.25};
+  std::vector<double> depths = {1.0, 0.75, 0.5};
+  std::vector<std::string> splits = {"dev", "test"};  // unlabelled splits are skipped
+  int64_t max_length = 128;
+  std::vector<int64_t> latency_batches = {1, 8};
+  int64_t latency_seq = 128, latency_iters = 10;
+  bool skip_bad_rows = false;
+};
+
+struct GridPoint {
+  SubNet subnet;
+  int64_t layers = 0, heads = 0, ffn = 0;
+  int64_t parameters = 0;  // of the exported sub-network (encoder, pooler, classifier)
+  double gflops = 0;       // encoder forward, one sequence of latency_seq tokens
+  std::map<std::string, double> scores;      // split -> main metric
+  std::map<std::string, double> metrics;     // "<split>_<metric>" -> value
+  std::map<int64_t, double> latency_p50_ms;  // batch -> p50 at latency_seq tokens
+};
+
+// Scores every (width, depth) of the task model at `model_dir` and measures it.
+std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOptions& options);
+
+struct GridSeries {
+  std::string name;  // e.g. "DynaBERT", "rewired only"
+  std::vector<GridPoint> points;
+};
+// grid.json, grid.md (one table per series) and grid.html (the tables and two SVG Pareto plots:
+// score vs batch-1 latency and score vs parameters) in `out_dir`; returns the HTML path.
+std::string write_grid_report(const std::vector<GridSeries>& series, const std::string& task,
+                              const std::string& out_dir);
+
 }  // namespace slimbert

@@ -1,0 +1,188 @@
+// The accuracy x latency grid of a DynaBERT model and its report.
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "slimbert/core/error.h"
+#include "slimbert/core/fs.h"
+#include "slimbert/dynabert/dynabert.h"
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/model/flops.h"
+#include "slimbert/report/plot.h"
+
+namespace fs = std::filesystem;
+
+namespace slimbert {
+
+std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOptions& o) {
+  BertForSequenceClassification model = load_classifier(model_dir);
+  const BertConfig& config = model->bert->config();
+  const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
+  const TaskSpec spec = task_for_model(config, o.task, o.data_dir, o.skip_bad_rows);
+  const TensorMap weights = state_dict(*model);
+  std::vector<std::string> splits;
+  for (const auto& split : o.splits) {
+    if (!fs::exists(spec.path(split))) continue;
+    try {  // GLUE test files have no labels: scored only when labelled
+      evaluate_task(model, tokenizer, spec, split, o.max_length, 64, SubNet{1.0, 1.0});
+      splits.push_back(split);
+    } catch (const InputError& e) {
+      std::cerr << "dynabert grid: " << split << " not scored: " << e.what() << "\n";
+    }
+  }
+  if (splits.empty()) fail(spec.dir, ": no labelled split among the requested ones to score");
+  std::vector<GridPoint> points;
+  for (double d : o.depths)
+    for (double w : o.widths) {
+      GridPoint p;
+      p.subnet = {w, d};
+      auto [small, small_weights] = extract_subnet(config, weights, p.subnet);
+      p.layers = small.num_hidden_layers;
+      p.heads = small.heads_in_layer(0);
+      p.ffn = small.intermediate_size;
+      for (const auto& [name, t] : small_weights)
+        if (name.rfind("cls.", 0) != 0) p.parameters += t.numel();
+      p.gflops = encoder_flops(config, o.latency_seq, p.subnet) / 1e9;
+      for (const auto& split : splits) {
+        const EvalReport r =
+            evaluate_task(model, tokenizer, spec, split, o.max_length, 64, p.subnet);
+        p.scores[split] = r.metrics.at("main");
+        for (const auto& [k, v] : r.metrics)
+          if (k != "main") p.metrics[split + "_" + k] = v;
+      }
+      for (int64_t b : o.latency_batches)
+        p.latency_p50_ms[b] =
+            measure_latency(model->bert, b, o.latency_seq, p.subnet, o.latency_iters, 2).p50;
+      std::cerr << "dynabert grid: " << subnet_name(p.subnet);
+      for (const auto& [split, v] : p.scores) std::cerr << " " << split << " " << v;
+      for (const auto& [b, ms] : p.latency_p50_ms) std::cerr << " b" << b << " " << ms << " ms";
+      std::cerr << "\n";
+      points.push_back(p);
+    }
+  return points;
+}
+
+namespace {
+
+nlohmann::json to_json(const GridPoint& p) {
+  nlohmann::json lat;
+  for (const auto& [b, ms] : p.latency_p50_ms) lat["batch" + std::to_string(b)] = ms;
+  return {{"width", p.subnet.width},
+          {"depth", p.subnet.depth},
+          {"layers", p.layers},
+          {"heads", p.heads},
+          {"ffn", p.ffn},
+          {"parameters", p.parameters},
+          {"gflops", p.gflops},
+          {"scores", p.scores},
+          {"metrics", p.metrics},
+          {"latency_p50_ms", lat}};
+}
+
+// The score plotted: test when it was scored, else dev.
+double plotted_score(const GridPoint& p) {
+  auto it = p.scores.find("test");
+  return it != p.scores.end() ? it->second : p.scores.begin()->second;
+}
+
+std::string markdown(const GridSeries& s) {
+  std::ostringstream md;
+  md << "### " << s.name << "\n\n| width | depth | layers | heads | FFN | params (M) | GFLOPs |";
+  const GridPoint& first = s.points.front();
+  for (const auto& [split, v] : first.scores) md << " " << split << " |";
+  for (const auto& [b, ms] : first.latency_p50_ms) md << " p50 ms b" << b << " |";
+  md << "\n|---:|---:|---:|---:|---:|---:|---:|";
+  for (size_t i = 0; i < first.scores.size() + first.latency_p50_ms.size(); ++i) md << "---:|";
+  md << "\n" << std::fixed;
+  for (const auto& p : s.points) {
+    md << "| " << std::setprecision(2) << p.subnet.width << " | " << p.subnet.depth << " | "
+       << p.layers << " | " << p.heads << " | " << p.ffn << " | " << std::setprecision(2)
+       << static_cast<double>(p.parameters) / 1e6 << " | " << std::setprecision(3) << p.gflops
+       << " |";
+    for (const auto& [split, v] : p.scores) md << " " << std::setprecision(4) << v << " |";
+    for (const auto& [b, ms] : p.latency_p50_ms) md << " " << std::setprecision(2) << ms << " |";
+    md << "\n";
+  }
+  return md.str();
+}
+
+}  // namespace
+
+std::string write_grid_report(const std::vector<GridSeries>& series, const std::string& task,
+                              const std::string& out_dir) {
+  if (series.empty() || series.front().points.empty()) fail("dynabert grid: nothing to report");
+  fs::create_directories(out_dir);
+  nlohmann::json j = {{"task", task}, {"series", nlohmann::json::array()}};
+  std::string md = "## " + task + ": accuracy x latency grid\n\n";
+  std::vector<PlotSeries> by_latency, by_params;
+  const bool test_scored = series.front().points.front().scores.count("test") > 0;
+  for (const auto& s : series) {
+    nlohmann::json points = nlohmann::json::array();
+    PlotSeries lat{s.name, {}}, par{s.name, {}};
+    for (const auto& p : s.points) {
+      points.push_back(to_json(p));
+      const std::string label = "w" + [&] {
+        std::ostringstream l;
+        l << p.subnet.width << ",d" << p.subnet.depth;
+        return l.str();
+      }();
+      lat.points.push_back({p.latency_p50_ms.begin()->second, plotted_score(p), label});
+      par.points.push_back({static_cast<double>(p.parameters) / 1e6, plotted_score(p), label});
+    }
+    j["series"].push_back({{"name", s.name}, {"points", points}});
+    md += markdown(s) + "\n";
+    by_latency.push_back(lat);
+    by_params.push_back(par);
+  }
+  const std::string score = std::string(test_scored ? "test" : "dev") + " score (main metric)";
+  const int64_t batch = series.front().points.front().latency_p50_ms.begin()->first;
+  const std::string svg_latency = scatter_svg(
+      task + ": score vs latency",
+      "p50 latency, batch " + std::to_string(batch) + " x 128 tokens (ms)", score, by_latency);
+  const std::string svg_params =
+      scatter_svg(task + ": score vs parameters", "parameters (M)", score, by_params);
+  write_file_atomic(out_dir + "/grid.json", j.dump(2) + "\n");
+  write_file_atomic(out_dir + "/grid.md", md);
+  write_file_atomic(out_dir + "/pareto-latency.svg", svg_latency);
+  write_file_atomic(out_dir + "/pareto-params.svg", svg_params);
+  std::string html = "<!doctype html><html><head><meta charset=\"utf-8\"><title>" +
+                     xml_escape(task) +
+                     " grid</title><style>body{font-family:sans-serif;margin:2em}table{border-"
+                     "collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:"
+                     "right}</style></head><body><h1>" +
+                     xml_escape(task) +
+                     ": accuracy x latency</h1><p>Lines connect each series' Pareto front "
+                     "(no other point is both faster/smaller and better). Scores: " +
+                     score + ".</p>" + svg_latency + svg_params;
+  for (const auto& s : series) {
+    html += "<h2>" + xml_escape(s.name) +
+            "</h2><table><tr><th>width</th><th>depth</th>"
+            "<th>layers</th><th>heads</th><th>FFN</th><th>params (M)</th><th>GFLOPs</th>";
+    for (const auto& [split, v] : s.points.front().scores) html += "<th>" + split + "</th>";
+    for (const auto& [b, ms] : s.points.front().latency_p50_ms)
+      html += "<th>p50 ms b" + std::to_string(b) + "</th>";
+    html += "</tr>";
+    for (const auto& p : s.points) {
+      std::ostringstream row;
+      row << std::fixed << "<tr><td>" << std::setprecision(2) << p.subnet.width << "</td><td>"
+          << p.subnet.depth << "</td><td>" << p.layers << "</td><td>" << p.heads << "</td><td>"
+          << p.ffn << "</td><td>" << static_cast<double>(p.parameters) / 1e6 << "</td><td>"
+          << std::setprecision(3) << p.gflops << "</td>";
+      for (const auto& [split, v] : p.scores) row << "<td>" << std::setprecision(4) << v << "</td>";
+      for (const auto& [b, ms] : p.latency_p50_ms)
+        row << "<td>" << std::setprecision(2) << ms << "</td>";
+      html += row.str() + "</tr>";
+    }
+    html += "</table>";
+  }
+  html += "</body></html>\n";
+  const std::string path = out_dir + "/grid.html";
+  write_file_atomic(path, html);
+  return path;
+}
+
+}  // namespace slimbert
