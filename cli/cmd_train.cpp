@@ -151,6 +151,8 @@ void add_task_loop_options(CLI::App* cmd, FinetuneOptions* f) {
   cmd->add_option("--stop-after", f->stop_after,
                   "checkpoint and stop after this many steps (0 = run to the end)");
   cmd->add_flag("--resume", f->resume, "continue from the newest checkpoint in --out");
+  cmd->add_option("--max-train-examples", f->max_train_examples,
+                  "train on a seeded random subset of this many examples (0 = all)");
   cmd->add_flag("--skip-bad-rows", f->skip_bad_rows,
                 "skip (and count) malformed rows instead of failing");
 }

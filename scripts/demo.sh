@@ -2,7 +2,8 @@
 # The main job at demo scale: the real vocabulary and a mini BERT (init, info, tokenize, embed,
 # bench), then the training pipeline: real offline data, a short MLM pretraining run continuing
 # the committed teacher (models/teacher-mini), fine-tuning on the spam task, evaluation; then a
-# small WID run whose exported student is fine-tuned and evaluated the same way.
+# small WID run whose exported student is fine-tuned and evaluated the same way; then a small
+# DynaBERT run (rewire, width and width x depth distillation, export, grid report in HTML).
 #   scripts/demo.sh BUILD/slimbert OUT_DIR
 set -euo pipefail
 slimbert=${1:-build/slimbert}
@@ -75,6 +76,21 @@ rm -rf "$out/wid-spam"
 "$slimbert" finetune --model "$out/wid/student" --task tsv --data data/tasks/spam --out "$out/wid-spam" \
   --epochs 1 --batch-size 32 --max-length 64 --lr 2e-4 --log-every 25 2>&1 | grep -v "^[a-z-]*="
 "$slimbert" eval "$out/wid-spam/best" --task tsv --data data/tasks/spam --splits dev,test --max-length 64
+
+step "slimbert dynabert: rewire the spam teacher, width then width x depth distillation (small subset)"
+rm -rf "$out/dyna-rewired" "$out/dyna-w" "$out/dyna" "$out/dyna-grid"
+small=(--task tsv --data data/tasks/spam --max-length 64 --batch-size 32 --epochs 1 --lr 1e-4
+  --max-train-examples 640 --log-every 10)
+"$slimbert" dynabert rewire --model "$out/spam/best" --task tsv --data data/tasks/spam \
+  --examples 256 --max-length 64 --out "$out/dyna-rewired"
+"$slimbert" dynabert train-width --model "$out/dyna-rewired" --teacher "$out/spam/best" \
+  --out "$out/dyna-w" "${small[@]}" 2>&1 | grep -v "^[a-z-]*="
+"$slimbert" dynabert train --model "$out/dyna-w/best" --teacher "$out/dyna-w/best" \
+  --widths 1,0.5 --depths 1,0.5 --out "$out/dyna" "${small[@]}" 2>&1 | grep -v "^[a-z-]*="
+"$slimbert" dynabert export --model "$out/dyna/best" --width 0.5 --depth 0.5 --out "$out/dyna-w05-d05"
+"$slimbert" dynabert grid --model "DynaBERT=$out/dyna/best" --model "rewired only=$out/dyna-rewired" \
+  --task tsv --data data/tasks/spam --max-length 64 --widths 1,0.5 --depths 1,0.5 \
+  --latency-iters 5 --out "$out/dyna-grid" 2>/dev/null
 
 echo
 echo "demo done: outputs in $out/"

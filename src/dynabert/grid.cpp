@@ -35,6 +35,8 @@ std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOpt
     }
   }
   if (splits.empty()) fail(spec.dir, ": no labelled split among the requested ones to score");
+  // One untimed round first: the first timings otherwise include thread and allocator start-up.
+  for (int64_t b : o.latency_batches) measure_latency(model->bert, b, o.latency_seq, {}, 1, 3);
   std::vector<GridPoint> points;
   for (double d : o.depths)
     for (double w : o.widths) {

@@ -54,7 +54,7 @@ FinetuneResult dynabert_train(const DynaTrainOptions& o) {
   BertForSequenceClassification student = load_classifier(t.model_dir);
   const BertConfig config = student->bert->config();
   const TaskSpec spec = task_for_model(config, t.task, t.data_dir, t.skip_bad_rows);
-  const TaskData train_data = spec.load("train");
+  const TaskData train_data = load_train_split(spec, t);
   const EncodedTask train = encode_task(tokenizer, spec, train_data, t.max_length, true);
 
   BertForSequenceClassification teacher{nullptr};

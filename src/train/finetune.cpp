@@ -75,6 +75,17 @@ at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data,
   return at::cross_entropy_loss(logits, at::tensor(l));
 }
 
+TaskData load_train_split(const TaskSpec& spec, const FinetuneOptions& o) {
+  TaskData data = spec.load("train");
+  if (o.max_train_examples > 0 &&
+      static_cast<int64_t>(data.examples.size()) > o.max_train_examples) {
+    std::mt19937_64 rng(mix_seed(o.seed, 11));
+    std::shuffle(data.examples.begin(), data.examples.end(), rng);
+    data.examples.resize(static_cast<size_t>(o.max_train_examples));
+  }
+  return data;
+}
+
 TaskSpec task_for_model(const BertConfig& config, const std::string& task,
                         const std::string& data_dir, bool skip_bad_rows) {
   TaskSpec spec = TaskSpec::make(task, data_dir, skip_bad_rows);
@@ -263,7 +274,7 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   }
   config.architectures = {"BertForSequenceClassification"};
 
-  const TaskData train_data = spec.load("train");
+  const TaskData train_data = load_train_split(spec, o);
   if (train_data.skipped_rows)
     std::cerr << "finetune: skipped " << train_data.skipped_rows << " malformed rows in "
               << train_data.source << "\n";

@@ -29,6 +29,7 @@ struct FinetuneOptions {
   int64_t keep_last = 1;
   bool resume = false;
   bool skip_bad_rows = false;
+  int64_t max_train_examples = 0;  // > 0: a seeded random subset of the training set
   int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this run
 };
 
@@ -58,6 +59,8 @@ EncodedTask encode_task(const Tokenizer& tokenizer, const TaskSpec& spec, const 
 // Rows order[begin, end) as one padded batch.
 Batch batch_of(const std::vector<Encoding>& enc, const std::vector<size_t>& order, size_t begin,
                size_t end, int64_t pad_id);
+// The training split, or a subset of `options.max_train_examples` drawn with `options.seed`.
+TaskData load_train_split(const TaskSpec& spec, const FinetuneOptions& options);
 // Cross-entropy (or MSE for regression) of `logits` against rows idx[begin, end).
 at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data,
                      const std::vector<size_t>& idx, size_t begin, size_t end, bool regression);

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""The WID experiment's table (docs/RESULTS.md) from runs/wid-exp and the teacher's runs/ft-teacher.
+
+    scripts/wid_results.py [RUNS_DIR]
+
+Per model: test main metric of each task, their mean as % of the teacher's mean, encoder
+parameters and encoder GFLOPs per 128-token sequence (from config.json), MLM validation loss.
+"""
+import json, os, re, sys
+
+runs = sys.argv[1] if len(sys.argv) > 1 else "runs"
+tasks = ["spam", "debsec", "para", "wngloss"]
+
+
+def scores(ft_dir):
+    out = {}
+    for t in tasks:
+        p = os.path.join(ft_dir, t, "eval.json")
+        if os.path.exists(p):
+            out[t] = json.load(open(p))["test"]["main"]
+    return out
+
+
+def shape(model_dir):
+    c = json.load(open(os.path.join(model_dir, "config.json")))
+    H, I, L = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    params = (c["vocab_size"] + c["max_position_embeddings"] + c["type_vocab_size"]) * H + 2 * H
+    params += L * (4 * (H * H + H) + 2 * H + 2 * H * I + I + H + 2 * H)
+    T = 128
+    gflops = L * (2 * T * H * H * 4 + 2 * T * T * H * 2 + 2 * T * H * I * 2) / 1e9
+    return H, params, gflops
+
+
+def validation_loss(log):
+    if not os.path.exists(log):
+        return None
+    losses = re.findall(r"validation loss ([0-9.]+)", open(log).read())
+    return float(losses[-1]) if losses else None
+
+
+teacher = scores(os.path.join(runs, "ft-teacher"))
+t_mean = sum(teacher[t] for t in tasks) / len(tasks)
+rows = [("teacher (mini)", "models/teacher-mini", teacher, 5.962)]
+exp = os.path.join(runs, "wid-exp")
+for size in ["x067", "x067all", "x025"]:
+    for method, model_sub in [("wid", "wid/student"), ("trunc", "trunc/model"), ("rand", "rand/model")]:
+        ft = os.path.join(exp, f"{size}-{method}-ft")
+        model = os.path.join(exp, f"{size}-{model_sub}")
+        if not os.path.isdir(ft) or not os.path.exists(os.path.join(model, "config.json")):
+            continue
+        log = os.path.join(exp, f"{size}-{method}.log")
+        rows.append((f"{size} {method}", model, scores(ft), validation_loss(log)))
+
+print("| model | hidden | encoder params (M) | GFLOPs/seq | MLM val loss | "
+      + " | ".join(tasks) + " | mean | % of teacher |")
+print("|---|---:|---:|---:|---:|" + "---:|" * len(tasks) + "---:|---:|")
+for name, model, s, vl in rows:
+    H, params, gflops = shape(model)
+    cells = [f"{s[t]:.4f}" if t in s else "-" for t in tasks]
+    mean = sum(s[t] for t in tasks) / len(tasks) if len(s) == len(tasks) else None
+    print(f"| {name} | {H} | {params / 1e6:.2f} | {gflops:.3f} | "
+          + (f"{vl:.3f}" if vl else "-") + " | " + " | ".join(cells) + " | "
+          + (f"{mean:.4f} | {100 * mean / t_mean:.1f}%" if mean else "- | -") + " |")
