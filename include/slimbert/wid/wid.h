@@ -179,7 +179,7 @@ struct WidOptions {
   WidSchedule schedule;
   WidTarget target;
   SurgeryOptions surgery;
-  double compactor_lr = 5e-4;
+  double compactor_lr = 1e-4;
 };
 
 struct WidResult {
