@@ -5,8 +5,12 @@
 #     NAME    run name, e.g. x067 (outputs under runs/wid-exp/NAME-*)
 #     HIDDEN  student hidden size (mini teacher: 172 = x0.67 as WID55 is to BERT-base, 64 = x0.25)
 # Environment: STEPS (default 400) MLM steps of 32 x 128 tokens for every method; THREADS
-# (default 1: two sizes run side by side on the 2-core machine). Resumable: finished parts are
-# skipped, interrupted training continues from its checkpoint.
+# (default 1: two sizes run side by side on the 2-core machine); METHODS (default
+# "wid trunc rand"); WID variants: RESIDUAL (reference | all), WID_LR (1e-4), WID_WARMUP (0.01),
+# WID_CLIP (0). Resumable: finished parts are skipped, interrupted training continues from its
+# checkpoint. The variants in docs/RESULTS.md:
+#   RESIDUAL=all METHODS=wid scripts/wid-experiment.sh x067all 172
+#   WID_LR=5e-4 WID_WARMUP=0.06 WID_CLIP=1.0 METHODS=wid scripts/wid-experiment.sh x025v2 64
 #   wid    slimbert wid from models/teacher-mini (dim strategy, reference residual scoring)
 #   trunc  the teacher cut by weight magnitude (slimbert wid truncate), then continued MLM
 #   rand   the same shape from random initialisation, then MLM
@@ -17,6 +21,8 @@ hidden=${2:?usage: wid-experiment.sh NAME HIDDEN [slimbert]}
 slimbert=$(realpath "${3:-$root/build/slimbert}")
 steps=${STEPS:-400}
 threads=${THREADS:-1}
+methods=${METHODS:-wid trunc rand}
+has() { [[ " $methods " == *" $1 "* ]]; }
 cd "$root"
 [[ -f data/shards/shards.json ]] || { scripts/prepare-data.sh data &&
   "$slimbert" data shards data/corpus/*.txt --tokenizer data --out data/shards; }
@@ -38,25 +44,30 @@ timed() {  # label, command...
 # whatever its gradient, so a high compactor lr swamps the identity; the pull on removed entries
 # (~lambda x lr per step) is made fast by lambda = 100 instead (zero within ~100 steps). Masks grow
 # every steps/32 and reach the target at half-way, leaving the second half to recover.
-[[ -f $out-wid/student/config.json ]] ||
+if has wid && [[ ! -f $out-wid/student/config.json ]]; then
   timed wid "$slimbert" wid --teacher $teacher --out "$out-wid" --target-hidden "$hidden" \
-    --strategy dim --residual-score reference --lr 1e-4 --compactor-lr 1e-4 --lambda 100 --warmup 0.01 \
+    --strategy dim --residual-score "${RESIDUAL:-reference}" --lr "${WID_LR:-1e-4}" \
+    --compactor-lr 1e-4 --lambda 100 --warmup "${WID_WARMUP:-0.01}" --clip "${WID_CLIP:-0}" \
     "${common[@]}" $(resume "$out-wid") >"$out-wid.log" 2>&1
+fi
 
 # Baselines: the same shape, the teacher's pretraining learning rate.
-[[ -f $out-trunc-init/config.json ]] ||
+if { has trunc || has rand; } && [[ ! -f $out-trunc-init/config.json ]]; then
   "$slimbert" wid --teacher $teacher --target-hidden "$hidden" --strategy dim truncate \
     --out "$out-trunc-init"
-[[ -f $out-rand-init/config.json ]] ||
+fi
+if has rand && [[ ! -f $out-rand-init/config.json ]]; then
   "$slimbert" init "$out-rand-init" --like "$out-trunc-init" --vocab data/vocab.txt --seed 0
+fi
 for base in trunc rand; do
+  has $base || continue
   [[ -f $out-$base/model/config.json ]] && continue
   timed "$base" "$slimbert" pretrain --init "$out-$base-init" \
     --out "$out-$base" --lr 5e-4 --warmup 0.06 --clip 1.0 "${common[@]/--corpus/--shards}" \
     $(resume "$out-$base") >"$out-$base.log" 2>&1
 done
 
-for method in wid trunc rand; do
+for method in $methods; do
   model=$out-$method/model
   [[ $method == wid ]] && model=$out-wid/student
   timed "finetune $method" scripts/finetune-tasks.sh "$model" "$out-$method-ft" "$slimbert" \
