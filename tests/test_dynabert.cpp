@@ -363,6 +363,57 @@ TEST(DynaBert, GridScoresEverySubNetworkAndWritesTheReport) {
   EXPECT_NE(read_file(dir / "grid.md").find("| 0.50 | 0.50 | 1 | 1 |"), std::string::npos);
 }
 
+TEST(DynaBert, RegressionTasksDistilTheOutputWithMse) {
+  // An STS-B-layout task: the score counts the low words of the first sentence.
+  const test::World& w = test::world();
+  const std::string glue = w.dir / "dyna-glue";
+  std::filesystem::create_directories(glue + "/STS-B");
+  std::mt19937 rng(6);
+  for (const char* split : {"train", "dev"}) {
+    std::string tsv =
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n";
+    for (int i = 0; i < 64; ++i) {
+      std::string a, b;
+      int low = 0;
+      for (int k = 0; k < 6; ++k) {
+        const int x = static_cast<int>(rng() % 20), y = static_cast<int>(rng() % 20);
+        low += x < 10;
+        a += (k ? " w" : "w") + std::to_string(x);
+        b += (k ? " w" : "w") + std::to_string(y);
+      }
+      tsv += std::to_string(i) + "\tg\tf\t2020\t0\ts\ts\t" + a + "\t" + b + "\t" +
+             std::to_string(low * 5.0 / 6.0) + "\n";
+    }
+    write_file_atomic(glue + "/STS-B/" + split + ".tsv", tsv);
+  }
+  FinetuneOptions f;
+  f.model_dir = w.init;
+  f.task = "stsb";
+  f.data_dir = glue;
+  f.out_dir = w.dir / "dyna-stsb-teacher";
+  f.epochs = 2;
+  f.batch_size = 16;
+  f.max_length = 16;
+  f.lr = 3e-3;
+  ASSERT_TRUE(finetune(f).finished);
+  DynaTrainOptions o =
+      stage_options(DynaStage::kWidth, f.out_dir + "/best", f.out_dir + "/best", "dyna-stsb");
+  o.train.task = "stsb";
+  o.train.data_dir = glue;
+  o.lambda2 = 0;  // only the output loss: the reference's regression loss would be zero here
+  ASSERT_TRUE(dynabert_train(o).finished);
+  double narrow_loss = 0;
+  for (const auto& row : metrics_of(o.train.out_dir))
+    if (row.contains("loss_w0.25_d1"))
+      narrow_loss = std::max(narrow_loss, row.at("loss_w0.25_d1").get<double>());
+  EXPECT_GT(narrow_loss, 1e-6);  // the reference would log exactly 0
+  const TensorMap before = load_weights(f.out_dir + "/best");
+  const TensorMap after = load_weights(o.train.out_dir + "/model");
+  EXPECT_GT(
+      (before.at("classifier.weight") - after.at("classifier.weight")).abs().max().item<double>(),
+      1e-6);
+}
+
 TEST(DynaBert, TeacherMustMatchTheStudent) {
   DynaTrainOptions o =
       stage_options(DynaStage::kWidth, task_world().rewired, model_dir(), "dyna-bad");
