@@ -64,17 +64,17 @@ rm -rf "$out/spam"
 step "slimbert eval: the best checkpoint on dev and test"
 "$slimbert" eval "$out/spam/best" --task tsv --data data/tasks/spam --splits dev,test --max-length 64
 
-step "slimbert wid: 40 steps of Weight-Inherited Distillation, hidden 256 -> 128, then the merge"
+step "slimbert wid: 60 steps of Weight-Inherited Distillation, hidden 256 -> 192, then the merge"
 rm -rf "$out/wid"
-"$slimbert" wid --teacher "$teacher" --corpus data/shards --out "$out/wid" --target-hidden 128 \
-  --steps 40 --w-step 2 --batch-size 16 --log-every 10 --eval-every 40 --eval-batches 5 --save-every 40 2>&1 |
+"$slimbert" wid --teacher "$teacher" --corpus data/shards --out "$out/wid" --target-hidden 192 \
+  --steps 60 --w-step 2 --batch-size 16 --log-every 10 --eval-every 60 --eval-batches 5 --save-every 60 2>&1 |
   grep -v "^[a-z-]*="
 "$slimbert" info "$out/wid/student"
 
 step "slimbert finetune + eval: the WID student on the spam task (1 epoch)"
 rm -rf "$out/wid-spam"
 "$slimbert" finetune --model "$out/wid/student" --task tsv --data data/tasks/spam --out "$out/wid-spam" \
-  --epochs 1 --batch-size 32 --max-length 64 --lr 2e-4 --log-every 25 2>&1 | grep -v "^[a-z-]*="
+  --epochs 1 --batch-size 32 --max-length 64 --lr 1e-4 --log-every 25 2>&1 | grep -v "^[a-z-]*="
 "$slimbert" eval "$out/wid-spam/best" --task tsv --data data/tasks/spam --splits dev,test --max-length 64
 
 step "slimbert dynabert: rewire the spam teacher, width then width x depth distillation (small subset)"

@@ -7,7 +7,7 @@
 # Environment: STEPS (default 400) MLM steps of 32 x 128 tokens for every method; THREADS
 # (default 1: two sizes run side by side on the 2-core machine); METHODS (default
 # "wid trunc rand"); WID variants: RESIDUAL (reference | all), WID_LR (1e-4), WID_WARMUP (0.01),
-# WID_CLIP (0). Resumable: finished parts are skipped, interrupted training continues from its
+# WID_CLIP (0), LAMBDA (100, as recorded; 20 recommended). Resumable: finished parts are skipped, interrupted training continues from its
 # checkpoint. The variants in docs/RESULTS.md:
 #   RESIDUAL=all METHODS=wid scripts/wid-experiment.sh x067all 172
 #   WID_LR=5e-4 WID_WARMUP=0.06 WID_CLIP=1.0 METHODS=wid scripts/wid-experiment.sh x025v2 64
@@ -41,13 +41,13 @@ timed() {  # label, command...
 }
 
 # WID: compactors and the teacher's weights at 1e-4. BERT-AdamW moves every entry by ~lr per step
-# whatever its gradient, so a high compactor lr swamps the identity; the pull on removed entries
-# (~lambda x lr per step) is made fast by lambda = 100 instead (zero within ~100 steps). Masks grow
-# every steps/32 and reach the target at half-way, leaving the second half to recover.
+# whatever its gradient, so a high compactor lr swamps the identity. The recorded runs used
+# lambda 100 (LAMBDA); the reference's 20 is the better choice (docs/RESULTS.md). Masks grow every
+# steps/32 and reach the target at half-way, leaving the second half to recover.
 if has wid && [[ ! -f $out-wid/student/config.json ]]; then
   timed wid "$slimbert" wid --teacher $teacher --out "$out-wid" --target-hidden "$hidden" \
     --strategy dim --residual-score "${RESIDUAL:-reference}" --lr "${WID_LR:-1e-4}" \
-    --compactor-lr 1e-4 --lambda 100 --warmup "${WID_WARMUP:-0.01}" --clip "${WID_CLIP:-0}" \
+    --compactor-lr 1e-4 --lambda "${LAMBDA:-100}" --warmup "${WID_WARMUP:-0.01}" --clip "${WID_CLIP:-0}" \
     "${common[@]}" $(resume "$out-wid") >"$out-wid.log" 2>&1
 fi
 
