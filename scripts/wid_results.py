@@ -42,7 +42,7 @@ teacher = scores(os.path.join(runs, "ft-teacher"))
 t_mean = sum(teacher[t] for t in tasks) / len(tasks)
 rows = [("teacher (mini)", "models/teacher-mini", teacher, 5.962)]
 exp = os.path.join(runs, "wid-exp")
-for size in ["x067", "x067all", "x025", "x025v2"]:
+for size in ["x067", "x067all", "x067l20", "x025", "x025v2", "x025l20"]:
     for method, model_sub in [("wid", "wid/student"), ("trunc", "trunc/model"), ("rand", "rand/model")]:
         ft = os.path.join(exp, f"{size}-{method}-ft")
         model = os.path.join(exp, f"{size}-{model_sub}")
