@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 s=build/slimbert
 out=runs/dyna-exp/spam
+mkdir -p runs/dyna-exp
 t=runs/ft-teacher/spam/best
 common=(--task tsv --data data/tasks/spam --max-length 128 --batch-size 32 --epochs 1 --lr 1e-4 --log-every 25 --threads 2)
 start=$(date +%s)
