@@ -30,7 +30,7 @@ struct FinetuneOptions {
   bool resume = false;
   bool skip_bad_rows = false;
   int64_t max_train_examples = 0;  // > 0: a seeded random subset of the training set
-  int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this run
+  int64_t stop_after = 0;          // > 0: checkpoint and stop after this many steps of this run
 };
 
 struct EvalReport {
