@@ -81,8 +81,11 @@ void add_rewire(CLI::App* dyna) {
                              {"cumulative_gradients", options.cumulative_gradients},
                              {"head_importance", rows_of(imp.heads)},
                              {"neuron_importance", rows_of(imp.neurons)}};
-    for (const auto& order : head_order(imp))
-      report["head_order"].push_back(rows_of(order.view({1, -1}))[0]);
+    for (const auto& order : head_order(imp)) {
+      const at::Tensor o64 = order.contiguous();
+      report["head_order"].push_back(
+          std::vector<int64_t>(o64.data_ptr<int64_t>(), o64.data_ptr<int64_t>() + o64.numel()));
+    }
     write_file_atomic(o->out + "/importance.json", report.dump() + "\n");
     const auto orders = head_order(imp);
     for (size_t l = 0; l < orders.size(); ++l) {
