@@ -177,6 +177,21 @@ TEST(DynaBert, DistillationTargetsFollowTheReferenceMapping) {
   EXPECT_EQ(distillation_targets(12, 0.5), (std::vector<int64_t>{0, 2, 4, 6, 8, 10, 12}));
 }
 
+// Options for fine-tuning a tiny teacher from the synthetic world's checkpoint.
+FinetuneOptions tiny_teacher_options(const std::string& task, const std::string& data,
+                                     const std::string& out, int64_t epochs) {
+  FinetuneOptions f;
+  f.model_dir = test::world().init;
+  f.task = task;
+  f.data_dir = data;
+  f.out_dir = test::world().dir / out;
+  f.epochs = epochs;
+  f.batch_size = 16;
+  f.max_length = 16;
+  f.lr = 3e-3;
+  return f;
+}
+
 // A learnable two-class task over the synthetic world's words, a teacher fine-tuned on it, and
 // its rewired copy.
 struct TaskWorld {
@@ -200,15 +215,7 @@ struct TaskWorld {
       }
       write_file_atomic(data + "/" + split + ".tsv", tsv);
     }
-    FinetuneOptions f;
-    f.model_dir = w.init;
-    f.task = "tsv";
-    f.data_dir = data;
-    f.out_dir = w.dir / "dyna-teacher";
-    f.epochs = 4;
-    f.batch_size = 16;
-    f.max_length = 16;
-    f.lr = 3e-3;
+    FinetuneOptions f = tiny_teacher_options("tsv", data, "dyna-teacher", 4);
     f.log_every = 20;
     finetune(f);
     teacher = f.out_dir + "/best";
@@ -386,15 +393,7 @@ TEST(DynaBert, RegressionTasksDistilTheOutputWithMse) {
     }
     write_file_atomic(glue + "/STS-B/" + split + ".tsv", tsv);
   }
-  FinetuneOptions f;
-  f.model_dir = w.init;
-  f.task = "stsb";
-  f.data_dir = glue;
-  f.out_dir = w.dir / "dyna-stsb-teacher";
-  f.epochs = 2;
-  f.batch_size = 16;
-  f.max_length = 16;
-  f.lr = 3e-3;
+  const FinetuneOptions f = tiny_teacher_options("stsb", glue, "dyna-stsb-teacher", 2);
   ASSERT_TRUE(finetune(f).finished);
   DynaTrainOptions o =
       stage_options(DynaStage::kWidth, f.out_dir + "/best", f.out_dir + "/best", "dyna-stsb");
