@@ -199,7 +199,7 @@ void add_stage(CLI::App* dyna, DynaStage stage, const std::string& help) {
 
 void add_grid(CLI::App* dyna) {
   struct Opts {
-    std::vector<std::string> models;
+    std::vector<std::string> models, separate;
     std::string out, widths = "1,0.75,0.5,0.25", depths = "1,0.75,0.5", splits = "dev,test";
     GridOptions g;
     ThreadConfig threads;
@@ -210,6 +210,9 @@ void add_grid(CLI::App* dyna) {
   cmd->add_option("--model", o->models,
                   "task model, optionally named NAME=DIR (repeat to compare models on one plot)")
       ->required();
+  cmd->add_option("--separate", o->separate,
+                  "baseline series NAME=DIR of static models trained separately, one per point "
+                  "in DIR/w<W>_d<D>[/best] (repeatable)");
   cmd->add_option("--task", o->g.task, "GLUE task name or tsv / csv / jsonl")->required();
   cmd->add_option("--data", o->g.data_dir, "task directory")->required();
   cmd->add_option("--out", o->out, "report directory (grid.json, grid.md, grid.html, *.svg)")
@@ -231,15 +234,65 @@ void add_grid(CLI::App* dyna) {
     std::stringstream in(o->splits);
     for (std::string s; std::getline(in, s, ',');) o->g.splits.push_back(s);
     std::vector<GridSeries> series;
-    for (const auto& spec : o->models) {
+    const auto split_spec = [](const std::string& spec) {
       const size_t eq = spec.find('=');
-      const std::string name = eq == std::string::npos ? spec : spec.substr(0, eq);
-      const std::string dir = eq == std::string::npos ? spec : spec.substr(eq + 1);
+      if (eq == std::string::npos) return std::make_pair(spec, spec);
+      return std::make_pair(spec.substr(0, eq), spec.substr(eq + 1));
+    };
+    for (const auto& spec : o->models) {
+      const auto [name, dir] = split_spec(spec);
       series.push_back({name, evaluate_grid(dir, o->g)});
+    }
+    for (const auto& spec : o->separate) {
+      const auto [name, dir] = split_spec(spec);
+      series.push_back({name, evaluate_separate(dir, o->g)});
     }
     const std::string html =
         write_grid_report(series, TaskSpec::make(o->g.task, o->g.data_dir).display_name(), o->out);
     std::cout << read_file(o->out + "/grid.md") << "report: " << html << "\n";
+  });
+}
+
+void add_augment(CLI::App* dyna) {
+  struct Opts {
+    AugmentOptions a;
+    ThreadConfig threads;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = dyna->add_subcommand(
+      "augment",
+      "TinyBERT-style augmentation: rewrite training texts with masked-LM word candidates");
+  cmd->add_option("--mlm", o->a.mlm_dir, "pretrained masked LM (e.g. the pretrained teacher)")
+      ->required();
+  cmd->add_option("--task", o->a.task, "GLUE task name or tsv / csv / jsonl")->required();
+  cmd->add_option("--data", o->a.data_dir, "task directory")->required();
+  cmd->add_option("--out", o->a.out_dir, "output task directory (train/dev/test .jsonl)")
+      ->required();
+  cmd->add_option("--candidates", o->a.candidates, "M: MLM candidates per word")
+      ->capture_default_str();
+  cmd->add_option("--per-example", o->a.per_example,
+                  "N: rewrites attempted per example (duplicates dropped; TinyBERT: 10-30)")
+      ->capture_default_str();
+  cmd->add_option("--replace-prob", o->a.replace_prob, "p: chance a candidate word is replaced")
+      ->capture_default_str();
+  cmd->add_option("--max-length", o->a.max_length, "MLM input tokens (masked + original window)")
+      ->capture_default_str();
+  cmd->add_option("--batch-size", o->a.batch_size, "masked inputs per forward")
+      ->capture_default_str();
+  cmd->add_option("--max-examples", o->a.max_examples,
+                  "augment the subset --max-train-examples N --seed S would train on (0 = all)")
+      ->capture_default_str();
+  cmd->add_option("--subset-seed", o->a.subset_seed, "the --seed of that subset")
+      ->capture_default_str();
+  cmd->add_option("--seed", o->a.seed, "rewrite sampling seed")->capture_default_str();
+  cmd->add_flag("--skip-bad-rows", o->a.skip_bad_rows, "skip malformed rows instead of failing");
+  add_thread_options(cmd, &o->threads);
+  cmd->callback([o] {
+    configure_threads(o->threads);
+    const AugmentResult r = augment_task(o->a);
+    std::cout << r.originals << " examples, " << r.rewrites << " rewrites; " << r.candidate_words
+              << " of " << r.words << " words had MLM candidates\n"
+              << o->a.out_dir << " (use --task jsonl)\n";
   });
 }
 
@@ -257,6 +310,7 @@ void add_dynabert(CLI::App& app) {
             "stage 3 (optional): fine-tune every (width, depth) on the labels");
   add_export(dyna);
   add_grid(dyna);
+  add_augment(dyna);
 }
 
 }  // namespace slimbert::cli

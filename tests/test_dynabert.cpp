@@ -333,8 +333,8 @@ TEST(Report, ParetoFrontKeepsTheUndominatedPoints) {
   EXPECT_EQ(svg.rfind("</svg>"), svg.size() - 7);
 }
 
-TEST(DynaBert, GridScoresEverySubNetworkAndWritesTheReport) {
-  const TaskWorld& tw = task_world();
+// A 2 x 2 grid on the toy task, timed once at 16 tokens.
+GridOptions tiny_grid(const TaskWorld& tw) {
   GridOptions g;
   g.task = "tsv";
   g.data_dir = tw.data;
@@ -343,6 +343,12 @@ TEST(DynaBert, GridScoresEverySubNetworkAndWritesTheReport) {
   g.max_length = 16;
   g.latency_iters = 1;
   g.latency_seq = 16;
+  return g;
+}
+
+TEST(DynaBert, GridScoresEverySubNetworkAndWritesTheReport) {
+  const TaskWorld& tw = task_world();
+  GridOptions g = tiny_grid(tw);
   const std::vector<GridPoint> points = evaluate_grid(tw.rewired, g);
   ASSERT_EQ(points.size(), 4u);
   BertForSequenceClassification model = load_classifier(tw.rewired);
@@ -368,6 +374,34 @@ TEST(DynaBert, GridScoresEverySubNetworkAndWritesTheReport) {
   EXPECT_EQ(j.at("series")[0].at("points").size(), 4u);
   EXPECT_NE(read_file(html).find("<svg"), std::string::npos);
   EXPECT_NE(read_file(dir / "grid.md").find("| 0.50 | 0.50 | 1 | 1 |"), std::string::npos);
+}
+
+TEST(DynaBert, SeparateSeriesScoresOneStaticModelPerPoint) {
+  const TaskWorld& tw = task_world();
+  GridOptions g = tiny_grid(tw);
+  g.latency_batches = {1};
+  TempDir dir;
+  EXPECT_ERROR_CONTAINS(evaluate_separate(dir.path(), g), "no separately trained model",
+                        "w0.5_d1/best/config.json");
+  // Two shapes, one as DIR/<point>/best (a fine-tuning output), one as DIR/<point>.
+  export_subnet(tw.rewired, {0.5, 1.0}, dir / "w0.5_d1/best");
+  export_subnet(tw.rewired, {1.0, 0.5}, dir / "w1_d0.5");
+  const std::vector<GridPoint> sep = evaluate_separate(dir.path(), g);
+  const std::vector<GridPoint> dyn = evaluate_grid(tw.rewired, g);
+  ASSERT_EQ(sep.size(), 2u);
+  // Static exports equal the slices, so each point matches the dynamic grid's.
+  for (const GridPoint& p : sep) {
+    const auto it = std::find_if(dyn.begin(), dyn.end(), [&](const GridPoint& d) {
+      return d.subnet.width == p.subnet.width && d.subnet.depth == p.subnet.depth;
+    });
+    ASSERT_NE(it, dyn.end());
+    EXPECT_EQ(p.scores, it->scores) << subnet_name(p.subnet);
+    EXPECT_EQ(p.parameters, it->parameters);
+    EXPECT_EQ(p.layers, it->layers);
+    EXPECT_NEAR(p.gflops, it->gflops, 1e-9);
+  }
+  EXPECT_EQ(subnet_name(sep[0].subnet), "w0.5_d1");
+  EXPECT_EQ(subnet_name(sep[1].subnet), "w1_d0.5");
 }
 
 TEST(DynaBert, RegressionTasksDistilTheOutputWithMse) {

@@ -6,6 +6,7 @@
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "slimbert/core/error.h"
@@ -19,54 +20,104 @@ namespace fs = std::filesystem;
 
 namespace slimbert {
 
-std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOptions& o) {
-  BertForSequenceClassification model = load_classifier(model_dir);
+namespace {
+
+// Scores and times one model at `run` (a slice of it, or (1, 1) for a static model) and reports
+// the point as `label`. `splits` drops the unlabelled splits the first point finds.
+GridPoint evaluate_point(BertForSequenceClassification& model, const Tokenizer& tokenizer,
+                         const TaskSpec& spec, const GridOptions& o, const SubNet& run,
+                         const SubNet& label, std::vector<std::string>& splits, bool first) {
   const BertConfig& config = model->bert->config();
-  const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
-  const TaskSpec spec = task_for_model(config, o.task, o.data_dir, o.skip_bad_rows);
-  const TensorMap weights = state_dict(*model);
+  GridPoint p;
+  p.subnet = label;
+  // A static model (possibly with pruned heads) runs whole; a dynamic one is sliced.
+  const bool whole = run.width == 1.0 && run.depth == 1.0;
+  auto [small, small_weights] = whole ? std::make_pair(config, state_dict(*model))
+                                      : extract_subnet(config, state_dict(*model), run);
+  p.layers = small.num_hidden_layers;
+  p.heads = small.heads_in_layer(0);
+  p.ffn = small.intermediate_size;
+  for (const auto& [name, t] : small_weights)
+    if (name.rfind("cls.", 0) != 0) p.parameters += t.numel();
+  p.gflops = encoder_flops(config, o.latency_seq, run) / 1e9;
+  for (const auto& split : std::vector<std::string>(splits)) {
+    EvalReport r;
+    try {
+      r = evaluate_task(model, tokenizer, spec, split, o.max_length, 64, run);
+    } catch (const InputError& e) {
+      // GLUE test files have no labels: the first point finds out, later ones skip the split.
+      if (!first) throw;
+      std::cerr << "dynabert grid: " << split << " not scored: " << e.what() << "\n";
+      splits.erase(std::find(splits.begin(), splits.end(), split));
+      continue;
+    }
+    p.scores[split] = r.metrics.at("main");
+    for (const auto& [k, v] : r.metrics)
+      if (k != "main") p.metrics[split + "_" + k] = v;
+  }
+  if (splits.empty()) fail(spec.dir, ": no labelled split among the requested ones to score");
+  for (int64_t b : o.latency_batches)
+    p.latency_p50_ms[b] =
+        measure_latency(model->bert, b, o.latency_seq, run, o.latency_iters, 2).p50;
+  std::cerr << "dynabert grid: " << subnet_name(p.subnet);
+  for (const auto& [split, v] : p.scores) std::cerr << " " << split << " " << v;
+  for (const auto& [b, ms] : p.latency_p50_ms) std::cerr << " b" << b << " " << ms << " ms";
+  std::cerr << "\n";
+  return p;
+}
+
+std::vector<std::string> present_splits(const TaskSpec& spec, const GridOptions& o) {
   std::vector<std::string> splits;
   for (const auto& split : o.splits)
     if (fs::exists(spec.path(split))) splits.push_back(split);
-  // One untimed round first: the first timings otherwise include thread and allocator start-up.
+  return splits;
+}
+
+// One untimed round first: the first timings otherwise include thread and allocator start-up.
+void warm_up(BertForSequenceClassification& model, const GridOptions& o) {
   for (int64_t b : o.latency_batches) measure_latency(model->bert, b, o.latency_seq, {}, 1, 3);
+}
+
+}  // namespace
+
+std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOptions& o) {
+  BertForSequenceClassification model = load_classifier(model_dir);
+  const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
+  const TaskSpec spec = task_for_model(model->bert->config(), o.task, o.data_dir, o.skip_bad_rows);
+  std::vector<std::string> splits = present_splits(spec, o);
+  warm_up(model, o);
   std::vector<GridPoint> points;
   for (double d : o.depths)
+    for (double w : o.widths)
+      points.push_back(
+          evaluate_point(model, tokenizer, spec, o, {w, d}, {w, d}, splits, points.empty()));
+  return points;
+}
+
+std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptions& o) {
+  std::vector<GridPoint> points;
+  std::vector<std::string> splits;
+  std::optional<TaskSpec> spec;
+  for (double d : o.depths)
     for (double w : o.widths) {
-      GridPoint p;
-      p.subnet = {w, d};
-      auto [small, small_weights] = extract_subnet(config, weights, p.subnet);
-      p.layers = small.num_hidden_layers;
-      p.heads = small.heads_in_layer(0);
-      p.ffn = small.intermediate_size;
-      for (const auto& [name, t] : small_weights)
-        if (name.rfind("cls.", 0) != 0) p.parameters += t.numel();
-      p.gflops = encoder_flops(config, o.latency_seq, p.subnet) / 1e9;
-      for (const auto& split : std::vector<std::string>(splits)) {
-        EvalReport r;
-        try {
-          r = evaluate_task(model, tokenizer, spec, split, o.max_length, 64, p.subnet);
-        } catch (const InputError& e) {
-          // GLUE test files have no labels: the first point finds out, later ones skip the split.
-          if (!points.empty()) throw;
-          std::cerr << "dynabert grid: " << split << " not scored: " << e.what() << "\n";
-          splits.erase(std::find(splits.begin(), splits.end(), split));
-          continue;
-        }
-        p.scores[split] = r.metrics.at("main");
-        for (const auto& [k, v] : r.metrics)
-          if (k != "main") p.metrics[split + "_" + k] = v;
+      const std::string base = dir + "/" + subnet_name({w, d});
+      std::string model_dir;
+      for (const std::string& c : {base + "/best", base})
+        if (model_dir.empty() && fs::exists(c + "/config.json")) model_dir = c;
+      if (model_dir.empty()) continue;  // shapes without a separate model are left out
+      BertForSequenceClassification model = load_classifier(model_dir);
+      const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
+      if (!spec) {
+        spec = task_for_model(model->bert->config(), o.task, o.data_dir, o.skip_bad_rows);
+        splits = present_splits(*spec, o);
       }
-      if (splits.empty()) fail(spec.dir, ": no labelled split among the requested ones to score");
-      for (int64_t b : o.latency_batches)
-        p.latency_p50_ms[b] =
-            measure_latency(model->bert, b, o.latency_seq, p.subnet, o.latency_iters, 2).p50;
-      std::cerr << "dynabert grid: " << subnet_name(p.subnet);
-      for (const auto& [split, v] : p.scores) std::cerr << " " << split << " " << v;
-      for (const auto& [b, ms] : p.latency_p50_ms) std::cerr << " b" << b << " " << ms << " ms";
-      std::cerr << "\n";
-      points.push_back(p);
+      warm_up(model, o);
+      points.push_back(
+          evaluate_point(model, tokenizer, *spec, o, {1, 1}, {w, d}, splits, points.empty()));
     }
+  if (points.empty())
+    fail(dir, ": no separately trained model found (expected <dir>/", subnet_name({0.5, 1}),
+         "/best/config.json or <dir>/", subnet_name({0.5, 1}), "/config.json per grid point)");
   return points;
 }
 

@@ -278,6 +278,20 @@ void Tokenizer::wordpiece(const std::u32string& word, std::vector<std::string>& 
 }
 
 std::vector<std::string> Tokenizer::tokenize(std::string_view text_utf8) const {
+  std::vector<std::string> pieces;
+  split(text_utf8, pieces, nullptr);
+  return pieces;
+}
+
+std::vector<Word> Tokenizer::words(std::string_view text) const {
+  std::vector<std::string> pieces;
+  std::vector<Word> out;
+  split(text, pieces, &out);
+  return out;
+}
+
+void Tokenizer::split(std::string_view text_utf8, std::vector<std::string>& pieces,
+                      std::vector<Word>* out_words) const {
   const std::u32string text = uc::decode_utf8(text_utf8);
   // Split at special-token literals (case-sensitive); lower-case the rest one code point at a
   // time, as HF's tokenize() does before splitting.
@@ -324,24 +338,30 @@ std::vector<std::string> Tokenizer::tokenize(std::string_view text_utf8) const {
     }
   }
 
-  std::vector<std::string> pieces;
   std::vector<std::u32string> words;
+  const auto record = [&](const std::u32string& w, size_t first_piece) {
+    if (out_words)
+      out_words->push_back({uc::encode_utf8(w),
+                            std::vector<std::string>(pieces.begin() + first_piece, pieces.end())});
+  };
   for (const auto& chunk : chunks) {
     if (chunk.text.empty()) continue;
     if (chunk.special) {
       pieces.push_back(uc::encode_utf8(chunk.text));
+      record(chunk.text, pieces.size() - 1);
       continue;
     }
     words.clear();
     basic_tokenize(chunk.text, words);
     for (const auto& w : words) {
+      const size_t first = pieces.size();
       if (std::find(specials_.begin(), specials_.end(), w) != specials_.end())
         pieces.push_back(uc::encode_utf8(w));
       else
         wordpiece(w, pieces);
+      record(w, first);
     }
   }
-  return pieces;
 }
 
 std::vector<int64_t> Tokenizer::convert_tokens_to_ids(

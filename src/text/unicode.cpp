@@ -133,4 +133,17 @@ bool is_nonspacing_mark(char32_t cp) {
   return category(cp) == UTF8PROC_CATEGORY_MN;
 }
 
+bool is_letter(char32_t cp) {
+  switch (category(cp)) {
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace slimbert::unicode

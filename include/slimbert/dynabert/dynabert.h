@@ -7,6 +7,7 @@
 
 #include <ATen/Tensor.h>
 
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -89,6 +90,52 @@ FinetuneResult dynabert_train(const DynaTrainOptions& options);
 // "w0.75_d0.5": how reports name a sub-network.
 std::string subnet_name(const SubNet& subnet);
 
+// ---- Data augmentation (§B.8) ------------------------------------------------------------------
+
+struct AugmentOptions {
+  std::string mlm_dir;  // a pretrained masked LM; its tokenizer splits the words
+  std::string task, data_dir;
+  std::string out_dir;        // a JSONL task directory: train (originals + rewrites), dev, test
+  int64_t candidates = 15;    // M: MLM candidates per word
+  int64_t per_example = 20;   // N: rewrites attempted per example (duplicates are dropped)
+  double replace_prob = 0.4;  // p: chance each candidate word is replaced in a rewrite
+  int64_t max_length = 128;   // MLM input: masked window + the same window unmasked
+  int64_t batch_size = 64;    // masked inputs per forward
+  int64_t max_examples = 0;   // augment the subset --max-train-examples picks (0 = all)
+  uint64_t subset_seed = 0;   // ... with this --seed
+  uint64_t seed = 0;          // rewrite sampling
+  bool skip_bad_rows = false;
+};
+
+struct AugmentResult {
+  int64_t originals = 0, rewrites = 0;
+  int64_t words = 0, candidate_words = 0;  // words seen / words with MLM candidates
+};
+
+// TinyBERT-style candidates for each word of `words` (the tokenizer's split of one text): those
+// of the top-M predictions of the masked LM at the word's position that are content words
+// (letters only, not a stop word), for single-piece content words; empty for every other word,
+// which rewrites keep as it is (TinyBERT takes GloVe neighbours for multi-piece words; GloVe is not
+// available offline). The MLM reads [CLS] masked window [SEP] same window [SEP], the window (at
+// most (max_length - 3) / 2 pieces) centred on the word.
+std::vector<std::vector<std::string>> word_candidates(const BertForMaskedLM& mlm,
+                                                      const Tokenizer& tokenizer,
+                                                      const std::vector<Word>& words,
+                                                      int64_t candidates, int64_t max_length,
+                                                      int64_t batch_size);
+
+// Up to `attempts` distinct rewrites of `words` (joined by spaces), none equal to the original:
+// in each attempt every word with candidates is replaced, with probability p, by a uniformly
+// drawn candidate.
+std::vector<std::string> rewrite_text(const std::vector<Word>& words,
+                                      const std::vector<std::vector<std::string>>& candidates,
+                                      int64_t attempts, double p, std::mt19937_64& rng);
+
+// Writes the augmented task: the training examples (or the seeded subset) followed by their
+// rewrites, each with its source's label (KD stages replace labels with the teacher's logits);
+// for pairs only the first text is rewritten. dev and test are copied. Progress on stderr.
+AugmentResult augment_task(const AugmentOptions& options);
+
 // ---- Grid report ------------------------------------------------------------------------------
 
 struct GridOptions {
@@ -114,6 +161,10 @@ struct GridPoint {
 
 // Scores every (width, depth) of the task model at `model_dir` and measures it.
 std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOptions& options);
+// Baseline series of separately trained static models, one per grid point: scores
+// `dir`/<subnet_name>/best (or `dir`/<subnet_name>) at its full size, labelled with that point.
+// Points without a model are left out.
+std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptions& options);
 
 struct GridSeries {
   std::string name;  // e.g. "DynaBERT", "rewired only"

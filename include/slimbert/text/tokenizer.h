@@ -54,6 +54,12 @@ struct Encoding {
   int64_t num_truncated = 0;  // tokens removed by truncation
 };
 
+// A word of the basic tokenizer (lower-cased and accent-stripped as configured) and its pieces.
+struct Word {
+  std::string text;
+  std::vector<std::string> pieces;
+};
+
 struct EncodeOptions {
   std::optional<int64_t>
       max_length;  // with truncation: at most this many ids; with kMaxLength padding: pad to it
@@ -80,6 +86,8 @@ class Tokenizer {
 
   // Word pieces of `text` (invalid UTF-8 is replaced, never an error).
   std::vector<std::string> tokenize(std::string_view text) const;
+  // The same split, word by word: concatenating the pieces gives tokenize(text).
+  std::vector<Word> words(std::string_view text) const;
   std::vector<int64_t> convert_tokens_to_ids(const std::vector<std::string>& tokens) const;
 
   Encoding encode(std::string_view text, const std::optional<std::string>& text_pair = std::nullopt,
@@ -94,6 +102,8 @@ class Tokenizer {
                      bool clean_up_tokenization_spaces = true) const;
 
  private:
+  void split(std::string_view text, std::vector<std::string>& pieces,
+             std::vector<Word>* words) const;
   void basic_tokenize(std::u32string_view chunk, std::vector<std::u32string>& words) const;
   void wordpiece(const std::u32string& word, std::vector<std::string>& out) const;
   bool is_special(const std::string& token) const;

@@ -25,5 +25,6 @@ bool is_bert_control(char32_t cp);      // category C* except "\t\n\r"
 bool is_bert_punctuation(char32_t cp);  // ASCII 33-47, 58-64, 91-96, 123-126, or category P*
 bool is_cjk(char32_t cp);               // CJK unified ideograph blocks BERT isolates
 bool is_nonspacing_mark(char32_t cp);   // category Mn
+bool is_letter(char32_t cp);            // category L*
 
 }  // namespace slimbert::unicode
