@@ -6,7 +6,7 @@
 # with the same data and budget; then one grid report of DynaBERT, DynaBERT_W, rewired-only
 # slicing (baseline a) and the separate models. Needs the fine-tuned teacher
 # (scripts/finetune-tasks.sh models/teacher-mini runs/ft-teacher). Finished steps are skipped.
-# Environment: SEPARATE (0 = skip baseline b), MAX_TRAIN (training examples, 0 = all), THREADS (2), AUG (1 = stages 1 and 2 train
+# Environment: TEACHER (the fine-tuned teacher, e.g. a WID student fine-tuned on TASK), SEPARATE (0 = skip baseline b), MAX_TRAIN (training examples, 0 = all), THREADS (2), AUG (1 = stages 1 and 2 train
 # on the subset plus AUG_N (4) rewrites per example from `slimbert dynabert augment`), OUT
 # (runs/dyna-exp/TASK: a prefix for every output).
 set -euo pipefail
@@ -17,7 +17,7 @@ threads=${THREADS:-2}
 max_train=${MAX_TRAIN:-0}
 out=${OUT:-runs/dyna-exp/$task}
 mkdir -p "$(dirname "$out")"
-t=runs/ft-teacher/$task/best
+t=${TEACHER:-runs/ft-teacher/$task/best}
 data=data/tasks/$task
 log() { echo "$1: $(($(date +%s) - start)) s" >> "$out-times.txt"; }
 loop=(--max-length 128 --batch-size 32 --epochs 1 --lr 1e-4 --log-every 50 --threads "$threads")
