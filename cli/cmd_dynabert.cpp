@@ -224,6 +224,8 @@ void add_grid(CLI::App* dyna) {
   cmd->add_option("--max-length", o->g.max_length, "tokens per example")->capture_default_str();
   cmd->add_option("--latency-iters", o->g.latency_iters, "timed forward passes per point")
       ->capture_default_str();
+  cmd->add_option("--latency-seq", o->g.latency_seq, "tokens per sequence in the timed passes")
+      ->capture_default_str();
   cmd->add_flag("--skip-bad-rows", o->g.skip_bad_rows, "skip malformed rows instead of failing");
   add_thread_options(cmd, &o->threads);
   cmd->callback([o] {
@@ -239,6 +241,8 @@ void add_grid(CLI::App* dyna) {
       if (eq == std::string::npos) return std::make_pair(spec, spec);
       return std::make_pair(spec.substr(0, eq), spec.substr(eq + 1));
     };
+    for (const auto& spec : o->separate)  // fail before the long evaluations, not after
+      find_separate_models(split_spec(spec).second, o->g);
     for (const auto& spec : o->models) {
       const auto [name, dir] = split_spec(spec);
       series.push_back({name, evaluate_grid(dir, o->g)});

@@ -388,5 +388,64 @@ TEST(CliWid, TrainMergeTruncateAndRandomBaseline) {
                     "not a training checkpoint");
 }
 
+TEST(CliDynabert, RewireStagesExportAugmentAndGrid) {
+  TempDir dir;
+  const std::string data = dir / "task";
+  fs::create_directories(data);
+  // Three classes over real words; the teacher is the random tiny model (its MLM head too).
+  const std::vector<std::string> words = {"cat", "dog", "tree", "house", "river", "stone"};
+  for (const auto& [split, n] : {std::pair{"train", 24}, std::pair{"dev", 9}}) {
+    std::string tsv = "sentence\tlabel\n";
+    for (int i = 0; i < n; ++i)
+      tsv += "the " + words[i % 6] + " and a " + words[(i + 2) % 6] + " of " + words[i % 3] + "\t" +
+             "LABEL_" + std::to_string(i % 3) + "\n";
+    write_file_atomic(data + "/" + split + ".tsv", tsv);
+  }
+  const std::string t = tiny_model(), common = " --epochs 1 --batch-size 8 --max-length 16 ";
+  const Result rewire = run("dynabert rewire --model " + t + " --task tsv --data " + data +
+                            " --out " + dir / "rewired --examples 16");
+  ASSERT_EQ(rewire.code, 0) << rewire.err;
+  EXPECT_TRUE(fs::exists(dir / "rewired/importance.json"));
+  const Result aug = run("dynabert augment --mlm " + t + " --task tsv --data " + data + " --out " +
+                         dir / "aug --per-example 3 --max-examples 12");
+  ASSERT_EQ(aug.code, 0) << aug.err;
+  EXPECT_NE(aug.out.find("12 examples,"), std::string::npos) << aug.out;
+  const Result width =
+      run("dynabert train-width --model " + dir / "rewired --teacher " + t +
+          " --task jsonl --data " + dir / "aug --out " + dir / "w --widths 1,0.5" + common);
+  ASSERT_EQ(width.code, 0) << width.err;
+  EXPECT_NE(width.err.find("loss_w0.5_d1"), std::string::npos) << width.err;
+  const Result both = run("dynabert train --model " + dir / "w/best --teacher " +
+                          dir / "w/best --task tsv --data " + data + " --out " +
+                          dir / "wd --widths 1,0.5 --depths 1,0.5" + common);
+  ASSERT_EQ(both.code, 0) << both.err;
+  EXPECT_NE(both.err.find("loss_w0.5_d0.5"), std::string::npos) << both.err;
+  const Result exp = run("dynabert export --model " +
+                         dir / "wd/best --width 0.5 --depth 0.5 --out " + dir / "sep/w0.5_d0.5");
+  ASSERT_EQ(exp.code, 0) << exp.err;
+  EXPECT_EQ(load_config_dir(dir / "sep/w0.5_d0.5").num_hidden_layers, 1);
+  const Result grid = run(
+      "dynabert grid --model DynaBERT=" + dir / "wd/best --separate static=" +
+      dir / "sep --task tsv --data " + data + " --out " +
+      dir /
+          "grid --widths 1,0.5 --depths 1,0.5 --max-length 16 --latency-iters 1 --latency-seq 16");
+  ASSERT_EQ(grid.code, 0) << grid.err;
+  const auto j = nlohmann::json::parse(read_file(dir / "grid/grid.json"));
+  ASSERT_EQ(j.at("series").size(), 2u);
+  EXPECT_EQ(j["series"][0]["points"].size(), 4u);
+  ASSERT_EQ(j["series"][1]["points"].size(), 1u);
+  // The exported sub-network scores what slicing scores.
+  EXPECT_EQ(j["series"][1]["points"][0]["scores"], j["series"][0]["points"][3]["scores"]);
+  EXPECT_NE(grid.out.find("report: " + dir / "grid/grid.html"), std::string::npos);
+
+  EXPECT_FAILS_WITH(run("dynabert augment --mlm " + t + " --task tsv --data " + data + " --out " +
+                        dir / "x --replace-prob 2"),
+                    "--replace-prob must lie in [0, 1]");
+  EXPECT_FAILS_WITH(run("dynabert grid --model " +
+                        dir / "wd/best --separate s=" + dir / "nothing --task tsv --data " + data +
+                        " --out " + dir / "g2 --latency-seq 16"),
+                    "no separately trained model found");
+}
+
 }  // namespace
 }  // namespace slimbert

@@ -94,30 +94,39 @@ std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOpt
   return points;
 }
 
+std::vector<std::pair<SubNet, std::string>> find_separate_models(const std::string& dir,
+                                                                 const GridOptions& o) {
+  std::vector<std::pair<SubNet, std::string>> found;
+  for (double d : o.depths)
+    for (double w : o.widths) {
+      const std::string base = dir + "/" + subnet_name({w, d});
+      for (const std::string& c : {base + "/best", base})
+        if (fs::exists(c + "/config.json")) {
+          found.push_back({{w, d}, c});
+          break;
+        }
+    }
+  if (found.empty())
+    fail(dir, ": no separately trained model found (expected <dir>/", subnet_name({0.5, 1}),
+         "/best/config.json or <dir>/", subnet_name({0.5, 1}), "/config.json per grid point)");
+  return found;
+}
+
 std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptions& o) {
   std::vector<GridPoint> points;
   std::vector<std::string> splits;
   std::optional<TaskSpec> spec;
-  for (double d : o.depths)
-    for (double w : o.widths) {
-      const std::string base = dir + "/" + subnet_name({w, d});
-      std::string model_dir;
-      for (const std::string& c : {base + "/best", base})
-        if (model_dir.empty() && fs::exists(c + "/config.json")) model_dir = c;
-      if (model_dir.empty()) continue;  // shapes without a separate model are left out
-      BertForSequenceClassification model = load_classifier(model_dir);
-      const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
-      if (!spec) {
-        spec = task_for_model(model->bert->config(), o.task, o.data_dir, o.skip_bad_rows);
-        splits = present_splits(*spec, o);
-      }
-      warm_up(model, o);
-      points.push_back(
-          evaluate_point(model, tokenizer, *spec, o, {1, 1}, {w, d}, splits, points.empty()));
+  for (const auto& [subnet, model_dir] : find_separate_models(dir, o)) {
+    BertForSequenceClassification model = load_classifier(model_dir);
+    const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
+    if (!spec) {
+      spec = task_for_model(model->bert->config(), o.task, o.data_dir, o.skip_bad_rows);
+      splits = present_splits(*spec, o);
     }
-  if (points.empty())
-    fail(dir, ": no separately trained model found (expected <dir>/", subnet_name({0.5, 1}),
-         "/best/config.json or <dir>/", subnet_name({0.5, 1}), "/config.json per grid point)");
+    warm_up(model, o);
+    points.push_back(
+        evaluate_point(model, tokenizer, *spec, o, {1, 1}, subnet, splits, points.empty()));
+  }
   return points;
 }
 

@@ -165,6 +165,9 @@ std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOpt
 // `dir`/<subnet_name>/best (or `dir`/<subnet_name>) at its full size, labelled with that point.
 // Points without a model are left out.
 std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptions& options);
+// The models evaluate_separate scores, with their grid points; fails when there is none.
+std::vector<std::pair<SubNet, std::string>> find_separate_models(const std::string& dir,
+                                                                 const GridOptions& options);
 
 struct GridSeries {
   std::string name;  // e.g. "DynaBERT", "rewired only"
