@@ -6,9 +6,15 @@
 # with the same data and budget; then one grid report of DynaBERT, DynaBERT_W, rewired-only
 # slicing (baseline a) and the separate models. Needs the fine-tuned teacher
 # (scripts/finetune-tasks.sh models/teacher-mini runs/ft-teacher). Finished steps are skipped.
-# Environment: TEACHER (the fine-tuned teacher, e.g. a WID student fine-tuned on TASK), SEPARATE (0 = skip baseline b), MAX_TRAIN (training examples, 0 = all), THREADS (2), AUG (1 = stages 1 and 2 train
-# on the subset plus AUG_N (4) rewrites per example from `slimbert dynabert augment`), OUT
-# (runs/dyna-exp/TASK: a prefix for every output).
+# Environment:
+#   THREADS     threads per command (2)
+#   EPOCHS      epochs per stage and per separate model (1)
+#   MAX_TRAIN   training examples, a seeded subset (0 = all)
+#   TEACHER     the fine-tuned teacher (runs/ft-teacher/TASK/best; e.g. a fine-tuned WID student)
+#   SEPARATE    0 skips baseline (b)
+#   AUG         1: the stages train on the subset plus AUG_N (4) rewrites per example
+#               from `slimbert dynabert augment`
+#   OUT         prefix of every output (runs/dyna-exp/TASK)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 task=${1:?usage: dynabert-experiment.sh TASK}
@@ -20,7 +26,7 @@ mkdir -p "$(dirname "$out")"
 t=${TEACHER:-runs/ft-teacher/$task/best}
 data=data/tasks/$task
 log() { echo "$1: $(($(date +%s) - start)) s" >> "$out-times.txt"; }
-loop=(--max-length 128 --batch-size 32 --epochs 1 --lr 1e-4 --log-every 50 --threads "$threads")
+loop=(--max-length 128 --batch-size 32 --epochs "${EPOCHS:-1}" --lr 1e-4 --log-every 50 --threads "$threads")
 labelled=(--task tsv --data $data --max-train-examples "$max_train" "${loop[@]}")
 start=$(date +%s)
 [[ -f $out-rewired/config.json ]] ||
