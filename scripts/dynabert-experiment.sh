@@ -12,6 +12,7 @@
 #   MAX_TRAIN   training examples, a seeded subset (0 = all)
 #   TEACHER     the fine-tuned teacher (runs/ft-teacher/TASK/best; e.g. a fine-tuned WID student)
 #   SEPARATE    0 skips baseline (b)
+#   STAGE3      1: also stage 3, every sub-network fine-tuned on the labels for EPOCHS
 #   AUG         1: the stages train on the subset plus AUG_N (4) rewrites per example
 #               from `slimbert dynabert augment`
 #   OUT         prefix of every output (runs/dyna-exp/TASK)
@@ -50,6 +51,14 @@ start=$(date +%s)
 [[ -f $out-wd/best/config.json ]] ||
   $s dynabert train --model $out-w/best --teacher $out-w/best --out $out-wd "${stage[@]}"
 log train
+stage3=()
+if [[ ${STAGE3:-0} == 1 ]]; then
+  start=$(date +%s)
+  [[ -f $out-ft/best/config.json ]] ||
+    $s dynabert finetune --model $out-wd/best --out $out-ft "${labelled[@]}"
+  log finetune
+  stage3=(--model "DynaBERT + stage 3=$out-ft/best")
+fi
 start=$(date +%s)
 separate=()
 [[ ${SEPARATE:-1} == 1 ]] && separate=(--separate "separate=$out-separate")
@@ -66,7 +75,7 @@ for d in 1 0.75 0.5; do
 done
 log separate
 start=$(date +%s)
-$s dynabert grid --model "DynaBERT=$out-wd/best" --model "DynaBERT_W=$out-w/best" \
+$s dynabert grid --model "DynaBERT=$out-wd/best" "${stage3[@]}" --model "DynaBERT_W=$out-w/best" \
   --model "rewired only=$out-rewired" "${separate[@]}" \
   --task tsv --data $data --latency-iters 10 --out $out-grid --threads "$threads"
 log grid

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-SERIES = ["DynaBERT", "DynaBERT_W", "rewired only", "separate"]
+SERIES = ["DynaBERT", "DynaBERT + stage 3", "DynaBERT_W", "rewired only", "separate"]
 
 
 def load(teacher_eval, grid_json):
