@@ -42,8 +42,9 @@ def main():
                 runs_list.append((task, os.path.join(runs, "ft-teacher", task, "eval.json"), g))
 
     print("| task | teacher | DynaBERT (1, 1) | % | DynaBERT (0.25, 0.5) | % |"
-          " points > (a) | points >= (b) | DynaBERT_W (1, 1) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          " points > (a) | points >= (b) | DynaBERT_W (1, 1) | + stage 3: (1, 1), (0.25, 0.5),"
+          " points >= (b) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     tables = []
     for name, t, g in runs_list:
         teacher, split, series = load(t, g)
@@ -56,8 +57,15 @@ def main():
         w = series.get("DynaBERT_W", {}).get((1.0, 1.0))
         wcell = f"{score(w, split):.4f}" if w else "-"
         bcell = f"{beat_b}/{len(b)}" if b else "-"
+        s3 = series.get("DynaBERT + stage 3")
+        s3cell = "-"
+        if s3:
+            f3, m3 = score(s3[(1.0, 1.0)], split), score(s3[(0.25, 0.5)], split)
+            b3 = sum(score(p, split) >= score(b[k], split) for k, p in s3.items() if k in b)
+            s3cell = (f"{f3:.4f} ({100 * f3 / teacher:.1f}%), {m3:.4f} ({100 * m3 / teacher:.1f}%)"
+                      + (f", {b3}/{len(b)}" if b else ""))
         print(f"| {name} | {teacher:.4f} | {full:.4f} | {100 * full / teacher:.1f}% | {small:.4f} |"
-              f" {100 * small / teacher:.1f}% | {beat_a}/{len(a)} | {bcell} | {wcell} |")
+              f" {100 * small / teacher:.1f}% | {beat_a}/{len(a)} | {bcell} | {wcell} | {s3cell} |")
 
         names = [s for s in SERIES if s in series]
         rows = [f"\n#### {name} ({split} score; teacher {teacher:.4f})\n",
