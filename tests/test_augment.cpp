@@ -25,9 +25,9 @@ struct AugWorld {
   std::string mlm;
   AugWorld() {
     const std::vector<std::string> tokens = {
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".",    ",",     "the",   "a",    "of",
-        "and",   "cat",   "dog",   "red",   "blue",  "runs", "sits",  "fast",  "big",  "small",
-        "house", "tree",  "green", "jumps", "##s",   "9",    "slowly", "bird", "sings", "loud"};
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".",    ",",      "the",  "a",     "of",
+        "and",   "cat",   "dog",   "red",   "blue",   "runs", "sits",   "fast", "big",   "small",
+        "house", "tree",  "green", "jumps", "##s",    "9",    "slowly", "bird", "sings", "loud"};
     const Tokenizer tokenizer(Vocab::from_tokens(tokens), TokenizerOptions{});
     BertConfig c = test::tiny_config(static_cast<int64_t>(tokens.size()), 64);
     BertForMaskedLM model(c);
@@ -63,8 +63,8 @@ TEST(Augment, WordsSplitLikeTokenize) {
 
 // The candidates of the word at piece `at` computed by hand: one masked input, full MLM logits.
 std::vector<std::string> by_hand(const BertForMaskedLM& mlm, const Tokenizer& t,
-                                 const std::vector<std::string>& pieces, int64_t at,
-                                 int64_t window, int64_t m) {
+                                 const std::vector<std::string>& pieces, int64_t at, int64_t window,
+                                 int64_t m) {
   const auto ids = t.convert_tokens_to_ids(pieces);
   const int64_t n = static_cast<int64_t>(ids.size());
   const int64_t start = std::clamp<int64_t>(at - window / 2, 0, n - window);
@@ -107,8 +107,8 @@ TEST(Augment, CandidatesAreTheMaskedLmTopWordsOfTheWindow) {
   for (const auto& w : words) pieces.insert(pieces.end(), w.pieces.begin(), w.pieces.end());
   const int64_t m = 20;
   for (const int64_t max_length : {int64_t{128}, int64_t{13}}) {  // whole text; a 5-piece window
-    const int64_t window = std::min<int64_t>(static_cast<int64_t>(pieces.size()),
-                                             (max_length - 3) / 2);
+    const int64_t window =
+        std::min<int64_t>(static_cast<int64_t>(pieces.size()), (max_length - 3) / 2);
     const auto one = word_candidates(mlm, t, words, m, max_length, 1);
     const auto many = word_candidates(mlm, t, words, m, max_length, 64);
     ASSERT_EQ(one.size(), words.size());
@@ -159,8 +159,9 @@ TEST(Augment, WritesOriginalsThenRewritesAsAJsonlTask) {
   const std::string data = dir / "pairs";
   std::filesystem::create_directories(data);
   std::string train = "sentence1\tsentence2\tlabel\n";
-  const std::vector<std::string> texts = {"the big cat runs", "a red dog sits", "the blue bird sings",
-                                          "small house of tree", "green tree jumps fast"};
+  const std::vector<std::string> texts = {"the big cat runs", "a red dog sits",
+                                          "the blue bird sings", "small house of tree",
+                                          "green tree jumps fast"};
   for (size_t i = 0; i < texts.size(); ++i)
     train += texts[i] + "\tpair " + std::to_string(i) + "\t" + (i % 2 ? "yes" : "no") + "\n";
   write_file_atomic(data + "/train.tsv", train);
@@ -214,8 +215,9 @@ TEST(Augment, WritesOriginalsThenRewritesAsAJsonlTask) {
   f.max_train_examples = 2;
   f.seed = 3;
   const TaskData subset = load_train_split(src, f);
-  const auto first_row = nlohmann::json::parse(read_file(o.out_dir + "/train.jsonl").substr(
-      0, read_file(o.out_dir + "/train.jsonl").find('\n')));
+  const auto first_row =
+      nlohmann::json::parse(read_file(o.out_dir + "/train.jsonl")
+                                .substr(0, read_file(o.out_dir + "/train.jsonl").find('\n')));
   EXPECT_EQ(first_row.at("text"), subset.examples[0].text_a);
 
   o.replace_prob = 1.5;

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -26,24 +27,24 @@ namespace {
 // English function words, never replaced (the role of TinyBERT's stop-word list).
 const std::unordered_set<std::string>& stop_words() {
   static const std::unordered_set<std::string> words = {
-      "a",       "about",   "above",  "after",   "again",   "against", "all",     "am",
-      "an",      "and",     "any",    "are",     "as",      "at",      "be",      "because",
-      "been",    "before",  "being",  "below",   "between", "both",    "but",     "by",
-      "can",     "could",   "did",    "do",      "does",    "doing",   "down",    "during",
-      "each",    "few",     "for",    "from",    "further", "had",     "has",     "have",
-      "having",  "he",      "her",    "here",    "hers",    "herself", "him",     "himself",
-      "his",     "how",     "i",      "if",      "in",      "into",    "is",      "it",
-      "its",     "itself",  "just",   "me",      "more",    "most",    "my",      "myself",
-      "no",      "nor",     "not",    "now",     "of",      "off",     "on",      "once",
-      "only",    "or",      "other",  "our",     "ours",    "ourselves", "out",   "over",
-      "own",     "same",    "she",    "should",  "so",      "some",    "such",    "than",
-      "that",    "the",     "their",  "theirs",  "them",    "themselves", "then", "there",
-      "these",   "they",    "this",   "those",   "through", "to",      "too",     "under",
-      "until",   "up",      "very",   "was",     "we",      "were",    "what",    "when",
-      "where",   "which",   "while",  "who",     "whom",    "why",     "will",    "with",
-      "would",   "you",     "your",   "yours",   "yourself", "yourselves", "s",   "t",
-      "d",       "ll",      "m",      "o",       "re",      "ve",      "y",       "shall",
-      "may",     "might",   "must",   "also",    "yet",     "thus",    "upon",    "unto",
+      "a",      "about",  "above", "after",  "again",    "against",    "all",  "am",
+      "an",     "and",    "any",   "are",    "as",       "at",         "be",   "because",
+      "been",   "before", "being", "below",  "between",  "both",       "but",  "by",
+      "can",    "could",  "did",   "do",     "does",     "doing",      "down", "during",
+      "each",   "few",    "for",   "from",   "further",  "had",        "has",  "have",
+      "having", "he",     "her",   "here",   "hers",     "herself",    "him",  "himself",
+      "his",    "how",    "i",     "if",     "in",       "into",       "is",   "it",
+      "its",    "itself", "just",  "me",     "more",     "most",       "my",   "myself",
+      "no",     "nor",    "not",   "now",    "of",       "off",        "on",   "once",
+      "only",   "or",     "other", "our",    "ours",     "ourselves",  "out",  "over",
+      "own",    "same",   "she",   "should", "so",       "some",       "such", "than",
+      "that",   "the",    "their", "theirs", "them",     "themselves", "then", "there",
+      "these",  "they",   "this",  "those",  "through",  "to",         "too",  "under",
+      "until",  "up",     "very",  "was",    "we",       "were",       "what", "when",
+      "where",  "which",  "while", "who",    "whom",     "why",        "will", "with",
+      "would",  "you",    "your",  "yours",  "yourself", "yourselves", "s",    "t",
+      "d",      "ll",     "m",     "o",      "re",       "ve",         "y",    "shall",
+      "may",    "might",  "must",  "also",   "yet",      "thus",       "upon", "unto",
   };
   return words;
 }
@@ -52,12 +53,17 @@ const std::unordered_set<std::string>& stop_words() {
 // words (a weak MLM otherwise proposes punctuation and "the" everywhere); this also keeps out
 // "##" continuations and "[SEP]"-like vocabulary entries.
 bool is_content_word(const std::string& text) {
-  if (stop_words().count(text)) return false;
+  std::string lower = text;  // cased vocabularies: "The" is a stop word too
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (stop_words().count(lower)) return false;
   const std::u32string cps = unicode::decode_utf8(text);
   return !cps.empty() && std::all_of(cps.begin(), cps.end(), unicode::is_letter);
 }
 
-bool is_candidate_word(const Word& w) { return w.pieces.size() == 1 && is_content_word(w.text); }
+bool is_candidate_word(const Word& w) {
+  return w.pieces.size() == 1 && is_content_word(w.text);
+}
 
 }  // namespace
 
@@ -212,15 +218,23 @@ AugmentResult augment_task(const AugmentOptions& o) {
       write_file_atomic(dir + "/" + split + ".jsonl", text);
     }
     const nlohmann::json info = {
-        {"source", spec.dir},       {"task", spec.name},
-        {"mlm", o.mlm_dir},         {"candidates", o.candidates},
-        {"per_example", o.per_example}, {"replace_prob", o.replace_prob},
-        {"max_length", o.max_length}, {"max_examples", o.max_examples},
-        {"subset_seed", o.subset_seed}, {"seed", o.seed},
-        {"originals", result.originals}, {"rewrites", result.rewrites},
-        {"words", result.words},    {"candidate_words", result.candidate_words},
-        {"note", "TinyBERT augmentation with MLM candidates only: no GloVe offline, so "
-                 "multi-piece words are never replaced"}};
+        {"source", spec.dir},
+        {"task", spec.name},
+        {"mlm", o.mlm_dir},
+        {"candidates", o.candidates},
+        {"per_example", o.per_example},
+        {"replace_prob", o.replace_prob},
+        {"max_length", o.max_length},
+        {"max_examples", o.max_examples},
+        {"subset_seed", o.subset_seed},
+        {"seed", o.seed},
+        {"originals", result.originals},
+        {"rewrites", result.rewrites},
+        {"words", result.words},
+        {"candidate_words", result.candidate_words},
+        {"note",
+         "TinyBERT augmentation with MLM candidates only: no GloVe offline, so "
+         "multi-piece words are never replaced"}};
     write_file_atomic(dir + "/augment.json", info.dump(2) + "\n");
   });
   return result;

@@ -117,7 +117,7 @@ struct AugmentResult {
 // (letters only, not a stop word), for single-piece content words; empty for every other word,
 // which rewrites keep as it is (TinyBERT takes GloVe neighbours for multi-piece words; GloVe is not
 // available offline). The MLM reads [CLS] masked window [SEP] same window [SEP], the window (at
-// most (max_length - 3) / 2 pieces) centred on the word.
+// most (max_length - 3) / 2 pieces) centred on the word. `mlm` must be in eval mode.
 std::vector<std::vector<std::string>> word_candidates(const BertForMaskedLM& mlm,
                                                       const Tokenizer& tokenizer,
                                                       const std::vector<Word>& words,
