@@ -215,9 +215,8 @@ TEST(Augment, WritesOriginalsThenRewritesAsAJsonlTask) {
   f.max_train_examples = 2;
   f.seed = 3;
   const TaskData subset = load_train_split(src, f);
-  const auto first_row =
-      nlohmann::json::parse(read_file(o.out_dir + "/train.jsonl")
-                                .substr(0, read_file(o.out_dir + "/train.jsonl").find('\n')));
+  const std::string rows_text = read_file(o.out_dir + "/train.jsonl");
+  const auto first_row = nlohmann::json::parse(rows_text.substr(0, rows_text.find('\n')));
   EXPECT_EQ(first_row.at("text"), subset.examples[0].text_a);
 
   o.replace_prob = 1.5;
