@@ -20,7 +20,7 @@ namespace {
 nlohmann::json rows_of(const at::Tensor& t) {
   nlohmann::json out = nlohmann::json::array();
   for (int64_t r = 0; r < t.size(0); ++r) {
-    const at::Tensor row = t[r].contiguous().to(at::kDouble);
+    const at::Tensor row = t[r].to(at::kCPU, at::kDouble).contiguous();
     out.push_back(
         std::vector<double>(row.data_ptr<double>(), row.data_ptr<double>() + row.numel()));
   }
@@ -33,7 +33,7 @@ void add_rewire(CLI::App* dyna) {
     int64_t examples = 2000, batch_size = 32, max_length = 128;
     uint64_t seed = 0;
     bool per_batch = false, skip_bad_rows = false;
-    ThreadConfig threads;
+    RuntimeConfig threads;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = dyna->add_subcommand(
@@ -54,9 +54,9 @@ void add_rewire(CLI::App* dyna) {
   cmd->add_flag("--per-batch-gradients", o->per_batch,
                 "score each batch's own gradient (the reference accumulates them)");
   cmd->add_flag("--skip-bad-rows", o->skip_bad_rows, "skip malformed rows instead of failing");
-  add_thread_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->threads);
   cmd->callback([o] {
-    configure_threads(o->threads);
+    configure_runtime(o->threads);
     BertForSequenceClassification model = load_classifier(o->model);
     const BertConfig& config = model->bert->config();
     const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
@@ -82,7 +82,7 @@ void add_rewire(CLI::App* dyna) {
                              {"head_importance", rows_of(imp.heads)},
                              {"neuron_importance", rows_of(imp.neurons)}};
     for (const auto& order : head_order(imp)) {
-      const at::Tensor o64 = order.contiguous();
+      const at::Tensor o64 = order.cpu().contiguous();
       report["head_order"].push_back(
           std::vector<int64_t>(o64.data_ptr<int64_t>(), o64.data_ptr<int64_t>() + o64.numel()));
     }
@@ -142,7 +142,7 @@ void add_stage(CLI::App* dyna, DynaStage stage, const std::string& help) {
   struct Opts {
     DynaTrainOptions d;
     std::string widths = "1,0.75,0.5,0.25", depths = "1,0.75,0.5", teacher_mode = "full";
-    ThreadConfig threads;
+    RuntimeConfig threads;
   };
   auto o = std::make_shared<Opts>();
   o->d.stage = stage;
@@ -176,9 +176,9 @@ void add_stage(CLI::App* dyna, DynaStage stage, const std::string& help) {
   if (stage != DynaStage::kWidth)
     cmd->add_option("--depths", o->depths, "depth multipliers")->capture_default_str();
   add_task_loop_options(cmd, &o->d.train);
-  add_thread_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->threads);
   cmd->callback([o, cmd] {
-    configure_threads(o->threads);
+    configure_runtime(o->threads);
     o->d.widths = parse_list(o->widths, "--widths");
     o->d.depths = parse_list(o->depths, "--depths");
     o->d.same_width_teacher = o->teacher_mode == "same";
@@ -202,7 +202,7 @@ void add_grid(CLI::App* dyna) {
     std::vector<std::string> models, separate;
     std::string out, widths = "1,0.75,0.5,0.25", depths = "1,0.75,0.5", splits = "dev,test";
     GridOptions g;
-    ThreadConfig threads;
+    RuntimeConfig threads;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = dyna->add_subcommand(
@@ -227,9 +227,9 @@ void add_grid(CLI::App* dyna) {
   cmd->add_option("--latency-seq", o->g.latency_seq, "tokens per sequence in the timed passes")
       ->capture_default_str();
   cmd->add_flag("--skip-bad-rows", o->g.skip_bad_rows, "skip malformed rows instead of failing");
-  add_thread_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->threads);
   cmd->callback([o] {
-    configure_threads(o->threads);
+    configure_runtime(o->threads);
     o->g.widths = parse_list(o->widths, "--widths");
     o->g.depths = parse_list(o->depths, "--depths");
     o->g.splits.clear();
@@ -260,7 +260,7 @@ void add_grid(CLI::App* dyna) {
 void add_augment(CLI::App* dyna) {
   struct Opts {
     AugmentOptions a;
-    ThreadConfig threads;
+    RuntimeConfig threads;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = dyna->add_subcommand(
@@ -290,9 +290,9 @@ void add_augment(CLI::App* dyna) {
       ->capture_default_str();
   cmd->add_option("--seed", o->a.seed, "rewrite sampling seed")->capture_default_str();
   cmd->add_flag("--skip-bad-rows", o->a.skip_bad_rows, "skip malformed rows instead of failing");
-  add_thread_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->threads);
   cmd->callback([o] {
-    configure_threads(o->threads);
+    configure_runtime(o->threads);
     const AugmentResult r = augment_task(o->a);
     std::cout << r.originals << " examples, " << r.rewrites << " rewrites; " << r.candidate_words
               << " of " << r.words << " words had MLM candidates\n"

@@ -16,7 +16,7 @@ struct RunOpts {
   int64_t batch_size = 32, max_length = 0;
   bool no_truncate = false;
   double width = 1.0, depth = 1.0;
-  ThreadConfig threads;
+  RuntimeConfig threads;
 };
 
 void add_run_options(CLI::App* cmd, RunOpts* o) {
@@ -35,11 +35,11 @@ void add_run_options(CLI::App* cmd, RunOpts* o) {
       ->capture_default_str();
   cmd->add_option("--depth", o->depth, "sub-network depth multiplier (DynaBERT)")
       ->capture_default_str();
-  add_thread_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->threads);
 }
 
 std::vector<float> row(const at::Tensor& t) {
-  at::Tensor c = t.contiguous();
+  at::Tensor c = t.cpu().contiguous();
   return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
 }
 
@@ -71,7 +71,7 @@ void add_embed_and_predict(CLI::App& app) {
       ->check(CLI::IsMember({"cls", "mean", "both"}))
       ->capture_default_str();
   embed->callback([eo, pooling] {
-    configure_threads(eo->threads);
+    configure_runtime(eo->threads);
     const Tokenizer tokenizer = Tokenizer::from_dir(eo->dir);
     const auto records = read_records(eo->input);
     BertModel model = load_bert_model(eo->dir, /*with_pooler=*/false);
@@ -100,14 +100,15 @@ void add_embed_and_predict(CLI::App& app) {
       "predict", "label probabilities from a classification checkpoint as JSONL");
   add_run_options(predict, po.get());
   predict->callback([po] {
-    configure_threads(po->threads);
+    configure_runtime(po->threads);
     const Tokenizer tokenizer = Tokenizer::from_dir(po->dir);
     const auto records = read_records(po->input);
     BertForSequenceClassification model = load_classifier(po->dir);
     const BertConfig& config = model->bert->config();
     Output out(po->output);
     run_batches(*po, config, tokenizer, records, [&](size_t b, size_t e, const Batch& batch) {
-      const at::Tensor logits = model->forward(batch, SubNet{po->width, po->depth});  // (B, labels)
+      const at::Tensor logits =
+          model->forward(batch, SubNet{po->width, po->depth}).cpu();  // (B, labels)
       const bool regression = config.problem_type == "regression" || config.num_labels() == 1;
       const bool multi = config.problem_type == "multi_label_classification";
       const at::Tensor probs = multi ? at::sigmoid(logits) : at::softmax(logits, -1);

@@ -12,7 +12,7 @@ void add_forward(CLI::App& app) {
   struct Opts {
     std::string dir, inputs, out;
     double width = 1.0, depth = 1.0;
-    ThreadConfig threads;
+    RuntimeConfig threads;
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -28,9 +28,9 @@ void add_forward(CLI::App& app) {
       ->required();
   cmd->add_option("--width", opts->width, "sub-network width multiplier")->capture_default_str();
   cmd->add_option("--depth", opts->depth, "sub-network depth multiplier")->capture_default_str();
-  add_thread_options(cmd, &opts->threads);
+  add_runtime_options(cmd, &opts->threads);
   cmd->callback([opts] {
-    configure_threads(opts->threads);
+    configure_runtime(opts->threads);
     const BertConfig config = load_config_dir(opts->dir);
     const TensorMap weights = load_weights(opts->dir);
     const TensorMap inputs = load_safetensors(opts->inputs);
@@ -64,6 +64,7 @@ void add_forward(CLI::App& app) {
     BertModel bert(config, /*add_pooling_layer=*/has("pooler."));
     load_state(*bert, weights, source);
     bert->eval();
+    bert->to(compute_device());
     at::NoGradGuard no_grad;
     const SubNet subnet{opts->width, opts->depth};
     const Encoded enc = bert->forward(batch, subnet);
@@ -76,12 +77,14 @@ void add_forward(CLI::App& app) {
       BertForMaskedLM mlm(config);
       load_state(*mlm, weights, source);
       mlm->eval();
+      mlm->to(compute_device());
       out["mlm_logits"] = mlm->logits(enc.last());
     }
     if (has("classifier.")) {
       BertForSequenceClassification clf(config);
       load_state(*clf, weights, source);
       clf->eval();
+      clf->to(compute_device());
       out["cls_logits"] = clf->logits(enc);
     }
     save_safetensors(opts->out, out, DType::F32,

@@ -10,12 +10,15 @@
 
 namespace slimbert::cli {
 
-void add_thread_options(CLI::App* cmd, ThreadConfig* config) {
+void add_runtime_options(CLI::App* cmd, RuntimeConfig* config) {
   cmd->add_option("--threads", config->threads,
                   "CPU threads (0 = all cores); by default they run OpenBLAS matrix products")
       ->capture_default_str();
   cmd->add_flag("--torch-threads", config->torch_intra,
                 "give the threads to libtorch's intra-op pool instead of OpenBLAS");
+  cmd->add_option("--device", config->device,
+                  "where models run: cpu, cuda or cuda:N (a CUDA build of libtorch)")
+      ->capture_default_str();
 }
 
 void add_input_options(CLI::App* cmd, InputOptions* options) {

@@ -20,7 +20,7 @@
 namespace slimbert::cli {
 
 // --threads and --torch-threads, applied by apply_threads() when the command runs.
-void add_thread_options(CLI::App* cmd, ThreadConfig* config);
+void add_runtime_options(CLI::App* cmd, RuntimeConfig* config);
 
 // One input: a line of plain text, or a JSONL record {"text", "text_pair"?, "id"?, "max_length"?}.
 struct Record {

@@ -8,6 +8,8 @@
 # (scripts/finetune-tasks.sh models/teacher-mini runs/ft-teacher). Finished steps are skipped.
 # Environment:
 #   THREADS     threads per command (2)
+#   DEVICE      where models run: cpu (default) or cuda (a CUDA build: scripts/build-cuda.sh)
+#   SLIMBERT    the program (build/slimbert)
 #   EPOCHS      epochs per stage and per separate model (1)
 #   MAX_TRAIN   training examples, a seeded subset (0 = all)
 #   TEACHER     the fine-tuned teacher (runs/ft-teacher/TASK/best; e.g. a fine-tuned WID student)
@@ -19,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 task=${1:?usage: dynabert-experiment.sh TASK}
-s=build/slimbert
+s=${SLIMBERT:-build/slimbert}
 threads=${THREADS:-2}
 max_train=${MAX_TRAIN:-0}
 out=${OUT:-runs/dyna-exp/$task}
@@ -27,18 +29,19 @@ mkdir -p "$(dirname "$out")"
 t=${TEACHER:-runs/ft-teacher/$task/best}
 data=data/tasks/$task
 log() { echo "$1: $(($(date +%s) - start)) s" >> "$out-times.txt"; }
-loop=(--max-length 128 --batch-size 32 --epochs "${EPOCHS:-1}" --lr 1e-4 --log-every 50 --threads "$threads")
+run=(--threads "$threads" --device "${DEVICE:-cpu}")
+loop=(--max-length 128 --batch-size 32 --epochs "${EPOCHS:-1}" --lr 1e-4 --log-every 50 "${run[@]}")
 labelled=(--task tsv --data $data --max-train-examples "$max_train" "${loop[@]}")
 start=$(date +%s)
 [[ -f $out-rewired/config.json ]] ||
-  $s dynabert rewire --model $t --task tsv --data $data --out $out-rewired --threads "$threads"
+  $s dynabert rewire --model $t --task tsv --data $data --out $out-rewired "${run[@]}"
 log rewire
 stage=("${labelled[@]}")
 if [[ ${AUG:-0} == 1 ]]; then
   start=$(date +%s)
   [[ -f $out-aug/train.jsonl ]] ||
     $s dynabert augment --mlm models/teacher-mini --task tsv --data $data --out $out-aug \
-      --max-examples "$max_train" --per-example "${AUG_N:-4}" --threads "$threads"
+      --max-examples "$max_train" --per-example "${AUG_N:-4}" "${run[@]}"
   log augment
   # The augmented set already holds the subset: the stages read all of it.
   stage=(--task jsonl --data $out-aug --max-train-examples 0 "${loop[@]}")
@@ -77,5 +80,5 @@ log separate
 start=$(date +%s)
 $s dynabert grid --model "DynaBERT=$out-wd/best" "${stage3[@]}" --model "DynaBERT_W=$out-w/best" \
   --model "rewired only=$out-rewired" "${separate[@]}" \
-  --task tsv --data $data --latency-iters 10 --out $out-grid --threads "$threads"
+  --task tsv --data $data --latency-iters 10 --out $out-grid "${run[@]}"
 log grid

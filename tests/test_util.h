@@ -1,12 +1,20 @@
 // Helpers shared by the tests: fixture paths, temporary directories, message assertions.
 #pragma once
 
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 
 #include "slimbert/core/error.h"
+#include "slimbert/core/fs.h"
+#include "slimbert/core/runtime.h"
 #include "slimbert/model/config.h"
 
 namespace slimbert::test {
@@ -33,9 +41,12 @@ class TempDir {
   TempDir() {
     auto base = std::filesystem::temp_directory_path() / "slimbert-test-XXXXXX";
     std::string tmpl = base.string();
-    path_ = mkdtemp(tmpl.data());
+    // mkdtemp returns null when TMPDIR names a missing or read-only directory: say so.
+    const char* made = mkdtemp(tmpl.data());
+    if (!made) throw std::runtime_error("mkdtemp " + tmpl + ": " + std::strerror(errno));
+    path_ = made;
   }
-  ~TempDir() { std::filesystem::remove_all(path_); }
+  ~TempDir() { remove_tree(path_); }
   std::string operator/(const std::string& name) const {
     return (std::filesystem::path(path_) / name).string();
   }
@@ -45,7 +56,66 @@ class TempDir {
   std::string path_;
 };
 
+// Makes `device` the compute device for a scope (a GPU parity test), the CPU again after it.
+class OnDevice {
+ public:
+  explicit OnDevice(c10::Device device) : saved_(compute_device()) { set_compute_device(device); }
+  ~OnDevice() { set_compute_device(saved_); }
+  OnDevice(const OnDevice&) = delete;
+  OnDevice& operator=(const OnDevice&) = delete;
+
+ private:
+  c10::Device saved_;
+};
+
+// A copy of checkpoint `src` at `dst` with every dropout off: CPU and GPU draw different random
+// masks, so runs compared across devices must not draw any.
+inline std::string without_dropout(const std::string& src, const std::string& dst) {
+  std::filesystem::create_directories(dst);
+  for (const auto& e : std::filesystem::directory_iterator(src))  // checkpoints are flat
+    if (e.is_regular_file())
+      write_file_atomic(dst + "/" + e.path().filename().string(), read_file(e.path().string()));
+  BertConfig c = BertConfig::from_json(nlohmann::json::parse(read_file(dst + "/config.json")));
+  c.hidden_dropout_prob = c.attention_probs_dropout_prob = 0.0;
+  c.classifier_dropout = 0.0;
+  write_file_atomic(dst + "/config.json", c.to_json().dump(2) + "\n");
+  return dst;
+}
+
+// Every logged loss ("loss", "loss_w0.5_d1", ...) of a run's metrics.jsonl by step; a resumed run
+// that logs a step again keeps the later row.
+inline std::map<int64_t, std::map<std::string, double>> logged_losses(const std::string& run_dir) {
+  std::map<int64_t, std::map<std::string, double>> out;
+  for (const std::string& line : split_lines(read_file(run_dir + "/metrics.jsonl"), true)) {
+    if (line.empty()) continue;
+    const nlohmann::json row = nlohmann::json::parse(line);
+    if (!row.contains("step")) continue;
+    for (auto it = row.begin(); it != row.end(); ++it)
+      if (it.key().rfind("loss", 0) == 0 && it->is_number())
+        out[row.at("step").get<int64_t>()][it.key()] = it->get<double>();
+  }
+  return out;
+}
+
+// Two runs logged the same losses at the same steps, within `rel` of each other. Training runs on
+// two devices are compared so, not by their weights: Adam turns gradients that differ only by
+// rounding, on parameters the loss hardly depends on, into steps of +-lr either way.
+inline void expect_same_losses(const std::string& a_dir, const std::string& b_dir, double rel) {
+  const auto a = logged_losses(a_dir), b = logged_losses(b_dir);
+  ASSERT_FALSE(a.empty());
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [step, losses] : a) {
+    ASSERT_TRUE(b.count(step)) << "step " << step;
+    for (const auto& [key, v] : losses)
+      EXPECT_NEAR(b.at(step).at(key), v, rel * std::abs(v)) << key << " at step " << step;
+  }
+}
+
 }  // namespace slimbert::test
+
+// GPU parity tests need a CUDA build of libtorch and a GPU; elsewhere (CI) they are skipped.
+#define SKIP_WITHOUT_CUDA() \
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (CPU-only libtorch or no GPU)"
 
 // Expects `statement` to throw slimbert::Error whose message contains every given substring.
 #define EXPECT_ERROR_CONTAINS(statement, ...)                          \

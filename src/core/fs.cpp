@@ -1,5 +1,7 @@
 #include "slimbert/core/fs.h"
 
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -78,6 +80,18 @@ void write_file_atomic(const std::string& path, std::string_view content) {
   });
 }
 
+bool remove_tree(const std::string& path) {
+  // nftw, not std::filesystem::remove_all: a pip PyTorch's libtorch.so exports its own copy of
+  // remove_all, which the dynamic linker may bind instead of libstdc++'s, and that copy crashes
+  // (seen with torch 2.11 on Ubuntu 24.04).
+  auto remove_entry = [](const char* entry, const struct stat*, int, struct FTW*) {
+    return std::remove(entry) == 0 || errno == ENOENT ? 0 : -1;
+  };
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) return errno == ENOENT;
+  return nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0;
+}
+
 void write_dir_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill) {
   fs::path target = fs::path(dir).lexically_normal();
   if (target.filename().empty()) target = target.parent_path();
@@ -96,7 +110,7 @@ void write_dir_atomic(const std::string& dir, const std::function<void(const std
   try {
     fill(staging.string());
   } catch (...) {
-    fs::remove_all(staging, ec);
+    remove_tree(staging.string());
     throw;
   }
   // Swap: the old directory survives until the new one is in place.
@@ -105,7 +119,7 @@ void write_dir_atomic(const std::string& dir, const std::function<void(const std
     old = parent / (target.filename().string() + ".old" + unique_suffix());
     fs::rename(target, old, ec);
     if (ec) {
-      fs::remove_all(staging, ec);
+      remove_tree(staging.string());
       fail(target.string(), ": cannot move the previous directory aside: ", ec.message());
     }
   }
@@ -113,10 +127,10 @@ void write_dir_atomic(const std::string& dir, const std::function<void(const std
   if (ec) {
     std::error_code ignore;
     if (!old.empty()) fs::rename(old, target, ignore);
-    fs::remove_all(staging, ignore);
+    remove_tree(staging.string());
     fail(target.string(), ": cannot move the new directory into place: ", ec.message());
   }
-  if (!old.empty()) fs::remove_all(old, ec);
+  if (!old.empty()) remove_tree(old.string());
 }
 
 }  // namespace slimbert

@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#include <torch/cuda.h>
 
 #include <chrono>
 #include <cstdio>
@@ -36,7 +37,37 @@ std::string blas_core_name() {
   return get ? std::string(get()) : std::string();
 }
 
-void configure_threads(const ThreadConfig& config) {
+namespace {
+c10::Device g_compute_device = c10::Device(c10::kCPU);
+}  // namespace
+
+c10::Device compute_device() {
+  return g_compute_device;
+}
+void set_compute_device(c10::Device device) {
+  g_compute_device = device;
+}
+
+c10::Device parse_device(const std::string& text) {
+  c10::Device device(c10::kCPU);
+  try {
+    device = c10::Device(text);
+  } catch (const std::exception&) {
+    fail("--device: '", text, "' is not a device; expected cpu, cuda or cuda:N");
+  }
+  if (device.is_cpu()) return device;
+  if (!device.is_cuda()) fail("--device: '", text, "': only cpu and cuda are supported");
+  if (!at::hasCUDA())
+    fail("--device ", text, ": this build's libtorch has no CUDA support or no GPU is visible");
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (device.has_index() && device.index() >= count)
+    fail("--device ", text, ": only ", count, " GPU(s) visible");
+  if (!device.has_index()) device.set_index(0);
+  return device;
+}
+
+void configure_runtime(const RuntimeConfig& config) {
+  set_compute_device(parse_device(config.device));
   int n = config.threads > 0 ? config.threads
                              : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   SetThreads set = openblas_set();
@@ -59,14 +90,22 @@ std::string describe_threads() {
 double measure_matmul_gflops(int size, int repeats) {
   at::NoGradGuard no_grad;
   // A private generator: measuring must not advance the global one (exact resume depends on it).
+  // On the compute device, so that MFU on a GPU is against the GPU's float32 rate.
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
-  at::Tensor a = at::randn({size, size}, gen);
-  at::Tensor b = at::randn({size, size}, gen);
+  const c10::Device device = compute_device();
+  if (device.is_cuda()) size = std::max(size, 4096);  // small products leave a GPU idle
+  at::Tensor a = at::randn({size, size}, gen).to(device);
+  at::Tensor b = at::randn({size, size}, gen).to(device);
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  };
   at::Tensor c = at::mm(a, b);  // warm-up
+  sync();
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
     auto t0 = std::chrono::steady_clock::now();
     at::mm_out(c, a, b);
+    sync();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, 2.0 * size * size * size / s / 1e9);
   }

@@ -116,9 +116,12 @@ std::vector<std::vector<std::string>> word_candidates(const BertForMaskedLM& mlm
     batch.token_type_ids = at::tensor(types).view({1, len}).expand({rows, len}).contiguous();
     batch.attention_mask = at::ones({rows, len}, at::kLong);
     const at::Tensor hidden = mlm->bert->forward(batch).last().reshape({rows * len, -1});
-    const at::Tensor logits = mlm->logits(hidden.index_select(0, at::tensor(masked_pos)));
+    const at::Tensor logits =
+        mlm->logits(hidden.index_select(0, at::tensor(masked_pos).to(hidden.device())));
     const at::Tensor top =
-        std::get<1>(logits.topk(std::min<int64_t>(candidates, logits.size(1)), 1)).contiguous();
+        std::get<1>(logits.topk(std::min<int64_t>(candidates, logits.size(1)), 1))
+            .cpu()
+            .contiguous();
     const int64_t* t = top.data_ptr<int64_t>();
     for (int64_t r = 0; r < rows; ++r) {
       auto& list = out[masked_words[begin + static_cast<size_t>(r)]];

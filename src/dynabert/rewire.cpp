@@ -101,9 +101,10 @@ Importance compute_importance(BertForSequenceClassification& model, const Encode
   require_unpruned(c, "importance scoring");
   model->eval();  // as the reference: from_pretrained leaves the model in eval mode
   auto params = params_of(*model->bert);
-  Importance imp{at::zeros({c.num_hidden_layers, c.num_attention_heads}),
-                 at::zeros({c.num_hidden_layers, c.intermediate_size})};
-  at::Tensor head_mask = at::ones({c.num_hidden_layers, c.num_attention_heads});
+  const auto on_model = params.begin()->second.options();
+  Importance imp{at::zeros({c.num_hidden_layers, c.num_attention_heads}, on_model),
+                 at::zeros({c.num_hidden_layers, c.intermediate_size}, on_model)};
+  at::Tensor head_mask = at::ones({c.num_hidden_layers, c.num_attention_heads}, on_model);
   head_mask.set_requires_grad(true);
   model->bert->head_mask = head_mask;
   for (auto& p : model->parameters())
@@ -171,9 +172,9 @@ void rewire(BertModel& model, const Importance& importance) {
   };
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     // Head h's rows are [h d, (h + 1) d).
-    const at::Tensor rows =
-        (heads[static_cast<size_t>(l)].unsqueeze(1) * d + at::arange(d, at::kLong).unsqueeze(0))
-            .reshape(-1);
+    const at::Tensor rows = (heads[static_cast<size_t>(l)].unsqueeze(1) * d +
+                             at::arange(d, heads[static_cast<size_t>(l)].options()).unsqueeze(0))
+                                .reshape(-1);
     for (const char* m : {"query", "key", "value"}) {
       permute(layer_name(l, std::string("attention.self.") + m + ".weight"), 0, rows);
       permute(layer_name(l, std::string("attention.self.") + m + ".bias"), 0, rows);

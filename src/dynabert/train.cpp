@@ -113,7 +113,7 @@ FinetuneResult dynabert_train(const DynaTrainOptions& o) {
         // includes padding positions, as the reference.
         const std::vector<int64_t> targets =
             distillation_targets(config.num_hidden_layers, s.depth);
-        at::Tensor hidden = at::zeros({});
+        at::Tensor hidden = at::zeros({}, logits.options());
         for (size_t j = 0; j < targets.size(); ++j)
           hidden = hidden + at::mse_loss(enc.hidden_states.at(j),
                                          tout.hidden.at(static_cast<size_t>(targets[j])));

@@ -7,6 +7,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/runtime.h"
 
 namespace fs = std::filesystem;
 
@@ -163,6 +164,7 @@ Model load_into(Model model, const BertConfig& config, const std::string& dir,
   if (options.init_missing_heads) init_weights(*model, config, options.seed);
   load_state(*model, load_weights(dir), weights_path(dir), options);
   model->eval();
+  model->to(compute_device());
   return model;
 }
 

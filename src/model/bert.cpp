@@ -39,6 +39,11 @@ LayerShape layer_shape(const BertConfig& config, int64_t layer, double width) {
   return s;
 }
 
+Batch Batch::to(c10::Device device) const {
+  auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  return {move(input_ids), move(token_type_ids), move(attention_mask)};
+}
+
 Batch collate(const std::vector<Encoding>& encodings, const std::vector<size_t>& indices,
               int64_t pad_id) {
   size_t T = 0;
@@ -287,7 +292,8 @@ BertModelImpl::BertModelImpl(const BertConfig& c, bool add_pooling_layer) : conf
   if (add_pooling_layer) pooler = register_module("pooler", BertPooler(c));
 }
 
-Encoded BertModelImpl::forward(const Batch& batch, const SubNet& subnet) const {
+Encoded BertModelImpl::forward(const Batch& input, const SubNet& subnet) const {
+  const Batch batch = input.to(embeddings->word_embeddings->weight.device());
   const at::Tensor& ids = batch.input_ids;
   const at::Tensor mask_bias = attention_bias(batch);
 

@@ -5,14 +5,25 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <iostream>
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/runtime.h"
 
 namespace fs = std::filesystem;
 
 namespace slimbert {
+namespace {
+
+at::Generator cuda_generator() {
+  return at::globalContext().defaultGenerator(compute_device());
+}
+
+}  // namespace
 
 std::string checkpoint_dir(const std::string& out_dir, int64_t step) {
   char name[32];
@@ -54,15 +65,18 @@ void save_training_checkpoint(const std::string& out_dir, int64_t step, const Be
     const std::string state_dir = staging + "/trainer_state";
     fs::create_directories(state_dir);
     save_safetensors(state_dir + "/optimizer.safetensors", optimizer.state());
-    save_safetensors(state_dir + "/rng.safetensors",
-                     {{"torch_cpu", at::detail::getDefaultCPUGenerator().get_state()}});
+    TensorMap rng = {{"torch_cpu", at::detail::getDefaultCPUGenerator().get_state()}};
+    // A GPU run's dropout draws from the device's generator: saved too, for exact resume.
+    if (compute_device().is_cuda()) rng["torch_cuda"] = cuda_generator().get_state();
+    save_safetensors(state_dir + "/rng.safetensors", rng);
     nlohmann::json state = cursor;
     state["step"] = step;
     write_file_atomic(state_dir + "/state.json", state.dump(2) + "\n");
   });
   const std::vector<std::string> all = checkpoint_dirs(out_dir);
   for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(1, keep_last)) < all.size(); ++i)
-    fs::remove_all(all[i]);
+    if (!remove_tree(all[i]))
+      fail(all[i], ": cannot remove an old checkpoint: ", std::strerror(errno));
 }
 
 nlohmann::json load_training_state(const std::string& dir, AdamW& optimizer) {
@@ -78,6 +92,14 @@ nlohmann::json load_training_state(const std::string& dir, AdamW& optimizer) {
   if (!rng.count("torch_cpu")) fail(state_dir, "/rng.safetensors: no 'torch_cpu' state");
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   gen.set_state(rng.at("torch_cpu").to(at::kByte));
+  if (compute_device().is_cuda()) {
+    // A CPU checkpoint resumed on a GPU (or the reverse) continues, but not bit for bit.
+    if (rng.count("torch_cuda"))
+      cuda_generator().set_state(rng.at("torch_cuda").to(at::kByte));
+    else
+      std::cerr << state_dir << ": no CUDA generator state (saved by a CPU run); dropout on the "
+                << "GPU continues from its own seed\n";
+  }
   return state;
 }
 

@@ -68,11 +68,11 @@ at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data,
   if (regression) {
     std::vector<float> v;
     for (size_t i = begin; i < end; ++i) v.push_back(static_cast<float>(data.values[idx[i]]));
-    return at::mse_loss(logits.view(-1), at::tensor(v));
+    return at::mse_loss(logits.view(-1), at::tensor(v).to(logits.device()));
   }
   std::vector<int64_t> l;
   for (size_t i = begin; i < end; ++i) l.push_back(data.labels[idx[i]]);
-  return at::cross_entropy_loss(logits, at::tensor(l));
+  return at::cross_entropy_loss(logits, at::tensor(l).to(logits.device()));
 }
 
 TaskData load_train_split(const TaskSpec& spec, const FinetuneOptions& o) {
@@ -124,7 +124,9 @@ EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& 
   std::vector<double> scores(idx.size());
   for (size_t b = 0; b < idx.size(); b += static_cast<size_t>(batch_size)) {
     const size_t e = std::min(idx.size(), b + static_cast<size_t>(batch_size));
-    at::Tensor logits = model->forward(batch_of(enc.inputs, idx, b, e, tokenizer.pad_id()), subnet);
+    // One copy to the host per batch, not a device sync per row.
+    const at::Tensor logits =
+        model->forward(batch_of(enc.inputs, idx, b, e, tokenizer.pad_id()), subnet).cpu();
     for (size_t i = b; i < e; ++i) {
       const int64_t row = static_cast<int64_t>(i - b);
       if (spec.regression)
@@ -200,7 +202,8 @@ FinetuneResult run_task_training(const std::string& what, const FinetuneOptions&
     }
     const size_t b = static_cast<size_t>(offset);
     const size_t e = std::min(order.size(), b + static_cast<size_t>(o.batch_size));
-    const Batch batch = batch_of(train.inputs, order, b, e, tokenizer.pad_id());
+    const Batch batch =
+        batch_of(train.inputs, order, b, e, tokenizer.pad_id()).to(compute_device());
     optimizer.zero_grad();
     const double l = hooks.loss_and_backward(batch, order, b, e);
     if (!std::isfinite(l))
@@ -295,6 +298,7 @@ FinetuneResult finetune(const FinetuneOptions& o) {
     lo.init_missing_heads = true;
     load_state(*model, weights, weights_path(o.model_dir), lo);
   }
+  model->to(compute_device());
   AdamW optimizer(bert_param_groups(named_parameters(*model), o.lr, o.weight_decay), AdamOptions{});
   TaskTrainHooks hooks;
   hooks.loss_and_backward = [&](const Batch& batch, const std::vector<size_t>& order, size_t b,

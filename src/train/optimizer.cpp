@@ -89,7 +89,9 @@ void AdamW::load_state(const TensorMap& state, const std::string& source) {
       if (m->second.sizes() != groups_[gi].params[i].sizes())
         fail(source, ": moments of '", name, "' have shape ", m->second.sizes(), ", parameter has ",
              groups_[gi].params[i].sizes());
-      moments_[gi][i] = {m->second.clone(), v->second.clone()};
+      const at::Device device = groups_[gi].params[i].device();
+      moments_[gi][i] = {m->second.to(device, /*non_blocking=*/false, /*copy=*/true),
+                         v->second.to(device, /*non_blocking=*/false, /*copy=*/true)};
     }
 }
 

@@ -23,12 +23,13 @@ namespace slimbert {
 
 MlmOutput mlm_loss(const at::Tensor& hidden, const MlmBatch& batch,
                    const std::function<at::Tensor(const at::Tensor&)>& logits_of) {
-  at::Tensor rows =
-      hidden.reshape({-1, hidden.size(-1)}).index_select(0, batch.positions);  // (N, H)
-  at::Tensor logits = logits_of(rows);                                         // (N, V)
+  const at::Tensor positions = batch.positions.to(hidden.device());
+  const at::Tensor labels = batch.labels.to(hidden.device());
+  at::Tensor rows = hidden.reshape({-1, hidden.size(-1)}).index_select(0, positions);  // (N, H)
+  at::Tensor logits = logits_of(rows);                                                 // (N, V)
   MlmOutput out;
-  out.loss = at::cross_entropy_loss(logits, batch.labels);
-  out.correct = logits.argmax(-1).eq(batch.labels).sum().item<int64_t>();
+  out.loss = at::cross_entropy_loss(logits, labels);
+  out.correct = logits.argmax(-1).eq(labels).sum().item<int64_t>();
   out.count = batch.labels.size(0);
   return out;
 }

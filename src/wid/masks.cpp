@@ -15,7 +15,7 @@ at::Tensor dim_scores(const at::Tensor& compactor, bool output_side) {
 
 // Kept mask removing the `count` smallest scores (exact count; ties broken by index).
 at::Tensor remove_smallest(const at::Tensor& scores, int64_t count) {
-  at::Tensor kept = at::ones({scores.size(0)}, at::kBool);
+  at::Tensor kept = at::ones({scores.size(0)}, scores.options().dtype(at::kBool));
   if (count <= 0) return kept;
   const at::Tensor order = std::get<1>(at::sort(scores, /*stable=*/true, 0, false));
   kept.index_fill_(0, order.narrow(0, 0, count), false);
@@ -37,7 +37,7 @@ at::Tensor remove_chunks(const at::Tensor& scores, int64_t chunk, int64_t count)
 }
 
 std::vector<int64_t> removed_indices(const at::Tensor& kept) {
-  const at::Tensor idx = (~kept).nonzero().view(-1);
+  const at::Tensor idx = (~kept).nonzero().view(-1).cpu();
   return std::vector<int64_t>(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel());
 }
 
@@ -82,7 +82,7 @@ WidMasks compute_masks(const WidModelImpl& model, const WidSchedule& s, int64_t 
     m.residual = attention_rule(
         dim_scores(model.compactor_in("bert.encoder.layer.0.attention.self.value"), false));
   } else {
-    at::Tensor total = at::zeros({H});
+    at::Tensor total = at::zeros({H}, model.compactors.at(0).weight.options());
     for (const auto& comp : model.compactors)
       if (comp.mask.kind == MaskKind::kResidual) total += dim_scores(comp.weight, comp.output_side);
     const int64_t count = s.strategy == WidStrategy::kDim ? per_head * heads : whole_heads * d;
@@ -155,6 +155,14 @@ KeptSizes kept_sizes(const WidModelImpl& model, const WidMasks& masks) {
     k.attention = std::min(k.attention, a.sum().item<int64_t>());
   for (const auto& f : masks.ffn) k.ffn = std::min(k.ffn, f.sum().item<int64_t>());
   return k;
+}
+
+WidMasks WidMasks::to(c10::Device device) const {
+  if (!active()) return *this;
+  WidMasks m{residual.to(device), {}, {}};
+  for (const auto& a : attention) m.attention.push_back(a.to(device));
+  for (const auto& f : ffn) m.ffn.push_back(f.to(device));
+  return m;
 }
 
 nlohmann::json WidMasks::to_json() const {

@@ -33,7 +33,7 @@ struct LnMask {
 
 LnMask ln_mask(const at::Tensor& kept) {
   if (!kept.defined()) return {};
-  return {kept.to(at::kFloat), static_cast<double>(kept.sum().item<int64_t>())};
+  return {kept.to(at::kFloat), static_cast<double>(kept.sum().item<int64_t>())};  // on x's device
 }
 
 // HF LayerNorm with mean and (biased) variance over the kept dims only, applied to every dim.
@@ -67,9 +67,10 @@ WidModelImpl::WidModelImpl(BertForMaskedLM teacher) : config_(teacher->bert->con
   if (!c.pruned_heads.empty() || c.num_attention_heads * c.attention_head_size() != c.hidden_size)
     fail("WID needs a teacher whose heads tile the hidden size and no pruned heads");
   const int64_t H = c.hidden_size, I = c.intermediate_size;
+  const auto on_teacher = param("bert.embeddings.word_embeddings.weight").options();
 
   auto add_compactor = [&](const std::string& name, int64_t d, bool output_side, MaskRef mask) {
-    at::Tensor w = register_path(*this, name, at::eye(d));
+    at::Tensor w = register_path(*this, name, at::eye(d, on_teacher));
     params_[name] = w;
     compactors.push_back({name, w, output_side, mask});
   };
@@ -128,8 +129,9 @@ std::pair<at::Tensor, at::Tensor> WidModelImpl::compacted(const std::string& pre
   return {R.mm(param(prefix + ".weight").mm(compactor_in(prefix))), R.mv(param(prefix + ".bias"))};
 }
 
-at::Tensor WidModelImpl::forward(const Batch& batch, const WidMasks& masks) const {
+at::Tensor WidModelImpl::forward(const Batch& input, const WidMasks& masks) const {
   const BertConfig& c = config_;
+  const Batch batch = input.to(param("bert.embeddings.word_embeddings.weight").device());
   const bool train = is_training();
   const at::Tensor bias = attention_bias(batch);
   const at::Tensor& ids = batch.input_ids;

@@ -1,6 +1,8 @@
-// Process-wide runtime settings: who owns the CPU threads, and a start-up check that the BLAS
-// behind libtorch is a fast one.
+// Process-wide runtime settings: the device models run on, who owns the CPU threads, and a
+// start-up check that the BLAS behind libtorch is a fast one.
 #pragma once
+
+#include <c10/core/Device.h>
 
 #include <string>
 
@@ -9,12 +11,22 @@ namespace slimbert {
 // Thread ownership. OpenBLAS (pthread build) runs its own pool for matrix products; libtorch's
 // intra-op pool parallelises the element-wise ops. Both at once oversubscribe small machines
 // (ENVIRONMENT.md), so by default OpenBLAS gets `threads` and libtorch 1.
-struct ThreadConfig {
-  int threads = 0;           // 0: all hardware threads
-  bool torch_intra = false;  // true: libtorch intra-op threads = threads, OpenBLAS = 1
+struct RuntimeConfig {
+  int threads = 0;             // 0: all hardware threads
+  bool torch_intra = false;    // true: libtorch intra-op threads = threads, OpenBLAS = 1
+  std::string device = "cpu";  // "cpu", "cuda" or "cuda:N"
 };
-void configure_threads(const ThreadConfig& config);
+// Sets the threads and the compute device; fails with a clear message when the device is not
+// available (a CPU-only libtorch, no GPU, an index past the last GPU).
+void configure_runtime(const RuntimeConfig& config);
 std::string describe_threads();  // "openblas=2 torch=1"
+
+// The device every model and batch of this process runs on (CPU unless configured). Data is
+// prepared on the CPU and moved here batch by batch; checkpoints are always written from CPU
+// copies, so what a GPU run saves is the same file a CPU run saves.
+c10::Device compute_device();
+void set_compute_device(c10::Device device);
+c10::Device parse_device(const std::string& text);  // validated: available, index in range
 
 // OpenBLAS's kernel family ("Haswell", "Cooperlake", ...); "" when the BLAS is not OpenBLAS.
 // OPENBLAS_CORETYPE in the environment overrides its CPU detection (docs/PERFORMANCE.md).

@@ -45,6 +45,9 @@ struct Batch {
   at::Tensor input_ids;
   at::Tensor token_type_ids;
   at::Tensor attention_mask;
+
+  // The same batch on `device` (no copy when it is already there; undefined tensors stay so).
+  Batch to(c10::Device device) const;
 };
 
 // Stacks the encodings `indices` (in that order) into one batch padded to the longest with

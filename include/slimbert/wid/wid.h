@@ -69,7 +69,8 @@ struct WidMasks {
   std::vector<at::Tensor> attention;  // L x (heads * head_size)
   std::vector<at::Tensor> ffn;        // L x (I)
   bool active() const { return residual.defined(); }
-  nlohmann::json to_json() const;  // removed indices per mask
+  WidMasks to(c10::Device device) const;  // masks live on the model's device
+  nlohmann::json to_json() const;         // removed indices per mask
   static WidMasks from_json(const nlohmann::json& j, const BertConfig& teacher,
                             const std::string& source);
 };
