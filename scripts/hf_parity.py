@@ -45,7 +45,7 @@ def check_model(root, name):
             if got != ids:
                 raise AssertionError(f"{name}: {'fast' if fast else 'slow'} tokenizer gives {got} for "
                                      f"{text!r}, slimbert {ids}")
-    result["tokenizer"] = f"{type(tok).__name__} + slow: {len(texts)}/{len(texts)} equal"
+    result["tokenizer"] = f"slow and fast ({type(tok).__name__}): {len(texts)}/{len(texts)} equal"
 
     config = AutoConfig.from_pretrained(path)
     pruned = {str(k): v for k, v in (getattr(config, "pruned_heads", None) or {}).items()}
