@@ -57,6 +57,11 @@ void add_data(CLI::App& app) {
               << format_count(s.tokens) << " tokens, " << format_count(s.train_sequences)
               << " train and " << format_count(s.validation_sequences)
               << " validation sequences of " << o->shards.seq_len << " tokens\n";
+    if (s.validation_sequences == 0 && o->shards.validation_fraction > 0)
+      std::cerr << "warning: no validation sequences: " << format_count(s.documents)
+                << " document(s) (separated by blank lines) are too few to hold out "
+                << o->shards.validation_fraction
+                << " of them; pretrain and wid will report no validation loss\n";
   });
 }
 
@@ -112,9 +117,8 @@ void add_pretrain(CLI::App& app) {
     std::cerr << "pretrain config:\n"
               << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
     const PretrainResult r = pretrain(o->p);
-    std::cout << (r.finished ? "finished" : "stopped") << " at step " << r.step
-              << "; validation loss " << r.validation_loss << ", MLM accuracy "
-              << r.validation_accuracy << "\n";
+    std::cout << (r.finished ? "finished" : "stopped") << " at step " << r.step << "; "
+              << describe_validation(r.validation_loss, r.validation_accuracy) << "\n";
   });
 }
 

@@ -135,9 +135,8 @@ void add_wid(CLI::App& app) {
     std::cout << "student " << r.student_dir << ": hidden " << r.student.hidden_size << ", "
               << r.student.num_attention_heads << " heads of " << r.student.attention_head_size()
               << ", FFN " << r.student.intermediate_size << ", "
-              << format_count(encoder_parameters(r.student))
-              << " encoder parameters; validation loss " << r.train.validation_loss
-              << ", MLM accuracy " << r.train.validation_accuracy << "\n";
+              << format_count(encoder_parameters(r.student)) << " encoder parameters; "
+              << describe_validation(r.train.validation_loss, r.train.validation_accuracy) << "\n";
   });
 }
 

@@ -2,8 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
@@ -19,6 +21,13 @@ void add_runtime_options(CLI::App* cmd, RuntimeConfig* config) {
   cmd->add_option("--device", config->device,
                   "where models run: cpu, cuda or cuda:N (a CUDA build of libtorch)")
       ->capture_default_str();
+}
+
+std::string describe_validation(double loss, double accuracy) {
+  if (std::isnan(loss)) return "no validation loss (the shards hold no validation sequences)";
+  std::ostringstream out;
+  out << "validation loss " << loss << ", MLM accuracy " << accuracy;
+  return out.str();
 }
 
 void add_input_options(CLI::App* cmd, InputOptions* options) {

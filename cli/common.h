@@ -22,6 +22,9 @@ namespace slimbert::cli {
 // --threads and --torch-threads, applied by apply_threads() when the command runs.
 void add_runtime_options(CLI::App* cmd, RuntimeConfig* config);
 
+// "validation loss L, MLM accuracy A", or why there is none (shards without a validation split).
+std::string describe_validation(double loss, double accuracy);
+
 // One input: a line of plain text, or a JSONL record {"text", "text_pair"?, "id"?, "max_length"?}.
 struct Record {
   size_t line = 0;  // 1-based line number in the input

@@ -337,6 +337,26 @@ TEST(CliBadInput, BadFlagValues) {
   EXPECT_FAILS_WITH(r, "width multiplier", "1.5");
 }
 
+TEST(CliBadInput, ShardsWithoutValidationSequencesSayWhy) {
+  // One document (no blank line): nothing can be held out for validation.
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "w" + std::to_string(i % 50) + (i % 10 == 9 ? " .\n" : " ");
+  write_file_atomic(dir / "one-doc.txt", text);
+  const test::World& w = test::world();
+  const Result shards = run("data shards " + (dir / "one-doc.txt") + " --tokenizer " + w.init +
+                            " --out " + (dir / "shards") + " --seq 16");
+  ASSERT_EQ(shards.code, 0) << shards.err;
+  EXPECT_NE(shards.err.find("warning: no validation sequences: 1 document(s)"), std::string::npos)
+      << shards.err;
+  const Result pretrain = run("pretrain --init " + w.init + " --shards " + (dir / "shards") +
+                              " --out " + (dir / "pt") + " --steps 2 --batch-size 2");
+  ASSERT_EQ(pretrain.code, 0) << pretrain.err;
+  EXPECT_NE(pretrain.out.find("no validation loss (the shards hold no validation sequences)"),
+            std::string::npos)
+      << pretrain.out;
+}
+
 // ---- WID from the command line ------------------------------------------------------------
 
 TEST(CliWid, TrainMergeTruncateAndRandomBaseline) {
