@@ -101,12 +101,17 @@ void add_rewire(CLI::App* dyna) {
 
 void add_export(CLI::App* dyna) {
   struct Opts {
-    std::string model, out;
+    std::string model, out, heads = "pruned";
     double width = 1.0, depth = 1.0;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = dyna->add_subcommand(
       "export", "write the (width, depth) sub-network as a standalone HF checkpoint");
+  cmd->add_option("--heads", o->heads,
+                  "dropped heads: pruned (smallest; config pruned_heads, which transformers 5 "
+                  "no longer applies) or zeroed (full-size zero heads, loads in any transformers)")
+      ->check(CLI::IsMember({"pruned", "zeroed"}))
+      ->capture_default_str();
   cmd->add_option("--model", o->model, "rewired / DynaBERT model")->required();
   cmd->add_option("--width", o->width, "width multiplier (fraction of heads and FFN neurons)")
       ->capture_default_str();
@@ -114,9 +119,12 @@ void add_export(CLI::App* dyna) {
       ->capture_default_str();
   cmd->add_option("--out", o->out, "output directory")->required();
   cmd->callback([o] {
-    const BertConfig c = export_subnet(o->model, SubNet{o->width, o->depth}, o->out);
+    const BertConfig c =
+        export_subnet(o->model, SubNet{o->width, o->depth}, o->out,
+                      o->heads == "zeroed" ? DroppedHeads::kZeroed : DroppedHeads::kPruned);
     std::cout << "exported width " << o->width << ", depth " << o->depth << " to " << o->out << ": "
-              << c.num_hidden_layers << " layers, " << c.heads_in_layer(0) << " heads, FFN "
+              << c.num_hidden_layers << " layers, " << c.heads_in_layer(0) << " heads"
+              << (o->heads == "zeroed" ? " (the dropped ones zeroed)" : "") << ", FFN "
               << c.intermediate_size << "\n";
   });
 }

@@ -3,7 +3,8 @@
 #   scripts/hf-parity.sh OUT [PARA_CLASSIFIER (runs/ft-teacher/para/best)]
 # OUT/models/NAME: checkpoints as slimbert writes them — the committed MLM teacher, a WID student
 # after a short run and its merge, a classifier fine-tuned on the para task, that
-# classifier rewired by DynaBERT and exported at (0.5, 0.75) with `pruned_heads`, and a random
+# classifier rewired by DynaBERT and exported at (0.5, 0.75) with `pruned_heads` and with the
+# dropped heads zeroed (`--heads zeroed`, the form transformers 5 loads), and a random
 # regression model. OUT/texts.jsonl: test sentences (pairs, accents, CJK, long words, padding);
 # OUT/NAME.ids.jsonl: slimbert's token ids; OUT/NAME.inputs.safetensors and
 # OUT/NAME.outputs.safetensors: the padded batch and every output of `slimbert forward`.
@@ -32,6 +33,8 @@ cp -r "$classifier" "$models/classifier"
 $s dynabert rewire --model "$models/classifier" --task tsv --data data/tasks/para \
   --examples 64 --out "$out/rewired" "${threads[@]}" 2>&1 | tail -n 1
 $s dynabert export --model "$out/rewired" --width 0.5 --depth 0.75 --out "$models/dynabert-w0.5-d0.75"
+$s dynabert export --model "$out/rewired" --width 0.5 --depth 0.75 --heads zeroed \
+  --out "$models/dynabert-w0.5-d0.75-zeroed"
 rm -rf "$out/rewired"
 $s init "$models/regression" --preset tiny --labels 1 --seed 4 --vocab models/teacher-mini/vocab.txt
 

@@ -4,6 +4,7 @@
 # 2-core CI machine, then the fp16 model with its recipe, data checksums and training log.
 #   scripts/teacher.sh [BUILD/slimbert]
 # Resumable: run it again after an interruption and pretraining continues from its checkpoint.
+# DEVICE=cuda pretrains on a GPU (a CUDA build as the argument, scripts/build-cuda.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 slimbert=$(realpath "${1:-$root/build/slimbert}")
@@ -18,7 +19,8 @@ resume=()
 start=$(date +%s)
 "$slimbert" pretrain --init data/teacher-init --shards data/shards --out runs/teacher-mini \
   --steps 3000 --batch-size 32 --lr 5e-4 --warmup 0.06 --clip 1.0 --seed 0 \
-  --log-every 25 --eval-every 250 --eval-batches 20 --save-every 250 --keep-last 2 --fp16-final "${resume[@]}" \
+  --log-every 25 --eval-every 250 --eval-batches 20 --save-every 250 --keep-last 2 --fp16-final \
+  --device "${DEVICE:-cpu}" "${resume[@]}" \
   2>&1 | tee -a runs/teacher-mini.log
 echo "pretraining wall time this run: $(( $(date +%s) - start )) s" | tee -a runs/teacher-mini.log
 

@@ -4,7 +4,8 @@
 #   scripts/wid-experiment.sh NAME HIDDEN [BUILD/slimbert]
 #     NAME    run name, e.g. x067 (outputs under runs/wid-exp/NAME-*)
 #     HIDDEN  student hidden size (mini teacher: 172 = x0.67 as WID55 is to BERT-base, 64 = x0.25)
-# Environment: STEPS (default 400) MLM steps of 32 x 128 tokens for every method; THREADS
+# Environment: STEPS (default 400) MLM steps of 32 x 128 tokens for every method; DEVICE (cpu;
+# cuda with a CUDA build passed as the third argument, scripts/build-cuda.sh); THREADS
 # (default 1: two sizes run side by side on the 2-core machine); METHODS (default
 # "wid trunc rand"); WID variants: RESIDUAL (reference | all), WID_LR (1e-4), WID_WARMUP (0.01),
 # WID_CLIP (0), LAMBDA (100, as recorded; 20 recommended). Resumable: finished parts are skipped, interrupted training continues from its
@@ -30,7 +31,8 @@ out=runs/wid-exp/$name
 mkdir -p runs/wid-exp
 teacher=models/teacher-mini
 common=(--corpus data/shards --steps "$steps" --batch-size 32 --log-every 20 --eval-every 100
-  --eval-batches 20 --save-every 100 --keep-last 1 --threads "$threads" --seed 0)
+  --eval-batches 20 --save-every 100 --keep-last 1 --threads "$threads" --device "${DEVICE:-cpu}"
+  --seed 0)
 resume() { [[ -d "$1/checkpoints" ]] && echo --resume || true; }
 timed() {  # label, command...
   local label=$1 start
@@ -71,5 +73,5 @@ for method in $methods; do
   model=$out-$method/model
   [[ $method == wid ]] && model=$out-wid/student
   timed "finetune $method" scripts/finetune-tasks.sh "$model" "$out-$method-ft" "$slimbert" \
-    --threads "$threads"
+    --threads "$threads" --device "${DEVICE:-cpu}"
 done

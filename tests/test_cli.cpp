@@ -444,18 +444,28 @@ TEST(CliDynabert, RewireStagesExportAugmentAndGrid) {
                          dir / "wd/best --width 0.5 --depth 0.5 --out " + dir / "sep/w0.5_d0.5");
   ASSERT_EQ(exp.code, 0) << exp.err;
   EXPECT_EQ(load_config_dir(dir / "sep/w0.5_d0.5").num_hidden_layers, 1);
+  // The transformers-5 form: dropped heads kept as zeros, no pruned_heads.
+  const Result zeroed =
+      run("dynabert export --heads zeroed --model " +
+          dir / "wd/best --width 0.5 --depth 0.5 --out " + dir / "zero/w0.5_d0.5");
+  ASSERT_EQ(zeroed.code, 0) << zeroed.err;
+  const BertConfig zc = load_config_dir(dir / "zero/w0.5_d0.5");
+  EXPECT_TRUE(zc.pruned_heads.empty());
+  EXPECT_EQ(zc.num_hidden_layers, 1);
   const Result grid = run(
       "dynabert grid --model DynaBERT=" + dir / "wd/best --separate static=" +
-      dir / "sep --task tsv --data " + data + " --out " +
+      dir / "sep --separate zeroed=" + dir / "zero --task tsv --data " + data + " --out " +
       dir /
           "grid --widths 1,0.5 --depths 1,0.5 --max-length 16 --latency-iters 1 --latency-seq 16");
   ASSERT_EQ(grid.code, 0) << grid.err;
   const auto j = nlohmann::json::parse(read_file(dir / "grid/grid.json"));
-  ASSERT_EQ(j.at("series").size(), 2u);
+  ASSERT_EQ(j.at("series").size(), 3u);
   EXPECT_EQ(j["series"][0]["points"].size(), 4u);
-  ASSERT_EQ(j["series"][1]["points"].size(), 1u);
-  // The exported sub-network scores what slicing scores.
-  EXPECT_EQ(j["series"][1]["points"][0]["scores"], j["series"][0]["points"][3]["scores"]);
+  // The exported sub-network, in both forms, scores what slicing scores.
+  for (size_t s : {1u, 2u}) {
+    ASSERT_EQ(j["series"][s]["points"].size(), 1u);
+    EXPECT_EQ(j["series"][s]["points"][0]["scores"], j["series"][0]["points"][3]["scores"]);
+  }
   EXPECT_NE(grid.out.find("report: " + dir / "grid/grid.html"), std::string::npos);
 
   EXPECT_FAILS_WITH(run("dynabert augment --mlm " + t + " --task tsv --data " + data + " --out " +

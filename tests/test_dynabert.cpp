@@ -45,23 +45,28 @@ TEST(DynaBert, StaticExportEqualsDynamicSliceAtEveryGridPoint) {
   for (double w : {1.0, 0.75, 0.5, 0.25})
     for (double d : {1.0, 0.75, 0.5}) {
       const SubNet subnet{w, d};
-      auto [small, small_weights] = extract_subnet(c, weights, subnet);
-      EXPECT_EQ(small.num_hidden_layers,
-                static_cast<int64_t>(kept_layers(c.num_hidden_layers, d).size()));
-      EXPECT_EQ(small.heads_in_layer(0), kept_heads(4, w));
-      BertForSequenceClassification extracted(small);
-      load_state(*extracted, small_weights, "extracted");
-      extracted->eval();
       const Encoded a = full->bert->forward(golden_batch(), subnet);
-      const Encoded b = extracted->bert->forward(golden_batch());
-      ASSERT_EQ(a.hidden_states.size(), b.hidden_states.size());
-      for (size_t i = 0; i < a.hidden_states.size(); ++i)
-        EXPECT_LE(max_diff(a.hidden_states[i], b.hidden_states[i]), 1e-5) << w << " " << d;
       const at::Tensor logits = full->logits(a);
-      EXPECT_LE(max_diff(logits, extracted->logits(b)), 1e-5) << w << " " << d;
+      for (DroppedHeads heads : {DroppedHeads::kPruned, DroppedHeads::kZeroed}) {
+        const bool zeroed = heads == DroppedHeads::kZeroed;
+        auto [small, small_weights] = extract_subnet(c, weights, subnet, heads);
+        EXPECT_EQ(small.num_hidden_layers,
+                  static_cast<int64_t>(kept_layers(c.num_hidden_layers, d).size()));
+        EXPECT_EQ(small.heads_in_layer(0), zeroed ? 4 : kept_heads(4, w));
+        EXPECT_EQ(small.pruned_heads.empty(), zeroed || w == 1.0);
+        BertForSequenceClassification extracted(small);
+        load_state(*extracted, small_weights, "extracted");
+        extracted->eval();
+        const Encoded b = extracted->bert->forward(golden_batch());
+        ASSERT_EQ(a.hidden_states.size(), b.hidden_states.size());
+        for (size_t i = 0; i < a.hidden_states.size(); ++i)
+          EXPECT_LE(max_diff(a.hidden_states[i], b.hidden_states[i]), 1e-5)
+              << w << " " << d << " zeroed " << zeroed;
+        EXPECT_LE(max_diff(logits, extracted->logits(b)), 1e-5) << w << " " << d;
+      }
       // Smaller sub-networks do differ from the full model (else the test would be vacuous);
       // with 2 layers, depth 0.75 keeps round(1.5) = 2 of them.
-      if (small.num_hidden_layers < 2 || small.heads_in_layer(0) < 4) {
+      if (kept_layers(c.num_hidden_layers, d).size() < 2 || kept_heads(4, w) < 4) {
         EXPECT_GT(max_diff(logits, full_logits), 1e-4) << w << " " << d;
       }
     }

@@ -38,7 +38,7 @@ void require_unpruned(const BertConfig& c, const char* what) {
 // ---- Static export ----------------------------------------------------------------------------
 
 std::pair<BertConfig, TensorMap> extract_subnet(const BertConfig& c, const TensorMap& weights,
-                                                const SubNet& subnet) {
+                                                const SubNet& subnet, DroppedHeads heads) {
   require_unpruned(c, "sub-network export");
   const std::vector<int64_t> layers = kept_layers(c.num_hidden_layers, subnet.depth);
   const LayerShape shape = layer_shape(c, 0, subnet.width);
@@ -47,8 +47,17 @@ std::pair<BertConfig, TensorMap> extract_subnet(const BertConfig& c, const Tenso
   BertConfig out = c;
   out.num_hidden_layers = static_cast<int64_t>(layers.size());
   out.intermediate_size = shape.ffn;
-  for (int64_t l = 0; l < out.num_hidden_layers; ++l)
-    for (int64_t h = shape.heads; h < c.num_attention_heads; ++h) out.pruned_heads[l].insert(h);
+  const bool zeroed = heads == DroppedHeads::kZeroed;
+  if (!zeroed)
+    for (int64_t l = 0; l < out.num_hidden_layers; ++l)
+      for (int64_t h = shape.heads; h < c.num_attention_heads; ++h) out.pruned_heads[l].insert(h);
+  // The dropped heads' slice [inner, all) along `dim`: cut off, or kept as zeros.
+  auto first_heads = [&](const at::Tensor& t, int64_t dim) {
+    if (!zeroed) return t.narrow(dim, 0, inner);
+    at::Tensor z = t.clone();
+    z.narrow(dim, inner, t.size(dim) - inner).zero_();
+    return z;
+  };
 
   TensorMap w;
   for (const auto& [name, t] : weights) {
@@ -63,8 +72,8 @@ std::pair<BertConfig, TensorMap> extract_subnet(const BertConfig& c, const Tenso
     if (pos == layers.end()) continue;
     const std::string rest = name.substr(dot);
     at::Tensor v = t;
-    if (starts_with(rest, ".attention.self.")) v = v.narrow(0, 0, inner);
-    if (rest == ".attention.output.dense.weight") v = v.narrow(1, 0, inner);
+    if (starts_with(rest, ".attention.self.")) v = first_heads(v, 0);
+    if (rest == ".attention.output.dense.weight") v = first_heads(v, 1);
     if (starts_with(rest, ".intermediate.dense.")) v = v.narrow(0, 0, shape.ffn);
     if (rest == ".output.dense.weight") v = v.narrow(1, 0, shape.ffn);
     w[prefix + "encoder.layer." + std::to_string(pos - layers.begin()) + rest] = v.contiguous();
@@ -72,10 +81,10 @@ std::pair<BertConfig, TensorMap> extract_subnet(const BertConfig& c, const Tenso
   return {out, w};
 }
 
-BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet,
-                         const std::string& out) {
+BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet, const std::string& out,
+                         DroppedHeads heads) {
   const BertConfig config = load_config_dir(model_dir);
-  auto [small, weights] = extract_subnet(config, load_weights(model_dir), subnet);
+  auto [small, weights] = extract_subnet(config, load_weights(model_dir), subnet, heads);
   // The tokenizer travels with the model when the source has one (weights-only dirs export too).
   std::optional<Tokenizer> tokenizer;
   if (std::filesystem::exists(std::filesystem::path(model_dir) / "vocab.txt")) {

@@ -20,14 +20,21 @@ namespace slimbert {
 
 // ---- Static export (§B.10) --------------------------------------------------------------------
 
-// The weights of `subnet` as a standalone model: kept layers re-indexed, the first heads
-// (the rest listed in pruned_heads, as HF stores pruned models) and FFN neurons; embeddings,
-// LayerNorms, pooler and heads unchanged. Accepts base-model or head-model tensor names.
+// How dropped heads are stored. kPruned: removed, listed in pruned_heads (HF's form for pruned
+// models; smallest, loads in slimbert and transformers 4.x, which applies pruned_heads).
+// kZeroed: kept at full size with zero query/key/value rows and output columns, so the head adds
+// nothing; a plain config that transformers 5 (which dropped pruned_heads) loads too.
+enum class DroppedHeads { kPruned, kZeroed };
+
+// The weights of `subnet` as a standalone model: kept layers re-indexed, the first heads and FFN
+// neurons; embeddings, LayerNorms, pooler and heads unchanged. Accepts base-model or head-model
+// tensor names.
 std::pair<BertConfig, TensorMap> extract_subnet(const BertConfig& config, const TensorMap& weights,
-                                                const SubNet& subnet);
+                                                const SubNet& subnet,
+                                                DroppedHeads heads = DroppedHeads::kPruned);
 // Reads checkpoint `model_dir` and writes the static sub-network to `out` (atomically).
-BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet,
-                         const std::string& out);
+BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet, const std::string& out,
+                         DroppedHeads heads = DroppedHeads::kPruned);
 
 // ---- Importance and rewiring (§B.4) -----------------------------------------------------------
 
