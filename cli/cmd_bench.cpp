@@ -19,7 +19,7 @@ void add_bench(CLI::App& app) {
     int64_t batch = 1, seq = 128, iters = 30, warmup = 5;
     double width = 1.0, depth = 1.0;
     bool json = false;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("bench", "forward-pass latency percentiles on random tokens");
@@ -37,9 +37,9 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--width", opts->width, "sub-network width multiplier")->capture_default_str();
   cmd->add_option("--depth", opts->depth, "sub-network depth multiplier")->capture_default_str();
   cmd->add_flag("--json", opts->json, "print one JSON object");
-  add_runtime_options(cmd, &opts->threads);
+  add_runtime_options(cmd, &opts->runtime);
   cmd->callback([opts] {
-    configure_runtime(opts->threads);
+    configure_runtime(opts->runtime);
     BertModel model = load_bert_model(opts->dir, /*with_pooler=*/false);
     const BertConfig& config = model->config();
     if (opts->seq > config.max_position_embeddings)

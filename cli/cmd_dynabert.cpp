@@ -33,7 +33,7 @@ void add_rewire(CLI::App* dyna) {
     int64_t examples = 2000, batch_size = 32, max_length = 128;
     uint64_t seed = 0;
     bool per_batch = false, skip_bad_rows = false;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = dyna->add_subcommand(
@@ -54,9 +54,9 @@ void add_rewire(CLI::App* dyna) {
   cmd->add_flag("--per-batch-gradients", o->per_batch,
                 "score each batch's own gradient (the reference accumulates them)");
   cmd->add_flag("--skip-bad-rows", o->skip_bad_rows, "skip malformed rows instead of failing");
-  add_runtime_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->runtime);
   cmd->callback([o] {
-    configure_runtime(o->threads);
+    configure_runtime(o->runtime);
     BertForSequenceClassification model = load_classifier(o->model);
     const BertConfig& config = model->bert->config();
     const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
@@ -150,7 +150,7 @@ void add_stage(CLI::App* dyna, DynaStage stage, const std::string& help) {
   struct Opts {
     DynaTrainOptions d;
     std::string widths = "1,0.75,0.5,0.25", depths = "1,0.75,0.5", teacher_mode = "full";
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
   o->d.stage = stage;
@@ -184,9 +184,9 @@ void add_stage(CLI::App* dyna, DynaStage stage, const std::string& help) {
   if (stage != DynaStage::kWidth)
     cmd->add_option("--depths", o->depths, "depth multipliers")->capture_default_str();
   add_task_loop_options(cmd, &o->d.train);
-  add_runtime_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->runtime);
   cmd->callback([o, cmd] {
-    configure_runtime(o->threads);
+    configure_runtime(o->runtime);
     o->d.widths = parse_list(o->widths, "--widths");
     o->d.depths = parse_list(o->depths, "--depths");
     o->d.same_width_teacher = o->teacher_mode == "same";
@@ -210,7 +210,7 @@ void add_grid(CLI::App* dyna) {
     std::vector<std::string> models, separate;
     std::string out, widths = "1,0.75,0.5,0.25", depths = "1,0.75,0.5", splits = "dev,test";
     GridOptions g;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = dyna->add_subcommand(
@@ -235,9 +235,9 @@ void add_grid(CLI::App* dyna) {
   cmd->add_option("--latency-seq", o->g.latency_seq, "tokens per sequence in the timed passes")
       ->capture_default_str();
   cmd->add_flag("--skip-bad-rows", o->g.skip_bad_rows, "skip malformed rows instead of failing");
-  add_runtime_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->runtime);
   cmd->callback([o] {
-    configure_runtime(o->threads);
+    configure_runtime(o->runtime);
     o->g.widths = parse_list(o->widths, "--widths");
     o->g.depths = parse_list(o->depths, "--depths");
     o->g.splits.clear();
@@ -268,7 +268,7 @@ void add_grid(CLI::App* dyna) {
 void add_augment(CLI::App* dyna) {
   struct Opts {
     AugmentOptions a;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = dyna->add_subcommand(
@@ -298,9 +298,9 @@ void add_augment(CLI::App* dyna) {
       ->capture_default_str();
   cmd->add_option("--seed", o->a.seed, "rewrite sampling seed")->capture_default_str();
   cmd->add_flag("--skip-bad-rows", o->a.skip_bad_rows, "skip malformed rows instead of failing");
-  add_runtime_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->runtime);
   cmd->callback([o] {
-    configure_runtime(o->threads);
+    configure_runtime(o->runtime);
     const AugmentResult r = augment_task(o->a);
     std::cout << r.originals << " examples, " << r.rewrites << " rewrites; " << r.candidate_words
               << " of " << r.words << " words had MLM candidates\n"

@@ -16,7 +16,7 @@ struct RunOpts {
   int64_t batch_size = 32, max_length = 0;
   bool no_truncate = false;
   double width = 1.0, depth = 1.0;
-  RuntimeConfig threads;
+  RuntimeConfig runtime;
 };
 
 void add_run_options(CLI::App* cmd, RunOpts* o) {
@@ -35,7 +35,7 @@ void add_run_options(CLI::App* cmd, RunOpts* o) {
       ->capture_default_str();
   cmd->add_option("--depth", o->depth, "sub-network depth multiplier (DynaBERT)")
       ->capture_default_str();
-  add_runtime_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->runtime);
 }
 
 std::vector<float> row(const at::Tensor& t) {
@@ -71,7 +71,7 @@ void add_embed_and_predict(CLI::App& app) {
       ->check(CLI::IsMember({"cls", "mean", "both"}))
       ->capture_default_str();
   embed->callback([eo, pooling] {
-    configure_runtime(eo->threads);
+    configure_runtime(eo->runtime);
     const Tokenizer tokenizer = Tokenizer::from_dir(eo->dir);
     const auto records = read_records(eo->input);
     BertModel model = load_bert_model(eo->dir, /*with_pooler=*/false);
@@ -100,7 +100,7 @@ void add_embed_and_predict(CLI::App& app) {
       "predict", "label probabilities from a classification checkpoint as JSONL");
   add_run_options(predict, po.get());
   predict->callback([po] {
-    configure_runtime(po->threads);
+    configure_runtime(po->runtime);
     const Tokenizer tokenizer = Tokenizer::from_dir(po->dir);
     const auto records = read_records(po->input);
     BertForSequenceClassification model = load_classifier(po->dir);

@@ -12,7 +12,7 @@ void add_forward(CLI::App& app) {
   struct Opts {
     std::string dir, inputs, out;
     double width = 1.0, depth = 1.0;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -28,9 +28,9 @@ void add_forward(CLI::App& app) {
       ->required();
   cmd->add_option("--width", opts->width, "sub-network width multiplier")->capture_default_str();
   cmd->add_option("--depth", opts->depth, "sub-network depth multiplier")->capture_default_str();
-  add_runtime_options(cmd, &opts->threads);
+  add_runtime_options(cmd, &opts->runtime);
   cmd->callback([opts] {
-    configure_runtime(opts->threads);
+    configure_runtime(opts->runtime);
     const BertConfig config = load_config_dir(opts->dir);
     const TensorMap weights = load_weights(opts->dir);
     const TensorMap inputs = load_safetensors(opts->inputs);
@@ -61,10 +61,14 @@ void add_forward(CLI::App& app) {
       return false;
     };
     const std::string source = weights_path(opts->dir);
-    BertModel bert(config, /*add_pooling_layer=*/has("pooler."));
-    load_state(*bert, weights, source);
-    bert->eval();
-    bert->to(compute_device());
+    // Each model reads the one weights map, evaluates, on the compute device.
+    auto ready = [&](auto model) {
+      load_state(*model, weights, source);
+      model->eval();
+      model->to(compute_device());
+      return model;
+    };
+    const BertModel bert = ready(BertModel(config, /*add_pooling_layer=*/has("pooler.")));
     at::NoGradGuard no_grad;
     const SubNet subnet{opts->width, opts->depth};
     const Encoded enc = bert->forward(batch, subnet);
@@ -74,18 +78,10 @@ void add_forward(CLI::App& app) {
     out["last_hidden_state"] = enc.last();
     if (enc.pooled.defined()) out["pooler_output"] = enc.pooled;
     if (has("cls.predictions.")) {
-      BertForMaskedLM mlm(config);
-      load_state(*mlm, weights, source);
-      mlm->eval();
-      mlm->to(compute_device());
-      out["mlm_logits"] = mlm->logits(enc.last());
+      out["mlm_logits"] = ready(BertForMaskedLM(config))->logits(enc.last());
     }
     if (has("classifier.")) {
-      BertForSequenceClassification clf(config);
-      load_state(*clf, weights, source);
-      clf->eval();
-      clf->to(compute_device());
-      out["cls_logits"] = clf->logits(enc);
+      out["cls_logits"] = ready(BertForSequenceClassification(config))->logits(enc);
     }
     save_safetensors(opts->out, out, DType::F32,
                      {{"format", "pt"}, {"producer", "slimbert forward"}});

@@ -16,7 +16,7 @@ void add_info(CLI::App& app) {
     std::string dir;
     int64_t seq = 128;
     bool json = false;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd =
@@ -26,9 +26,9 @@ void add_info(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", opts->json, "print one JSON object");
-  add_runtime_options(cmd, &opts->threads);
+  add_runtime_options(cmd, &opts->runtime);
   cmd->callback([opts] {
-    configure_runtime(opts->threads);
+    configure_runtime(opts->runtime);
     const BertConfig config = load_config_dir(opts->dir);
     const auto counts = count_parameters(load_weights(opts->dir));
     int64_t total = 0;

@@ -15,7 +15,7 @@ void add_init(CLI::App& app) {
     int64_t labels = 0;
     uint64_t seed = 0;
     int64_t max_positions = 512;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd =
@@ -36,9 +36,9 @@ void add_init(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", opts->seed, "initialisation seed")->capture_default_str();
-  add_runtime_options(cmd, &opts->threads);
+  add_runtime_options(cmd, &opts->runtime);
   cmd->callback([opts] {
-    configure_runtime(opts->threads);
+    configure_runtime(opts->runtime);
     Tokenizer tokenizer(Vocab::load(opts->vocab), TokenizerOptions{});
     BertConfig config = BertConfig::preset(opts->preset);
     if (!opts->like.empty()) {

@@ -9,7 +9,7 @@ void add_tokenize(CLI::App& app) {
     InputOptions input;
     bool jsonl = false, no_special = false, decode = false;
     int64_t max_length = 0;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -27,7 +27,7 @@ void add_tokenize(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--no-special-tokens", opts->no_special, "do not add [CLS] / [SEP]");
   cmd->add_flag("--decode", opts->decode, "also write the decoded text");
-  add_runtime_options(cmd, &opts->threads);
+  add_runtime_options(cmd, &opts->runtime);
   cmd->callback([opts] {
     if (opts->jsonl) opts->input.format = "jsonl";
     const Tokenizer tokenizer = Tokenizer::from_dir(opts->dir);

@@ -18,7 +18,7 @@ void add_data(CLI::App& app) {
     std::vector<std::string> inputs;
     std::string tokenizer_dir, out;
     ShardOptions shards;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto prepare_out = std::make_shared<std::string>("data");
   auto* prepare = data->add_subcommand("prepare",
@@ -47,10 +47,10 @@ void add_data(CLI::App& app) {
   shards->add_option("--seq", o->shards.seq_len, "tokens per sequence")->capture_default_str();
   shards->add_option("--validation-fraction", o->shards.validation_fraction, "documents held out")
       ->capture_default_str();
-  add_runtime_options(shards, &o->threads);
+  add_runtime_options(shards, &o->runtime);
   shards->callback([o] {
-    configure_runtime(o->threads);
-    o->shards.threads = o->threads.threads > 0 ? o->threads.threads : 2;
+    configure_runtime(o->runtime);
+    o->shards.threads = o->runtime.threads > 0 ? o->runtime.threads : 2;
     const ShardStats s =
         build_shards(o->inputs, Tokenizer::from_dir(o->tokenizer_dir), o->out, o->shards);
     std::cout << "wrote " << o->out << ": " << format_count(s.documents) << " documents, "
@@ -96,7 +96,7 @@ void add_pretrain(CLI::App& app) {
   struct Opts {
     PretrainOptions p;
     std::string optimizer = "adamw";
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("pretrain", "MLM (continued) pretraining on corpus shards");
@@ -110,9 +110,9 @@ void add_pretrain(CLI::App& app) {
       ->check(CLI::IsMember({"adamw", "bert-adamw"}))
       ->capture_default_str();
   add_mlm_loop_options(cmd, &o->p);
-  add_runtime_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->runtime);
   cmd->callback([o, cmd] {
-    configure_runtime(o->threads);
+    configure_runtime(o->runtime);
     o->p.optimizer = o->optimizer == "bert-adamw" ? AdamVariant::kBert : AdamVariant::kTorch;
     std::cerr << "pretrain config:\n"
               << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
@@ -164,16 +164,16 @@ void add_task_loop_options(CLI::App* cmd, FinetuneOptions* f) {
 void add_finetune(CLI::App& app) {
   struct Opts {
     FinetuneOptions f;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd =
       app.add_subcommand("finetune", "fine-tune a classifier / regressor on a labelled task");
   cmd->add_option("--model", o->f.model_dir, "pretrained checkpoint")->required();
   add_task_loop_options(cmd, &o->f);
-  add_runtime_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->runtime);
   cmd->callback([o, cmd] {
-    configure_runtime(o->threads);
+    configure_runtime(o->runtime);
     std::cerr << "finetune config:\n"
               << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
     const FinetuneResult r = finetune(o->f);
@@ -193,7 +193,7 @@ void add_eval(CLI::App& app) {
     int64_t max_length = 128, batch_size = 64;
     double width = 1.0, depth = 1.0;
     bool json = false, skip_bad_rows = false;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("eval", "score a fine-tuned checkpoint on a task's splits");
@@ -209,9 +209,9 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--depth", o->depth, "sub-network depth multiplier")->capture_default_str();
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->add_flag("--skip-bad-rows", o->skip_bad_rows, "skip malformed rows");
-  add_runtime_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->runtime);
   cmd->callback([o] {
-    configure_runtime(o->threads);
+    configure_runtime(o->runtime);
     BertForSequenceClassification model = load_classifier(o->model);
     const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
     const TaskSpec spec = task_for_model(model->bert->config(), o->task, o->data, o->skip_bad_rows);

@@ -36,7 +36,7 @@ void add_wid(CLI::App& app) {
   struct Opts {
     WidOptions w;
     std::string strategy = "dim", residual = "reference", target_params;
-    RuntimeConfig threads;
+    RuntimeConfig runtime;
     std::string merge_checkpoint, merge_out;
     bool merge_fp16 = false;
   };
@@ -85,7 +85,7 @@ void add_wid(CLI::App& app) {
                   "L2 on every compactor entry before pruning starts")
       ->capture_default_str();
   add_mlm_loop_options(cmd, &o->w.train);
-  add_runtime_options(cmd, &o->threads);
+  add_runtime_options(cmd, &o->runtime);
 
   auto* merge = cmd->add_subcommand("merge", "merge a WID compactor checkpoint into a student");
   merge->add_option("--checkpoint", o->merge_checkpoint, "OUT/checkpoints/step-N of `slimbert wid`")
@@ -121,7 +121,7 @@ void add_wid(CLI::App& app) {
          {std::pair{&o->w.train.init_dir, "--teacher"},
           std::pair{&o->w.train.shards_dir, "--corpus"}, std::pair{&o->w.train.out_dir, "--out"}})
       if (value->empty()) fail("wid: ", flag, " is required");
-    configure_runtime(o->threads);
+    configure_runtime(o->runtime);
     o->w.schedule.strategy = parse_wid_strategy(o->strategy);
     o->w.schedule.residual_score = parse_residual_score(o->residual);
     if (!o->target_params.empty()) o->w.target.parameters = parse_count(o->target_params);

@@ -19,7 +19,7 @@
 
 namespace slimbert::cli {
 
-// --threads and --torch-threads, applied by apply_threads() when the command runs.
+// --threads, --torch-threads and --device, applied by configure_runtime() when the command runs.
 void add_runtime_options(CLI::App* cmd, RuntimeConfig* config);
 
 // "validation loss L, MLM accuracy A", or why there is none (shards without a validation split).

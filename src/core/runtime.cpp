@@ -66,6 +66,10 @@ c10::Device parse_device(const std::string& text) {
   return device;
 }
 
+void synchronize(c10::Device device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
 void configure_runtime(const RuntimeConfig& config) {
   set_compute_device(parse_device(config.device));
   int n = config.threads > 0 ? config.threads
@@ -96,16 +100,13 @@ double measure_matmul_gflops(int size, int repeats) {
   if (device.is_cuda()) size = std::max(size, 4096);  // small products leave a GPU idle
   at::Tensor a = at::randn({size, size}, gen).to(device);
   at::Tensor b = at::randn({size, size}, gen).to(device);
-  auto sync = [&] {
-    if (device.is_cuda()) torch::cuda::synchronize(device.index());
-  };
   at::Tensor c = at::mm(a, b);  // warm-up
-  sync();
+  synchronize(device);
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
     auto t0 = std::chrono::steady_clock::now();
     at::mm_out(c, a, b);
-    sync();
+    synchronize(device);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, 2.0 * size * size * size / s / 1e9);
   }

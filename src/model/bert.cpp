@@ -293,7 +293,7 @@ BertModelImpl::BertModelImpl(const BertConfig& c, bool add_pooling_layer) : conf
 }
 
 Encoded BertModelImpl::forward(const Batch& input, const SubNet& subnet) const {
-  const Batch batch = input.to(embeddings->word_embeddings->weight.device());
+  const Batch batch = input.to(device());
   const at::Tensor& ids = batch.input_ids;
   const at::Tensor mask_bias = attention_bias(batch);
 

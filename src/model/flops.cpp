@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/cuda.h>
 
 #include <algorithm>
 #include <chrono>
@@ -10,6 +9,7 @@
 #include <map>
 
 #include "slimbert/core/error.h"
+#include "slimbert/core/runtime.h"
 
 namespace slimbert {
 
@@ -81,23 +81,19 @@ Latency measure_latency(const BertModel& model, int64_t batch, int64_t seq, cons
   if (iters <= 0) fail("latency: iterations must be positive");
   // Its own generator: timing must not change the global random stream.
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
-  const c10::Device device = model->embeddings->word_embeddings->weight.device();
+  const c10::Device device = model->device();
   const Batch input = Batch{at::randint(std::min<int64_t>(1000, config.vocab_size - 1),
                                         config.vocab_size, {batch, seq}, gen, at::kLong),
                             at::zeros({batch, seq}, at::kLong), at::ones({batch, seq}, at::kLong)}
                           .to(device);
-  // GPU kernels run asynchronously: a timed forward ends when the device has finished it.
-  auto sync = [&] {
-    if (device.is_cuda()) torch::cuda::synchronize(device.index());
-  };
   at::NoGradGuard no_grad;
   for (int64_t i = 0; i < warmup; ++i) model->forward(input, subnet);
-  sync();
+  synchronize(device);
   std::vector<double> ms;
   for (int64_t i = 0; i < iters; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     model->forward(input, subnet);
-    sync();
+    synchronize(device);  // the timed pass ends when the device has finished it
     ms.push_back(
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }

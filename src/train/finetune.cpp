@@ -202,6 +202,7 @@ FinetuneResult run_task_training(const std::string& what, const FinetuneOptions&
     }
     const size_t b = static_cast<size_t>(offset);
     const size_t e = std::min(order.size(), b + static_cast<size_t>(o.batch_size));
+    // Moved once per step: DynaBERT's hooks run a dozen sub-networks on it.
     const Batch batch =
         batch_of(train.inputs, order, b, e, tokenizer.pad_id()).to(compute_device());
     optimizer.zero_grad();

@@ -33,7 +33,8 @@ struct LnMask {
 
 LnMask ln_mask(const at::Tensor& kept) {
   if (!kept.defined()) return {};
-  return {kept.to(at::kFloat), static_cast<double>(kept.sum().item<int64_t>())};  // on x's device
+  // On the masks' device, which is the model's (WidMasks::to).
+  return {kept.to(at::kFloat), static_cast<double>(kept.sum().item<int64_t>())};
 }
 
 // HF LayerNorm with mean and (biased) variance over the kept dims only, applied to every dim.
@@ -131,7 +132,7 @@ std::pair<at::Tensor, at::Tensor> WidModelImpl::compacted(const std::string& pre
 
 at::Tensor WidModelImpl::forward(const Batch& input, const WidMasks& masks) const {
   const BertConfig& c = config_;
-  const Batch batch = input.to(param("bert.embeddings.word_embeddings.weight").device());
+  const Batch batch = input.to(device());
   const bool train = is_training();
   const at::Tensor bias = attention_bias(batch);
   const at::Tensor& ids = batch.input_ids;

@@ -125,8 +125,7 @@ WidResult wid_train(WidOptions o) {
       fail(source, ": was trained with strategy ", to_string(saved.strategy), ", target ",
            saved.target_hidden, ", w_step ", saved.w_step, ", residual scoring ",
            to_string(saved.residual_score), "; resume with the same options");
-    masks = WidMasks::from_json(cursor.at("wid").at("masks"), config, source)
-                .to(model->param("bert.embeddings.word_embeddings.weight").device());
+    masks = WidMasks::from_json(cursor.at("wid").at("masks"), config, source).to(model->device());
   };
   hooks.report = [&] {
     const KeptSizes k = kept_sizes(*model, masks);

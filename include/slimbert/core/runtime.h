@@ -27,6 +27,9 @@ std::string describe_threads();  // "openblas=2 torch=1"
 c10::Device compute_device();
 void set_compute_device(c10::Device device);
 c10::Device parse_device(const std::string& text);  // validated: available, index in range
+// Waits until `device` has finished its queued work (GPU kernels run asynchronously): call it
+// before reading a clock. Nothing to wait for on the CPU.
+void synchronize(c10::Device device);
 
 // OpenBLAS's kernel family ("Haswell", "Cooperlake", ...); "" when the BLAS is not OpenBLAS.
 // OPENBLAS_CORETYPE in the environment overrides its CPU detection (docs/PERFORMANCE.md).

@@ -118,6 +118,7 @@ struct BertModelImpl : torch::nn::Module {
   BertModelImpl(const BertConfig& config, bool add_pooling_layer = true);
   Encoded forward(const Batch& batch, const SubNet& subnet = {}) const;
   const BertConfig& config() const { return config_; }
+  c10::Device device() const { return embeddings->word_embeddings->weight.device(); }
   BertEmbeddings embeddings{nullptr};
   BertEncoder encoder{nullptr};
   BertPooler pooler{nullptr};  // null without a pooling layer

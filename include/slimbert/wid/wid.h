@@ -111,6 +111,7 @@ struct WidModelImpl : torch::nn::Module {
   const BertConfig& config() const { return config_; }
   // A parameter by name (bert.*, cls.*, compactors.*).
   const at::Tensor& param(const std::string& name) const;
+  c10::Device device() const { return param("bert.embeddings.word_embeddings.weight").device(); }
   // The compacted weight and bias (R W L, R b) of the teacher linear `prefix` (e.g.
   // "bert.encoder.layer.0.attention.self.query").
   std::pair<at::Tensor, at::Tensor> compacted(const std::string& prefix) const;
