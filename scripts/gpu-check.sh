@@ -20,10 +20,8 @@ echo "GPU tests: rc $?, $(($(date +%s) - start)) s"; grep -E "Test +#|tests pass
 s=build-cuda/slimbert
 # The para teacher (scripts/finetune-tasks.sh's recipe), then transformers parity on the GPU.
 start=$(date +%s)
-[[ -f runs/ft-teacher/para/best/config.json ]] ||
-  $s finetune --model models/teacher-mini --task tsv --data data/tasks/para --out runs/ft-teacher/para \
-    --epochs 1 --batch-size 32 --max-length 128 --lr 1e-4 --warmup 0.1 --seed 0 --log-every 100 \
-    --device cuda > "$out/teacher.log" 2>&1
+TASKS=para scripts/finetune-tasks.sh models/teacher-mini runs/ft-teacher "$s" --device cuda \
+  > "$out/teacher.log" 2>&1
 echo "para teacher: $(($(date +%s) - start)) s"; tail -n 3 "$out/teacher.log"
 # Verses as documents (a blank line after each), so that some land in the validation split.
 cut -f1 data/tasks/para/train.tsv | head -n 4000 | sed 's/$/\n/' > /tmp/para-text.txt
