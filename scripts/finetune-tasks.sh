@@ -4,6 +4,10 @@
 # EPOCHS (default 3 for spam, 1 for the three 20k-example tasks) sets the passes; TASKS (default
 # "spam debsec para wngloss") picks tasks; a task whose OUT_DIR/TASK/eval.json exists is not run
 # again.
+# DISTIL=DIR distils from the fine-tuned teachers DIR/TASK/best (--distil-from; KD_WEIGHT,
+# default 1, and --kd-temperature 1). LRS="1e-4 5e-4" runs each learning rate into
+# OUT_DIR/lr-LR/TASK and keeps, per task, the one with the best dev score (test is not looked at):
+# OUT_DIR/TASK is a link to it. Default LRS: 1e-4.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 model=$(realpath "${1:?usage: finetune-tasks.sh MODEL_DIR OUT_DIR}")
@@ -11,24 +15,44 @@ out=$(realpath -m "${2:?usage: finetune-tasks.sh MODEL_DIR OUT_DIR}")
 slimbert=$(realpath "${3:-$root/build/slimbert}")
 shift 3 || shift $#
 [[ -d "$root/data/tasks" ]] || "$root/scripts/prepare-data.sh" "$root/data"
+lrs=(${LRS:-1e-4})
+mkdir -p "$out"
 for task in ${TASKS:-spam debsec para wngloss}; do
   [[ -f "$out/$task/eval.json" ]] && continue
   epochs=${EPOCHS:-1}
   [[ $task == spam ]] && epochs=${EPOCHS:-3}
-  start=$(date +%s)
-  "$slimbert" finetune --model "$model" --task tsv --data "$root/data/tasks/$task" --out "$out/$task" \
-    --epochs $epochs --batch-size 32 --max-length 128 --lr 1e-4 --warmup 0.1 --seed 0 --log-every 100 "$@" \
-    2>"$out-$task.log" | tail -n 1
-  echo "$task: $(( $(date +%s) - start )) s" | tee -a "$out-times.txt"
+  kd=()
+  [[ -n ${DISTIL:-} ]] && kd=(--distil-from "$(realpath "$DISTIL")/$task/best" --kd-weight "${KD_WEIGHT:-1}")
+  for lr in "${lrs[@]}"; do
+    dir="$out/$task"
+    (( ${#lrs[@]} > 1 )) && dir="$out/lr-$lr/$task"
+    [[ -f "$dir/eval.json" ]] && continue
+    mkdir -p "$(dirname "$dir")"
+    start=$(date +%s)
+    "$slimbert" finetune --model "$model" --task tsv --data "$root/data/tasks/$task" --out "$dir" \
+      --epochs $epochs --batch-size 32 --max-length 128 --lr "$lr" --warmup 0.1 --seed 0 \
+      --log-every 100 "${kd[@]}" "$@" 2>"$dir.log" | tail -n 1
+    echo "$task lr $lr: $(( $(date +%s) - start )) s" | tee -a "$out-times.txt"
+  done
+  if (( ${#lrs[@]} > 1 )); then
+    best=$(/usr/bin/python3 -c '
+import json, sys
+task, out, lrs = sys.argv[1], sys.argv[2], sys.argv[3:]
+dev = {lr: json.load(open(f"{out}/lr-{lr}/{task}/eval.json"))["dev"]["main"] for lr in lrs}
+print(max(lrs, key=lambda lr: dev[lr]))' "$task" "$out" "${lrs[@]}")
+    ln -sfn "lr-$best/$task" "$out/$task"
+    echo "$task: lr $best has the best dev score" | tee -a "$out-times.txt"
+  fi
 done
 /usr/bin/python3 - "$out" ${TASKS:-spam debsec para wngloss} <<'PY'
 import json, sys, os
 out = sys.argv[1]
-print("\n| task | dev main | test main | test accuracy | test F1 / MCC |")
-print("|---|---:|---:|---:|---|")
+print("\n| task | lr | dev main | test main | test accuracy | test F1 / MCC |")
+print("|---|---:|---:|---:|---:|---|")
 for task in sys.argv[2:]:
     r = json.load(open(os.path.join(out, task, "eval.json")))
     d, t = r["dev"], r["test"]
     extra = f'F1 {t["f1"]:.4f}, MCC {t["mcc"]:.4f}' if "f1" in t else "-"
-    print(f'| {task} | {d["main"]:.4f} | {t["main"]:.4f} | {t["accuracy"]:.4f} | {extra} |')
+    lr = r.get("training", {}).get("lr", "-")
+    print(f'| {task} | {lr:g} | {d["main"]:.4f} | {t["main"]:.4f} | {t["accuracy"]:.4f} | {extra} |')
 PY

@@ -188,16 +188,19 @@ TEST(LoaderErrors, MalformedRowsUnknownLabelsAndSingleClass) {
 // ---- Fine-tuning
 // ----------------------------------------------------------------------------------
 
-TEST(Finetune, TinyModelLearnsASeparableTaskAndReportsDevAndTest) {
-  TempDir d;
-  std::vector<std::string> tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
-  for (int i = 0; i < 40; ++i) tokens.push_back("w" + std::to_string(i));
-  Tokenizer tokenizer(Vocab::from_tokens(tokens), TokenizerOptions{});
-  const BertConfig c = test::tiny_config(static_cast<int64_t>(tokens.size()), 32);
-  BertForMaskedLM mlm(c);
-  init_weights(*mlm, c, 1);
-  save_checkpoint(d / "pre", c, *mlm, tokenizer);
-  // Label: does the text contain w0..w9 ("low") or only w20..w39 ("high")?
+// A tiny pretrained checkpoint at d/pre and a separable task at d/task: does the text hold
+// w0..w9 ("low") or only w20..w39 ("high")? With `scramble`, the training labels are random
+// (dev and test stay true).
+void write_separable_task(const TempDir& d, const std::string& task_dir, bool scramble = false) {
+  if (!fs::exists(d / "pre")) {
+    std::vector<std::string> tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+    for (int i = 0; i < 40; ++i) tokens.push_back("w" + std::to_string(i));
+    Tokenizer tokenizer(Vocab::from_tokens(tokens), TokenizerOptions{});
+    const BertConfig c = test::tiny_config(static_cast<int64_t>(tokens.size()), 32);
+    BertForMaskedLM mlm(c);
+    init_weights(*mlm, c, 1);
+    save_checkpoint(d / "pre", c, *mlm, tokenizer);
+  }
   for (const std::string split : {"train", "dev", "test"}) {
     std::string text = "sentence\tlabel\n";
     const int n = split == "train" ? 256 : 64;
@@ -206,30 +209,137 @@ TEST(Finetune, TinyModelLearnsASeparableTaskAndReportsDevAndTest) {
       std::string s;
       for (int k = 0; k < 5; ++k)
         s += "w" + std::to_string((low ? 0 : 20) + (i * 3 + k * 5) % (low ? 10 : 20)) + " ";
-      text += s + "\t" + (low ? "low" : "high") + "\n";
+      // A label uncorrelated with the text (the class alternates with period 4, the text
+      // with period 2).
+      const bool label_low = scramble && split == "train" ? (i / 2) % 2 == 0 : low;
+      text += s + "\t" + (label_low ? "low" : "high") + "\n";
     }
-    write(d / ("task/" + split + ".tsv"), text);
+    write(d / (task_dir + "/" + split + ".tsv"), text);
   }
+}
+
+FinetuneOptions separable_options(const TempDir& d, const std::string& task_dir,
+                                  const std::string& out) {
   FinetuneOptions o;
   o.model_dir = d / "pre";
   o.task = "tsv";
-  o.data_dir = d / "task";
-  o.out_dir = d / "out";
+  o.data_dir = d / task_dir;
+  o.out_dir = d / out;
   o.epochs = 3;
   o.batch_size = 16;
   o.max_length = 16;
   o.lr = 2e-3;
   o.log_every = 10;
-  FinetuneResult r = finetune(o);
+  return o;
+}
+
+TEST(Finetune, TinyModelLearnsASeparableTaskAndReportsDevAndTest) {
+  TempDir d;
+  write_separable_task(d, "task");
+  FinetuneResult r = finetune(separable_options(d, "task", "out"));
   EXPECT_TRUE(r.finished);
   EXPECT_GT(r.best_dev.metrics.at("accuracy"), 0.9);
   auto report = nlohmann::json::parse(read_file(d / "out/eval.json"));
   EXPECT_GT(report["test"]["accuracy"].get<double>(), 0.9);
   EXPECT_EQ(report["dev"]["examples"], 64);
+  EXPECT_DOUBLE_EQ(report["training"]["lr"].get<double>(), 2e-3);
   BertConfig saved = load_config_dir(d / "out/best");
   EXPECT_EQ(saved.label_name(0), "high");
   EXPECT_EQ(saved.label_name(1), "low");
   EXPECT_EQ(saved.problem_type, "single_label_classification");
+}
+
+// ---- Task-specific distillation -------------------------------------------------------------
+
+TEST(Distillation, LossIsTheTemperatureScaledCrossEntropyOfTheTeachersDistribution) {
+  at::manual_seed(3);
+  const at::Tensor s = at::randn({5, 4}, at::kDouble), t = at::randn({5, 4}, at::kDouble) * 3;
+  for (double T : {1.0, 2.5}) {
+    double expected = 0;
+    for (int64_t i = 0; i < 5; ++i) {
+      double zs = 0, zt = 0;
+      for (int64_t j = 0; j < 4; ++j) {
+        zs += std::exp(s[i][j].item<double>() / T);
+        zt += std::exp(t[i][j].item<double>() / T);
+      }
+      for (int64_t j = 0; j < 4; ++j)
+        expected -=
+            std::exp(t[i][j].item<double>() / T) / zt * (s[i][j].item<double>() / T - std::log(zs));
+    }
+    expected *= T * T / 5;
+    EXPECT_NEAR(distillation_loss(s, t, T, false).item<double>(), expected, 1e-12) << "T " << T;
+    // Minimal where the student equals the teacher: zero gradient there.
+    const at::Tensor x = t.clone().requires_grad_(true);
+    distillation_loss(x, t, T, false).backward();
+    EXPECT_LT(x.grad().abs().max().item<double>(), 1e-12);
+  }
+  EXPECT_NEAR(distillation_loss(s.select(1, 0), t.select(1, 0), 2.0, true).item<double>(),
+              (s.select(1, 0) - t.select(1, 0)).pow(2).mean().item<double>(), 1e-12);
+}
+
+TEST(Distillation, TeacherLogitsFollowTheStudentsLabelOrder) {
+  TempDir d;
+  write_separable_task(d, "task");
+  FinetuneOptions o = separable_options(d, "task", "teacher");
+  o.epochs = 1;
+  finetune(o);
+  const TaskSpec spec = TaskSpec::make("tsv", d / "task");
+  const TaskData train = spec.load("train");
+  const at::Tensor logits = teacher_logits(d / "teacher/best", spec, train, 16);
+  ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{256, 2}));
+  // The same, one row at a time.
+  BertForSequenceClassification teacher = load_classifier(d / "teacher/best");
+  const Tokenizer tokenizer = Tokenizer::from_dir(d / "teacher/best");
+  const EncodedTask enc = encode_task(tokenizer, spec, train, 16, true);
+  teacher->eval();
+  at::NoGradGuard no_grad;
+  for (size_t i : {size_t{0}, size_t{77}, size_t{255}}) {
+    const at::Tensor one = teacher->forward(batch_of(enc.inputs, {i}, 0, 1, tokenizer.pad_id()));
+    EXPECT_TRUE(at::allclose(logits[static_cast<int64_t>(i)], one[0], 1e-5, 1e-6)) << "row " << i;
+  }
+  // A copy of the teacher with its label order reversed predicts the same columns.
+  BertConfig flipped_config = teacher->bert->config();
+  flipped_config.id2label = {{0, "low"}, {1, "high"}};
+  teacher->classifier->weight.set_data(teacher->classifier->weight.flip(0).contiguous());
+  teacher->classifier->bias.set_data(teacher->classifier->bias.flip(0).contiguous());
+  save_checkpoint(d / "flipped", flipped_config, *teacher, tokenizer);
+  EXPECT_TRUE(at::allclose(teacher_logits(d / "flipped", spec, train, 16), logits, 1e-5, 1e-6));
+  // A teacher of another label set is refused.
+  write(d / "three/train.tsv", "sentence\tlabel\nw1\ta\nw2\tb\nw3\tc\n");
+  EXPECT_ERROR_CONTAINS(teacher_logits(d / "teacher/best", TaskSpec::make("tsv", d / "three"),
+                                       TaskSpec::make("tsv", d / "three").load("train"), 16),
+                        "teacher/best", "2 labels", "{a, b, c}");
+}
+
+TEST(Distillation, StudentLearnsFromTheTeacherWhatTheLabelsDoNotSay) {
+  TempDir d;
+  write_separable_task(d, "task");
+  write_separable_task(d, "scrambled", /*scramble=*/true);
+  finetune(separable_options(d, "task", "teacher"));
+  // The training labels of "scrambled" say nothing about the text: alone they teach nothing,
+  // through the teacher's predictions the student learns the task.
+  FinetuneOptions plain = separable_options(d, "scrambled", "plain");
+  const FinetuneResult without = finetune(plain);
+  FinetuneOptions kd = separable_options(d, "scrambled", "kd");
+  kd.distil_from = d / "teacher/best";
+  kd.kd_weight = 1.0;
+  kd.kd_temperature = 2.0;
+  const FinetuneResult with = finetune(kd);
+  EXPECT_LT(without.best_dev.metrics.at("accuracy"), 0.75);
+  EXPECT_GT(with.best_dev.metrics.at("accuracy"), 0.9);
+  const auto report = nlohmann::json::parse(read_file(d / "kd/eval.json"));
+  EXPECT_EQ(report["training"]["distil_from"], d / "teacher/best");
+  EXPECT_GT(report["test"]["accuracy"].get<double>(), 0.9);
+  // Weight 0: the distillation term is computed and logged but the run is plain fine-tuning.
+  FinetuneOptions zero = separable_options(d, "scrambled", "zero");
+  zero.distil_from = d / "teacher/best";
+  zero.kd_weight = 0.0;
+  finetune(zero);
+  test::expect_same_losses(d / "plain", d / "zero", 1e-6);
+  EXPECT_GT(test::logged_losses(d / "zero").at(10).at("loss_kd"), 0.0);
+  zero.kd_weight = 1.5;
+  zero.out_dir = d / "bad";
+  EXPECT_ERROR_CONTAINS(finetune(zero), "--kd-weight must be in [0, 1]");
 }
 
 }  // namespace

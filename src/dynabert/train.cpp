@@ -105,10 +105,7 @@ FinetuneResult dynabert_train(const DynaTrainOptions& o) {
         const TeacherOutput& tout = teacher_at(s.width);
         // Soft cross-entropy at temperature 1, or MSE on the outputs for regression (the
         // reference silently uses 0 there).
-        const at::Tensor pred =
-            spec.regression
-                ? at::mse_loss(logits, tout.logits)
-                : -(at::softmax(tout.logits, -1) * at::log_softmax(logits, -1)).sum(-1).mean();
+        const at::Tensor pred = distillation_loss(logits, tout.logits, 1.0, spec.regression);
         // Hidden states (embedding output first) against the mapped teacher states; the mean
         // includes padding positions, as the reference.
         const std::vector<int64_t> targets =

@@ -106,40 +106,91 @@ TaskSpec task_for_model(const BertConfig& config, const std::string& task,
   return spec;
 }
 
+at::Tensor predict_logits(BertForSequenceClassification& model, const std::vector<Encoding>& inputs,
+                          int64_t pad_id, int64_t batch_size, const SubNet& subnet) {
+  std::vector<size_t> idx(inputs.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  // Length order: less padding, same result.
+  std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+    return inputs[a].input_ids.size() < inputs[b].input_ids.size();
+  });
+  const bool was_training = model->is_training();
+  model->eval();
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> parts;
+  for (size_t b = 0; b < idx.size(); b += static_cast<size_t>(batch_size)) {
+    const size_t e = std::min(idx.size(), b + static_cast<size_t>(batch_size));
+    // One copy to the host per batch, not a device sync per row.
+    parts.push_back(model->forward(batch_of(inputs, idx, b, e, pad_id), subnet).cpu());
+  }
+  if (was_training) model->train();
+  const at::Tensor sorted = at::cat(parts);
+  std::vector<int64_t> rows(idx.begin(), idx.end());
+  at::Tensor out = at::empty_like(sorted);
+  out.index_copy_(0, at::tensor(rows), sorted);
+  return out;
+}
+
 EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer,
                          const TaskSpec& spec, const std::string& split, int64_t max_length,
                          int64_t batch_size, const SubNet& subnet) {
   const TaskData data = spec.load(split);
   const EncodedTask enc = encode_task(tokenizer, spec, data, max_length, true);
-  std::vector<size_t> idx(enc.inputs.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  // Evaluate in length order: less padding, same result.
-  std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
-    return enc.inputs[a].input_ids.size() < enc.inputs[b].input_ids.size();
-  });
-  const bool was_training = model->is_training();
-  model->eval();
-  at::NoGradGuard no_grad;
-  std::vector<int64_t> pred(idx.size());
-  std::vector<double> scores(idx.size());
-  for (size_t b = 0; b < idx.size(); b += static_cast<size_t>(batch_size)) {
-    const size_t e = std::min(idx.size(), b + static_cast<size_t>(batch_size));
-    // One copy to the host per batch, not a device sync per row.
-    const at::Tensor logits =
-        model->forward(batch_of(enc.inputs, idx, b, e, tokenizer.pad_id()), subnet).cpu();
-    for (size_t i = b; i < e; ++i) {
-      const int64_t row = static_cast<int64_t>(i - b);
-      if (spec.regression)
-        scores[idx[i]] = logits[row][0].item<double>();
-      else
-        pred[idx[i]] = logits[row].argmax().item<int64_t>();
-    }
+  const at::Tensor logits =
+      predict_logits(model, enc.inputs, tokenizer.pad_id(), batch_size, subnet);
+  EvalReport r{spec.display_name(), split, static_cast<int64_t>(enc.inputs.size()), {}};
+  if (spec.regression) {
+    const at::Tensor v = logits.select(1, 0).to(at::kDouble).contiguous();
+    const std::vector<double> scores(v.data_ptr<double>(), v.data_ptr<double>() + v.numel());
+    r.metrics = regression_metrics(scores, enc.values);
+  } else {
+    const at::Tensor p = logits.argmax(1).contiguous();
+    const std::vector<int64_t> pred(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel());
+    r.metrics = classification_metrics(pred, enc.labels, spec.main_metric);
   }
-  if (was_training) model->train();
-  EvalReport r{spec.display_name(), split, static_cast<int64_t>(idx.size()), {}};
-  r.metrics = spec.regression ? regression_metrics(scores, enc.values)
-                              : classification_metrics(pred, enc.labels, spec.main_metric);
   return r;
+}
+
+at::Tensor distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
+                             double temperature, bool regression) {
+  if (regression) return at::mse_loss(student_logits, teacher_logits);
+  const at::Tensor soft = at::softmax(teacher_logits / temperature, -1);
+  return -(soft * at::log_softmax(student_logits / temperature, -1)).sum(-1).mean() *
+         (temperature * temperature);
+}
+
+at::Tensor teacher_logits(const std::string& teacher_dir, const TaskSpec& spec,
+                          const TaskData& data, int64_t max_length) {
+  BertForSequenceClassification teacher = load_classifier(teacher_dir);
+  const BertConfig& tc = teacher->bert->config();
+  // The teacher's own label order and tokenizer: only its predictions cross over.
+  std::vector<std::string> labels;
+  const bool regression = tc.problem_type == "regression" || tc.num_labels() == 1;
+  if (!regression)
+    for (int64_t i = 0; i < tc.num_labels(); ++i) labels.push_back(tc.label_name(i));
+  std::vector<std::string> sorted_teacher = labels, sorted_task = spec.labels;
+  std::sort(sorted_teacher.begin(), sorted_teacher.end());
+  std::sort(sorted_task.begin(), sorted_task.end());
+  if (regression != spec.regression || sorted_teacher != sorted_task)
+    fail(teacher_dir, ": the teacher ",
+         regression
+             ? "is a regressor"
+             : "has " + std::to_string(labels.size()) + " labels {" + join_labels(labels) + "}",
+         " but the task ",
+         spec.regression ? "is a regression task"
+                         : "has " + std::to_string(spec.labels.size()) + " labels {" +
+                               join_labels(spec.labels) + "}");
+  const Tokenizer tokenizer = Tokenizer::from_dir(teacher_dir);
+  std::vector<Encoding> inputs;
+  for (const auto& e : data.examples)
+    inputs.push_back(
+        tokenizer.encode(e.text_a, e.text_b, EncodeOptions{max_length, Truncation::kLongestFirst}));
+  const at::Tensor logits = predict_logits(teacher, inputs, tokenizer.pad_id(), 64);
+  if (spec.regression) return logits;
+  std::vector<int64_t> columns;
+  for (const auto& l : spec.labels)
+    columns.push_back(std::find(labels.begin(), labels.end(), l) - labels.begin());
+  return logits.index_select(1, at::tensor(columns));
 }
 
 FinetuneResult run_task_training(const std::string& what, const FinetuneOptions& o,
@@ -301,13 +352,47 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   }
   model->to(compute_device());
   AdamW optimizer(bert_param_groups(named_parameters(*model), o.lr, o.weight_decay), AdamOptions{});
+  const bool distil = !o.distil_from.empty();
+  if (distil && (o.kd_weight < 0 || o.kd_weight > 1 || o.kd_temperature <= 0))
+    fail("--kd-weight must be in [0, 1] and --kd-temperature positive (got ", o.kd_weight, ", ",
+         o.kd_temperature, ")");
+  // The teacher is fixed and dropout-free, so its predictions are computed once, not per step.
+  at::Tensor soft_targets;
+  if (distil) {
+    soft_targets = teacher_logits(o.distil_from, spec, train_data, o.max_length);
+    std::cerr << "finetune: distilling from " << o.distil_from << " (weight " << o.kd_weight
+              << ", temperature " << o.kd_temperature << ")\n";
+  }
+  double task_sum = 0, kd_sum = 0;
+  int64_t parts_n = 0;
   TaskTrainHooks hooks;
   hooks.loss_and_backward = [&](const Batch& batch, const std::vector<size_t>& order, size_t b,
                                 size_t e) {
-    at::Tensor loss = task_loss(model->forward(batch), train, order, b, e, spec.regression);
+    const at::Tensor logits = model->forward(batch);
+    at::Tensor loss = task_loss(logits, train, order, b, e, spec.regression);
+    if (distil) {
+      const std::vector<int64_t> rows(order.begin() + static_cast<std::ptrdiff_t>(b),
+                                      order.begin() + static_cast<std::ptrdiff_t>(e));
+      const at::Tensor target = soft_targets.index_select(0, at::tensor(rows)).to(logits.device());
+      const at::Tensor kd =
+          distillation_loss(logits, spec.regression ? target.view(logits.sizes()) : target,
+                            o.kd_temperature, spec.regression);
+      task_sum += loss.item<double>();
+      kd_sum += kd.item<double>();
+      ++parts_n;
+      loss = (1 - o.kd_weight) * loss + o.kd_weight * kd;
+    }
     loss.backward();
     return loss.item<double>();
   };
+  if (distil)
+    hooks.report = [&] {
+      std::map<std::string, double> parts = {{"loss_task", task_sum / parts_n},
+                                             {"loss_kd", kd_sum / parts_n}};
+      task_sum = kd_sum = 0;
+      parts_n = 0;
+      return parts;
+    };
   hooks.evaluate_dev = [&] {
     return evaluate_task(model, tokenizer, spec, "dev", o.max_length, 64).metrics;
   };
@@ -322,6 +407,14 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   report["task"] = spec.display_name();
   report["format"] = o.task;
   report["best_step"] = result.best_step;
+  report["training"] = {{"model", o.model_dir}, {"epochs", o.epochs},
+                        {"lr", o.lr},           {"batch_size", o.batch_size},
+                        {"seed", o.seed},       {"max_length", o.max_length}};
+  if (distil) {
+    report["training"]["distil_from"] = o.distil_from;
+    report["training"]["kd_weight"] = o.kd_weight;
+    report["training"]["kd_temperature"] = o.kd_temperature;
+  }
   for (const std::string split : {"dev", "test"}) {
     if (!fs::exists(spec.path(split))) continue;
     try {

@@ -31,6 +31,11 @@ struct FinetuneOptions {
   bool skip_bad_rows = false;
   int64_t max_train_examples = 0;  // > 0: a seeded random subset of the training set
   int64_t stop_after = 0;          // > 0: checkpoint and stop after this many steps of this run
+  // Task-specific distillation: a fine-tuned teacher on the same task whose predictions on the
+  // training set are soft targets. loss = (1 - kd_weight) * task + kd_weight * distillation.
+  std::string distil_from;
+  double kd_weight = 0.5;
+  double kd_temperature = 1.0;
 };
 
 struct EvalReport {
@@ -64,6 +69,21 @@ TaskData load_train_split(const TaskSpec& spec, const FinetuneOptions& options);
 // Cross-entropy (or MSE for regression) of `logits` against rows idx[begin, end).
 at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data,
                      const std::vector<size_t>& idx, size_t begin, size_t end, bool regression);
+
+// Soft cross-entropy between temperature-scaled distributions, times T^2 so that gradients keep
+// their size across temperatures (Hinton et al.); MSE between the outputs for regression.
+at::Tensor distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
+                             double temperature, bool regression);
+
+// Logits of `model` for every row of `inputs` ([rows, outputs], host, row order), run in length
+// order in batches of `batch_size` without dropout or gradients.
+at::Tensor predict_logits(BertForSequenceClassification& model, const std::vector<Encoding>& inputs,
+                          int64_t pad_id, int64_t batch_size, const SubNet& subnet = {});
+
+// A fine-tuned teacher's logits on `data` ([examples, labels.size()], host), columns reordered to
+// `labels` (the student's order); the teacher must be fine-tuned on the same label set.
+at::Tensor teacher_logits(const std::string& teacher_dir, const TaskSpec& spec,
+                          const TaskData& data, int64_t max_length);
 
 // Scores `model` on a split; the label order is the model's id2label.
 EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer,
