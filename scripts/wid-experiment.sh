@@ -7,7 +7,7 @@
 # Environment: STEPS (default 400) MLM steps of 32 x 128 tokens for every method; DEVICE (cpu;
 # cuda with a CUDA build passed as the third argument, scripts/build-cuda.sh); THREADS
 # (default 1: two sizes run side by side on the 2-core machine); METHODS (default
-# "wid trunc rand"); WID variants: RESIDUAL (reference | all), WID_LR (1e-4), WID_WARMUP (0.01),
+# "wid trunc rand"); FINETUNE (plain | kd, below); WID variants: RESIDUAL (reference | all), WID_LR (1e-4), WID_WARMUP (0.01),
 # WID_CLIP (0), LAMBDA (100, as recorded; 20 recommended). Resumable: finished parts are skipped, interrupted training continues from its
 # checkpoint. The variants in docs/RESULTS.md:
 #   RESIDUAL=all METHODS=wid scripts/wid-experiment.sh x067all 172
@@ -69,9 +69,18 @@ for base in trunc rand; do
     $(resume "$out-$base") >"$out-$base.log" 2>&1
 done
 
+# Fine-tuning: FINETUNE=plain (default) is the teacher's recipe (OUT-METHOD-ft); FINETUNE=kd
+# distils from the fine-tuned task teachers runs/ft-teacher (made first if missing) with the
+# learning rate chosen on dev from 1e-4 and 5e-4 per task (OUT-METHOD-kd).
+ft_env=() suffix=ft
+if [[ ${FINETUNE:-plain} == kd ]]; then
+  [[ -f runs/ft-teacher/wngloss/eval.json ]] ||
+    scripts/finetune-tasks.sh $teacher runs/ft-teacher "$slimbert" --threads "$threads" --device "${DEVICE:-cpu}"
+  ft_env=(DISTIL=runs/ft-teacher "LRS=1e-4 5e-4") suffix=kd
+fi
 for method in $methods; do
   model=$out-$method/model
   [[ $method == wid ]] && model=$out-wid/student
-  timed "finetune $method" scripts/finetune-tasks.sh "$model" "$out-$method-ft" "$slimbert" \
-    --threads "$threads" --device "${DEVICE:-cpu}"
+  timed "finetune $method" env "${ft_env[@]}" scripts/finetune-tasks.sh "$model" "$out-$method-$suffix" \
+    "$slimbert" --threads "$threads" --device "${DEVICE:-cpu}"
 done

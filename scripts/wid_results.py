@@ -1,24 +1,32 @@
 #!/usr/bin/env python3
-"""The WID experiment's table (docs/RESULTS.md) from runs/wid-exp and the teacher's runs/ft-teacher.
+"""The WID experiment's tables (docs/RESULTS.md) from runs/wid-exp and the teacher's runs.
 
-    scripts/wid_results.py [RUNS_DIR]
+    scripts/wid_results.py [RUNS_DIR] [plain|kd]
 
 Per model: test main metric of each task, their mean as % of the teacher's mean, encoder
 parameters and encoder GFLOPs per 128-token sequence (from config.json), MLM validation loss.
+plain (default): the students fine-tuned with the teacher's recipe (NAME-METHOD-ft), against
+runs/ft-teacher. kd: the students distilled from runs/ft-teacher with a dev-chosen learning rate
+(NAME-METHOD-kd), against the teacher with the same learning-rate choice (runs/ft-teacher-grid,
+`LRS="1e-4 5e-4" scripts/finetune-tasks.sh models/teacher-mini runs/ft-teacher-grid`); the last
+column lists the chosen learning rates (x 1e-4, task order).
 """
 import json, os, re, sys
 
 runs = sys.argv[1] if len(sys.argv) > 1 else "runs"
+protocol = sys.argv[2] if len(sys.argv) > 2 else "plain"
 tasks = ["spam", "debsec", "para", "wngloss"]
 
 
 def scores(ft_dir):
-    out = {}
+    out, lrs = {}, []
     for t in tasks:
         p = os.path.join(ft_dir, t, "eval.json")
         if os.path.exists(p):
-            out[t] = json.load(open(p))["test"]["main"]
-    return out
+            r = json.load(open(p))
+            out[t] = r["test"]["main"]
+            lrs.append(f'{r.get("training", {}).get("lr", 1e-4) / 1e-4:g}')
+    return out, "/".join(lrs)
 
 
 def shape(model_dir):
@@ -38,26 +46,31 @@ def validation_loss(log):
     return float(losses[-1]) if losses else None
 
 
-teacher = scores(os.path.join(runs, "ft-teacher"))
+rows = [("teacher (mini)", "models/teacher-mini", *scores(os.path.join(runs, "ft-teacher")), 5.962)]
+if protocol == "kd":
+    rows.append(("teacher (mini), lr chosen on dev", "models/teacher-mini",
+                 *scores(os.path.join(runs, "ft-teacher-grid")), 5.962))
+teacher = rows[-1][2]
 t_mean = sum(teacher[t] for t in tasks) / len(tasks)
-rows = [("teacher (mini)", "models/teacher-mini", teacher, 5.962)]
 exp = os.path.join(runs, "wid-exp")
 for size in ["x067", "x067all", "x067l20", "x025", "x025v2", "x025l20"]:
     for method, model_sub in [("wid", "wid/student"), ("trunc", "trunc/model"), ("rand", "rand/model")]:
-        ft = os.path.join(exp, f"{size}-{method}-ft")
+        ft = os.path.join(exp, f"{size}-{method}-{'kd' if protocol == 'kd' else 'ft'}")
         model = os.path.join(exp, f"{size}-{model_sub}")
         if not os.path.isdir(ft) or not os.path.exists(os.path.join(model, "config.json")):
             continue
         log = os.path.join(exp, f"{size}-{method}.log")
-        rows.append((f"{size} {method}", model, scores(ft), validation_loss(log)))
+        rows.append((f"{size} {method}", model, *scores(ft), validation_loss(log)))
 
 print("| model | hidden | encoder params (M) | GFLOPs/seq | MLM val loss | "
-      + " | ".join(tasks) + " | mean | % of teacher |")
-print("|---|---:|---:|---:|---:|" + "---:|" * len(tasks) + "---:|---:|")
-for name, model, s, vl in rows:
+      + " | ".join(tasks) + " | mean | % of teacher |" + (" lr |" if protocol == "kd" else ""))
+print("|---|---:|---:|---:|---:|" + "---:|" * len(tasks) + "---:|---:|"
+      + ("---|" if protocol == "kd" else ""))
+for name, model, s, lrs, vl in rows:
     H, params, gflops = shape(model)
     cells = [f"{s[t]:.4f}" if t in s else "-" for t in tasks]
     mean = sum(s[t] for t in tasks) / len(tasks) if len(s) == len(tasks) else None
     print(f"| {name} | {H} | {params / 1e6:.2f} | {gflops:.3f} | "
           + (f"{vl:.3f}" if vl else "-") + " | " + " | ".join(cells) + " | "
-          + (f"{mean:.4f} | {100 * mean / t_mean:.1f}%" if mean else "- | -") + " |")
+          + (f"{mean:.4f} | {100 * mean / t_mean:.1f}%" if mean else "- | -") + " |"
+          + (f" {lrs} |" if protocol == "kd" else ""))

