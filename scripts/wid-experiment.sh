@@ -69,14 +69,17 @@ for base in trunc rand; do
     $(resume "$out-$base") >"$out-$base.log" 2>&1
 done
 
-# Fine-tuning: FINETUNE=plain (default) is the teacher's recipe (OUT-METHOD-ft); FINETUNE=kd
-# distils from the fine-tuned task teachers runs/ft-teacher (made first if missing) with the
-# learning rate chosen on dev from 1e-4 and 5e-4 per task (OUT-METHOD-kd).
+# Fine-tuning: FINETUNE=plain (default) is the teacher's recipe at lr 1e-4 (OUT-METHOD-ft).
+# FINETUNE=kd: the teacher is fine-tuned with its learning rate chosen on dev from 1e-4 and 5e-4
+# per task (runs/ft-teacher-grid, made first if missing), and each student is distilled from it
+# (--distil-from, soft targets only) at KD_LRS (default 5e-4: the teacher's dev choice on every
+# task) into OUT-METHOD-kd.
 ft_env=() suffix=ft
 if [[ ${FINETUNE:-plain} == kd ]]; then
-  [[ -f runs/ft-teacher/wngloss/eval.json ]] ||
-    scripts/finetune-tasks.sh $teacher runs/ft-teacher "$slimbert" --threads "$threads" --device "${DEVICE:-cpu}"
-  ft_env=(DISTIL=runs/ft-teacher "LRS=1e-4 5e-4") suffix=kd
+  [[ -f runs/ft-teacher-grid/wngloss/eval.json ]] ||
+    LRS="1e-4 5e-4" scripts/finetune-tasks.sh $teacher runs/ft-teacher-grid "$slimbert" \
+      --threads "$threads" --device "${DEVICE:-cpu}"
+  ft_env=(DISTIL=runs/ft-teacher-grid "LRS=${KD_LRS:-5e-4}") suffix=kd
 fi
 for method in $methods; do
   model=$out-$method/model

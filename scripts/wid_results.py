@@ -6,10 +6,10 @@
 Per model: test main metric of each task, their mean as % of the teacher's mean, encoder
 parameters and encoder GFLOPs per 128-token sequence (from config.json), MLM validation loss.
 plain (default): the students fine-tuned with the teacher's recipe (NAME-METHOD-ft), against
-runs/ft-teacher. kd: the students distilled from runs/ft-teacher with a dev-chosen learning rate
-(NAME-METHOD-kd), against the teacher with the same learning-rate choice (runs/ft-teacher-grid,
-`LRS="1e-4 5e-4" scripts/finetune-tasks.sh models/teacher-mini runs/ft-teacher-grid`); the last
-column lists the chosen learning rates (x 1e-4, task order).
+runs/ft-teacher. kd: the students distilled from the teacher fine-tuned with a dev-chosen learning rate
+(runs/ft-teacher-grid, `LRS="1e-4 5e-4" scripts/finetune-tasks.sh models/teacher-mini
+runs/ft-teacher-grid`) into NAME-METHOD-kd (`FINETUNE=kd scripts/wid-experiment.sh`), against that
+teacher; the last column lists the learning rates (x 1e-4, task order).
 """
 import json, os, re, sys
 
