@@ -8,7 +8,8 @@
 # cuda with a CUDA build passed as the third argument, scripts/build-cuda.sh); THREADS
 # (default 1: two sizes run side by side on the 2-core machine); METHODS (default
 # "wid trunc rand"); FINETUNE (plain | kd, below); WID variants: RESIDUAL (reference | all), WID_LR (1e-4), WID_WARMUP (0.01),
-# WID_CLIP (0), LAMBDA (100, as recorded; 20 recommended). Resumable: finished parts are skipped, interrupted training continues from its
+# WID_CLIP (0), LAMBDA (100, as recorded; 20 recommended), WID_STEP (0: steps/32, the target at
+# about half-way). Resumable: finished parts are skipped, interrupted training continues from its
 # checkpoint. The variants in docs/RESULTS.md:
 #   RESIDUAL=all METHODS=wid scripts/wid-experiment.sh x067all 172
 #   WID_LR=5e-4 WID_WARMUP=0.06 WID_CLIP=1.0 METHODS=wid scripts/wid-experiment.sh x025v2 64
@@ -49,7 +50,7 @@ timed() {  # label, command...
 if has wid && [[ ! -f $out-wid/student/config.json ]]; then
   timed wid "$slimbert" wid --teacher $teacher --out "$out-wid" --target-hidden "$hidden" \
     --strategy dim --residual-score "${RESIDUAL:-reference}" --lr "${WID_LR:-1e-4}" \
-    --compactor-lr 1e-4 --lambda "${LAMBDA:-100}" --warmup "${WID_WARMUP:-0.01}" --clip "${WID_CLIP:-0}" \
+    --compactor-lr 1e-4 --lambda "${LAMBDA:-100}" --w-step "${WID_STEP:-0}" --warmup "${WID_WARMUP:-0.01}" --clip "${WID_CLIP:-0}" \
     "${common[@]}" $(resume "$out-wid") >"$out-wid.log" 2>&1
 fi
 
