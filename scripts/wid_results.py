@@ -53,7 +53,7 @@ if protocol == "kd":
 teacher = rows[-1][2]
 t_mean = sum(teacher[t] for t in tasks) / len(tasks)
 exp = os.path.join(runs, "wid-exp")
-for size in ["x067", "x067all", "x067l20", "x025", "x025v2", "x025l20"]:
+for size in ["x067", "x067all", "x067l20", "x025", "x025v2", "x025l20", "x025w6"]:
     for method, model_sub in [("wid", "wid/student"), ("trunc", "trunc/model"), ("rand", "rand/model")]:
         ft = os.path.join(exp, f"{size}-{method}-{'kd' if protocol == 'kd' else 'ft'}")
         model = os.path.join(exp, f"{size}-{model_sub}")
