@@ -171,14 +171,17 @@ void add_finetune(CLI::App& app) {
       app.add_subcommand("finetune", "fine-tune a classifier / regressor on a labelled task");
   cmd->add_option("--model", o->f.model_dir, "pretrained checkpoint")->required();
   add_task_loop_options(cmd, &o->f);
-  cmd->add_option("--distil-from", o->f.distil_from,
-                  "a teacher fine-tuned on this task: its predictions become soft targets")
-      ->check(CLI::ExistingDirectory);
+  auto* distil =
+      cmd->add_option("--distil-from", o->f.distil_from,
+                      "a teacher fine-tuned on this task: its predictions become soft targets")
+          ->check(CLI::ExistingDirectory);
   cmd->add_option("--kd-weight", o->f.kd_weight,
                   "share of the distillation loss (the task loss gets the rest)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->needs(distil);
   cmd->add_option("--kd-temperature", o->f.kd_temperature, "softmax temperature of distillation")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->needs(distil);
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o, cmd] {
     configure_runtime(o->runtime);

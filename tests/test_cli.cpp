@@ -212,6 +212,12 @@ TEST(CliBadInput, MissingDirectoryAndFiles) {
                     "/nonexistent/in.txt", "not found");
 }
 
+TEST(CliBadInput, DistillationOptionsNeedATeacher) {
+  EXPECT_FAILS_WITH(run("finetune --model " + tiny_model() +
+                        " --task tsv --data /tmp --out /tmp/x --kd-weight 0.3"),
+                    "--kd-weight requires --distil-from");
+}
+
 TEST(CliBadInput, TruncatedSafetensors) {
   TempDir dir;
   const std::string m = copy_model(dir);
