@@ -109,7 +109,7 @@ void add_embed_and_predict(CLI::App& app) {
     run_batches(*po, config, tokenizer, records, [&](size_t b, size_t e, const Batch& batch) {
       const at::Tensor logits =
           model->forward(batch, SubNet{po->width, po->depth}).cpu();  // (B, labels)
-      const bool regression = config.problem_type == "regression" || config.num_labels() == 1;
+      const bool regression = config.is_regression();
       const bool multi = config.problem_type == "multi_label_classification";
       const at::Tensor probs = multi ? at::sigmoid(logits) : at::softmax(logits, -1);
       for (size_t i = b; i < e; ++i) {

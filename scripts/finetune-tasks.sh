@@ -53,6 +53,7 @@ for task in sys.argv[2:]:
     r = json.load(open(os.path.join(out, task, "eval.json")))
     d, t = r["dev"], r["test"]
     extra = f'F1 {t["f1"]:.4f}, MCC {t["mcc"]:.4f}' if "f1" in t else "-"
-    lr = r.get("training", {}).get("lr", "-")
-    print(f'| {task} | {lr:g} | {d["main"]:.4f} | {t["main"]:.4f} | {t["accuracy"]:.4f} | {extra} |')
+    lr = r.get("training", {}).get("lr")  # absent in reports written before it was recorded
+    lr = f"{lr:g}" if lr is not None else "-"
+    print(f'| {task} | {lr} | {d["main"]:.4f} | {t["main"]:.4f} | {t["accuracy"]:.4f} | {extra} |')
 PY

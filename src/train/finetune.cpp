@@ -89,7 +89,7 @@ TaskData load_train_split(const TaskSpec& spec, const FinetuneOptions& o) {
 TaskSpec task_for_model(const BertConfig& config, const std::string& task,
                         const std::string& data_dir, bool skip_bad_rows) {
   TaskSpec spec = TaskSpec::make(task, data_dir, skip_bad_rows);
-  if (config.problem_type == "regression" || config.num_labels() == 1) {
+  if (config.is_regression()) {
     if (!spec.regression)
       fail("the model is a regressor (1 output) but task '", task, "' has classes");
     return spec;
@@ -165,7 +165,7 @@ at::Tensor teacher_logits(const std::string& teacher_dir, const TaskSpec& spec,
   const BertConfig& tc = teacher->bert->config();
   // The teacher's own label order and tokenizer: only its predictions cross over.
   std::vector<std::string> labels;
-  const bool regression = tc.problem_type == "regression" || tc.num_labels() == 1;
+  const bool regression = tc.is_regression();
   if (!regression)
     for (int64_t i = 0; i < tc.num_labels(); ++i) labels.push_back(tc.label_name(i));
   std::vector<std::string> sorted_teacher = labels, sorted_task = spec.labels;

@@ -24,11 +24,11 @@ void write_file_atomic(const std::string& path, std::string_view content);
 // temporary is removed and `path` is untouched.
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer);
 
-// Builds a directory atomically: `fill(staging_dir)` writes into a fresh sibling directory,
-// which then replaces `dir` (an existing `dir` is swapped out and removed only afterwards).
 // Removes a file or a directory tree (symlinks themselves, not their targets); true when gone.
 bool remove_tree(const std::string& path);
 
+// Builds a directory atomically: `fill(staging_dir)` writes into a fresh sibling directory,
+// which then replaces `dir` (an existing `dir` is swapped out and removed only afterwards).
 void write_dir_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill);
 
 }  // namespace slimbert

@@ -51,6 +51,8 @@ struct BertConfig {
   int64_t num_labels() const {
     return id2label.empty() ? 2 : static_cast<int64_t>(id2label.size());
   }
+  // A classification head with one output is a regressor (HF infers the same).
+  bool is_regression() const { return problem_type == "regression" || num_labels() == 1; }
   std::string label_name(int64_t id) const;
   void set_num_labels(int64_t n);  // LABEL_0..LABEL_{n-1}
 
