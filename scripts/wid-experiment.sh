@@ -9,7 +9,9 @@
 # (default 1: two sizes run side by side on the 2-core machine); METHODS (default
 # "wid trunc rand"); FINETUNE (plain | kd, below); WID variants: RESIDUAL (reference | all), WID_LR (1e-4), WID_WARMUP (0.01),
 # WID_CLIP (0), LAMBDA (100, as recorded; 20 recommended), WID_STEP (0: steps/32, the target at
-# about half-way). Resumable: finished parts are skipped, interrupted training continues from its
+# about half-way); FT_EPOCHS (FINETUNE=kd only: passes on every task, for teacher and students
+# alike; default: 3 on spam, 1 on the others), TEACHER_LRS (the teacher's dev-chosen grid,
+# "1e-4 5e-4"). Resumable: finished parts are skipped, interrupted training continues from its
 # checkpoint. The variants in docs/RESULTS.md:
 #   RESIDUAL=all METHODS=wid scripts/wid-experiment.sh x067all 172
 #   WID_LR=5e-4 WID_WARMUP=0.06 WID_CLIP=1.0 METHODS=wid scripts/wid-experiment.sh x025v2 64
@@ -71,16 +73,21 @@ for base in trunc rand; do
 done
 
 # Fine-tuning: FINETUNE=plain (default) is the teacher's recipe at lr 1e-4 (OUT-METHOD-ft).
-# FINETUNE=kd: the teacher is fine-tuned with its learning rate chosen on dev from 1e-4 and 5e-4
+# FINETUNE=kd: the teacher is fine-tuned with its learning rate chosen on dev from TEACHER_LRS
 # per task (runs/ft-teacher-grid, made first if missing), and each student is distilled from it
 # (--distil-from, soft targets only) at KD_LRS (default 5e-4: the teacher's dev choice on every
-# task) into OUT-METHOD-kd.
+# task) into OUT-METHOD-kd. With FT_EPOCHS=N both get N passes on every task, in
+# runs/ft-teacher-grid-eN and OUT-METHOD-kd-eN.
 ft_env=() suffix=ft
 if [[ ${FINETUNE:-plain} == kd ]]; then
-  [[ -f runs/ft-teacher-grid/wngloss/eval.json ]] ||
-    LRS="1e-4 5e-4" scripts/finetune-tasks.sh $teacher runs/ft-teacher-grid "$slimbert" \
-      --threads "$threads" --device "${DEVICE:-cpu}"
-  ft_env=(DISTIL=runs/ft-teacher-grid "LRS=${KD_LRS:-5e-4}") suffix=kd
+  grid=runs/ft-teacher-grid suffix=kd epochs=()
+  if [[ -n ${FT_EPOCHS:-} ]]; then
+    grid+=-e$FT_EPOCHS suffix+=-e$FT_EPOCHS epochs=(EPOCHS="$FT_EPOCHS")
+  fi
+  [[ -f $grid/wngloss/eval.json ]] ||
+    env "${epochs[@]}" LRS="${TEACHER_LRS:-1e-4 5e-4}" scripts/finetune-tasks.sh $teacher $grid \
+      "$slimbert" --threads "$threads" --device "${DEVICE:-cpu}"
+  ft_env=("${epochs[@]}" DISTIL=$grid "LRS=${KD_LRS:-5e-4}")
 fi
 for method in $methods; do
   model=$out-$method/model
