@@ -7,7 +7,8 @@
 # DISTIL=DIR distils from the fine-tuned teachers DIR/TASK/best (--distil-from; KD_WEIGHT,
 # default 1, and --kd-temperature 1). LRS="1e-4 5e-4" runs each learning rate into
 # OUT_DIR/lr-LR/TASK and keeps, per task, the one with the best dev score (test is not looked at):
-# OUT_DIR/TASK is a link to it. Default LRS: 1e-4.
+# OUT_DIR/TASK is a link to it. Default LRS: 1e-4. With DISTIL, LRS=teacher uses the learning
+# rate the teacher of each task was trained with (its eval.json).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 model=$(realpath "${1:?usage: finetune-tasks.sh MODEL_DIR OUT_DIR}")
@@ -23,9 +24,15 @@ for task in ${TASKS:-spam debsec para wngloss}; do
   [[ $task == spam ]] && epochs=${EPOCHS:-3}
   kd=()
   [[ -n ${DISTIL:-} ]] && kd=(--distil-from "$(realpath "$DISTIL")/$task/best" --kd-weight "${KD_WEIGHT:-1}")
-  for lr in "${lrs[@]}"; do
+  task_lrs=("${lrs[@]}")
+  if [[ ${lrs[*]} == teacher ]]; then
+    [[ -n ${DISTIL:-} ]] || { echo "LRS=teacher needs DISTIL=DIR" >&2; exit 2; }
+    task_lrs=($(/usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["training"]["lr"])' \
+      "$(realpath "$DISTIL")/$task/eval.json"))
+  fi
+  for lr in "${task_lrs[@]}"; do
     dir="$out/$task"
-    (( ${#lrs[@]} > 1 )) && dir="$out/lr-$lr/$task"
+    (( ${#task_lrs[@]} > 1 )) && dir="$out/lr-$lr/$task"
     [[ -f "$dir/eval.json" ]] && continue
     mkdir -p "$(dirname "$dir")"
     start=$(date +%s)
@@ -34,12 +41,12 @@ for task in ${TASKS:-spam debsec para wngloss}; do
       --log-every 100 "${kd[@]}" "$@" 2>"$dir.log" | tail -n 1
     echo "$task lr $lr: $(( $(date +%s) - start )) s" | tee -a "$out-times.txt"
   done
-  if (( ${#lrs[@]} > 1 )); then
+  if (( ${#task_lrs[@]} > 1 )); then
     best=$(/usr/bin/python3 -c '
 import json, sys
 task, out, lrs = sys.argv[1], sys.argv[2], sys.argv[3:]
 dev = {lr: json.load(open(f"{out}/lr-{lr}/{task}/eval.json"))["dev"]["main"] for lr in lrs}
-print(max(lrs, key=lambda lr: dev[lr]))' "$task" "$out" "${lrs[@]}")
+print(max(lrs, key=lambda lr: dev[lr]))' "$task" "$out" "${task_lrs[@]}")
     ln -sfn "lr-$best/$task" "$out/$task"
     echo "$task: lr $best has the best dev score" | tee -a "$out-times.txt"
   fi

@@ -75,8 +75,8 @@ done
 # Fine-tuning: FINETUNE=plain (default) is the teacher's recipe at lr 1e-4 (OUT-METHOD-ft).
 # FINETUNE=kd: the teacher is fine-tuned with its learning rate chosen on dev from TEACHER_LRS
 # per task (runs/ft-teacher-grid, made first if missing), and each student is distilled from it
-# (--distil-from, soft targets only) at KD_LRS (default 5e-4: the teacher's dev choice on every
-# task) into OUT-METHOD-kd. With FT_EPOCHS=N both get N passes on every task, in
+# (--distil-from, soft targets only) at KD_LRS (default "teacher": the learning rate dev chose
+# for the teacher of that task) into OUT-METHOD-kd. With FT_EPOCHS=N both get N passes on every task, in
 # runs/ft-teacher-grid-eN and OUT-METHOD-kd-eN.
 ft_env=() suffix=ft
 if [[ ${FINETUNE:-plain} == kd ]]; then
@@ -87,7 +87,7 @@ if [[ ${FINETUNE:-plain} == kd ]]; then
   [[ -f $grid/wngloss/eval.json ]] ||
     env "${epochs[@]}" LRS="${TEACHER_LRS:-1e-4 5e-4}" scripts/finetune-tasks.sh $teacher $grid \
       "$slimbert" --threads "$threads" --device "${DEVICE:-cpu}"
-  ft_env=("${epochs[@]}" DISTIL=$grid "LRS=${KD_LRS:-5e-4}")
+  ft_env=("${epochs[@]}" DISTIL=$grid "LRS=${KD_LRS:-teacher}")
 fi
 for method in $methods; do
   model=$out-$method/model
