@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fine-tunes a pretrained checkpoint on the four real tasks and writes one report per task.
 #   scripts/finetune-tasks.sh MODEL_DIR OUT_DIR [BUILD/slimbert] [extra finetune flags...]
-# EPOCHS (default 3 for spam, 1 for the three 20k-example tasks) sets the passes; TASKS (default
+# EPOCHS (default 3 for spam, 1 for the three 20k-example tasks) sets the passes; SEED (0) the
+# fine-tuning seed (data order, dropout, classifier init); TASKS (default
 # "spam debsec para wngloss") picks tasks; a task whose OUT_DIR/TASK/eval.json exists is not run
 # again.
 # DISTIL=DIR distils from the fine-tuned teachers DIR/TASK/best (--distil-from; KD_WEIGHT,
@@ -37,7 +38,7 @@ for task in ${TASKS:-spam debsec para wngloss}; do
     mkdir -p "$(dirname "$dir")"
     start=$(date +%s)
     "$slimbert" finetune --model "$model" --task tsv --data "$root/data/tasks/$task" --out "$dir" \
-      --epochs $epochs --batch-size 32 --max-length 128 --lr "$lr" --warmup 0.1 --seed 0 \
+      --epochs $epochs --batch-size 32 --max-length 128 --lr "$lr" --warmup 0.1 --seed "${SEED:-0}" \
       --log-every 100 "${kd[@]}" "$@" 2>"$dir.log" | tail -n 1
     echo "$task lr $lr: $(( $(date +%s) - start )) s" | tee -a "$out-times.txt"
   done
