@@ -76,8 +76,8 @@ done
 # FINETUNE=kd: the teacher is fine-tuned with its learning rate chosen on dev from TEACHER_LRS
 # per task (runs/ft-teacher-grid, made first if missing), and each student is distilled from it
 # (--distil-from, soft targets only) at KD_LRS (default "teacher": the learning rate dev chose
-# for the teacher of that task) into OUT-METHOD-kd. With FT_EPOCHS=N both get N passes on every task, in
-# runs/ft-teacher-grid-eN and OUT-METHOD-kd-eN.
+# for the teacher of that task) into OUT-METHOD-kd. With FT_EPOCHS=N both get N passes on every
+# task, in runs/ft-teacher-grid-eN and OUT-METHOD-kd-eN.
 ft_env=() suffix=ft
 if [[ ${FINETUNE:-plain} == kd ]]; then
   grid=runs/ft-teacher-grid suffix=kd epochs=()
