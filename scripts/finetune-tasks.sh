@@ -28,7 +28,10 @@ for task in ${TASKS:-spam debsec para wngloss}; do
   task_lrs=("${lrs[@]}")
   if [[ ${lrs[*]} == teacher ]]; then
     [[ -n ${DISTIL:-} ]] || { echo "LRS=teacher needs DISTIL=DIR" >&2; exit 2; }
-    task_lrs=($(/usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["training"]["lr"])' \
+    task_lrs=($(/usr/bin/python3 -c '
+import json, sys
+lr = json.load(open(sys.argv[1])).get("training", {}).get("lr")
+sys.exit(f"{sys.argv[1]}: no training.lr recorded (a report older than that field); give LRS") if lr is None else print(lr)' \
       "$(realpath "$DISTIL")/$task/eval.json"))
   fi
   for lr in "${task_lrs[@]}"; do
