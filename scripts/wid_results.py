@@ -12,6 +12,11 @@ runs/ft-teacher-grid`) into NAME-METHOD-kd (`FINETUNE=kd scripts/wid-experiment.
 teacher; the last column lists the learning rates (x 1e-4, task order). kd-eN: the same with N
 fine-tuning passes on every task for teacher and students (`FINETUNE=kd FT_EPOCHS=N`):
 runs/ft-teacher-grid-eN and NAME-METHOD-kd-eN.
+
+Every NAME with a fine-tuned student in the protocol is listed (the recorded runs first, in the
+order of docs/RESULTS.md, then the others by name). Further fine-tuning seeds of a student go
+into NAME-METHOD-SUFFIX-seedK (`SEED=K scripts/finetune-tasks.sh ...`); a task's score is then the
+mean over the seeds that have it, and the last column gives the seeds per task.
 """
 import json, os, re, sys
 
@@ -20,15 +25,25 @@ protocol = sys.argv[2] if len(sys.argv) > 2 else "plain"
 tasks = ["spam", "debsec", "para", "wngloss"]
 
 
-def scores(ft_dir):
-    out, lrs = {}, []
+def scores(ft_dirs):
+    """Per task: the mean test score over the seed directories that have it, and its count."""
+    out, counts, lrs = {}, {}, []
     for t in tasks:
-        p = os.path.join(ft_dir, t, "eval.json")
-        if os.path.exists(p):
-            r = json.load(open(p))
-            out[t] = r["test"]["main"]
-            lrs.append(f'{r.get("training", {}).get("lr", 1e-4) / 1e-4:g}')
-    return out, "/".join(lrs)
+        runs_t = [json.load(open(p)) for p in (os.path.join(d, t, "eval.json") for d in ft_dirs)
+                  if os.path.exists(p)]
+        if runs_t:
+            out[t] = sum(r["test"]["main"] for r in runs_t) / len(runs_t)
+            counts[t] = len(runs_t)
+            lrs.append(f'{runs_t[0].get("training", {}).get("lr", 1e-4) / 1e-4:g}')
+    return out, counts, "/".join(lrs)
+
+
+def seed_dirs(ft_dir):
+    """ft_dir and its further seeds ft_dir-seedK, in seed order."""
+    parent, base = os.path.split(ft_dir)
+    extra = sorted((int(m.group(1)), os.path.join(parent, n)) for n in os.listdir(parent or ".")
+                   if (m := re.fullmatch(re.escape(base) + r"-seed(\d+)", n)))
+    return [ft_dir] + [d for _, d in extra]
 
 
 def shape(model_dir):
@@ -48,34 +63,42 @@ def validation_loss(log):
     return float(losses[-1]) if losses else None
 
 
-rows = [("teacher (mini)", "models/teacher-mini", *scores(os.path.join(runs, "ft-teacher")), 5.962)]
+rows = [("teacher (mini)", "models/teacher-mini", *scores([os.path.join(runs, "ft-teacher")]), 5.962)]
 kd = protocol.startswith("kd")
 if kd:
     epochs = protocol[len("kd-e"):] if protocol.startswith("kd-e") else None
     grid = "ft-teacher-grid" + (f"-e{epochs}" if epochs else "")
     rows.append((f"teacher (mini), lr chosen on dev{f', {epochs} epochs' if epochs else ''}",
-                 "models/teacher-mini", *scores(os.path.join(runs, grid)), 5.962))
+                 "models/teacher-mini", *scores([os.path.join(runs, grid)]), 5.962))
 teacher = rows[-1][2]
 t_mean = sum(teacher[t] for t in tasks) / len(tasks)
 exp = os.path.join(runs, "wid-exp")
-for size in ["x067", "x067all", "x067l20", "x025", "x025v2", "x025l20", "x025w6"]:
-    for method, model_sub in [("wid", "wid/student"), ("trunc", "trunc/model"), ("rand", "rand/model")]:
-        ft = os.path.join(exp, f"{size}-{method}-{protocol if kd else 'ft'}")
+suffix = protocol if kd else "ft"
+methods = [("wid", "wid/student"), ("trunc", "trunc/model"), ("rand", "rand/model")]
+recorded = ["x067", "x067all", "x067l20", "x025", "x025v2", "x025l20", "x025w6"]
+found = {m.group(1) for n in os.listdir(exp)
+         if (m := re.fullmatch(r"(.+)-(?:wid|trunc|rand)-" + re.escape(suffix), n))}
+for size in [s for s in recorded if s in found] + sorted(found - set(recorded)):
+    for method, model_sub in methods:
+        ft = os.path.join(exp, f"{size}-{method}-{suffix}")
         model = os.path.join(exp, f"{size}-{model_sub}")
         if not os.path.isdir(ft) or not os.path.exists(os.path.join(model, "config.json")):
             continue
         log = os.path.join(exp, f"{size}-{method}.log")
-        rows.append((f"{size} {method}", model, *scores(ft), validation_loss(log)))
+        rows.append((f"{size} {method}", model, *scores(seed_dirs(ft)), validation_loss(log)))
 
+seeded = any(c != 1 for _, _, _, counts, _, _ in rows for c in counts.values())
 print("| model | hidden | encoder params (M) | GFLOPs/seq | MLM val loss | "
-      + " | ".join(tasks) + " | mean | % of teacher |" + (" lr |" if kd else ""))
+      + " | ".join(tasks) + " | mean | % of teacher |" + (" lr |" if kd else "")
+      + (" seeds |" if seeded else ""))
 print("|---|---:|---:|---:|---:|" + "---:|" * len(tasks) + "---:|---:|"
-      + ("---|" if kd else ""))
-for name, model, s, lrs, vl in rows:
+      + ("---|" if kd else "") + ("---|" if seeded else ""))
+for name, model, s, counts, lrs, vl in rows:
     H, params, gflops = shape(model)
     cells = [f"{s[t]:.4f}" if t in s else "-" for t in tasks]
     mean = sum(s[t] for t in tasks) / len(tasks) if len(s) == len(tasks) else None
     print(f"| {name} | {H} | {params / 1e6:.2f} | {gflops:.3f} | "
           + (f"{vl:.3f}" if vl else "-") + " | " + " | ".join(cells) + " | "
           + (f"{mean:.4f} | {100 * mean / t_mean:.1f}%" if mean else "- | -") + " |"
-          + (f" {lrs} |" if kd else ""))
+          + (f" {lrs} |" if kd else "")
+          + (" " + "/".join(str(counts.get(t, 0)) for t in tasks) + " |" if seeded else ""))
