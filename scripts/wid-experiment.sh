@@ -7,7 +7,8 @@
 # Environment: STEPS (default 400) MLM steps of 32 x 128 tokens for every method; DEVICE (cpu;
 # cuda with a CUDA build passed as the third argument, scripts/build-cuda.sh); THREADS
 # (default 1: two sizes run side by side on the 2-core machine); METHODS (default
-# "wid trunc rand"); FINETUNE (plain | kd, below); WID variants: RESIDUAL (reference | all), WID_LR (1e-4), WID_WARMUP (0.01),
+# "wid trunc rand"); FINETUNE (plain | kd, below); WID variants: RESIDUAL (reference | all), WID_LR (1e-4),
+# WID_COMPACTOR_LR (1e-4), WID_WARMUP (0.01),
 # WID_CLIP (0), LAMBDA (100, as recorded; 20 recommended), WID_STEP (0: steps/32, the target at
 # about half-way); FT_EPOCHS (FINETUNE=kd only: passes on every task, for teacher and students
 # alike; default: 3 on spam, 1 on the others), TEACHER_LRS (the teacher's dev-chosen grid,
@@ -52,7 +53,7 @@ timed() {  # label, command...
 if has wid && [[ ! -f $out-wid/student/config.json ]]; then
   timed wid "$slimbert" wid --teacher $teacher --out "$out-wid" --target-hidden "$hidden" \
     --strategy dim --residual-score "${RESIDUAL:-reference}" --lr "${WID_LR:-1e-4}" \
-    --compactor-lr 1e-4 --lambda "${LAMBDA:-100}" --w-step "${WID_STEP:-0}" --warmup "${WID_WARMUP:-0.01}" --clip "${WID_CLIP:-0}" \
+    --compactor-lr "${WID_COMPACTOR_LR:-1e-4}" --lambda "${LAMBDA:-100}" --w-step "${WID_STEP:-0}" --warmup "${WID_WARMUP:-0.01}" --clip "${WID_CLIP:-0}" \
     "${common[@]}" $(resume "$out-wid") >"$out-wid.log" 2>&1
 fi
 
