@@ -35,7 +35,7 @@ int64_t parse_count(const std::string& text) {
 void add_wid(CLI::App& app) {
   struct Opts {
     WidOptions w;
-    std::string strategy = "dim", residual = "reference", target_params;
+    std::string strategy = "dim", residual = "reference", scores = "compactors", target_params;
     RuntimeConfig runtime;
     std::string merge_checkpoint, merge_out;
     bool merge_fp16 = false;
@@ -72,6 +72,12 @@ void add_wid(CLI::App& app) {
                   "residual mask from the layer-0 value compactor (reference) or from every "
                   "residual compactor (all)")
       ->check(CLI::IsMember({"reference", "all"}))
+      ->capture_default_str();
+  cmd->add_option("--mask-scores", o->scores,
+                  "score every mask from the compactor norms (compactors, the reference) or from "
+                  "the compacted weights' norms (weights: the teacher's magnitudes as the "
+                  "compactors train)")
+      ->check(CLI::IsMember({"compactors", "weights"}))
       ->capture_default_str();
   cmd->add_option("--w-step", o->w.schedule.w_step,
                   "steps between mask updates (0 = steps / 32: the target at about half-way)")
@@ -124,6 +130,12 @@ void add_wid(CLI::App& app) {
     configure_runtime(o->runtime);
     o->w.schedule.strategy = parse_wid_strategy(o->strategy);
     o->w.schedule.residual_score = parse_residual_score(o->residual);
+    o->w.schedule.scores = parse_mask_scores(o->scores);
+    if (o->w.schedule.scores == MaskScores::kWeights &&
+        o->w.schedule.residual_score != ResidualScore::kReference)
+      fail(
+          "wid: --residual-score chooses between compactor scores; with --mask-scores weights "
+          "the residual mask is already scored from every weight on the residual stream");
     if (!o->target_params.empty()) o->w.target.parameters = parse_count(o->target_params);
     std::cerr << "wid config:\n"
               << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";

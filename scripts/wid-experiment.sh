@@ -7,7 +7,8 @@
 # Environment: STEPS (default 400) MLM steps of 32 x 128 tokens for every method; DEVICE (cpu;
 # cuda with a CUDA build passed as the third argument, scripts/build-cuda.sh); THREADS
 # (default 1: two sizes run side by side on the 2-core machine); METHODS (default
-# "wid trunc rand"); FINETUNE (plain | kd, below); WID variants: RESIDUAL (reference | all), WID_LR (1e-4),
+# "wid trunc rand"); FINETUNE (plain | kd, below); WID variants: RESIDUAL (reference | all),
+# MASK_SCORES (compactors | weights), WID_LR (1e-4),
 # WID_COMPACTOR_LR (1e-4), WID_WARMUP (0.01),
 # WID_CLIP (0), LAMBDA (100, as recorded; 20 recommended), WID_STEP (0: steps/32, the target at
 # about half-way); FT_EPOCHS (FINETUNE=kd only: passes on every task, for teacher and students
@@ -52,7 +53,8 @@ timed() {  # label, command...
 # steps/32 and reach the target at half-way, leaving the second half to recover.
 if has wid && [[ ! -f $out-wid/student/config.json ]]; then
   timed wid "$slimbert" wid --teacher $teacher --out "$out-wid" --target-hidden "$hidden" \
-    --strategy dim --residual-score "${RESIDUAL:-reference}" --lr "${WID_LR:-1e-4}" \
+    --strategy dim --residual-score "${RESIDUAL:-reference}" \
+    --mask-scores "${MASK_SCORES:-compactors}" --lr "${WID_LR:-1e-4}" \
     --compactor-lr "${WID_COMPACTOR_LR:-1e-4}" --lambda "${LAMBDA:-100}" --w-step "${WID_STEP:-0}" --warmup "${WID_WARMUP:-0.01}" --clip "${WID_CLIP:-0}" \
     "${common[@]}" $(resume "$out-wid") >"$out-wid.log" 2>&1
 fi
@@ -73,12 +75,13 @@ for base in trunc rand; do
     $(resume "$out-$base") >"$out-$base.log" 2>&1
 done
 
-# Fine-tuning: FINETUNE=plain (default) is the teacher's recipe at lr 1e-4 (OUT-METHOD-ft).
+# Fine-tuning: FINETUNE=none stops after the MLM part; FINETUNE=plain (default) is the teacher's recipe at lr 1e-4 (OUT-METHOD-ft).
 # FINETUNE=kd: the teacher is fine-tuned with its learning rate chosen on dev from TEACHER_LRS
 # per task (runs/ft-teacher-grid, made first if missing), and each student is distilled from it
 # (--distil-from, soft targets only) at KD_LRS (default "teacher": the learning rate dev chose
 # for the teacher of that task) into OUT-METHOD-kd. With FT_EPOCHS=N both get N passes on every
 # task, in runs/ft-teacher-grid-eN and OUT-METHOD-kd-eN.
+[[ ${FINETUNE:-plain} == none ]] && exit 0  # the MLM part only
 ft_env=() suffix=ft
 if [[ ${FINETUNE:-plain} == kd ]]; then
   grid=runs/ft-teacher-grid suffix=kd epochs=()

@@ -408,6 +408,9 @@ TEST(CliWid, TrainMergeTruncateAndRandomBaseline) {
   EXPECT_FAILS_WITH(run("wid --teacher " + w.init + " --corpus " + w.shards + " --out " + out +
                         "/x --target-params 12Q"),
                     "unknown suffix 'Q'");
+  EXPECT_FAILS_WITH(run("wid --teacher " + w.init + " --corpus " + w.shards + " --out " + out +
+                        "/x --target-hidden 16 --mask-scores weights --residual-score all"),
+                    "--residual-score chooses between compactor scores", "--mask-scores weights");
   EXPECT_FAILS_WITH(run("wid --corpus " + w.shards + " --out " + out + "/x --target-hidden 16"),
                     "--teacher is required");
   EXPECT_FAILS_WITH(run("wid merge --checkpoint " + w.init + " --out " + out + "/y"),

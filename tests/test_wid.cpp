@@ -191,6 +191,50 @@ TEST(Wid, TruncationKeepsTheLargestWeightsAtTheTargetShape) {
                                .index_select(1, ih)));
 }
 
+// --mask-scores weights reads the compacted weights R W L: the teacher's magnitudes at first, and
+// whatever the compactors do to them later. Compactor scores see neither the teacher's weights nor
+// anything but the compactors' own norms.
+TEST(Wid, WeightScoresFollowTheCompactedWeights) {
+  WidModel model(load_masked_lm(world().init));
+  const std::string ffn0 = "bert.encoder.layer.0.", ffn1 = "bert.encoder.layer.1.";
+  {
+    at::NoGradGuard no_grad;  // teacher: residual dim 29 and layer-0 FFN neuron 40 tiny
+    model->param("bert.embeddings.word_embeddings.weight").select(1, 29).mul_(1e-3);
+    for (const std::string& l : {ffn0, ffn1}) {
+      for (const char* reads : {"attention.self.query", "attention.self.key",
+                                "attention.self.value", "intermediate.dense"})
+        model->param(l + reads + ".weight").select(1, 29).mul_(1e-3);
+      for (const char* writes : {"attention.output.dense", "output.dense"})
+        model->param(l + writes + ".weight")[29].mul_(1e-3);
+    }
+    model->param(ffn0 + "intermediate.dense.weight")[40].mul_(1e-3);
+    model->param(ffn0 + "output.dense.weight").select(1, 40).mul_(1e-3);
+    // Compactors: layer-1 FFN neuron 7 switched off on both sides of it.
+    model->compactor_out(ffn1 + "intermediate.dense")[7].zero_();
+    model->compactor_in(ffn1 + "output.dense").select(1, 7).zero_();
+  }
+  WidSchedule s;
+  s.target_hidden = 16;  // hidden 32 = 2 heads x 16, FFN 64
+  s.w_step = 1;
+  s.scores = MaskScores::kWeights;
+  WidMasks m = compute_masks(*model, s, 1);  // first mask step: 2 residual dims, 2 neurons
+  EXPECT_EQ(m.residual.sum().item<int64_t>(), 30);
+  EXPECT_FALSE(m.residual[29].item<bool>());
+  EXPECT_FALSE(m.ffn[0][40].item<bool>());
+  EXPECT_FALSE(m.ffn[1][7].item<bool>());
+  // Identity compactors: the compactor norms tie, so the lowest indices go, whatever the weights.
+  s.scores = MaskScores::kCompactors;
+  m = compute_masks(*model, s, 1);
+  EXPECT_TRUE(m.residual[29].item<bool>());
+  EXPECT_TRUE(m.ffn[0][40].item<bool>());
+  EXPECT_FALSE(m.ffn[1][7].item<bool>());  // its L_2 column is zero: the one thing they see
+  // At the target, weight scores are the truncation baseline's masks.
+  s.scores = MaskScores::kWeights;
+  const WidMasks at_target = compute_masks(*model, s, mask_steps_to_target(model->config(), s));
+  EXPECT_EQ(at_target.to_json(), magnitude_masks(*model, s).to_json());
+  EXPECT_EQ(at_target.residual.sum().item<int64_t>(), 16);
+}
+
 TEST(Wid, MasksAreSharedAsTheAlignmentStrategySays) {
   WidModel model(load_masked_lm(world().init));
   auto ref_of = [&](const std::string& name) {
@@ -310,7 +354,8 @@ struct WidRun {
 };
 
 WidRun run_wid(const std::string& out, WidStrategy strategy, ResidualScore score,
-               int64_t stop_after = 0, bool resume = false, const std::string& teacher = "") {
+               int64_t stop_after = 0, bool resume = false, const std::string& teacher = "",
+               MaskScores scores = MaskScores::kCompactors) {
   WidRun r;
   WidOptions& o = r.options;
   o.train = world().options(out);
@@ -326,6 +371,7 @@ WidRun run_wid(const std::string& out, WidStrategy strategy, ResidualScore score
   o.train.resume = resume;
   o.schedule.strategy = strategy;
   o.schedule.residual_score = score;
+  o.schedule.scores = scores;
   o.schedule.w_step = 1;
   o.target.hidden = 16;
   o.compactor_lr = 5e-3;
@@ -341,8 +387,9 @@ std::pair<WidModel, WidMasks> load_wid_checkpoint(const std::string& dir, const 
   return {model, WidMasks::from_json(state.at("wid").at("masks"), c, dir)};
 }
 
-void expect_merge_equivalence(WidStrategy strategy, ResidualScore score, const std::string& out) {
-  const WidRun run = run_wid(out, strategy, score);
+void expect_merge_equivalence(WidStrategy strategy, ResidualScore score, const std::string& out,
+                              MaskScores scores = MaskScores::kCompactors) {
+  const WidRun run = run_wid(out, strategy, score, 0, false, "", scores);
   ASSERT_TRUE(run.result.train.finished);
   const BertConfig teacher = load_config_dir(sharp_teacher());
   auto [model, masks] =
@@ -381,6 +428,12 @@ TEST(Wid, MergedStudentEqualsTheZeroedCompactorModelHead) {
 TEST(Wid, MergedStudentEqualsTheZeroedCompactorModelAllResidualScores) {
   expect_merge_equivalence(WidStrategy::kDim, ResidualScore::kAll, "wid-all");
 }
+TEST(Wid, MergedStudentEqualsTheZeroedCompactorModelWeightScores) {
+  expect_merge_equivalence(WidStrategy::kDim, ResidualScore::kReference, "wid-weights",
+                           MaskScores::kWeights);
+  expect_merge_equivalence(WidStrategy::kHead, ResidualScore::kReference, "wid-weights-head",
+                           MaskScores::kWeights);
+}
 
 TEST(Wid, ResumedRunEqualsUninterruptedRunAndMergeCommandEqualsTheTrainer) {
   const WidRun straight = run_wid("wid-straight", WidStrategy::kDim, ResidualScore::kReference);
@@ -407,6 +460,11 @@ TEST(Wid, ResumedRunEqualsUninterruptedRunAndMergeCommandEqualsTheTrainer) {
   other.train.steps = 30;
   other.target.hidden = 20;
   EXPECT_ERROR_CONTAINS(wid_train(other), ("trained with strategy dim, target 16"),
+                        ("resume with the same options"));
+  other = straight.options;
+  other.train.resume = true;
+  other.schedule.scores = MaskScores::kWeights;
+  EXPECT_ERROR_CONTAINS(wid_train(other), ("mask scores from compactors"),
                         ("resume with the same options"));
 }
 

@@ -52,6 +52,36 @@ at::Tensor kept_from_removed(const nlohmann::json& removed, int64_t size,
   return kept;
 }
 
+// Per-dim magnitudes of the weights as the merge would see them (R W L, and the word embeddings
+// through C_E): a residual dim sums every weight reading or writing it, an attention-inner dim its
+// Q/K/V rows and output column, an FFN neuron its input row and output column.
+struct DimScores {
+  at::Tensor residual;
+  std::vector<at::Tensor> attention, ffn;
+};
+
+DimScores weight_scores(const WidModelImpl& model) {
+  at::NoGradGuard no_grad;
+  const BertConfig& c = model.config();
+  auto weight = [&](const std::string& prefix) { return model.compacted(prefix).first; };
+  DimScores d;
+  d.residual = model.param("bert.embeddings.word_embeddings.weight")
+                   .mm(model.param("compactors.embeddings").t())
+                   .norm(2, 0);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "bert.encoder.layer." + std::to_string(l) + ".";
+    const at::Tensor q = weight(p + "attention.self.query"), k = weight(p + "attention.self.key"),
+                     v = weight(p + "attention.self.value"),
+                     o = weight(p + "attention.output.dense"), i = weight(p + "intermediate.dense"),
+                     f = weight(p + "output.dense");
+    d.attention.push_back(q.norm(2, 1) + k.norm(2, 1) + v.norm(2, 1) + o.norm(2, 0));
+    d.ffn.push_back(i.norm(2, 1) + f.norm(2, 0));
+    d.residual = d.residual + q.norm(2, 0) + k.norm(2, 0) + v.norm(2, 0) + i.norm(2, 0) +
+                 o.norm(2, 1) + f.norm(2, 1);
+  }
+  return d;
+}
+
 }  // namespace
 
 WidMasks compute_masks(const WidModelImpl& model, const WidSchedule& s, int64_t step) {
@@ -74,8 +104,23 @@ WidMasks compute_masks(const WidModelImpl& model, const WidSchedule& s, int64_t 
     return s.strategy == WidStrategy::kDim ? remove_per_chunk(scores, d, per_head)
                                            : remove_chunks(scores, d, whole_heads);
   };
+  // The residual stream has no heads: a global count unless the reference rule chunks it.
+  const int64_t residual_count =
+      s.strategy == WidStrategy::kDim ? per_head * heads : whole_heads * d;
+  const int64_t I = c.intermediate_size;
+  const int64_t ffn_removed = I - I * s.target_hidden / H;
+  const int64_t ffn_count = std::min(ffn_removed, k * ffn_removed / 16);
 
   WidMasks m;
+  if (s.scores == MaskScores::kWeights) {
+    const DimScores w = weight_scores(model);
+    m.residual = remove_smallest(w.residual, residual_count);
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      m.attention.push_back(attention_rule(w.attention[static_cast<size_t>(l)]));
+      m.ffn.push_back(remove_smallest(w.ffn[static_cast<size_t>(l)], ffn_count));
+    }
+    return m;
+  }
   if (s.residual_score == ResidualScore::kReference) {
     // The reference scores the residual stream from the layer-0 value row compactor, chunked as
     // if it were heads (§A.13.3).
@@ -85,12 +130,8 @@ WidMasks compute_masks(const WidModelImpl& model, const WidSchedule& s, int64_t 
     at::Tensor total = at::zeros({H}, model.compactors.at(0).weight.options());
     for (const auto& comp : model.compactors)
       if (comp.mask.kind == MaskKind::kResidual) total += dim_scores(comp.weight, comp.output_side);
-    const int64_t count = s.strategy == WidStrategy::kDim ? per_head * heads : whole_heads * d;
-    m.residual = remove_smallest(total, count);
+    m.residual = remove_smallest(total, residual_count);
   }
-  const int64_t I = c.intermediate_size;
-  const int64_t ffn_removed = I - I * s.target_hidden / H;
-  const int64_t ffn_count = std::min(ffn_removed, k * ffn_removed / 16);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "bert.encoder.layer." + std::to_string(l) + ".";
     m.attention.push_back(
@@ -101,37 +142,11 @@ WidMasks compute_masks(const WidModelImpl& model, const WidSchedule& s, int64_t 
   return m;
 }
 
-WidMasks magnitude_masks(const WidModelImpl& model, const WidSchedule& s) {
-  at::NoGradGuard no_grad;
-  const BertConfig& c = model.config();
-  const int64_t H = c.hidden_size, heads = c.num_attention_heads, d = c.attention_head_size();
-  const int64_t removed = H - s.target_hidden;
-  auto rows = [&](const std::string& name) { return model.param(name).norm(2, 1); };
-  auto cols = [&](const std::string& name) { return model.param(name).norm(2, 0); };
-  auto attention_rule = [&](const at::Tensor& scores) {
-    return s.strategy == WidStrategy::kDim ? remove_per_chunk(scores, d, removed / heads)
-                                           : remove_chunks(scores, d, removed / d);
-  };
-  // A residual dim's magnitude: its embedding column and every weight reading or writing it.
-  at::Tensor residual = cols("bert.embeddings.word_embeddings.weight");
-  WidMasks m;
-  const int64_t ffn_removed = c.intermediate_size - c.intermediate_size * s.target_hidden / H;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = "bert.encoder.layer." + std::to_string(l) + ".";
-    at::Tensor inner =
-        rows(p + "attention.self.query.weight") + rows(p + "attention.self.key.weight") +
-        rows(p + "attention.self.value.weight") + cols(p + "attention.output.dense.weight");
-    m.attention.push_back(attention_rule(inner));
-    m.ffn.push_back(remove_smallest(
-        rows(p + "intermediate.dense.weight") + cols(p + "output.dense.weight"), ffn_removed));
-    for (const char* in : {"attention.self.query", "attention.self.key", "attention.self.value",
-                           "intermediate.dense"})
-      residual = residual + cols(p + in + ".weight");
-    residual =
-        residual + rows(p + "attention.output.dense.weight") + rows(p + "output.dense.weight");
-  }
-  m.residual = remove_smallest(residual, removed);  // the residual stream has no heads
-  return m;
+WidMasks magnitude_masks(const WidModelImpl& model, const WidSchedule& schedule) {
+  WidSchedule s = schedule;
+  s.scores = MaskScores::kWeights;
+  s.w_step = 1;
+  return compute_masks(model, s, mask_steps_to_target(model.config(), s));
 }
 
 int64_t mask_steps_to_target(const BertConfig& c, const WidSchedule& s) {

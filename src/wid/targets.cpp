@@ -19,11 +19,20 @@ ResidualScore parse_residual_score(const std::string& name) {
   fail("unknown residual scoring '", name, "' (expected reference or all)");
 }
 
+MaskScores parse_mask_scores(const std::string& name) {
+  if (name == "compactors") return MaskScores::kCompactors;
+  if (name == "weights") return MaskScores::kWeights;
+  fail("unknown mask scores '", name, "' (expected compactors or weights)");
+}
+
 std::string to_string(WidStrategy s) {
   return s == WidStrategy::kDim ? "dim" : "head";
 }
 std::string to_string(ResidualScore s) {
   return s == ResidualScore::kReference ? "reference" : "all";
+}
+std::string to_string(MaskScores s) {
+  return s == MaskScores::kCompactors ? "compactors" : "weights";
 }
 
 namespace {

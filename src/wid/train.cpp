@@ -34,6 +34,7 @@ int64_t merged_parameters(const WidModelImpl& model, const WidMasks& masks) {
 nlohmann::json schedule_json(const WidSchedule& s, const WidMasks& masks) {
   return {{"strategy", to_string(s.strategy)},
           {"residual_score", to_string(s.residual_score)},
+          {"mask_scores", to_string(s.scores)},
           {"target_hidden", s.target_hidden},
           {"w_step", s.w_step},
           {"masks", masks.to_json()}};
@@ -44,6 +45,8 @@ WidSchedule schedule_from_json(const nlohmann::json& j, const std::string& sourc
   try {
     s.strategy = parse_wid_strategy(j.at("strategy").get<std::string>());
     s.residual_score = parse_residual_score(j.at("residual_score").get<std::string>());
+    // Checkpoints written before the option existed scored from the compactors.
+    s.scores = parse_mask_scores(j.value("mask_scores", std::string("compactors")));
     s.target_hidden = j.at("target_hidden").get<int64_t>();
     s.w_step = j.at("w_step").get<int64_t>();
   } catch (const nlohmann::json::exception& e) {
@@ -97,8 +100,8 @@ WidResult wid_train(WidOptions o) {
             << encoder_parameters(config) << " encoder parameters) -> hidden " << s.target_hidden
             << " (" << encoder_parameters(student_config(config, s.target_hidden, s.strategy))
             << "), strategy " << to_string(s.strategy) << ", residual scoring "
-            << to_string(s.residual_score) << ", w_step " << s.w_step << " (target reached at step "
-            << needed << ")\n";
+            << to_string(s.residual_score) << ", mask scores from " << to_string(s.scores)
+            << ", w_step " << s.w_step << " (target reached at step " << needed << ")\n";
 
   WidMasks masks;
   MlmTrainHooks hooks;
@@ -121,10 +124,12 @@ WidResult wid_train(WidOptions o) {
     if (!cursor.contains("wid")) fail(source, ": not a WID checkpoint (no 'wid' state)");
     const WidSchedule saved = schedule_from_json(cursor.at("wid"), source);
     if (saved.strategy != s.strategy || saved.target_hidden != s.target_hidden ||
-        saved.w_step != s.w_step || saved.residual_score != s.residual_score)
+        saved.w_step != s.w_step || saved.residual_score != s.residual_score ||
+        saved.scores != s.scores)
       fail(source, ": was trained with strategy ", to_string(saved.strategy), ", target ",
            saved.target_hidden, ", w_step ", saved.w_step, ", residual scoring ",
-           to_string(saved.residual_score), "; resume with the same options");
+           to_string(saved.residual_score), ", mask scores from ", to_string(saved.scores),
+           "; resume with the same options");
     masks = WidMasks::from_json(cursor.at("wid").at("masks"), config, source).to(model->device());
   };
   hooks.report = [&] {

@@ -36,11 +36,19 @@ enum class WidStrategy { kDim, kHead };  // attention: fewer dims per head, or f
 // How the residual-stream mask M_h is scored: from the layer-0 value row compactor chunked like
 // heads (the reference), or from the summed norms of every residual-side compactor, globally.
 enum class ResidualScore { kReference, kAll };
+// What every mask is scored from: the compactors' row/column norms (the reference), or the norms
+// of the compacted weights R W L (and the embeddings through C_E) that read or write each dim —
+// magnitude truncation's criterion applied to the trained compactors. With identity compactors
+// the compactor norms are all equal, so the first masks of a short run are picked by optimiser
+// noise; the weights carry the teacher's magnitudes from the start (docs/RESULTS.md).
+enum class MaskScores { kCompactors, kWeights };
 
 WidStrategy parse_wid_strategy(const std::string& name);      // dim | head
 ResidualScore parse_residual_score(const std::string& name);  // reference | all
+MaskScores parse_mask_scores(const std::string& name);        // compactors | weights
 std::string to_string(WidStrategy s);
 std::string to_string(ResidualScore s);
+std::string to_string(MaskScores s);
 
 // ---- Targets ----------------------------------------------------------------------------------
 
@@ -130,7 +138,8 @@ TORCH_MODULE(WidModel);
 
 struct WidSchedule {
   WidStrategy strategy = WidStrategy::kDim;
-  ResidualScore residual_score = ResidualScore::kReference;
+  ResidualScore residual_score = ResidualScore::kReference;  // for compactor scores only
+  MaskScores scores = MaskScores::kCompactors;
   int64_t target_hidden = 0;
   int64_t w_step = 100;  // masks recomputed every w_step steps; they grow until the target
 };
@@ -141,7 +150,8 @@ WidMasks compute_masks(const WidModelImpl& model, const WidSchedule& schedule, i
 int64_t mask_steps_to_target(const BertConfig& teacher, const WidSchedule& schedule);
 
 // The naive-truncation baseline: the target-size masks scored from the teacher's own weight
-// magnitudes (no compactor training). Merged with identity compactors, a truncated teacher.
+// magnitudes (no compactor training; MaskScores::kWeights at the target). Merged with identity
+// compactors, a truncated teacher.
 WidMasks magnitude_masks(const WidModelImpl& model, const WidSchedule& schedule);
 
 struct KeptSizes {
