@@ -37,8 +37,8 @@ enum class WidStrategy { kDim, kHead };  // attention: fewer dims per head, or f
 // heads (the reference), or from the summed norms of every residual-side compactor, globally.
 enum class ResidualScore { kReference, kAll };
 // What every mask is scored from: the compactors' row/column norms (the reference), or the norms
-// of the compacted weights R W L (and the embeddings through C_E) that read or write each dim —
-// magnitude truncation's criterion applied to the trained compactors. With identity compactors
+// of the compacted weights R W L (and the word embeddings through C_E) that read or write each dim
+// — magnitude truncation's criterion applied to the trained compactors. With identity compactors
 // the compactor norms are all equal, so the first masks of a short run are picked by optimiser
 // noise; the weights carry the teacher's magnitudes from the start (docs/RESULTS.md).
 enum class MaskScores { kCompactors, kWeights };
