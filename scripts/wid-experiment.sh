@@ -17,6 +17,8 @@
 # checkpoint. The variants in docs/RESULTS.md:
 #   RESIDUAL=all METHODS=wid scripts/wid-experiment.sh x067all 172
 #   WID_LR=5e-4 WID_WARMUP=0.06 WID_CLIP=1.0 METHODS=wid scripts/wid-experiment.sh x025v2 64
+#   FINETUNE=kd FT_EPOCHS=3 STEPS=2000 LAMBDA=20 WID_STEP=12 MASK_SCORES=weights METHODS=wid \
+#     scripts/wid-experiment.sh x025s2kw 64   (the fifth protocol)
 #   wid    slimbert wid from models/teacher-mini (dim strategy, reference residual scoring)
 #   trunc  the teacher cut by weight magnitude (slimbert wid truncate), then continued MLM
 #   rand   the same shape from random initialisation, then MLM

@@ -144,7 +144,8 @@ struct WidSchedule {
   int64_t w_step = 100;  // masks recomputed every w_step steps; they grow until the target
 };
 
-// Masks at mask step `step` (a multiple of w_step), scored from the current compactor norms.
+// Masks at mask step `step` (a multiple of w_step), scored from the current compactors or the
+// compacted weights (`schedule.scores`).
 WidMasks compute_masks(const WidModelImpl& model, const WidSchedule& schedule, int64_t step);
 // Mask steps until every mask has its target size (training must run past w_step times this).
 int64_t mask_steps_to_target(const BertConfig& teacher, const WidSchedule& schedule);
