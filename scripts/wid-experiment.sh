@@ -77,7 +77,8 @@ for base in trunc rand; do
     $(resume "$out-$base") >"$out-$base.log" 2>&1
 done
 
-# Fine-tuning: FINETUNE=none stops after the MLM part; FINETUNE=plain (default) is the teacher's recipe at lr 1e-4 (OUT-METHOD-ft).
+# Fine-tuning: FINETUNE=none stops after the MLM part. FINETUNE=plain (default) is the teacher's
+# recipe at lr 1e-4 (OUT-METHOD-ft).
 # FINETUNE=kd: the teacher is fine-tuned with its learning rate chosen on dev from TEACHER_LRS
 # per task (runs/ft-teacher-grid, made first if missing), and each student is distilled from it
 # (--distil-from, soft targets only) at KD_LRS (default "teacher": the learning rate dev chose

@@ -192,26 +192,25 @@ TEST(Wid, TruncationKeepsTheLargestWeightsAtTheTargetShape) {
 }
 
 // --mask-scores weights reads the compacted weights R W L: the teacher's magnitudes at first, and
-// whatever the compactors do to them later. Compactor scores see neither the teacher's weights nor
-// anything but the compactors' own norms.
+// whatever the compactors do to them later. Compactor scores see only the compactors' own norms.
 TEST(Wid, WeightScoresFollowTheCompactedWeights) {
   WidModel model(load_masked_lm(world().init));
-  const std::string ffn0 = "bert.encoder.layer.0.", ffn1 = "bert.encoder.layer.1.";
+  const std::string layer0 = "bert.encoder.layer.0.", layer1 = "bert.encoder.layer.1.";
   {
     at::NoGradGuard no_grad;  // teacher: residual dim 29 and layer-0 FFN neuron 40 tiny
     model->param("bert.embeddings.word_embeddings.weight").select(1, 29).mul_(1e-3);
-    for (const std::string& l : {ffn0, ffn1}) {
+    for (const std::string& l : {layer0, layer1}) {
       for (const char* reads : {"attention.self.query", "attention.self.key",
                                 "attention.self.value", "intermediate.dense"})
         model->param(l + reads + ".weight").select(1, 29).mul_(1e-3);
       for (const char* writes : {"attention.output.dense", "output.dense"})
         model->param(l + writes + ".weight")[29].mul_(1e-3);
     }
-    model->param(ffn0 + "intermediate.dense.weight")[40].mul_(1e-3);
-    model->param(ffn0 + "output.dense.weight").select(1, 40).mul_(1e-3);
+    model->param(layer0 + "intermediate.dense.weight")[40].mul_(1e-3);
+    model->param(layer0 + "output.dense.weight").select(1, 40).mul_(1e-3);
     // Compactors: layer-1 FFN neuron 7 switched off on both sides of it.
-    model->compactor_out(ffn1 + "intermediate.dense")[7].zero_();
-    model->compactor_in(ffn1 + "output.dense").select(1, 7).zero_();
+    model->compactor_out(layer1 + "intermediate.dense")[7].zero_();
+    model->compactor_in(layer1 + "output.dense").select(1, 7).zero_();
   }
   WidSchedule s;
   s.target_hidden = 16;  // hidden 32 = 2 heads x 16, FFN 64
