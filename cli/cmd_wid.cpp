@@ -131,11 +131,6 @@ void add_wid(CLI::App& app) {
     o->w.schedule.strategy = parse_wid_strategy(o->strategy);
     o->w.schedule.residual_score = parse_residual_score(o->residual);
     o->w.schedule.scores = parse_mask_scores(o->scores);
-    if (o->w.schedule.scores == MaskScores::kWeights &&
-        o->w.schedule.residual_score != ResidualScore::kReference)
-      fail(
-          "wid: --residual-score chooses between compactor scores; with --mask-scores weights "
-          "the residual mask is already scored from every weight on the residual stream");
     if (!o->target_params.empty()) o->w.target.parameters = parse_count(o->target_params);
     std::cerr << "wid config:\n"
               << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";

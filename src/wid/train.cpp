@@ -66,6 +66,12 @@ void write_student(const std::string& dir, const BertConfig& config, const BertF
 
 WidResult wid_train(WidOptions o) {
   const PretrainOptions& t = o.train;
+  // compute_masks ignores the residual rule under weight scores; say so before any work.
+  if (o.schedule.scores == MaskScores::kWeights &&
+      o.schedule.residual_score != ResidualScore::kReference)
+    fail(
+        "wid: --residual-score chooses between compactor scores; with --mask-scores weights "
+        "the residual mask is already scored from every weight on the residual stream");
   const Tokenizer tokenizer = Tokenizer::from_dir(t.init_dir);
   const BertConfig config = load_config_dir(t.init_dir);
   WidSchedule& s = o.schedule;
