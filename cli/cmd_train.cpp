@@ -1,3 +1,4 @@
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -119,6 +120,52 @@ void add_pretrain(CLI::App& app) {
     const PretrainResult r = pretrain(o->p);
     std::cout << (r.finished ? "finished" : "stopped") << " at step " << r.step << "; "
               << describe_validation(r.validation_loss, r.validation_accuracy) << "\n";
+  });
+}
+
+void add_eval_mlm(CLI::App& app) {
+  struct Opts {
+    std::string model, shards;
+    int64_t batch_size = 32, batches = 20;
+    bool json = false;
+    RuntimeConfig runtime;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand(
+      "eval-mlm",
+      "MLM loss and accuracy of a checkpoint on the validation shards (the batches pretrain and "
+      "wid validate on)");
+  cmd->add_option("model", o->model, "checkpoint with an MLM head (HF format)")->required();
+  cmd->add_option("--shards", o->shards, "shards directory (`slimbert data shards`)")->required();
+  cmd->add_option("--batch-size", o->batch_size, "sequences per batch")->capture_default_str();
+  cmd->add_option("--batches", o->batches, "validation batches")->capture_default_str();
+  cmd->add_flag("--json", o->json, "print one JSON object");
+  add_runtime_options(cmd, &o->runtime);
+  cmd->callback([o] {
+    configure_runtime(o->runtime);
+    if (o->batch_size <= 0 || o->batches <= 0)
+      fail("eval-mlm: --batch-size and --batches must be positive");
+    BertForMaskedLM model = load_masked_lm(o->model);
+    const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
+    const ShardSet val = ShardSet::open(o->shards, "validation");
+    if (val.size() == 0) fail(o->shards, ": the shards hold no validation sequences");
+    if (val.seq_len() > model->bert->config().max_position_embeddings)
+      fail(o->shards, ": sequences of ", val.seq_len(), " tokens exceed max_position_embeddings ",
+           model->bert->config().max_position_embeddings, " of ", o->model);
+    const MlmValidation v = evaluate_mlm(
+        *model, [&](const MlmBatch& b) { return mlm_step(model, b); }, val, o->batch_size,
+        o->batches, mlm_masking(tokenizer, model->bert->config()));
+    if (o->json) {
+      std::cout << nlohmann::json{{"model", o->model},
+                                  {"loss", v.loss},
+                                  {"perplexity", std::exp(v.loss)},
+                                  {"mlm_acc", v.accuracy}}
+                       .dump()
+                << "\n";
+      return;
+    }
+    std::cout << o->model << ": " << describe_validation(v.loss, v.accuracy) << ", perplexity "
+              << std::exp(v.loss) << "\n";
   });
 }
 

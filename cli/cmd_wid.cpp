@@ -143,7 +143,8 @@ void add_wid(CLI::App& app) {
               << r.student.num_attention_heads << " heads of " << r.student.attention_head_size()
               << ", FFN " << r.student.intermediate_size << ", "
               << format_count(encoder_parameters(r.student)) << " encoder parameters; "
-              << describe_validation(r.train.validation_loss, r.train.validation_accuracy) << "\n";
+              << describe_validation(r.student_validation.loss, r.student_validation.accuracy)
+              << "\n";
   });
 }
 

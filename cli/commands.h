@@ -13,6 +13,7 @@ void add_bench(CLI::App& app);
 void add_forward(CLI::App& app);
 void add_data(CLI::App& app);
 void add_pretrain(CLI::App& app);
+void add_eval_mlm(CLI::App& app);
 void add_finetune(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_wid(CLI::App& app);

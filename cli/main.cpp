@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   slimbert::cli::add_forward(app);
   slimbert::cli::add_data(app);
   slimbert::cli::add_pretrain(app);
+  slimbert::cli::add_eval_mlm(app);
   slimbert::cli::add_finetune(app);
   slimbert::cli::add_eval(app);
   slimbert::cli::add_wid(app);

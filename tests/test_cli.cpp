@@ -361,6 +361,9 @@ TEST(CliBadInput, ShardsWithoutValidationSequencesSayWhy) {
   EXPECT_NE(pretrain.out.find("no validation loss (the shards hold no validation sequences)"),
             std::string::npos)
       << pretrain.out;
+  const std::string no_validation = dir / "shards";
+  EXPECT_FAILS_WITH(run("eval-mlm " + (dir / "pt/model") + " --shards " + no_validation),
+                    no_validation + ": the shards hold no validation sequences");
 }
 
 // ---- WID from the command line ------------------------------------------------------------
@@ -376,6 +379,14 @@ TEST(CliWid, TrainMergeTruncateAndRandomBaseline) {
   EXPECT_NE(train.out.find("hidden 16, 1 heads of 16, FFN 32, 6,560 encoder parameters"),
             std::string::npos)
       << train.out;
+  // The reported validation loss is the merged student's: eval-mlm of it on the same batches.
+  const size_t at = train.out.find("validation loss ");
+  ASSERT_NE(at, std::string::npos) << train.out;
+  const std::string reported = train.out.substr(at, train.out.find('\n', at) - at);
+  const Result eval = run("eval-mlm " + out + "/student --shards " + w.shards + " --batch-size 4");
+  ASSERT_EQ(eval.code, 0) << eval.err;
+  EXPECT_NE(eval.out.find(reported + ", perplexity"), std::string::npos)
+      << eval.out << "\n  lacks: " << reported;
   // Progress lines show the kept sizes and the parameters the merge would produce.
   EXPECT_NE(train.err.find("wid step 20/20"), std::string::npos) << train.err;
   EXPECT_NE(train.err.find("hidden 16"), std::string::npos);

@@ -3,6 +3,7 @@
 // checkpoint), and exact resume.
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -416,6 +417,23 @@ void expect_merge_equivalence(WidStrategy strategy, ResidualScore score, const s
   // ...and the MLM heads agree too (the tied decoder through the embedding compactor).
   const at::Tensor rows = unmerged.reshape({-1, unmerged.size(-1)});
   EXPECT_LE(max_diff(student->logits(merged.reshape({-1, 16})), model->logits(rows, masks)), 1e-4);
+
+  // The validation loss reported for the student is the student's: the zeroed compactor
+  // model's on the same batches, not the (unzeroed) training model's.
+  const PretrainOptions& t = run.options.train;
+  const MlmValidation zeroed = evaluate_mlm(
+      *model,
+      [&](const MlmBatch& b) {
+        const Batch in{b.input_ids, at::Tensor(), b.attention_mask};
+        return mlm_loss(model->forward(in, masks), b,
+                        [&](const at::Tensor& r) { return model->logits(r, masks); });
+      },
+      ShardSet::open(t.shards_dir, "validation"), t.batch_size, t.eval_batches,
+      mlm_masking(world().tokenizer, teacher));
+  ASSERT_TRUE(std::isfinite(zeroed.loss));
+  EXPECT_NEAR(run.result.student_validation.loss, zeroed.loss, 1e-4);
+  // Logits within 1e-4 may still flip a near-tie argmax: allow a token or two.
+  EXPECT_NEAR(run.result.student_validation.accuracy, zeroed.accuracy, 0.01);
 }
 
 TEST(Wid, MergedStudentEqualsTheZeroedCompactorModelDim) {

@@ -40,21 +40,28 @@ MlmOutput mlm_step(BertForMaskedLM& model, const MlmBatch& batch) {
                   [&](const at::Tensor& rows) { return model->logits(rows); });
 }
 
-namespace {
+MaskingOptions mlm_masking(const Tokenizer& tokenizer, const BertConfig& config) {
+  MaskingOptions masking;
+  masking.mask_id = tokenizer.mask_id();
+  masking.vocab_size = config.vocab_size;
+  masking.special_ids = {tokenizer.cls_id(), tokenizer.sep_id(), tokenizer.pad_id()};
+  return masking;
+}
 
-std::pair<double, double> evaluate(torch::nn::Module& model, const MlmTrainHooks& hooks,
-                                   const ShardSet& val, const PretrainOptions& o,
-                                   const MaskingOptions& masking) {
+MlmValidation evaluate_mlm(torch::nn::Module& model,
+                           const std::function<MlmOutput(const MlmBatch&)>& forward,
+                           const ShardSet& val, int64_t batch_size, int64_t batches,
+                           const MaskingOptions& masking) {
   if (val.size() == 0) return {NAN, NAN};
   model.eval();
   at::NoGradGuard no_grad;
-  MlmLoader loader(val, std::min<int64_t>(o.batch_size, val.size()), masking, /*seed=*/12345);
+  // A fixed seed: every evaluation of every model sees the same masked batches.
+  MlmLoader loader(val, std::min<int64_t>(batch_size, val.size()), masking, /*seed=*/12345);
   double loss = 0;
   int64_t correct = 0, count = 0;
-  const int64_t n =
-      std::min<int64_t>(o.eval_batches, std::max<int64_t>(1, loader.batches_per_epoch()));
+  const int64_t n = std::min<int64_t>(batches, std::max<int64_t>(1, loader.batches_per_epoch()));
   for (int64_t b = 0; b < n; ++b) {
-    MlmOutput r = hooks.forward(loader.next());
+    MlmOutput r = forward(loader.next());
     loss += r.loss.item<double>() * static_cast<double>(r.count);
     correct += r.correct;
     count += r.count;
@@ -63,8 +70,6 @@ std::pair<double, double> evaluate(torch::nn::Module& model, const MlmTrainHooks
   return {loss / static_cast<double>(std::max<int64_t>(1, count)),
           static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, count))};
 }
-
-}  // namespace
 
 PretrainResult run_mlm_training(const std::string& what, const PretrainOptions& o,
                                 torch::nn::Module& model, const BertConfig& config,
@@ -80,10 +85,7 @@ PretrainResult run_mlm_training(const std::string& what, const PretrainOptions& 
          o.init_dir);
   require_writable_dir(o.out_dir);
 
-  MaskingOptions masking;
-  masking.mask_id = tokenizer.mask_id();
-  masking.vocab_size = config.vocab_size;
-  masking.special_ids = {tokenizer.cls_id(), tokenizer.sep_id(), tokenizer.pad_id()};
+  const MaskingOptions masking = mlm_masking(tokenizer, config);
 
   at::manual_seed(o.seed);
   model.train();
@@ -167,7 +169,8 @@ PretrainResult run_mlm_training(const std::string& what, const PretrainOptions& 
       loss_n = correct = count = 0;
     }
     if (o.eval_every > 0 && (step % o.eval_every == 0 || step == o.steps)) {
-      auto [vl, va] = evaluate(model, hooks, val, o, masking);
+      auto [vl, va] =
+          evaluate_mlm(model, hooks.forward, val, o.batch_size, o.eval_batches, masking);
       result.validation_loss = vl;
       result.validation_accuracy = va;
       progress.event(step, "validation",

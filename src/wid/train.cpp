@@ -158,11 +158,19 @@ WidResult wid_train(WidOptions o) {
   result.student = student_config_;
   result.student_dir = (fs::path(t.out_dir) / "student").string();
   write_student(result.student_dir, student_config_, student, tokenizer, t.float16_final);
+  // The training run validates the compactor model, whose removed entries are pulled towards
+  // zero but not at zero; the student is what users get, so it is scored on the same batches.
+  const ShardSet val = ShardSet::open(t.shards_dir, "validation");
+  result.student_validation = evaluate_mlm(
+      *student, [&](const MlmBatch& b) { return mlm_step(student, b); }, val, t.batch_size,
+      t.eval_batches, mlm_masking(tokenizer, config));
   std::cerr << "wid: student " << result.student_dir << ": hidden " << student_config_.hidden_size
             << ", " << student_config_.num_attention_heads << " heads of "
             << student_config_.attention_head_size() << ", FFN "
             << student_config_.intermediate_size << ", " << encoder_parameters(student_config_)
-            << " encoder parameters\n";
+            << " encoder parameters; merged student validation loss "
+            << result.student_validation.loss << " (compactor model "
+            << result.train.validation_loss << ")\n";
   return result;
 }
 

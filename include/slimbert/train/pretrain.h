@@ -58,6 +58,19 @@ MlmOutput mlm_loss(const at::Tensor& hidden, const MlmBatch& batch,
 
 class Tokenizer;
 
+// Masking of MLM batches with the tokenizer's special ids (training and validation alike).
+MaskingOptions mlm_masking(const Tokenizer& tokenizer, const BertConfig& config);
+
+// Mean MLM loss and accuracy over the first `batches` validation batches, masked with a fixed
+// seed, so that every model evaluated on the same shards sees the same positions.
+struct MlmValidation {
+  double loss = 0, accuracy = 0;  // NaN when the shards hold no validation sequences
+};
+MlmValidation evaluate_mlm(torch::nn::Module& model,
+                           const std::function<MlmOutput(const MlmBatch&)>& forward,
+                           const ShardSet& validation, int64_t batch_size, int64_t batches,
+                           const MaskingOptions& masking);
+
 // What a trainer built on the MLM loop adds to it (WID: the compactor forward, mask updates and
 // gradient surgery). Only `forward` is required.
 struct MlmTrainHooks {

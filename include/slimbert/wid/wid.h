@@ -196,9 +196,10 @@ struct WidOptions {
 };
 
 struct WidResult {
-  PretrainResult train;
+  PretrainResult train;     // its validation is the compactor model's at the last step
   std::string student_dir;  // OUT/student when finished
   BertConfig student;
+  MlmValidation student_validation;  // the merged student's, on the same validation batches
 };
 
 WidResult wid_train(WidOptions options);
