@@ -74,10 +74,12 @@ teacher = rows[-1][2]
 t_mean = sum(teacher[t] for t in tasks) / len(tasks)
 exp = os.path.join(runs, "wid-exp")
 suffix = protocol if kd else "ft"
-methods = [("wid", "wid/student"), ("trunc", "trunc/model"), ("rand", "rand/model")]
+# widd: WID for part of the budget, then dense MLM (wid-experiment.sh); its loss is the dense run's.
+methods = [("wid", "wid/student"), ("widd", "widd/model"), ("trunc", "trunc/model"),
+           ("rand", "rand/model")]
 recorded = ["x067", "x067all", "x067l20", "x025", "x025v2", "x025l20", "x025w6"]
 found = {m.group(1) for n in os.listdir(exp)
-         if (m := re.fullmatch(r"(.+)-(?:wid|trunc|rand)-" + re.escape(suffix), n))}
+         if (m := re.fullmatch(r"(.+)-(?:wid|widd|trunc|rand)-" + re.escape(suffix), n))}
 for size in [s for s in recorded if s in found] + sorted(found - set(recorded)):
     for method, model_sub in methods:
         ft = os.path.join(exp, f"{size}-{method}-{suffix}")

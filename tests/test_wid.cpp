@@ -406,7 +406,14 @@ void expect_merge_equivalence(WidStrategy strategy, ResidualScore score, const s
   const Batch batch = sample_batch();
   model->eval();
   const at::Tensor unmerged_before = model->forward(batch, masks);
+  EXPECT_GT(largest_removed_entry(*model, masks), 1e-6);  // twenty steps do not finish the pull
   zero_removed(*model, masks);
+  // What is left removed and non-zero: the masked biases and LayerNorms.
+  double left = 0;
+  for (const auto& mp : model->masked_parameters)
+    left =
+        std::max(left, mp.param.masked_select(~mask_of(masks, mp.mask)).abs().max().item<double>());
+  EXPECT_EQ(largest_removed_entry(*model, masks), left);
   const at::Tensor unmerged = model->forward(batch, masks);
   const at::Tensor merged = student->bert->forward(batch).last();
   const at::Tensor kept = masks.residual.nonzero().view(-1);

@@ -214,6 +214,26 @@ WidMasks WidMasks::from_json(const nlohmann::json& j, const BertConfig& t,
   return m;
 }
 
+void for_each_removed(
+    const WidModelImpl& model, const WidMasks& masks,
+    const std::function<void(const std::string&, const at::Tensor&, const at::Tensor&)>& f) {
+  for (const auto& c : model.compactors) {
+    const at::Tensor removed = ~mask_of(masks, c.mask);
+    f(c.name, c.weight, c.output_side ? removed.unsqueeze(1) : removed.unsqueeze(0));
+  }
+  for (const auto& mp : model.masked_parameters) f(mp.name, mp.param, ~mask_of(masks, mp.mask));
+}
+
+double largest_removed_entry(const WidModelImpl& model, const WidMasks& masks) {
+  if (!masks.active()) return 0;
+  at::NoGradGuard no_grad;
+  double largest = 0;
+  for_each_removed(model, masks, [&](const std::string&, const at::Tensor& p, const at::Tensor& r) {
+    largest = std::max(largest, at::where(r, p.abs(), at::zeros_like(p)).max().item<double>());
+  });
+  return largest;
+}
+
 void apply_gradient_surgery(WidModelImpl& model, const WidMasks& masks, bool pruning,
                             const SurgeryOptions& o,
                             const std::function<at::Tensor&(const std::string&)>& exp_avg) {
@@ -231,18 +251,12 @@ void apply_gradient_surgery(WidModelImpl& model, const WidMasks& masks, bool pru
       m.mul_(o.beta1).add_(at::where(removed, p * (o.lambda - 1), at::zeros_like(p)), 1 - o.beta1);
     }
   };
-  for (auto& c : model.compactors) {
-    if (!c.weight.grad().defined()) continue;
-    if (!pruning) {
-      c.weight.mutable_grad().add_(c.weight, o.warm_l2);
-      continue;
-    }
-    const at::Tensor removed = ~mask_of(masks, c.mask);
-    pull_removed(c.name, c.weight, c.output_side ? removed.unsqueeze(1) : removed.unsqueeze(0));
+  if (pruning) {
+    for_each_removed(model, masks, pull_removed);
+    return;
   }
-  if (!pruning) return;
-  for (auto& mp : model.masked_parameters)
-    pull_removed(mp.name, mp.param, ~mask_of(masks, mp.mask));
+  for (auto& c : model.compactors)
+    if (c.weight.grad().defined()) c.weight.mutable_grad().add_(c.weight, o.warm_l2);
 }
 
 }  // namespace slimbert

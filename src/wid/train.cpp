@@ -17,6 +17,10 @@ namespace fs = std::filesystem;
 namespace slimbert {
 namespace {
 
+// Nats of validation loss the merge may add before the user is told (at a finished pull it adds
+// a few thousandths: removed entries sit within ~lambda x lr of zero).
+constexpr double kMergeGapWarning = 0.02;
+
 // Encoder parameters the merge would produce with the current masks.
 int64_t merged_parameters(const WidModelImpl& model, const WidMasks& masks) {
   const BertConfig& c = model.config();
@@ -164,6 +168,14 @@ WidResult wid_train(WidOptions o) {
   result.student_validation = evaluate_mlm(
       *student, [&](const MlmBatch& b) { return mlm_step(student, b); }, val, t.batch_size,
       t.eval_batches, mlm_masking(tokenizer, config));
+  const double gap = result.student_validation.loss - result.train.validation_loss;
+  if (t.eval_every > 0 && gap > kMergeGapWarning)
+    std::cerr << "wid: warning: the merge raises the validation loss by " << gap << " ("
+              << result.train.validation_loss << " -> " << result.student_validation.loss
+              << "): the pull towards zero has not finished (largest removed entry "
+              << largest_removed_entry(*model, masks) << "). More steps after the target (step "
+              << mask_steps_to_target(config, s) * s.w_step
+              << "), a smaller --w-step or a larger --lambda let it finish\n";
   std::cerr << "wid: student " << result.student_dir << ": hidden " << student_config_.hidden_size
             << ", " << student_config_.num_attention_heads << " heads of "
             << student_config_.attention_head_size() << ", FFN "

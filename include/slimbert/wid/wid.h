@@ -167,6 +167,15 @@ struct SurgeryOptions {
   double warm_l2 = 1;  // plain L2 on every compactor entry until masks exist
   double beta1 = 0.9;  // the optimizer's, for the first-moment injection
 };
+// Calls f(name, parameter, removed) for every tensor the masks prune: compactors (`removed`
+// broadcasts over their rows or columns) and masked biases/LayerNorms.
+void for_each_removed(
+    const WidModelImpl& model, const WidMasks& masks,
+    const std::function<void(const std::string&, const at::Tensor&, const at::Tensor&)>& f);
+// The largest |entry| the masks remove (compactors, masked biases/LayerNorms): how far the pull
+// towards zero still has to go.
+double largest_removed_entry(const WidModelImpl& model, const WidMasks& masks);
+
 // Edits gradients (and, for lambda > 1, the optimizer's first moments) of compactors and
 // masked biases/LayerNorms. `exp_avg` returns the first moment of a named parameter.
 // Before pruning starts (`pruning` false) only the plain L2 on compactors applies.
@@ -182,7 +191,8 @@ void apply_gradient_surgery(WidModelImpl& model, const WidMasks& masks, bool pru
 std::pair<BertConfig, BertForMaskedLM> merge_student(const WidModelImpl& model,
                                                      const WidMasks& masks, WidStrategy strategy);
 // Zeroes the removed compactor rows/columns in place: then the compactor model computes exactly
-// what the merged student does (the reference's merge assumes they are ~0 already).
+// what the merged student does (the reference's merge assumes they are ~0 already). Masked biases
+// stay: the merge keeps what they add through the kept rows of the compactor after them.
 void zero_removed(WidModelImpl& model, const WidMasks& masks);
 
 // ---- Training (slimbert wid) ------------------------------------------------------------------
