@@ -87,6 +87,11 @@ void add_wid(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--lambda", o->w.surgery.lambda, "pull of removed rows/columns towards zero")
       ->capture_default_str();
+  cmd->add_option("--zero-by", o->w.schedule.zero_by,
+                  "0: removed entries only feel the pull (the reference). F in (0, 1]: after the "
+                  "target they also fall linearly to exactly zero, reached F of the way from the "
+                  "target to the last step, so that the merge changes nothing (short runs)")
+      ->capture_default_str();
   cmd->add_option("--warm-l2", o->w.surgery.warm_l2,
                   "L2 on every compactor entry before pruning starts")
       ->capture_default_str();

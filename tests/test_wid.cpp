@@ -355,7 +355,7 @@ struct WidRun {
 
 WidRun run_wid(const std::string& out, WidStrategy strategy, ResidualScore score,
                int64_t stop_after = 0, bool resume = false, const std::string& teacher = "",
-               MaskScores scores = MaskScores::kCompactors) {
+               MaskScores scores = MaskScores::kCompactors, double zero_by = 0) {
   WidRun r;
   WidOptions& o = r.options;
   o.train = world().options(out);
@@ -373,6 +373,7 @@ WidRun run_wid(const std::string& out, WidStrategy strategy, ResidualScore score
   o.schedule.residual_score = score;
   o.schedule.scores = scores;
   o.schedule.w_step = 1;
+  o.schedule.zero_by = zero_by;
   o.target.hidden = 16;
   o.compactor_lr = 5e-3;
   r.result = wid_train(o);
@@ -490,6 +491,42 @@ TEST(Wid, ResumedRunEqualsUninterruptedRunAndMergeCommandEqualsTheTrainer) {
   other.schedule.scores = MaskScores::kWeights;
   EXPECT_ERROR_CONTAINS(wid_train(other), ("mask scores from compactors"),
                         ("resume with the same options"));
+}
+
+TEST(Wid, ZeroByEndsWithTheModelItTrainedAndResumesExactly) {
+  // Target at step 16 of 20; --zero-by 0.5: removed entries at zero from step 18 on.
+  const auto run = [](const std::string& out, int64_t stop_after, bool resume) {
+    return run_wid(out, WidStrategy::kDim, ResidualScore::kReference, stop_after, resume, "",
+                   MaskScores::kWeights, 0.5);
+  };
+  const WidRun straight = run("wid-zero", 0, false);
+  ASSERT_TRUE(straight.result.train.finished);
+  const BertConfig teacher = load_config_dir(sharp_teacher());
+  auto [model, masks] =
+      load_wid_checkpoint(straight.options.train.out_dir + "/checkpoints/step-0000020", teacher);
+  EXPECT_EQ(largest_removed_entry(*model, masks), 0.0);
+  // Nothing is left for the merge to drop: the student validates as the model trained on.
+  EXPECT_NEAR(straight.result.student_validation.loss, straight.result.train.validation_loss, 1e-4);
+  // Before the ramp (step 10; the pull alone) they were far from zero.
+  auto [half, half_masks] =
+      load_wid_checkpoint(straight.options.train.out_dir + "/checkpoints/step-0000010", teacher);
+  EXPECT_GT(largest_removed_entry(*half, half_masks), 1e-3);
+
+  const WidRun first = run("wid-zero-split", 17, false);  // stops inside the ramp
+  EXPECT_FALSE(first.result.train.finished);
+  const WidRun second = run("wid-zero-split", 0, true);
+  ASSERT_TRUE(second.result.train.finished);
+  const TensorMap a = load_weights(straight.result.student_dir);
+  const TensorMap b = load_weights(second.result.student_dir);
+  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+
+  WidOptions other = straight.options;
+  other.train.resume = true;
+  other.schedule.zero_by = 0;
+  EXPECT_ERROR_CONTAINS(wid_train(other), ("zero-by 0.5"), ("resume with the same options"));
+  other.train.resume = false;
+  other.schedule.zero_by = 1.5;
+  EXPECT_ERROR_CONTAINS(wid_train(other), ("--zero-by 1.5"), ("0 to 1"));
 }
 
 TEST(Wid, TrainingOnTheGpuEqualsTheCpuAndResumesThere) {

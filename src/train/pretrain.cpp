@@ -152,6 +152,7 @@ PretrainResult run_mlm_training(const std::string& what, const PretrainOptions& 
     const double lr_scale = linear_schedule(step, warmup, o.steps);
     optimizer.step(lr_scale);
     ++step;
+    if (hooks.after_update) hooks.after_update(step);
     loss_sum += step_loss;
     ++loss_n;
     if (step % o.log_every == 0 || step == o.steps) {

@@ -224,6 +224,22 @@ void for_each_removed(
   for (const auto& mp : model.masked_parameters) f(mp.name, mp.param, ~mask_of(masks, mp.mask));
 }
 
+void shrink_removed(WidModelImpl& model, const WidMasks& masks, const WidSchedule& schedule,
+                    int64_t step, int64_t target_step, int64_t total) {
+  if (schedule.zero_by <= 0 || step <= target_step || !masks.active()) return;
+  const int64_t zero_at =
+      target_step + static_cast<int64_t>(std::ceil(schedule.zero_by * (total - target_step)));
+  // Scaling by (Z - t) / (Z - t + 1) at every step t telescopes to the linear ramp; entries
+  // removed later (masks still change under compactor scores) ramp from their value then.
+  const double scale = step >= zero_at ? 0.0
+                                       : static_cast<double>(zero_at - step) /
+                                             static_cast<double>(zero_at - step + 1);
+  at::NoGradGuard no_grad;
+  for_each_removed(model, masks, [&](const std::string&, const at::Tensor& p, const at::Tensor& r) {
+    p.copy_(at::where(r, p * scale, p));
+  });
+}
+
 double largest_removed_entry(const WidModelImpl& model, const WidMasks& masks) {
   if (!masks.active()) return 0;
   at::NoGradGuard no_grad;

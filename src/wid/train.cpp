@@ -41,6 +41,7 @@ nlohmann::json schedule_json(const WidSchedule& s, const WidMasks& masks) {
           {"mask_scores", to_string(s.scores)},
           {"target_hidden", s.target_hidden},
           {"w_step", s.w_step},
+          {"zero_by", s.zero_by},
           {"masks", masks.to_json()}};
 }
 
@@ -53,6 +54,7 @@ WidSchedule schedule_from_json(const nlohmann::json& j, const std::string& sourc
     s.scores = parse_mask_scores(j.value("mask_scores", std::string("compactors")));
     s.target_hidden = j.at("target_hidden").get<int64_t>();
     s.w_step = j.at("w_step").get<int64_t>();
+    s.zero_by = j.value("zero_by", 0.0);  // absent in checkpoints from before the option
   } catch (const nlohmann::json::exception& e) {
     fail(source, ": malformed WID state: ", e.what());
   }
@@ -81,6 +83,8 @@ WidResult wid_train(WidOptions o) {
   WidSchedule& s = o.schedule;
   s.target_hidden = resolve_target(config, s.strategy, o.target);
   if (s.w_step <= 0) s.w_step = std::max<int64_t>(1, t.steps / 32);
+  if (s.zero_by < 0 || s.zero_by > 1)
+    fail("--zero-by ", s.zero_by, ": expected a fraction of the steps after the target, 0 to 1");
   const int64_t needed = mask_steps_to_target(config, s) * s.w_step;
   if (t.steps <= needed)
     fail("--steps ", t.steps, " ends before the masks reach the target (step ", needed,
@@ -128,6 +132,9 @@ WidResult wid_train(WidOptions o) {
                              return optimizer.exp_avg(g, i);
                            });
   };
+  hooks.after_update = [&](int64_t step) {
+    shrink_removed(*model, masks, s, step, needed, t.steps);
+  };
   hooks.save_state = [&] { return nlohmann::json{{"wid", schedule_json(s, masks)}}; };
   hooks.restore_state = [&](const nlohmann::json& cursor) {
     const std::string source = t.out_dir + " checkpoint";
@@ -135,11 +142,11 @@ WidResult wid_train(WidOptions o) {
     const WidSchedule saved = schedule_from_json(cursor.at("wid"), source);
     if (saved.strategy != s.strategy || saved.target_hidden != s.target_hidden ||
         saved.w_step != s.w_step || saved.residual_score != s.residual_score ||
-        saved.scores != s.scores)
+        saved.scores != s.scores || saved.zero_by != s.zero_by)
       fail(source, ": was trained with strategy ", to_string(saved.strategy), ", target ",
            saved.target_hidden, ", w_step ", saved.w_step, ", residual scoring ",
            to_string(saved.residual_score), ", mask scores from ", to_string(saved.scores),
-           "; resume with the same options");
+           ", zero-by ", saved.zero_by, "; resume with the same options");
     masks = WidMasks::from_json(cursor.at("wid").at("masks"), config, source).to(model->device());
   };
   hooks.report = [&] {

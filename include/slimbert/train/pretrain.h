@@ -77,6 +77,8 @@ struct MlmTrainHooks {
   std::function<MlmOutput(const MlmBatch&)> forward;
   // Step `step` (1-based) after backward and clipping, before the optimizer update.
   std::function<void(int64_t step)> before_update;
+  // Step `step` (1-based) after the optimizer update.
+  std::function<void(int64_t step)> after_update;
   // Saved with each checkpoint's cursor, and handed back on --resume.
   std::function<nlohmann::json()> save_state;
   std::function<void(const nlohmann::json&)> restore_state;

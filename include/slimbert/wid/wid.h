@@ -142,6 +142,11 @@ struct WidSchedule {
   MaskScores scores = MaskScores::kCompactors;
   int64_t target_hidden = 0;
   int64_t w_step = 100;  // masks recomputed every w_step steps; they grow until the target
+  // 0: removed entries only feel the pull (the reference). > 0: after the target they also fall
+  // linearly to exactly zero, reached this fraction of the way from the target to the last step,
+  // so that the model trained on is the student before the merge (short runs do not finish the
+  // pull: docs/RESULTS.md).
+  double zero_by = 0;
 };
 
 // Masks at mask step `step` (a multiple of w_step), scored from the current compactors or the
@@ -172,6 +177,11 @@ struct SurgeryOptions {
 void for_each_removed(
     const WidModelImpl& model, const WidMasks& masks,
     const std::function<void(const std::string&, const at::Tensor&, const at::Tensor&)>& f);
+// With schedule.zero_by > 0, after optimizer step `step` of `total` (the target reached at
+// `target_step`): scales every removed entry so that it falls linearly from its value at the
+// target to zero at target + zero_by (total - target), and keeps it at zero after.
+void shrink_removed(WidModelImpl& model, const WidMasks& masks, const WidSchedule& schedule,
+                    int64_t step, int64_t target_step, int64_t total);
 // The largest |entry| the masks remove (compactors, masked biases/LayerNorms): how far the pull
 // towards zero still has to go.
 double largest_removed_entry(const WidModelImpl& model, const WidMasks& masks);
