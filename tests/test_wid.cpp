@@ -353,11 +353,11 @@ struct WidRun {
   WidResult result;
 };
 
-WidRun run_wid(const std::string& out, WidStrategy strategy, ResidualScore score,
-               int64_t stop_after = 0, bool resume = false, const std::string& teacher = "",
-               MaskScores scores = MaskScores::kCompactors, double zero_by = 0) {
-  WidRun r;
-  WidOptions& o = r.options;
+// 20 steps on the sharp teacher, the target (hidden 16) at step 16.
+WidOptions wid_options(const std::string& out, WidStrategy strategy, ResidualScore score,
+                       int64_t stop_after = 0, bool resume = false, const std::string& teacher = "",
+                       MaskScores scores = MaskScores::kCompactors, double zero_by = 0) {
+  WidOptions o;
   o.train = world().options(out);
   o.train.init_dir = teacher.empty() ? sharp_teacher() : teacher;
   o.train.steps = 20;
@@ -376,7 +376,15 @@ WidRun run_wid(const std::string& out, WidStrategy strategy, ResidualScore score
   o.schedule.zero_by = zero_by;
   o.target.hidden = 16;
   o.compactor_lr = 5e-3;
-  r.result = wid_train(o);
+  return o;
+}
+
+WidRun run_wid(const std::string& out, WidStrategy strategy, ResidualScore score,
+               int64_t stop_after = 0, bool resume = false, const std::string& teacher = "",
+               MaskScores scores = MaskScores::kCompactors, double zero_by = 0) {
+  WidRun r;
+  r.options = wid_options(out, strategy, score, stop_after, resume, teacher, scores, zero_by);
+  r.result = wid_train(r.options);
   return r;
 }
 
@@ -527,6 +535,31 @@ TEST(Wid, ZeroByEndsWithTheModelItTrainedAndResumesExactly) {
   other.train.resume = false;
   other.schedule.zero_by = 1.5;
   EXPECT_ERROR_CONTAINS(wid_train(other), ("--zero-by 1.5"), ("0 to 1"));
+}
+
+TEST(Wid, AMergeThatDropsLiveDimsIsReported) {
+  // No pull (lambda 0: the removed entries keep what they had) one step past the target: the
+  // removed dims are still in use when the merge drops them. (With the reference's pull, this
+  // tiny teacher hardly uses them: its students validate within 0.003 of the compactor model.)
+  WidOptions o = wid_options("wid-live", WidStrategy::kDim, ResidualScore::kReference);
+  o.train.steps = 17;
+  o.surgery.lambda = 0;
+  testing::internal::CaptureStderr();
+  const WidResult r = wid_train(o);
+  const std::string err = testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(r.train.finished);
+  EXPECT_GT(r.student_validation.loss, r.train.validation_loss + 0.02);
+  EXPECT_NE(err.find("wid: warning: the merge raises the validation loss by"), std::string::npos)
+      << err;
+  EXPECT_NE(err.find("--zero-by"), std::string::npos) << err;
+  // The same run with the ramp ends on its student, and says nothing.
+  o.train.out_dir = world().dir / "wid-live-zero";
+  o.schedule.zero_by = 1;
+  testing::internal::CaptureStderr();
+  const WidResult z = wid_train(o);
+  const std::string quiet = testing::internal::GetCapturedStderr();
+  EXPECT_NEAR(z.student_validation.loss, z.train.validation_loss, 1e-4);
+  EXPECT_EQ(quiet.find("wid: warning"), std::string::npos) << quiet;
 }
 
 TEST(Wid, TrainingOnTheGpuEqualsTheCpuAndResumesThere) {
