@@ -7,9 +7,9 @@
 # Environment: STEPS (default 400) MLM steps of 32 x 128 tokens for every method; DEVICE (cpu;
 # cuda with a CUDA build passed as the third argument, scripts/build-cuda.sh); THREADS
 # (default 1: two sizes run side by side on the 2-core machine); METHODS (default
-# "wid trunc rand"); FINETUNE (plain | kd, below); WID variants: RESIDUAL (reference | all),
-# MASK_SCORES (compactors | weights), WID_LR (1e-4),
-# WID_COMPACTOR_LR (1e-4), WID_WARMUP (0.01),
+# "wid trunc rand"; also widd, below, with WID_STEPS); FINETUNE (plain | kd, below); WID
+# variants: RESIDUAL (reference | all), MASK_SCORES (compactors | weights), ZERO_BY (0: the
+# reference's pull only), WID_LR (1e-4), WID_COMPACTOR_LR (1e-4), WID_WARMUP (0.01),
 # WID_CLIP (0), LAMBDA (100, as recorded; 20 recommended), WID_STEP (0: steps/32, the target at
 # about half-way); FT_EPOCHS (FINETUNE=kd only: passes on every task, for teacher and students
 # alike; default: 3 on spam, 1 on the others), TEACHER_LRS (the teacher's dev-chosen grid,
@@ -19,9 +19,14 @@
 #   WID_LR=5e-4 WID_WARMUP=0.06 WID_CLIP=1.0 METHODS=wid scripts/wid-experiment.sh x025v2 64
 #   FINETUNE=kd FT_EPOCHS=3 STEPS=2000 LAMBDA=20 WID_STEP=12 MASK_SCORES=weights METHODS=wid \
 #     scripts/wid-experiment.sh x025s2kw 64   (the fifth protocol)
+#   FINETUNE=kd FT_EPOCHS=3 LAMBDA=20 WID_STEP=12 ZERO_BY=0.5 MASK_SCORES=weights METHODS=wid \
+#     scripts/wid-experiment.sh x067wz 172    (the sixth protocol; x067w without ZERO_BY)
+#   FINETUNE=kd FT_EPOCHS=3 STEPS=2000 WID_STEPS=400 LAMBDA=20 WID_STEP=12 MASK_SCORES=weights \
+#     METHODS=widd scripts/wid-experiment.sh x025s2kw 64
 #   wid    slimbert wid from models/teacher-mini (dim strategy, reference residual scoring)
 #   trunc  the teacher cut by weight magnitude (slimbert wid truncate), then continued MLM
 #   rand   the same shape from random initialisation, then MLM
+#   widd   wid for WID_STEPS (default STEPS/5), merged, then dense MLM as the baselines for the rest
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 name=${1:?usage: wid-experiment.sh NAME HIDDEN [slimbert]}
@@ -37,9 +42,9 @@ cd "$root"
 out=runs/wid-exp/$name
 mkdir -p runs/wid-exp
 teacher=models/teacher-mini
-common=(--corpus data/shards --steps "$steps" --batch-size 32 --log-every 20 --eval-every 100
-  --eval-batches 20 --save-every 100 --keep-last 1 --threads "$threads" --device "${DEVICE:-cpu}"
-  --seed 0)
+# Every MLM run; each adds its shards (--corpus for wid, --shards for pretrain), steps and seed.
+common=(--batch-size 32 --log-every 20 --eval-every 100 --eval-batches 20 --save-every 100
+  --keep-last 1 --threads "$threads" --device "${DEVICE:-cpu}")
 resume() { [[ -d "$1/checkpoints" ]] && echo --resume || true; }
 timed() {  # label, command...
   local label=$1 start
@@ -53,12 +58,27 @@ timed() {  # label, command...
 # whatever its gradient, so a high compactor lr swamps the identity. The recorded runs used
 # lambda 100 (LAMBDA); the reference's 20 is the better choice (docs/RESULTS.md). Masks grow every
 # steps/32 and reach the target at half-way, leaving the second half to recover.
-if has wid && [[ ! -f $out-wid/student/config.json ]]; then
-  timed wid "$slimbert" wid --teacher $teacher --out "$out-wid" --target-hidden "$hidden" \
-    --strategy dim --residual-score "${RESIDUAL:-reference}" \
-    --mask-scores "${MASK_SCORES:-compactors}" --lr "${WID_LR:-1e-4}" \
-    --compactor-lr "${WID_COMPACTOR_LR:-1e-4}" --lambda "${LAMBDA:-100}" --w-step "${WID_STEP:-0}" --warmup "${WID_WARMUP:-0.01}" --clip "${WID_CLIP:-0}" \
-    "${common[@]}" $(resume "$out-wid") >"$out-wid.log" 2>&1
+wid_run() {  # OUT STEPS
+  "$slimbert" wid --teacher $teacher --out "$1" --target-hidden "$hidden" --strategy dim \
+    --residual-score "${RESIDUAL:-reference}" --mask-scores "${MASK_SCORES:-compactors}" \
+    --zero-by "${ZERO_BY:-0}" --lr "${WID_LR:-1e-4}" --compactor-lr "${WID_COMPACTOR_LR:-1e-4}" \
+    --lambda "${LAMBDA:-100}" --w-step "${WID_STEP:-0}" --warmup "${WID_WARMUP:-0.01}" \
+    --clip "${WID_CLIP:-0}" --corpus data/shards --steps "$2" --seed 0 "${common[@]}" \
+    $(resume "$1") >"$1.log" 2>&1
+}
+has wid && [[ ! -f $out-wid/student/config.json ]] && timed wid wid_run "$out-wid" "$steps"
+
+# widd: WID for WID_STEPS of the STEPS (default a fifth), merged, then dense MLM for the rest with
+# the baselines' recipe (data seed 1, so the dense part does not replay the WID part's batches).
+# At x0.25 a long WID run's loss drifts up after the target (docs/RESULTS.md, fourth protocol);
+# this keeps the inheritance and gives the recovery to the optimiser that trains dense models.
+wid_steps=${WID_STEPS:-$((steps / 5))}
+has widd && [[ ! -f $out-widd-wid/student/config.json ]] &&
+  timed "widd wid" wid_run "$out-widd-wid" "$wid_steps"
+if has widd && [[ ! -f $out-widd/model/config.json ]]; then
+  timed "widd dense" "$slimbert" pretrain --init "$out-widd-wid/student" --out "$out-widd" \
+    --lr 5e-4 --warmup 0.06 --clip 1.0 --shards data/shards --steps $((steps - wid_steps)) \
+    --seed 1 "${common[@]}" $(resume "$out-widd") >"$out-widd.log" 2>&1
 fi
 
 # Baselines: the same shape, the teacher's pretraining learning rate.
@@ -73,8 +93,8 @@ for base in trunc rand; do
   has $base || continue
   [[ -f $out-$base/model/config.json ]] && continue
   timed "$base" "$slimbert" pretrain --init "$out-$base-init" \
-    --out "$out-$base" --lr 5e-4 --warmup 0.06 --clip 1.0 "${common[@]/--corpus/--shards}" \
-    $(resume "$out-$base") >"$out-$base.log" 2>&1
+    --out "$out-$base" --lr 5e-4 --warmup 0.06 --clip 1.0 --shards data/shards --steps "$steps" \
+    --seed 0 "${common[@]}" $(resume "$out-$base") >"$out-$base.log" 2>&1
 done
 
 # Fine-tuning: FINETUNE=none stops after the MLM part. FINETUNE=plain (default) is the teacher's
