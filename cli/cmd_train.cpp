@@ -149,9 +149,7 @@ void add_eval_mlm(CLI::App& app) {
     const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
     const ShardSet val = ShardSet::open(o->shards, "validation");
     if (val.size() == 0) fail(o->shards, ": the shards hold no validation sequences");
-    if (val.seq_len() > model->bert->config().max_position_embeddings)
-      fail(o->shards, ": sequences of ", val.seq_len(), " tokens exceed max_position_embeddings ",
-           model->bert->config().max_position_embeddings, " of ", o->model);
+    require_fits_positions(val, o->shards, model->bert->config(), o->model);
     const MlmValidation v = evaluate_mlm(
         *model, [&](const MlmBatch& b) { return mlm_step(model, b); }, val, o->batch_size,
         o->batches, mlm_masking(tokenizer, model->bert->config()));

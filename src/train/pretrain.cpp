@@ -40,6 +40,13 @@ MlmOutput mlm_step(BertForMaskedLM& model, const MlmBatch& batch) {
                   [&](const at::Tensor& rows) { return model->logits(rows); });
 }
 
+void require_fits_positions(const ShardSet& shards, const std::string& shards_dir,
+                            const BertConfig& config, const std::string& model_dir) {
+  if (shards.seq_len() > config.max_position_embeddings)
+    fail(shards_dir, ": sequences of ", shards.seq_len(), " tokens exceed max_position_embeddings ",
+         config.max_position_embeddings, " of ", model_dir);
+}
+
 MaskingOptions mlm_masking(const Tokenizer& tokenizer, const BertConfig& config) {
   MaskingOptions masking;
   masking.mask_id = tokenizer.mask_id();
@@ -79,10 +86,7 @@ PretrainResult run_mlm_training(const std::string& what, const PretrainOptions& 
     fail("steps, batch size and accumulation must be positive");
   const ShardSet train = ShardSet::open(o.shards_dir, "train");
   const ShardSet val = ShardSet::open(o.shards_dir, "validation");
-  if (train.seq_len() > config.max_position_embeddings)
-    fail(o.shards_dir, ": sequences of ", train.seq_len(),
-         " tokens exceed max_position_embeddings ", config.max_position_embeddings, " of ",
-         o.init_dir);
+  require_fits_positions(train, o.shards_dir, config, o.init_dir);
   require_writable_dir(o.out_dir);
 
   const MaskingOptions masking = mlm_masking(tokenizer, config);

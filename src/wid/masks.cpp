@@ -214,13 +214,15 @@ WidMasks WidMasks::from_json(const nlohmann::json& j, const BertConfig& t,
   return m;
 }
 
+at::Tensor removed_entries(const Compactor& compactor, const WidMasks& masks) {
+  const at::Tensor removed = ~mask_of(masks, compactor.mask);
+  return compactor.output_side ? removed.unsqueeze(1) : removed.unsqueeze(0);
+}
+
 void for_each_removed(
     const WidModelImpl& model, const WidMasks& masks,
     const std::function<void(const std::string&, const at::Tensor&, const at::Tensor&)>& f) {
-  for (const auto& c : model.compactors) {
-    const at::Tensor removed = ~mask_of(masks, c.mask);
-    f(c.name, c.weight, c.output_side ? removed.unsqueeze(1) : removed.unsqueeze(0));
-  }
+  for (const auto& c : model.compactors) f(c.name, c.weight, removed_entries(c, masks));
   for (const auto& mp : model.masked_parameters) f(mp.name, mp.param, ~mask_of(masks, mp.mask));
 }
 

@@ -82,10 +82,7 @@ std::pair<BertConfig, BertForMaskedLM> merge_student(const WidModelImpl& model,
 
 void zero_removed(WidModelImpl& model, const WidMasks& masks) {
   at::NoGradGuard no_grad;
-  for (auto& c : model.compactors) {
-    const at::Tensor removed = ~mask_of(masks, c.mask);
-    c.weight.masked_fill_(c.output_side ? removed.unsqueeze(1) : removed.unsqueeze(0), 0.0);
-  }
+  for (auto& c : model.compactors) c.weight.masked_fill_(removed_entries(c, masks), 0.0);
 }
 
 }  // namespace slimbert

@@ -183,7 +183,7 @@ WidResult wid_train(WidOptions o) {
               << largest_removed_entry(*model, masks)
               << "). Use --zero-by (e.g. 0.5) to ramp removed entries to zero after the target "
                  "(step "
-              << mask_steps_to_target(config, s) * s.w_step << "), or train longer after it\n";
+              << needed << "), or train longer after it\n";
   std::cerr << "wid: student " << result.student_dir << ": hidden " << student_config_.hidden_size
             << ", " << student_config_.num_attention_heads << " heads of "
             << student_config_.attention_head_size() << ", FFN "

@@ -58,6 +58,11 @@ MlmOutput mlm_loss(const at::Tensor& hidden, const MlmBatch& batch,
 
 class Tokenizer;
 
+// Fails unless the sequences of `shards` (from `shards_dir`) fit the positions of the model in
+// `model_dir`.
+void require_fits_positions(const ShardSet& shards, const std::string& shards_dir,
+                            const BertConfig& config, const std::string& model_dir);
+
 // Masking of MLM batches with the tokenizer's special ids (training and validation alike).
 MaskingOptions mlm_masking(const Tokenizer& tokenizer, const BertConfig& config);
 

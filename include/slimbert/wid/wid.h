@@ -172,6 +172,8 @@ struct SurgeryOptions {
   double warm_l2 = 1;  // plain L2 on every compactor entry until masks exist
   double beta1 = 0.9;  // the optimizer's, for the first-moment injection
 };
+// A compactor's removed entries: its removed rows (output side) or columns, broadcast to (d, d).
+at::Tensor removed_entries(const Compactor& compactor, const WidMasks& masks);
 // Calls f(name, parameter, removed) for every tensor the masks prune: compactors (`removed`
 // broadcasts over their rows or columns) and masked biases/LayerNorms.
 void for_each_removed(
