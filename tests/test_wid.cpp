@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "mlm_world.h"
 #include "slimbert/core/fs.h"
@@ -552,6 +553,25 @@ TEST(Wid, AMergeThatDropsLiveDimsIsReported) {
   EXPECT_NE(err.find("wid: warning: the merge raises the validation loss by"), std::string::npos)
       << err;
   EXPECT_NE(err.find("--zero-by"), std::string::npos) << err;
+  // Every validation line also scores the student the merge would give then (removed entries
+  // zeroed for the evaluation, and restored: training goes on with them).
+  const auto validations = [](const std::string& out) {
+    std::vector<nlohmann::json> v;
+    std::istringstream lines(read_file(out + "/metrics.jsonl"));
+    for (std::string line; std::getline(lines, line);)
+      if (auto j = nlohmann::json::parse(line); j.value("event", "") == "validation")
+        v.push_back(j);
+    return v;
+  };
+  const auto lines = validations(o.train.out_dir);
+  ASSERT_EQ(lines.size(), 2u);  // steps 10 and 17
+  EXPECT_TRUE(lines[0].contains("student_loss")) << lines[0].dump();
+  EXPECT_EQ(lines[1].at("loss").get<double>(), r.train.validation_loss);
+  EXPECT_NEAR(lines[1].at("student_loss").get<double>(), r.student_validation.loss, 1e-4);
+  const BertConfig teacher = load_config_dir(sharp_teacher());
+  auto [live, live_masks] =
+      load_wid_checkpoint(o.train.out_dir + "/checkpoints/step-0000017", teacher);
+  EXPECT_GT(largest_removed_entry(*live, live_masks), 0.1);
   // The same run with the ramp ends on its student, and says nothing.
   o.train.out_dir = world().dir / "wid-live-zero";
   o.schedule.zero_by = 1;
@@ -560,6 +580,8 @@ TEST(Wid, AMergeThatDropsLiveDimsIsReported) {
   const std::string quiet = testing::internal::GetCapturedStderr();
   EXPECT_NEAR(z.student_validation.loss, z.train.validation_loss, 1e-4);
   EXPECT_EQ(quiet.find("wid: warning"), std::string::npos) << quiet;
+  EXPECT_NEAR(validations(o.train.out_dir).back().at("student_loss").get<double>(),
+              z.train.validation_loss, 1e-4);
 }
 
 TEST(Wid, TrainingOnTheGpuEqualsTheCpuAndResumesThere) {

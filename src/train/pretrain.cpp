@@ -174,12 +174,16 @@ PretrainResult run_mlm_training(const std::string& what, const PretrainOptions& 
       loss_n = correct = count = 0;
     }
     if (o.eval_every > 0 && (step % o.eval_every == 0 || step == o.steps)) {
-      auto [vl, va] =
-          evaluate_mlm(model, hooks.forward, val, o.batch_size, o.eval_batches, masking);
+      auto evaluate = [&] {
+        return evaluate_mlm(model, hooks.forward, val, o.batch_size, o.eval_batches, masking);
+      };
+      auto [vl, va] = evaluate();
       result.validation_loss = vl;
       result.validation_accuracy = va;
-      progress.event(step, "validation",
-                     {{"loss", vl}, {"perplexity", std::exp(vl)}, {"mlm_acc", va}});
+      std::map<std::string, double> values = {
+          {"loss", vl}, {"perplexity", std::exp(vl)}, {"mlm_acc", va}};
+      if (hooks.extra_validation) values.merge(hooks.extra_validation(evaluate));
+      progress.event(step, "validation", values);
     }
     const bool out_of_time =
         (o.max_minutes > 0 &&

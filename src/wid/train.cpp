@@ -157,6 +157,20 @@ WidResult wid_train(WidOptions o) {
         {"ffn", static_cast<double>(k.ffn)},
         {"params_M", static_cast<double>(merged_parameters(*model, masks)) / 1e6}};
   };
+  // The compactor model still uses its removed entries until the pull has finished; the merged
+  // student is that model with them zeroed, so each validation also scores it (student_loss):
+  // the gap says how much the merge would cost at this step.
+  hooks.extra_validation = [&](const std::function<MlmValidation()>& evaluate) {
+    if (!masks.active()) return std::map<std::string, double>{};
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> kept;
+    for (const auto& c : model->compactors) kept.push_back(c.weight.clone());
+    zero_removed(*model, masks);
+    const MlmValidation student = evaluate();
+    for (size_t i = 0; i < kept.size(); ++i) model->compactors[i].weight.copy_(kept[i]);
+    return std::map<std::string, double>{{"student_loss", student.loss},
+                                         {"student_mlm_acc", student.accuracy}};
+  };
   const int64_t seq_len = ShardSet::open(t.shards_dir, "train").seq_len();
   hooks.extra_forward_flops = [&](int64_t sequences, int64_t masked) {
     return model->compactor_flops(sequences, seq_len, masked);

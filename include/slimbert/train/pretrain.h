@@ -91,6 +91,10 @@ struct MlmTrainHooks {
   std::function<std::map<std::string, double>()> report;
   // FLOPs of one micro-batch's forward beyond the plain model's (for MFU).
   std::function<double(int64_t sequences, int64_t masked)> extra_forward_flops;
+  // Extra values for each validation line. `evaluate` scores the model as it is at the call on
+  // the same validation batches (loss, accuracy): a hook may edit the model, evaluate, restore.
+  std::function<std::map<std::string, double>(const std::function<MlmValidation()>& evaluate)>
+      extra_validation;
 };
 
 // The MLM training loop shared by pretraining and WID: data order, masking, accumulation,
