@@ -572,6 +572,17 @@ TEST(Wid, AMergeThatDropsLiveDimsIsReported) {
   auto [live, live_masks] =
       load_wid_checkpoint(o.train.out_dir + "/checkpoints/step-0000017", teacher);
   EXPECT_GT(largest_removed_entry(*live, live_masks), 0.1);
+  // ...exactly: without validations, the run trains the same weights.
+  WidOptions quiet_run = o;
+  quiet_run.train.out_dir = world().dir / "wid-live-no-eval";
+  quiet_run.train.eval_every = 0;
+  testing::internal::CaptureStderr();
+  const WidResult unvalidated = wid_train(quiet_run);
+  testing::internal::GetCapturedStderr();
+  const TensorMap a = load_weights(r.student_dir);
+  const TensorMap b = load_weights(unvalidated.student_dir);
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
   // The same run with the ramp ends on its student, and says nothing.
   o.train.out_dir = world().dir / "wid-live-zero";
   o.schedule.zero_by = 1;

@@ -163,11 +163,17 @@ WidResult wid_train(WidOptions o) {
   hooks.extra_validation = [&](const std::function<MlmValidation()>& evaluate) {
     if (!masks.active()) return std::map<std::string, double>{};
     at::NoGradGuard no_grad;
-    std::vector<at::Tensor> kept;
-    for (const auto& c : model->compactors) kept.push_back(c.weight.clone());
+    // Only the removed entries are saved: a full copy of every compactor would be several
+    // hundred MB at BERT-base size.
+    std::vector<at::Tensor> removed_values;
+    for (const auto& c : model->compactors)
+      removed_values.push_back(c.weight.masked_select(removed_entries(c, masks)));
     zero_removed(*model, masks);
     const MlmValidation student = evaluate();
-    for (size_t i = 0; i < kept.size(); ++i) model->compactors[i].weight.copy_(kept[i]);
+    for (size_t i = 0; i < removed_values.size(); ++i) {
+      const Compactor& c = model->compactors[i];
+      c.weight.masked_scatter_(removed_entries(c, masks), removed_values[i]);
+    }
     return std::map<std::string, double>{{"student_loss", student.loss},
                                          {"student_mlm_acc", student.accuracy}};
   };
