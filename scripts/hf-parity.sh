@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the inputs of the transformers parity check (scripts/hf_parity.py):
 #   scripts/hf-parity.sh OUT [PARA_CLASSIFIER (runs/ft-teacher/para/best)]
-# OUT/models/NAME: checkpoints as slimbert writes them — the committed MLM teacher, a WID student
-# after a short run and its merge, a classifier fine-tuned on the para task, that
+# OUT/models/NAME: checkpoints as slimbert writes them — the committed MLM teacher, WID students
+# (dim and head strategies) after a short run and their merge, a classifier fine-tuned on the para task, that
 # classifier rewired by DynaBERT and exported at (0.5, 0.75) with `pruned_heads` and with the
 # dropped heads zeroed (`--heads zeroed`, the form transformers 5 loads), and a random
 # regression model. OUT/texts.jsonl: test sentences (pairs, accents, CJK, long words, padding);
@@ -21,11 +21,16 @@ threads=(--threads 2 --device "${DEVICE:-cpu}")
 
 rm -rf "$models"/*
 cp -r models/teacher-mini "$models/mlm"
-$s wid --teacher models/teacher-mini --corpus "${SHARDS:-data/shards}" --out "$out/wid-run" --target-hidden 160 \
-  --steps 24 --w-step 1 --batch-size 8 --log-every 12 --eval-every 24 --eval-batches 2 \
-  --save-every 24 "${threads[@]}" 2>&1 | tail -n 2
-cp -r "$out/wid-run/student" "$models/wid-student"
-rm -rf "$out/wid-run"
+# Both strategies: dim keeps 4 heads of 40 dims (the attention scale folded into the queries),
+# head keeps 2 whole heads of 64.
+for spec in "dim 160 wid-student" "head 128 wid-student-head"; do
+  read -r strategy hidden name <<<"$spec"
+  $s wid --teacher models/teacher-mini --corpus "${SHARDS:-data/shards}" --out "$out/wid-run" \
+    --target-hidden "$hidden" --strategy "$strategy" --steps 24 --w-step 1 --batch-size 8 \
+    --log-every 12 --eval-every 24 --eval-batches 2 --save-every 24 "${threads[@]}" 2>&1 | tail -n 2
+  cp -r "$out/wid-run/student" "$models/$name"
+  rm -rf "$out/wid-run"
+done
 classifier=${2:-runs/ft-teacher/para/best}
 [[ -f $classifier/config.json ]] ||
   { echo "no fine-tuned para classifier at $classifier (scripts/finetune-tasks.sh)" >&2; exit 1; }
