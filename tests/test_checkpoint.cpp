@@ -34,9 +34,7 @@ TEST(Checkpoint, SaveThenLoadGivesTheSameWeightsAndHfFiles) {
                         "special_tokens_map.json"})
     EXPECT_TRUE(fs::exists(fs::path(dir / "ckpt") / f)) << f;
   BertForSequenceClassification back = load_classifier(dir / "ckpt");
-  auto a = state_dict(*model), b = state_dict(*back);
-  ASSERT_EQ(a.size(), b.size());
-  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+  test::expect_same_weights(state_dict(*model), state_dict(*back));
   // HF names; no stray temporary or staging files.
   auto file = SafetensorsFile::open(dir / "ckpt/model.safetensors");
   EXPECT_NE(file->find("bert.encoder.layer.1.attention.self.query.weight"), nullptr);

@@ -242,10 +242,8 @@ TEST(Pretrain, ResumedRunEqualsUninterruptedRun) {
   split.resume = true;
   PretrainResult second = pretrain(split);
   EXPECT_TRUE(second.finished);
-  const TensorMap a = load_weights(straight.out_dir + "/model");
-  const TensorMap b = load_weights(split.out_dir + "/model");
-  ASSERT_EQ(a.size(), b.size());
-  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+  test::expect_same_weights(load_weights(straight.out_dir + "/model"),
+                            load_weights(split.out_dir + "/model"));
   // keep_last = 2 checkpoints remain.
   int n = 0;
   for (const auto& e : fs::directory_iterator(split.out_dir + "/checkpoints"))

@@ -15,6 +15,7 @@
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/runtime.h"
+#include "slimbert/io/tensor_io.h"
 #include "slimbert/model/config.h"
 
 namespace slimbert::test {
@@ -108,6 +109,16 @@ inline void expect_same_losses(const std::string& a_dir, const std::string& b_di
     ASSERT_TRUE(b.count(step)) << "step " << step;
     for (const auto& [key, v] : losses)
       EXPECT_NEAR(b.at(step).at(key), v, rel * std::abs(v)) << key << " at step " << step;
+  }
+}
+
+// Two weight sets hold the same tensor names, each bit for bit equal (resumed vs uninterrupted,
+// saved vs reloaded, two paths to the same student).
+inline void expect_same_weights(const TensorMap& a, const TensorMap& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) {
+    ASSERT_TRUE(b.count(name)) << name;
+    EXPECT_TRUE(at::equal(t, b.at(name))) << name;
   }
 }
 

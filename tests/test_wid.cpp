@@ -478,15 +478,12 @@ TEST(Wid, ResumedRunEqualsUninterruptedRunAndMergeCommandEqualsTheTrainer) {
                                 /*resume=*/true);
   ASSERT_TRUE(second.result.train.finished);
   const TensorMap a = load_weights(straight.result.student_dir);
-  const TensorMap b = load_weights(second.result.student_dir);
-  ASSERT_EQ(a.size(), b.size());
-  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+  test::expect_same_weights(a, load_weights(second.result.student_dir));
 
   // `wid merge` of the last checkpoint writes the same student.
   const std::string merged = world().dir / "wid-merged";
   wid_merge(straight.options.train.out_dir + "/checkpoints/step-0000020", merged, false);
-  const TensorMap c = load_weights(merged);
-  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, c.at(name))) << name;
+  test::expect_same_weights(a, load_weights(merged));
 
   // Resuming with other options is refused.
   WidOptions other = straight.options;
@@ -525,9 +522,8 @@ TEST(Wid, ZeroByEndsWithTheModelItTrainedAndResumesExactly) {
   EXPECT_FALSE(first.result.train.finished);
   const WidRun second = run("wid-zero-split", 0, true);
   ASSERT_TRUE(second.result.train.finished);
-  const TensorMap a = load_weights(straight.result.student_dir);
-  const TensorMap b = load_weights(second.result.student_dir);
-  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+  test::expect_same_weights(load_weights(straight.result.student_dir),
+                            load_weights(second.result.student_dir));
 
   WidOptions other = straight.options;
   other.train.resume = true;
@@ -579,10 +575,7 @@ TEST(Wid, AMergeThatDropsLiveDimsIsReported) {
   testing::internal::CaptureStderr();
   const WidResult unvalidated = wid_train(quiet_run);
   testing::internal::GetCapturedStderr();
-  const TensorMap a = load_weights(r.student_dir);
-  const TensorMap b = load_weights(unvalidated.student_dir);
-  ASSERT_EQ(a.size(), b.size());
-  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+  test::expect_same_weights(load_weights(r.student_dir), load_weights(unvalidated.student_dir));
   // The same run with the ramp ends on its student, and says nothing.
   o.train.out_dir = world().dir / "wid-live-zero";
   o.schedule.zero_by = 1;
