@@ -57,20 +57,34 @@ def shape(model_dir):
 
 
 def validation_loss(log):
+    """The exported model's MLM validation loss, and whether it is only the compactor model's.
+
+    A WID log states the merged student's loss; logs written before that line (before ae4ca87)
+    end on the compactor model's, whose removed entries are pulled towards zero but not cut."""
     if not os.path.exists(log):
-        return None
-    losses = re.findall(r"validation loss ([0-9.]+)", open(log).read())
-    return float(losses[-1]) if losses else None
+        return None, False
+    text = open(log).read()
+    merged = re.findall(r"merged student validation loss ([0-9.]+)", text)
+    if merged:
+        return float(merged[-1]), False
+    losses = re.findall(r"validation loss ([0-9.]+)", text)
+    stale = "wid: student" in text  # a WID log without the merged-student line
+    return (float(losses[-1]), stale) if losses else (None, False)
 
 
-rows = [("teacher (mini)", "models/teacher-mini", *scores([os.path.join(runs, "ft-teacher")]), 5.962)]
+rows = [("teacher (mini)", "models/teacher-mini", *scores([os.path.join(runs, "ft-teacher")]),
+         (5.962, False))]
 kd = protocol.startswith("kd")
 if kd:
     epochs = protocol[len("kd-e"):] if protocol.startswith("kd-e") else None
     grid = "ft-teacher-grid" + (f"-e{epochs}" if epochs else "")
     rows.append((f"teacher (mini), lr chosen on dev{f', {epochs} epochs' if epochs else ''}",
-                 "models/teacher-mini", *scores([os.path.join(runs, grid)]), 5.962))
+                 "models/teacher-mini", *scores([os.path.join(runs, grid)]), (5.962, False)))
+rows = [r for r in rows if r[2]] or rows[-1:]  # the plain teacher's runs may not be on this machine
 teacher = rows[-1][2]
+if len(teacher) < len(tasks):
+    sys.exit(f"wid_results.py: the teacher's fine-tuned runs ({rows[-1][0]}) are not under {runs}: "
+             f"it has {sorted(teacher) or 'no task'}, the table needs {tasks}")
 t_mean = sum(teacher[t] for t in tasks) / len(tasks)
 exp = os.path.join(runs, "wid-exp")
 suffix = protocol if kd else "ft"
@@ -100,7 +114,11 @@ for name, model, s, counts, lrs, vl in rows:
     cells = [f"{s[t]:.4f}" if t in s else "-" for t in tasks]
     mean = sum(s[t] for t in tasks) / len(tasks) if len(s) == len(tasks) else None
     print(f"| {name} | {H} | {params / 1e6:.2f} | {gflops:.3f} | "
-          + (f"{vl:.3f}" if vl else "-") + " | " + " | ".join(cells) + " | "
+          + (f"{vl[0]:.3f}" + ("c" if vl[1] else "") if vl[0] else "-") + " | "
+          + " | ".join(cells) + " | "
           + (f"{mean:.4f} | {100 * mean / t_mean:.1f}%" if mean else "- | -") + " |"
           + (f" {lrs} |" if kd else "")
           + (" " + "/".join(str(counts.get(t, 0)) for t in tasks) + " |" if seeded else ""))
+if any(vl[1] for *_, vl in rows):
+    print("\nc: the compactor model's loss; the log predates the merged student's line "
+          "(`slimbert eval-mlm STUDENT --shards data/shards` scores the student).")
