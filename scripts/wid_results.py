@@ -11,7 +11,8 @@ runs/ft-teacher. kd: the students distilled from the teacher fine-tuned with a d
 runs/ft-teacher-grid`) into NAME-METHOD-kd (`FINETUNE=kd scripts/wid-experiment.sh`), against that
 teacher; the last column lists the learning rates (x 1e-4, task order). kd-eN: the same with N
 fine-tuning passes on every task for teacher and students (`FINETUNE=kd FT_EPOCHS=N`):
-runs/ft-teacher-grid-eN and NAME-METHOD-kd-eN.
+runs/ft-teacher-grid-eN and NAME-METHOD-kd-eN. kdX-eN: the same against runs/ft-teacher-gridX-eN
+(e.g. kd2-e3: every model's learning rate chosen on dev from a wider grid, `pick-on-dev.py`).
 
 Every NAME with a fine-tuned student in the protocol is listed (the recorded runs first, in the
 order of docs/RESULTS.md, then the others by name). Further fine-tuning seeds of a student go
@@ -72,19 +73,21 @@ def validation_loss(log):
     return (float(losses[-1]), stale) if losses else (None, False)
 
 
-rows = [("teacher (mini)", "models/teacher-mini", *scores([os.path.join(runs, "ft-teacher")]),
+teacher_dir = os.path.join(runs, "ft-teacher")
+rows = [("teacher (mini)", "models/teacher-mini", *scores([teacher_dir]),
          (5.962, False))]
 kd = protocol.startswith("kd")
 if kd:
-    epochs = protocol[len("kd-e"):] if protocol.startswith("kd-e") else None
-    grid = "ft-teacher-grid" + (f"-e{epochs}" if epochs else "")
+    variant, epochs = re.fullmatch(r"kd(.*?)(?:-e(\d+))?", protocol).groups()
+    grid = "ft-teacher-grid" + variant + (f"-e{epochs}" if epochs else "")
+    teacher_dir = os.path.join(runs, grid)
     rows.append((f"teacher (mini), lr chosen on dev{f', {epochs} epochs' if epochs else ''}",
-                 "models/teacher-mini", *scores([os.path.join(runs, grid)]), (5.962, False)))
+                 "models/teacher-mini", *scores([teacher_dir]), (5.962, False)))
 rows = [r for r in rows if r[2]] or rows[-1:]  # the plain teacher's runs may not be on this machine
 teacher = rows[-1][2]
 if len(teacher) < len(tasks):
-    sys.exit(f"wid_results.py: the teacher's fine-tuned runs ({rows[-1][0]}) are not under {runs}: "
-             f"it has {sorted(teacher) or 'no task'}, the table needs {tasks}")
+    sys.exit(f"wid_results.py: {teacher_dir} has the teacher's runs for {sorted(teacher) or 'no task'}; "
+             f"the table needs TASK/eval.json for each of {tasks}")
 t_mean = sum(teacher[t] for t in tasks) / len(tasks)
 exp = os.path.join(runs, "wid-exp")
 suffix = protocol if kd else "ft"
