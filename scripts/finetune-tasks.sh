@@ -46,13 +46,9 @@ sys.exit(f"{sys.argv[1]}: no training.lr recorded (a report older than that fiel
     echo "$task lr $lr: $(( $(date +%s) - start )) s" | tee -a "$out-times.txt"
   done
   if (( ${#task_lrs[@]} > 1 )); then
-    best=$(/usr/bin/python3 -c '
-import json, sys
-task, out, lrs = sys.argv[1], sys.argv[2], sys.argv[3:]
-dev = {lr: json.load(open(f"{out}/lr-{lr}/{task}/eval.json"))["dev"]["main"] for lr in lrs}
-print(max(lrs, key=lambda lr: dev[lr]))' "$task" "$out" "${task_lrs[@]}")
-    ln -sfn "lr-$best/$task" "$out/$task"
-    echo "$task: lr $best has the best dev score" | tee -a "$out-times.txt"
+    # In LRS order, so a tie goes to the first rate listed.
+    /usr/bin/python3 "$root/scripts/pick-on-dev.py" --tasks "$task" "$out" "${task_lrs[@]/#/$out/lr-}" |
+      tee -a "$out-times.txt"
   fi
 done
 /usr/bin/python3 - "$out" ${TASKS:-spam debsec para wngloss} <<'PY'

@@ -47,7 +47,8 @@ for task in tasks:
     tmp = link + ".tmp-link"
     if os.path.lexists(tmp):
         os.remove(tmp)
-    os.symlink(os.path.relpath(best[1], args.out), tmp)
+    # Relative to where the link really lives, so it holds if OUT_DIR's path has links in it.
+    os.symlink(os.path.relpath(best[1], os.path.realpath(args.out)), tmp)
     os.replace(tmp, link)  # atomic: a reader sees the old choice or the new one
     lr = "?" if best[2] is None else f"{best[2]:g}"
     print(f"{task}: dev {best[0]:.4f} at lr {lr} ({os.path.relpath(best[1])})")
