@@ -2,8 +2,9 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 DEMO_DIR ?= demo-out
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test demo bench format clean
+.PHONY: all deps build test test-sanitize fuzz demo bench format clean
 
 all: build
 
@@ -17,6 +18,14 @@ build: deps
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# The test suite again, built with ASan + UBSan + _GLIBCXX_ASSERTIONS (build-asan/).
+test-sanitize:
+	scripts/sanitize.sh
+
+# Every libFuzzer target for FUZZ_SECONDS each (build-fuzz/); non-zero on a finding.
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
 demo: build
 	scripts/demo.sh $(BUILD)/slimbert $(DEMO_DIR)
 
@@ -28,4 +37,4 @@ format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(DEMO_DIR)
+	rm -rf $(BUILD) build-asan build-fuzz $(DEMO_DIR)

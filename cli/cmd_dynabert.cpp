@@ -49,7 +49,9 @@ void add_rewire(CLI::App* dyna) {
   cmd->add_option("--examples", o->examples, "examples scored (0 = the whole split)")
       ->capture_default_str();
   cmd->add_option("--batch-size", o->batch_size, "examples per batch")->capture_default_str();
-  cmd->add_option("--max-length", o->max_length, "tokens per example")->capture_default_str();
+  cmd->add_option("--max-length", o->max_length, "tokens per example")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
   cmd->add_option("--seed", o->seed, "subset seed")->capture_default_str();
   cmd->add_flag("--per-batch-gradients", o->per_batch,
                 "score each batch's own gradient (the reference accumulates them)");
@@ -229,7 +231,9 @@ void add_grid(CLI::App* dyna) {
   cmd->add_option("--depths", o->depths, "depth multipliers")->capture_default_str();
   cmd->add_option("--splits", o->splits, "splits to score (unlabelled ones are skipped)")
       ->capture_default_str();
-  cmd->add_option("--max-length", o->g.max_length, "tokens per example")->capture_default_str();
+  cmd->add_option("--max-length", o->g.max_length, "tokens per example")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
   cmd->add_option("--latency-iters", o->g.latency_iters, "timed forward passes per point")
       ->capture_default_str();
   cmd->add_option("--latency-seq", o->g.latency_seq, "tokens per sequence in the timed passes")
@@ -288,7 +292,8 @@ void add_augment(CLI::App* dyna) {
   cmd->add_option("--replace-prob", o->a.replace_prob, "p: chance a candidate word is replaced")
       ->capture_default_str();
   cmd->add_option("--max-length", o->a.max_length, "MLM input tokens (masked + original window)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
   cmd->add_option("--batch-size", o->a.batch_size, "masked inputs per forward")
       ->capture_default_str();
   cmd->add_option("--max-examples", o->a.max_examples,

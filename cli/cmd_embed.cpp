@@ -28,7 +28,8 @@ void add_run_options(CLI::App* cmd, RunOpts* o) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--max-length", o->max_length,
-                  "truncate inputs to this many tokens (0 = model limit)");
+                  "truncate inputs to this many tokens (0 = model limit)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   cmd->add_flag("--no-truncate", o->no_truncate,
                 "fail on inputs longer than the limit instead of truncating");
   cmd->add_option("--width", o->width, "sub-network width multiplier (DynaBERT)")

@@ -33,6 +33,7 @@ void add_forward(CLI::App& app) {
     configure_runtime(opts->runtime);
     const BertConfig config = load_config_dir(opts->dir);
     const TensorMap weights = load_weights(opts->dir);
+    check_config_matches_weights(config, weights, weights_path(opts->dir));
     const TensorMap inputs = load_safetensors(opts->inputs);
     auto input = [&](const char* name, bool required) -> at::Tensor {
       auto it = inputs.find(name);

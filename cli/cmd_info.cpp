@@ -30,7 +30,9 @@ void add_info(CLI::App& app) {
   cmd->callback([opts] {
     configure_runtime(opts->runtime);
     const BertConfig config = load_config_dir(opts->dir);
-    const auto counts = count_parameters(load_weights(opts->dir));
+    const TensorMap weights = load_weights(opts->dir);
+    check_config_matches_weights(config, weights, weights_path(opts->dir));
+    const auto counts = count_parameters(weights);
     int64_t total = 0;
     for (const auto& c : counts) total += c.parameters;
     const double flops = encoder_flops(config, opts->seq);

@@ -21,7 +21,8 @@ void add_tokenize(CLI::App& app) {
   cmd->add_option("--output,-o", opts->output, "output file ('-' = standard output)")
       ->capture_default_str();
   cmd->add_option("--max-length", opts->max_length,
-                  "truncate to at most this many ids (0 = no limit)");
+                  "truncate to at most this many ids (0 = no limit)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   cmd->add_option("--truncation", opts->truncation, "longest_first, only_first or only_second")
       ->check(CLI::IsMember({"longest_first", "only_first", "only_second"}))
       ->capture_default_str();

@@ -184,7 +184,8 @@ void add_task_loop_options(CLI::App* cmd, FinetuneOptions* f) {
   cmd->add_option("--epochs", f->epochs, "passes over the training set")->capture_default_str();
   cmd->add_option("--batch-size", f->batch_size, "examples per step")->capture_default_str();
   cmd->add_option("--max-length", f->max_length, "tokens per example (longest_first truncation)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
   cmd->add_option("--lr", f->lr, "peak learning rate")->capture_default_str();
   cmd->add_option("--weight-decay", f->weight_decay, "decoupled weight decay")
       ->capture_default_str();
@@ -258,7 +259,9 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--data", o->data, "task directory")->required();
   cmd->add_option("--splits", o->splits, "comma-separated: train, dev, test")
       ->capture_default_str();
-  cmd->add_option("--max-length", o->max_length, "tokens per example")->capture_default_str();
+  cmd->add_option("--max-length", o->max_length, "tokens per example")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
   cmd->add_option("--batch-size", o->batch_size, "examples per forward pass")
       ->capture_default_str();
   cmd->add_option("--width", o->width, "sub-network width multiplier")->capture_default_str();

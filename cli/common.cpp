@@ -9,6 +9,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 
 namespace slimbert::cli {
 
@@ -64,12 +65,7 @@ std::vector<Record> read_records(const InputOptions& options) {
     if (format == "text") {
       r.text = line;
     } else {
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception& e) {
-        fail(source, ":", line_no, ": not valid JSON: ", e.what());
-      }
+      const nlohmann::json j = parse_json(line, cat(source, ":", line_no));
       if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
         fail(source, ":", line_no, ": expected a JSON object with a string field \"text\"");
       r.text = j["text"].get<std::string>();

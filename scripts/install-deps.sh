@@ -2,6 +2,7 @@
 # Installs everything slimbert needs to build and test, idempotently.
 #   scripts/install-deps.sh          build + test dependencies (Debian packages)
 #   scripts/install-deps.sh --bench  also the benchmark anchors (python3-torch, npm onnxruntime-node)
+#   scripts/install-deps.sh --fuzz   also clang and libFuzzer (the fuzz targets, scripts/fuzz.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ packages=(cmake ninja-build g++ ccache pkg-config
 bench=0
 [[ "${1:-}" == "--bench" ]] && bench=1
 ((bench)) && packages+=(python3-torch)
+[[ "${1:-}" == "--fuzz" ]] && packages+=(clang libclang-rt-14-dev python3)
 
 missing=()
 for p in "${packages[@]}"; do

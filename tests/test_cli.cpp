@@ -50,13 +50,13 @@ Result run(const std::string& args, const std::string& input = "") {
   return r;
 }
 
-#define EXPECT_FAILS_WITH(result, ...)                      \
-  do {                                                      \
-    const Result& r_ = (result);                            \
-    EXPECT_NE(r_.code, 0) << "stdout: " << r_.out;          \
-    for (const std::string& part : {__VA_ARGS__})           \
-      EXPECT_NE(r_.err.find(part), std::string::npos)       \
-          << "stderr: " << r_.err << "\n  lacks: " << part; \
+#define EXPECT_FAILS_WITH(result, ...)                                              \
+  do {                                                                              \
+    const Result& r_ = (result);                                                    \
+    EXPECT_NE(r_.code, 0) << "stdout: " << r_.out;                                  \
+    for (const std::string& part : std::initializer_list<std::string>{__VA_ARGS__}) \
+      EXPECT_NE(r_.err.find(part), std::string::npos)                               \
+          << "stderr: " << r_.err << "\n  lacks: " << part;                         \
   } while (0)
 
 std::string model_dir() {
@@ -341,6 +341,70 @@ TEST(CliBadInput, BadFlagValues) {
   EXPECT_NE(r.err.find("huge"), std::string::npos) << r.err;
   r = run("embed " + tiny_model() + " --width 1.5", "hello\n");
   EXPECT_FAILS_WITH(r, "width multiplier", "1.5");
+}
+
+// The reproducers of the defects fuzzing found, against the program itself: an exit code of 1
+// and a message, never a signal, a raw library exception or minutes of allocation.
+TEST(CliBadInput, HostileFilesFoundByFuzzing) {
+  TempDir dir;
+  // CoLA rows with one field were read past their end (SIGSEGV).
+  std::string rows;
+  for (int i = 0; i < 40; ++i) rows += "x\n";
+  fs::create_directories(dir / "cola");
+  write_file_atomic(dir / "cola/train.tsv", rows);
+  write_file_atomic(dir / "cola/dev.tsv", rows);
+  Result r = run("finetune --model " + tiny_model() + " --task cola --data " + (dir / "cola") +
+                 " --out " + (dir / "ft") + " --epochs 1 --max-length 16");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_FAILS_WITH(r, "cola/train.tsv:1", "expected 4 columns, got 1");
+  // num_labels of two billion without id2label: allocated for minutes.
+  const std::string m = copy_model(dir);
+  auto config = nlohmann::json::parse(read_file(m + "/config.json"));
+  config.erase("id2label");
+  config.erase("label2id");
+  config["num_labels"] = 2000000000;
+  write_file_atomic(m + "/config.json", config.dump());
+  EXPECT_FAILS_WITH(run("info " + m), "config.json", "'num_labels'", "at most 65536");
+  // A config that claims more than its weights hold.
+  config = nlohmann::json::parse(read_file(model_dir() + "/config.json"));
+  config["vocab_size"] = 4000000;
+  write_file_atomic(m + "/config.json", config.dump());
+  EXPECT_FAILS_WITH(run("info " + m), "model.safetensors", "config.json says vocab_size 4000000");
+  // A negative --max-length was "no limit".
+  EXPECT_FAILS_WITH(run("tokenize " + tiny_model() + " --max-length -3", "hello\n"),
+                    "--max-length");
+  EXPECT_FAILS_WITH(run("finetune --model " + tiny_model() + " --task cola --data " +
+                        (dir / "cola") + " --out " + (dir / "ft2") + " --max-length -3"),
+                    "--max-length");
+}
+
+// A resumed run whose trainer state was corrupted or written for another run.
+TEST(CliBadInput, ResumeOfACorruptedOrForeignState) {
+  TempDir dir;
+  const test::World& w = test::world();
+  const std::string pretrain = "pretrain --init " + w.init + " --shards " + w.shards + " --out " +
+                               (dir / "pt") + " --steps 6 --save-every 2";
+  const std::string base = pretrain + " --batch-size 4";
+  Result r = run(base + " --stop-after 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string state = dir / "pt/checkpoints/step-0000002/trainer_state/state.json";
+  const char* state_name = "step-0000002/trainer_state/state.json";
+  const std::string saved = read_file(state);
+  EXPECT_FAILS_WITH(run(base + " --resume --seed 3"), state_name, "seed 0 -> 3");
+  EXPECT_FAILS_WITH(run(pretrain + " --resume --batch-size 2"), "batch_size 4 -> 2");
+  write_file_atomic(state, "{}");
+  EXPECT_FAILS_WITH(run(base + " --resume"), state_name, "missing field");
+  write_file_atomic(state, "{\"step\": \"2\"}");
+  EXPECT_FAILS_WITH(run(base + " --resume"), state_name, "field 'step'");
+  auto j = nlohmann::json::parse(saved);
+  j["offset"] = -13535555;
+  write_file_atomic(state, j.dump());
+  r = run(base + " --resume");
+  EXPECT_FAILS_WITH(r, state_name, "field 'offset'");
+  EXPECT_EQ(r.err.find("_M_range_check"), std::string::npos) << r.err;
+  write_file_atomic(state, saved);
+  r = run(base + " --resume");
+  EXPECT_EQ(r.code, 0) << r.err;
 }
 
 TEST(CliBadInput, ShardsWithoutValidationSequencesSayWhy) {

@@ -298,8 +298,9 @@ TEST(Pretrain, FailedCheckpointWriteKeepsThePreviousCheckpoint) {
   small.rlim_cur = 16 * 1024;  // smaller than the model file
   auto previous = std::signal(SIGXFSZ, SIG_IGN);
   setrlimit(RLIMIT_FSIZE, &small);
-  EXPECT_ERROR_CONTAINS(save_training_checkpoint(o.out_dir, 99, load_config_dir(good), *model,
-                                                 w.tokenizer, opt, nlohmann::json::object(), 2),
+  EXPECT_ERROR_CONTAINS(save_training_checkpoint(o.out_dir, TrainerCursor{99, 0, 0}, RunSignature{},
+                                                 nlohmann::json::object(), load_config_dir(good),
+                                                 *model, w.tokenizer, opt, 2),
                         "model.safetensors", "write failed");
   setrlimit(RLIMIT_FSIZE, &old);
   std::signal(SIGXFSZ, previous);

@@ -129,14 +129,14 @@ inline void expect_same_weights(const TensorMap& a, const TensorMap& b) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (CPU-only libtorch or no GPU)"
 
 // Expects `statement` to throw slimbert::Error whose message contains every given substring.
-#define EXPECT_ERROR_CONTAINS(statement, ...)                          \
-  do {                                                                 \
-    try {                                                              \
-      statement;                                                       \
-      ADD_FAILURE() << "expected an error from: " #statement;          \
-    } catch (const slimbert::Error& e) {                               \
-      for (const std::string& part : {__VA_ARGS__})                    \
-        EXPECT_NE(std::string(e.what()).find(part), std::string::npos) \
-            << "message: " << e.what() << "\n  lacks: " << part;       \
-    }                                                                  \
+#define EXPECT_ERROR_CONTAINS(statement, ...)                                         \
+  do {                                                                                \
+    try {                                                                             \
+      statement;                                                                      \
+      ADD_FAILURE() << "expected an error from: " #statement;                         \
+    } catch (const slimbert::Error& e) {                                              \
+      for (const std::string& part : std::initializer_list<std::string>{__VA_ARGS__}) \
+        EXPECT_NE(std::string(e.what()).find(part), std::string::npos)                \
+            << "message: " << e.what() << "\n  lacks: " << part;                      \
+    }                                                                                 \
   } while (0)

@@ -489,6 +489,10 @@ TEST(Wid, ResumedRunEqualsUninterruptedRunAndMergeCommandEqualsTheTrainer) {
   WidOptions other = straight.options;
   other.train.resume = true;
   other.train.steps = 30;
+  EXPECT_ERROR_CONTAINS(wid_train(other), "steps 20 -> 30",
+                        "resume with the options it was started with");
+  other = straight.options;
+  other.train.resume = true;
   other.target.hidden = 20;
   EXPECT_ERROR_CONTAINS(wid_train(other), ("trained with strategy dim, target 16"),
                         ("resume with the same options"));

@@ -1,6 +1,7 @@
 #include "slimbert/core/fs.h"
 
 #include <ftw.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -90,6 +91,27 @@ bool remove_tree(const std::string& path) {
   struct stat st;
   if (lstat(path.c_str(), &st) != 0) return errno == ENOENT;
   return nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0;
+}
+
+std::vector<std::string> remove_stale_staging(const std::string& dir) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return removed;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const size_t at = name.rfind(".tmp-");
+    if (at == std::string::npos) continue;
+    // ".tmp-<pid>-<hex>", as unique_suffix writes it.
+    const std::string rest = name.substr(at + 5);
+    const size_t dash = rest.find('-');
+    if (dash == std::string::npos || dash == 0 || dash > 10) continue;
+    const std::string pid_text = rest.substr(0, dash);
+    if (pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+    const long pid = std::stol(pid_text);
+    if (pid == getpid() || (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) continue;
+    if (remove_tree(e.path().string())) removed.push_back(e.path().string());
+  }
+  return removed;
 }
 
 void write_dir_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill) {

@@ -14,6 +14,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 
 namespace fs = std::filesystem;
 
@@ -215,16 +216,17 @@ struct ShardSet::File {
 
 ShardSet ShardSet::open(const std::string& dir, const std::string& split) {
   const std::string meta_path = (fs::path(dir) / "shards.json").string();
-  nlohmann::json meta;
-  try {
-    meta = nlohmann::json::parse(read_file(meta_path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(meta_path, ": not valid JSON: ", e.what());
-  }
-  if (!meta.contains(split)) fail(meta_path, ": no split '", split, "'");
+  const nlohmann::json meta = read_json_file(meta_path);
+  const JsonFields fields(meta, meta_path);
+  if (!fields.has(split.c_str())) fail(meta_path, ": no split '", split, "'");
   ShardSet set;
-  set.seq_len_ = meta.value("seq_len", int64_t{0});
-  for (const auto& name : meta[split]["files"]) {
+  set.seq_len_ = fields.integer("seq_len", 1, 65535);
+  const JsonFields split_fields(fields.at(split.c_str()), meta_path + ": split '" + split + "'");
+  const nlohmann::json& files = split_fields.at("files");
+  if (!files.is_array()) split_fields.bad("files", "a list of shard file names");
+  for (const auto& name : files) {
+    if (!name.is_string() || name.get<std::string>().find('/') != std::string::npos)
+      split_fields.bad("files", "a list of shard file names in the same directory");
     const std::string path = (fs::path(dir) / name.get<std::string>()).string();
     auto file = std::make_shared<File>();
     int fd = ::open(path.c_str(), O_RDONLY);
@@ -251,6 +253,9 @@ ShardSet ShardSet::open(const std::string& dir, const std::string& split) {
     std::memcpy(&file->rows, bytes + 20, 8);
     if (static_cast<int64_t>(file->seq_len) != set.seq_len_)
       fail(path, ": seq_len ", file->seq_len, " differs from shards.json (", set.seq_len_, ")");
+    // Row count and length come from the file: bounded by its size before any product.
+    if (file->rows > file->size / 2)
+      fail(path, ": corrupt shard: ", file->rows, " rows cannot fit in ", file->size, " bytes");
     const uint64_t need = 28 + file->rows * 2 + file->rows * file->seq_len * 2;
     if (need != file->size)
       fail(path, ": truncated or corrupt shard: ", file->size, " bytes, expected ", need);
@@ -268,6 +273,8 @@ int64_t ShardSet::read(int64_t i, int64_t* out) const {
   const File& file = *files_[f];
   const uint16_t* row = file.ids + static_cast<uint64_t>(r) * file.seq_len;
   const int64_t n = file.lengths[r];
+  if (n > seq_len_)
+    fail("shard row ", r, ": length ", n, " exceeds the sequence length ", seq_len_);
   for (int64_t t = 0; t < seq_len_; ++t) out[t] = t < n ? row[t] : 0;
   return n;
 }

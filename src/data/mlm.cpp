@@ -70,6 +70,9 @@ void MlmLoader::shuffle() {
 }
 
 void MlmLoader::seek(int64_t epoch, int64_t offset) {
+  if (epoch < 0 || offset < 0 || offset > shards_.size())
+    fail("data position epoch ", epoch, ", offset ", offset, " is outside the ", shards_.size(),
+         " training sequences");
   epoch_ = epoch;
   offset_ = offset;
   shuffle();

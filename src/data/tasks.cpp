@@ -8,6 +8,8 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
+#include "slimbert/text/unicode.h"
 
 namespace fs = std::filesystem;
 
@@ -75,6 +77,11 @@ int resolve(int index, size_t columns) {
   return index < 0 ? static_cast<int>(columns) + index : index;
 }
 
+// The columns a row needs for `index` to exist in it (negative: counted from the end).
+size_t columns_needed(int index) {
+  return static_cast<size_t>(index < 0 ? -index : index + 1);
+}
+
 // Generic header-based tables: which column holds what.
 struct Columns {
   int a = -1, b = -1, label = -1;
@@ -92,9 +99,12 @@ Columns find_columns(const std::vector<std::string>& header, const std::string& 
     else if (h == "label" || h == "score")
       c.label = static_cast<int>(i);
   }
-  if (c.a < 0)
+  if (c.a < 0) {
+    std::string names;
+    for (const auto& h : header) names += (names.empty() ? "" : ", ") + json_quoted(h);
     fail(where, ": header needs a text column (sentence, text, sentence1 or text_a), got: ",
-         nlohmann::json(header).dump());
+         names.size() > 200 ? names.substr(0, 197) + "..." : names);
+  }
   return c;
 }
 
@@ -248,7 +258,17 @@ TaskData TaskSpec::load(const std::string& split) const {
     a = test_split ? glue->test_text_a : glue->text_a;
     b = test_split ? glue->test_text_b : glue->text_b;
     label = test_split ? -2 : glue->label;  // -2: no label column
-    if (!lines.empty()) columns = split_tab(lines[0]).size();
+    // Every row has as many columns as the header (or, without one, as the layout reads).
+    size_t need = columns_needed(a);
+    if (b != -1) need = std::max(need, columns_needed(b));
+    if (label != -2) need = std::max(need, columns_needed(label));
+    columns = need;
+    if (first == 1 && !lines.empty()) {
+      columns = split_tab(lines[0]).size();
+      if (columns < need)
+        fail(data.source, ":1: the header has ", columns, " tab-separated columns; the ",
+             glue->name, " layout reads ", need);
+    }
   } else {
     if (lines.empty()) fail(data.source, ": empty file (expected a header row)");
     const auto header = split_row(lines[0], 1);
@@ -263,14 +283,21 @@ TaskData TaskSpec::load(const std::string& split) const {
     if (lines[i].empty()) continue;
     const auto fields = split_row(lines[i], i + 1);
     if (fields.size() != columns) {
-      bad(i + 1, cat("expected ", columns, " columns, got ", fields.size()));
+      bad(i + 1, cat("expected ", columns, " columns, got ", fields.size(),
+                     csv ? "" : " (fields are separated by tabs)"));
       continue;
     }
     Example e;
     e.line = i + 1;
     e.text_a = fields[static_cast<size_t>(resolve(a, fields.size()))];
     if (b != -1) e.text_b = fields[static_cast<size_t>(resolve(b, fields.size()))];
-    if (label != -2) e.label = fields[static_cast<size_t>(resolve(label, fields.size()))];
+    if (label != -2) {
+      e.label = fields[static_cast<size_t>(resolve(label, fields.size()))];
+      if (!unicode::is_valid_utf8(e.label)) {
+        bad(i + 1, "the label is not valid UTF-8");
+        continue;
+      }
+    }
     data.examples.push_back(std::move(e));
   }
   return data;

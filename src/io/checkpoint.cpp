@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <set>
 
 #include "slimbert/core/error.h"
@@ -158,11 +160,23 @@ std::string weights_path(const std::string& dir) {
 
 namespace {
 
+// The tensor stored under `name` in a base-model or a head-model file.
+const at::Tensor* find_weight(const TensorMap& weights, const std::string& name) {
+  for (const char* prefix : {"", "bert."}) {
+    auto it = weights.find(std::string(prefix) + name);
+    if (it != weights.end()) return &it->second;
+  }
+  return nullptr;
+}
+
 template <typename Model>
-Model load_into(Model model, const BertConfig& config, const std::string& dir,
-                const LoadOptions& options) {
+Model load_into(const std::function<Model()>& make, const BertConfig& config,
+                const std::string& dir, const LoadOptions& options) {
+  const TensorMap weights = load_weights(dir);
+  check_config_matches_weights(config, weights, weights_path(dir));
+  Model model = make();
   if (options.init_missing_heads) init_weights(*model, config, options.seed);
-  load_state(*model, load_weights(dir), weights_path(dir), options);
+  load_state(*model, weights, weights_path(dir), options);
   model->eval();
   model->to(compute_device());
   return model;
@@ -170,19 +184,56 @@ Model load_into(Model model, const BertConfig& config, const std::string& dir,
 
 }  // namespace
 
+void check_config_matches_weights(const BertConfig& config, const TensorMap& weights,
+                                  const std::string& source) {
+  auto expect = [&](const char* field, int64_t value, const std::string& tensor, int64_t dim) {
+    const at::Tensor* t = find_weight(weights, tensor);
+    if (!t || t->dim() <= dim) return;
+    // Smaller is left to load_state, which names both shapes; larger would allocate first.
+    if (value > t->size(dim))
+      fail(source, ": config.json says ", field, " ", value, ", but ", tensor, " has shape ",
+           t->sizes(), ": the weights hold only ", t->size(dim));
+  };
+  expect("vocab_size", config.vocab_size, "embeddings.word_embeddings.weight", 0);
+  expect("hidden_size", config.hidden_size, "embeddings.word_embeddings.weight", 1);
+  expect("max_position_embeddings", config.max_position_embeddings,
+         "embeddings.position_embeddings.weight", 0);
+  expect("type_vocab_size", config.type_vocab_size, "embeddings.token_type_embeddings.weight", 0);
+  expect("intermediate_size", config.intermediate_size, "encoder.layer.0.intermediate.dense.weight",
+         0);
+  expect("num_labels", config.num_labels(), "classifier.weight", 0);
+  // Layers: the highest encoder.layer.N in the file.
+  int64_t layers = 0;
+  const std::string marker = "encoder.layer.";
+  for (const auto& [name, tensor] : weights) {
+    const size_t at = name.find(marker);
+    if (at == std::string::npos) continue;
+    const size_t begin = at + marker.size(), end = name.find('.', begin);
+    const std::string digits = name.substr(begin, end == std::string::npos ? end : end - begin);
+    if (digits.empty() || digits.size() > 6 ||
+        digits.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    layers = std::max<int64_t>(layers, std::stoll(digits) + 1);
+  }
+  if (layers > 0 && config.num_hidden_layers > layers)
+    fail(source, ": config.json says num_hidden_layers ", config.num_hidden_layers,
+         ", but the weights hold only ", layers, " layers");
+}
+
 BertModel load_bert_model(const std::string& dir, bool with_pooler, const LoadOptions& options) {
   const BertConfig config = load_config_dir(dir);
-  return load_into(BertModel(config, with_pooler), config, dir, options);
+  return load_into<BertModel>([&] { return BertModel(config, with_pooler); }, config, dir, options);
 }
 
 BertForMaskedLM load_masked_lm(const std::string& dir, const LoadOptions& options) {
   const BertConfig config = load_config_dir(dir);
-  return load_into(BertForMaskedLM(config), config, dir, options);
+  return load_into<BertForMaskedLM>([&] { return BertForMaskedLM(config); }, config, dir, options);
 }
 
 BertForSequenceClassification load_classifier(const std::string& dir, const LoadOptions& options) {
   const BertConfig config = load_config_dir(dir);
-  return load_into(BertForSequenceClassification(config), config, dir, options);
+  return load_into<BertForSequenceClassification>(
+      [&] { return BertForSequenceClassification(config); }, config, dir, options);
 }
 
 }  // namespace slimbert

@@ -12,6 +12,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 
 namespace slimbert {
 namespace {
@@ -104,12 +105,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   file->data_ = bytes + 8 + header_len;
   const uint64_t data_size = size - 8 - header_len;
 
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(header_text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": safetensors header is not valid JSON: ", e.what());
-  }
+  const nlohmann::json header = parse_json(header_text, path + ": safetensors header");
   if (!header.is_object()) fail(path, ": safetensors header must be a JSON object");
 
   for (auto it = header.begin(); it != header.end(); ++it) {
@@ -142,7 +138,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     uint64_t numel = 1;
     for (const auto& d : entry["shape"]) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0)
-        fail(where, ": shape entries must be non-negative integers, got ", d.dump());
+        fail(where, ": shape entries must be non-negative integers, got ", json_text(d));
       const uint64_t dim = d.get<uint64_t>();
       if (dim != 0 && numel > (uint64_t{1} << 62) / dim) fail(where, ": shape overflows");
       numel *= dim;
@@ -157,7 +153,11 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     if (info.end > data_size)
       fail(where, ": data_offsets [", info.begin, ", ", info.end,
            "] out of range: the data section holds ", data_size, " bytes (file truncated?)");
-    const uint64_t expected = numel * dtype_size(info.dtype);
+    // Checked: a shape whose byte count wraps around 2^64 must not pass as a small tensor.
+    uint64_t expected = 0;
+    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(dtype_size(info.dtype)), &expected))
+      fail(where, ": shape ", shape_str(info.shape), " x ", dtype,
+           " needs more than 2^64 bytes; the data section holds ", data_size);
     if (info.end - info.begin != expected)
       fail(where, ": shape ", shape_str(info.shape), " x ", dtype, " needs ", expected,
            " bytes, but data_offsets span ", info.end - info.begin);

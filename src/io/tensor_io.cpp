@@ -7,6 +7,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 
 namespace fs = std::filesystem;
 
@@ -114,12 +115,7 @@ TensorMap load_weights(const std::string& dir) {
       hint = " (pytorch_model.bin is not supported: re-save with safe_serialization=True)";
     fail(dir, ": no ", kSingleFile, " or ", kIndexFile, hint);
   }
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(index.string()));
-  } catch (const nlohmann::json::exception& e) {
-    fail(index.string(), ": not valid JSON: ", e.what());
-  }
+  const nlohmann::json j = read_json_file(index.string());
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
     fail(index.string(), ": expected an object with 'weight_map' {tensor: file}");
   std::map<std::string, std::vector<std::string>> by_file;

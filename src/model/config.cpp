@@ -2,11 +2,24 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 
 namespace slimbert {
 namespace {
 
 using json = nlohmann::json;
+
+// Sizes in a config.json decide allocations before any weight is read, so each is bounded: far
+// above any BERT, far below what would exhaust memory. The loaders then check that the weights
+// hold exactly these sizes (check_config_matches_weights).
+constexpr int64_t kMaxVocab = int64_t{1} << 22;
+constexpr int64_t kMaxHidden = int64_t{1} << 16;
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxIntermediate = int64_t{1} << 18;
+constexpr int64_t kMaxPositions = int64_t{1} << 20;
+constexpr int64_t kMaxTypeVocab = int64_t{1} << 16;
+// num_labels without id2label names labels that nothing in the file backs.
+constexpr int64_t kMaxUnnamedLabels = int64_t{1} << 16;
 
 // Reads typed fields with errors that name the file and the field.
 struct Reader {
@@ -19,12 +32,16 @@ struct Reader {
     auto it = j.find(key);
     return it == j.end() || it->is_null() ? nullptr : &*it;
   }
-  [[noreturn]] void bad(const char* key, const char* expected, const json& got) {
-    fail(source, ": field '", key, "': expected ", expected, ", got ", got.dump());
+  [[noreturn]] void bad(const char* key, const std::string& expected, const json& got) {
+    const std::string text = json_text(got);
+    fail(source, ": field '", key, "': expected ", expected, ", got ",
+         text.size() > 80 ? text.substr(0, 77) + "..." : text);
   }
-  void positive(const char* key, int64_t& out) {
+  void positive(const char* key, int64_t& out, int64_t max) {
     if (const json* v = get(key)) {
-      if (!v->is_number_integer() || v->get<int64_t>() <= 0) bad(key, "a positive integer", *v);
+      if (!v->is_number_integer() || (v->is_number_unsigned() && v->get<uint64_t>() > INT64_MAX) ||
+          v->get<int64_t>() <= 0 || v->get<int64_t>() > max)
+        bad(key, cat("a positive integer of at most ", max), *v);
       out = v->get<int64_t>();
     }
   }
@@ -63,11 +80,11 @@ BertConfig BertConfig::from_json(const json& j, const std::string& source) {
   if (!j.is_object()) fail(source, ": expected a JSON object");
   BertConfig c;
   Reader r{j, source, {}};
-  r.positive("vocab_size", c.vocab_size);
-  r.positive("hidden_size", c.hidden_size);
-  r.positive("num_hidden_layers", c.num_hidden_layers);
-  r.positive("num_attention_heads", c.num_attention_heads);
-  r.positive("intermediate_size", c.intermediate_size);
+  r.positive("vocab_size", c.vocab_size, kMaxVocab);
+  r.positive("hidden_size", c.hidden_size, kMaxHidden);
+  r.positive("num_hidden_layers", c.num_hidden_layers, kMaxLayers);
+  r.positive("num_attention_heads", c.num_attention_heads, kMaxHidden);
+  r.positive("intermediate_size", c.intermediate_size, kMaxIntermediate);
   r.string("hidden_act", c.hidden_act);
   r.number("hidden_dropout_prob", c.hidden_dropout_prob);
   r.number("attention_probs_dropout_prob", c.attention_probs_dropout_prob);
@@ -75,18 +92,18 @@ BertConfig BertConfig::from_json(const json& j, const std::string& source) {
     if (!v->is_number()) r.bad("classifier_dropout", "a number or null", *v);
     c.classifier_dropout = v->get<double>();
   }
-  r.positive("max_position_embeddings", c.max_position_embeddings);
-  r.positive("type_vocab_size", c.type_vocab_size);
+  r.positive("max_position_embeddings", c.max_position_embeddings, kMaxPositions);
+  r.positive("type_vocab_size", c.type_vocab_size, kMaxTypeVocab);
   r.number("initializer_range", c.initializer_range);
   r.number("layer_norm_eps", c.layer_norm_eps);
   r.integer("pad_token_id", c.pad_token_id);
   r.string("position_embedding_type", c.position_embedding_type);
   r.string("problem_type", c.problem_type);
   r.string("model_type", c.model_type);
-  if (const json* v = r.get("attention_head_size")) {
-    if (!v->is_number_integer() || v->get<int64_t>() <= 0)
-      r.bad("attention_head_size", "a positive integer", *v);
-    c.attention_head_size_override = v->get<int64_t>();
+  if (r.get("attention_head_size")) {
+    int64_t size = 0;
+    r.positive("attention_head_size", size, kMaxHidden);
+    c.attention_head_size_override = size;
   }
   if (const json* v = r.get("architectures")) {
     if (!v->is_array()) r.bad("architectures", "a list of strings", *v);
@@ -119,14 +136,14 @@ BertConfig BertConfig::from_json(const json& j, const std::string& source) {
       if (!it.value().is_number_integer()) r.bad("label2id", "integer ids", it.value());
       auto found = c.id2label.find(it.value().get<int64_t>());
       if (found == c.id2label.end() || found->second != it.key())
-        fail(source, ": label2id['", it.key(), "'] = ", it.value().dump(),
+        fail(source, ": label2id[", json_quoted(it.key()), "] = ", json_text(it.value()),
              " does not match id2label");
     }
   }
-  if (const json* v = r.get("num_labels")) {  // HF derives num_labels from id2label
-    if (!v->is_number_integer() || v->get<int64_t>() <= 0)
-      r.bad("num_labels", "a positive integer", *v);
-    if (c.id2label.empty()) c.set_num_labels(v->get<int64_t>());
+  if (r.get("num_labels")) {  // HF derives num_labels from id2label
+    int64_t n = 0;
+    r.positive("num_labels", n, c.id2label.empty() ? kMaxUnnamedLabels : INT64_MAX);
+    if (c.id2label.empty()) c.set_num_labels(n);
   }
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!r.seen.count(it.key())) c.extra[it.key()] = it.value();
@@ -135,13 +152,7 @@ BertConfig BertConfig::from_json(const json& j, const std::string& source) {
 }
 
 BertConfig BertConfig::load(const std::string& path) {
-  json j;
-  try {
-    j = json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-  return from_json(j, path);
+  return from_json(read_json_file(path), path);
 }
 
 void BertConfig::validate(const std::string& source) const {
@@ -158,6 +169,10 @@ void BertConfig::validate(const std::string& source) const {
   if (!attention_head_size_override && hidden_size % num_attention_heads != 0)
     fail(source, ": hidden_size ", hidden_size, " is not a multiple of num_attention_heads ",
          num_attention_heads);
+  if (attention_head_size_override &&
+      num_attention_heads * *attention_head_size_override > kMaxHidden)
+    fail(source, ": ", num_attention_heads, " attention heads of ", *attention_head_size_override,
+         " exceed ", kMaxHidden, " attention dimensions");
   for (const auto& [layer, heads] : pruned_heads) {
     if (layer < 0 || layer >= num_hidden_layers)
       fail(source, ": pruned_heads: layer ", layer, " out of range [0, ", num_hidden_layers, ")");

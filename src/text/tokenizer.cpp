@@ -7,6 +7,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 #include "slimbert/text/unicode.h"
 
 namespace slimbert {
@@ -29,6 +30,9 @@ Vocab Vocab::load(const std::string& path) {
   // Lines keep a '\r': HF strips only the '\n'.
   std::vector<std::string> tokens = split_lines(read_file(path), /*strip_cr=*/false);
   if (tokens.empty()) fail(path, ": vocabulary is empty");
+  // HF reads vocab.txt as UTF-8; a token that is not would also poison every JSON written later.
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (!uc::is_valid_utf8(tokens[i])) fail(path, ":", i + 1, ": token is not valid UTF-8");
   return from_tokens(std::move(tokens));
 }
 
@@ -59,12 +63,7 @@ std::string special_content(const nlohmann::json& value, const std::string& path
 }  // namespace
 
 TokenizerOptions TokenizerOptions::from_json_file(const std::string& path) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
+  const nlohmann::json j = read_json_file(path);
   if (!j.is_object()) fail(path, ": expected a JSON object");
   TokenizerOptions o;
   auto get_bool = [&](const char* key, bool& out) {
@@ -372,8 +371,22 @@ std::vector<int64_t> Tokenizer::convert_tokens_to_ids(
   return ids;
 }
 
+namespace {
+
+// Longer than any position table (config.json bounds max_position_embeddings by the same): a
+// padding target beyond it is a mistake, not a request for gigabytes of padding.
+constexpr int64_t kMaxSequenceTokens = int64_t{1} << 20;
+
+void check_max_length(const std::optional<int64_t>& max_length) {
+  if (max_length && (*max_length < 0 || *max_length > kMaxSequenceTokens))
+    fail("max_length must be in [0, ", kMaxSequenceTokens, "], got ", *max_length);
+}
+
+}  // namespace
+
 Encoding Tokenizer::encode(std::string_view text, const std::optional<std::string>& text_pair,
                            const EncodeOptions& options) const {
+  check_max_length(options.max_length);
   std::vector<std::string> a = tokenize(text);
   std::vector<std::string> b;
   const bool pair = text_pair.has_value();
@@ -454,6 +467,7 @@ void Tokenizer::pad(std::vector<Encoding>& batch, Padding padding,
                     std::optional<int64_t> max_length) const {
   if (padding == Padding::kNone) return;
   size_t target = 0;
+  check_max_length(max_length);
   if (padding == Padding::kMaxLength) {
     if (!max_length) fail("padding max_length needs a max_length");
     target = static_cast<size_t>(*max_length);

@@ -12,6 +12,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 #include "slimbert/core/runtime.h"
 
 namespace fs = std::filesystem;
@@ -56,11 +57,12 @@ std::string latest_checkpoint(const std::string& out_dir) {
   return "";
 }
 
-void save_training_checkpoint(const std::string& out_dir, int64_t step, const BertConfig& config,
-                              const torch::nn::Module& model, const Tokenizer& tokenizer,
-                              const AdamW& optimizer, const nlohmann::json& cursor,
+void save_training_checkpoint(const std::string& out_dir, const TrainerCursor& cursor,
+                              const RunSignature& run, const nlohmann::json& extra,
+                              const BertConfig& config, const torch::nn::Module& model,
+                              const Tokenizer& tokenizer, const AdamW& optimizer,
                               int64_t keep_last) {
-  write_dir_atomic(checkpoint_dir(out_dir, step), [&](const std::string& staging) {
+  write_dir_atomic(checkpoint_dir(out_dir, cursor.step), [&](const std::string& staging) {
     write_checkpoint_files(staging, config, model, tokenizer);
     const std::string state_dir = staging + "/trainer_state";
     fs::create_directories(state_dir);
@@ -69,9 +71,8 @@ void save_training_checkpoint(const std::string& out_dir, int64_t step, const Be
     // A GPU run's dropout draws from the device's generator: saved too, for exact resume.
     if (compute_device().is_cuda()) rng["torch_cuda"] = cuda_generator().get_state();
     save_safetensors(state_dir + "/rng.safetensors", rng);
-    nlohmann::json state = cursor;
-    state["step"] = step;
-    write_file_atomic(state_dir + "/state.json", state.dump(2) + "\n");
+    write_file_atomic(state_dir + "/state.json",
+                      json_text(trainer_state_json(cursor, run, extra), 2) + "\n");
   });
   const std::vector<std::string> all = checkpoint_dirs(out_dir);
   for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(1, keep_last)) < all.size(); ++i)
@@ -79,19 +80,25 @@ void save_training_checkpoint(const std::string& out_dir, int64_t step, const Be
       fail(all[i], ": cannot remove an old checkpoint: ", std::strerror(errno));
 }
 
-nlohmann::json load_training_state(const std::string& dir, AdamW& optimizer) {
+ResumedState load_training_state(const std::string& dir, const RunSignature& run,
+                                 const StateLimits& limits, AdamW& optimizer) {
   const std::string state_dir = (fs::path(dir) / "trainer_state").string();
+  const std::string state_path = state_dir + "/state.json";
+  ResumedState resumed;
+  resumed.state = read_json_file(state_path);
+  std::vector<std::string> notes;
+  resumed.cursor = read_trainer_state(resumed.state, run, limits, state_path, &notes);
+  for (const auto& n : notes) std::cerr << run.command << ": " << state_path << ": " << n << "\n";
   optimizer.load_state(load_safetensors(state_dir + "/optimizer.safetensors"), state_dir);
-  nlohmann::json state;
-  try {
-    state = nlohmann::json::parse(read_file(state_dir + "/state.json"));
-  } catch (const nlohmann::json::exception& e) {
-    fail(state_dir, "/state.json: not valid JSON: ", e.what());
-  }
   const TensorMap rng = load_safetensors(state_dir + "/rng.safetensors");
   if (!rng.count("torch_cpu")) fail(state_dir, "/rng.safetensors: no 'torch_cpu' state");
   at::Generator gen = at::detail::getDefaultCPUGenerator();
-  gen.set_state(rng.at("torch_cpu").to(at::kByte));
+  const at::Tensor cpu_state = rng.at("torch_cpu").to(at::kByte);
+  const int64_t expected = gen.get_state().numel();
+  if (cpu_state.dim() != 1 || cpu_state.numel() != expected)
+    fail(state_dir, "/rng.safetensors: 'torch_cpu' holds ", cpu_state.numel(),
+         " bytes, expected a generator state of ", expected);
+  gen.set_state(cpu_state);
   if (compute_device().is_cuda()) {
     // A CPU checkpoint resumed on a GPU (or the reverse) continues, but not bit for bit.
     if (rng.count("torch_cuda"))
@@ -100,7 +107,14 @@ nlohmann::json load_training_state(const std::string& dir, AdamW& optimizer) {
       std::cerr << state_dir << ": no CUDA generator state (saved by a CPU run); dropout on the "
                 << "GPU continues from its own seed\n";
   }
-  return state;
+  return resumed;
+}
+
+void remove_stale_checkpoint_staging(const std::string& out_dir) {
+  // OUT holds the staging of best/, model/ and metrics rewrites; OUT/checkpoints that of steps.
+  for (const fs::path& dir : {fs::path(out_dir), fs::path(out_dir) / "checkpoints"})
+    for (const std::string& removed : remove_stale_staging(dir.string()))
+      std::cerr << removed << ": removed (left by a run killed while writing it)\n";
 }
 
 double clip_grad_norm(torch::nn::Module& module, double max_norm) {

@@ -11,6 +11,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 #include "slimbert/core/runtime.h"
 #include "slimbert/data/metrics.h"
 #include "slimbert/data/mlm.h"
@@ -198,27 +199,39 @@ FinetuneResult run_task_training(const std::string& what, const FinetuneOptions&
                                  const Tokenizer& tokenizer, AdamW& optimizer,
                                  const EncodedTask& train, const TaskTrainHooks& hooks) {
   require_writable_dir(o.out_dir);
+  remove_stale_checkpoint_staging(o.out_dir);
   const std::string resume_dir = o.resume ? latest_checkpoint(o.out_dir) : "";
   if (o.resume && resume_dir.empty())
     std::cerr << what << ": --resume: no checkpoint in " << o.out_dir
               << "/checkpoints, starting fresh\n";
   model.train();
-  const int64_t per_epoch =
-      (static_cast<int64_t>(train.inputs.size()) + o.batch_size - 1) / o.batch_size;
+  const int64_t examples = static_cast<int64_t>(train.inputs.size());
+  const int64_t per_epoch = (examples + o.batch_size - 1) / o.batch_size;
   const int64_t total = per_epoch * o.epochs;
   const int64_t warmup = static_cast<int64_t>(o.warmup_fraction * static_cast<double>(total));
   int64_t step = 0, epoch = 0, offset = 0;
   FinetuneResult result;
   double best = -std::numeric_limits<double>::infinity();
+  RunSignature run;
+  run.command = what;
+  run.defining = {{"seed", o.seed}, {"batch_size", o.batch_size}, {"epochs", o.epochs},
+                  {"steps", total}, {"train_examples", examples}, {"max_length", o.max_length}};
+  run.adjustable = {{"lr", o.lr},
+                    {"weight_decay", o.weight_decay},
+                    {"warmup_fraction", o.warmup_fraction},
+                    {"clip", o.clip}};
   if (!resume_dir.empty()) {
     load_state(model, load_weights(resume_dir), weights_path(resume_dir));
-    const nlohmann::json c = load_training_state(resume_dir, optimizer);
-    step = c.at("step").get<int64_t>();
-    epoch = c.at("epoch").get<int64_t>();
-    offset = c.at("offset").get<int64_t>();
+    const ResumedState resumed =
+        load_training_state(resume_dir, run, {total, total, examples}, optimizer);
+    step = resumed.cursor.step;
+    epoch = resumed.cursor.epoch;
+    offset = resumed.cursor.offset;
+    const std::string where = resume_dir + "/trainer_state/state.json";
+    const JsonFields f(resumed.state, where);
     // No dev evaluation yet: -inf, which JSON stores as null.
-    if (!c.at("best").is_null()) best = c.at("best").get<double>();
-    result.best_step = c.at("best_step").get<int64_t>();
+    if (f.has("best")) best = f.number("best");
+    result.best_step = f.integer("best_step", 0, step);
     std::cerr << what << ": resumed from " << resume_dir << " at step " << step << "\n";
   }
   auto order_for = [&](int64_t ep) {
@@ -288,13 +301,9 @@ FinetuneResult run_task_training(const std::string& what, const FinetuneOptions&
       evaluate_dev();
     const bool stop = o.stop_after > 0 && step - first_step >= o.stop_after && step < total;
     if (stop || step == total || (epoch_end && o.keep_last > 0)) {
-      save_training_checkpoint(o.out_dir, step, config, model, tokenizer, optimizer,
-                               {{"epoch", epoch},
-                                {"offset", offset},
-                                {"best", best},
-                                {"best_step", result.best_step},
-                                {"total_steps", total}},
-                               o.keep_last);
+      save_training_checkpoint(o.out_dir, {step, epoch, offset}, run,
+                               {{"best", best}, {"best_step", result.best_step}}, config, model,
+                               tokenizer, optimizer, o.keep_last);
     }
     if (stop) {
       progress.event(step, "stopped", {}, "--resume continues");
@@ -336,10 +345,11 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   const EncodedTask train = encode_task(tokenizer, spec, train_data, o.max_length, true);
 
   at::manual_seed(o.seed);
+  TensorMap weights = load_weights(o.model_dir);
+  check_config_matches_weights(load_config_dir(o.model_dir), weights, weights_path(o.model_dir));
   BertForSequenceClassification model(config);
   init_weights(*model, config, o.seed);
   {
-    TensorMap weights = load_weights(o.model_dir);
     // A classifier for other labels is replaced by a new one.
     auto it = weights.find("classifier.weight");
     if (it != weights.end() && it->second.size(0) != config.num_labels()) {

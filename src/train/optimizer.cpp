@@ -76,6 +76,10 @@ TensorMap AdamW::state() const {
 void AdamW::load_state(const TensorMap& state, const std::string& source) {
   auto it = state.find("step");
   if (it == state.end()) fail(source, ": optimizer state has no 'step'");
+  if (it->second.numel() != 1 || at::isFloatingType(it->second.scalar_type()) ||
+      it->second.item<int64_t>() < 0)
+    fail(source, ": optimizer 'step' must be one non-negative integer, got ",
+         at::toString(it->second.scalar_type()), " ", it->second.sizes());
   steps_ = it->second.item<int64_t>();
   for (size_t gi = 0; gi < groups_.size(); ++gi)
     for (size_t i = 0; i < groups_[gi].params.size(); ++i) {
@@ -86,9 +90,14 @@ void AdamW::load_state(const TensorMap& state, const std::string& source) {
           fail(source, ": optimizer state lacks the moments of '", name, "'");
         continue;
       }
-      if (m->second.sizes() != groups_[gi].params[i].sizes())
-        fail(source, ": moments of '", name, "' have shape ", m->second.sizes(), ", parameter has ",
-             groups_[gi].params[i].sizes());
+      for (const at::Tensor& moment : {m->second, v->second}) {
+        if (moment.sizes() != groups_[gi].params[i].sizes())
+          fail(source, ": moments of '", name, "' have shape ", moment.sizes(), ", parameter has ",
+               groups_[gi].params[i].sizes());
+        if (!at::isFloatingType(moment.scalar_type()))
+          fail(source, ": moments of '", name, "' must be floating-point, got ",
+               at::toString(moment.scalar_type()));
+      }
       const at::Device device = groups_[gi].params[i].device();
       moments_[gi][i] = {m->second.to(device, /*non_blocking=*/false, /*copy=*/true),
                          v->second.to(device, /*non_blocking=*/false, /*copy=*/true)};

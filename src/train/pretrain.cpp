@@ -95,26 +95,35 @@ PretrainResult run_mlm_training(const std::string& what, const PretrainOptions& 
   model.train();
   MlmLoader loader(train, o.batch_size, masking, o.seed);
   int64_t step = 0;
+  remove_stale_checkpoint_staging(o.out_dir);
   const std::string resume_dir = o.resume ? latest_checkpoint(o.out_dir) : "";
   if (o.resume && resume_dir.empty())
     std::cerr << what << ": --resume: no checkpoint in " << o.out_dir
               << "/checkpoints, starting fresh\n";
+  RunSignature run;
+  run.command = what;
+  run.defining = {
+      {"seed", o.seed},   {"batch_size", o.batch_size},      {"accumulation", o.accumulation},
+      {"steps", o.steps}, {"train_sequences", train.size()}, {"seq_len", train.seq_len()}};
+  run.adjustable = {{"lr", o.lr},
+                    {"weight_decay", o.weight_decay},
+                    {"warmup_fraction", o.warmup_fraction},
+                    {"clip", o.clip},
+                    {"optimizer", o.optimizer == AdamVariant::kTorch ? "torch" : "bert"}};
   if (!resume_dir.empty()) {
     load_state(model, load_weights(resume_dir), weights_path(resume_dir));
-    const nlohmann::json cursor = load_training_state(resume_dir, optimizer);
-    step = cursor.at("step").get<int64_t>();
-    loader.seek(cursor.at("epoch").get<int64_t>(), cursor.at("offset").get<int64_t>());
-    if (hooks.restore_state) hooks.restore_state(cursor);
+    // Epochs advance once per micro-batch at most.
+    const StateLimits limits{o.steps, o.steps * o.accumulation, train.size()};
+    const ResumedState resumed = load_training_state(resume_dir, run, limits, optimizer);
+    step = resumed.cursor.step;
+    loader.seek(resumed.cursor.epoch, resumed.cursor.offset);
+    if (hooks.restore_state) hooks.restore_state(resumed.state);
     std::cerr << what << ": resumed from " << resume_dir << " at step " << step << "\n";
   }
   auto save = [&](int64_t at_step) {
-    nlohmann::json cursor = {{"epoch", loader.epoch()},
-                             {"offset", loader.offset()},
-                             {"seed", o.seed},
-                             {"total_steps", o.steps}};
-    if (hooks.save_state) cursor.update(hooks.save_state());
-    save_training_checkpoint(o.out_dir, at_step, config, model, tokenizer, optimizer, cursor,
-                             o.keep_last);
+    const nlohmann::json extra = hooks.save_state ? hooks.save_state() : nlohmann::json::object();
+    save_training_checkpoint(o.out_dir, {at_step, loader.epoch(), loader.offset()}, run, extra,
+                             config, model, tokenizer, optimizer, o.keep_last);
   };
 
   const double peak = measure_matmul_gflops() * 1e9;

@@ -2,9 +2,15 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
-#include <fstream>
+#include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
+
+#include "slimbert/core/error.h"
+#include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 
 namespace slimbert {
 
@@ -45,7 +51,24 @@ Progress::Progress(std::string what, int64_t total_steps, std::string metrics_pa
       tty_(isatty(fileno(stderr)) != 0),
       start_(std::chrono::steady_clock::now()),
       last_(start_),
-      last_step_(start_step) {}
+      last_step_(start_step) {
+  if (!metrics_path_.empty()) truncate_metrics(metrics_path_, start_step);
+}
+
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return;
+  // Lines past `step` were written by a run killed after its last checkpoint: the resumed run
+  // writes them again. A line cut short by the kill is not JSON and goes too.
+  std::string kept;
+  for (const std::string& line : split_lines(read_file(path), false)) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+        j["step"].get<int64_t>() <= step)
+      kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+}
 
 Progress::~Progress() {
   if (tty_) std::fputc('\n', stderr);
@@ -53,8 +76,13 @@ Progress::~Progress() {
 
 void Progress::write_jsonl(const std::string& line) {
   if (metrics_path_.empty()) return;
-  std::ofstream out(metrics_path_, std::ios::app);
-  out << line << "\n";
+  std::FILE* f = std::fopen(metrics_path_.c_str(), "ab");
+  if (!f) fail(metrics_path_, ": cannot append metrics: ", std::strerror(errno));
+  const bool written = std::fwrite(line.data(), 1, line.size(), f) == line.size() &&
+                       std::fputc('\n', f) != EOF && std::fflush(f) == 0;
+  const int err = errno;
+  if (std::fclose(f) != 0 || !written)
+    fail(metrics_path_, ": cannot append metrics: ", std::strerror(written ? errno : err));
 }
 
 void Progress::report(int64_t step, const std::map<std::string, double>& values, int64_t tokens,
@@ -73,7 +101,7 @@ void Progress::report(int64_t step, const std::map<std::string, double>& values,
   for (const auto& [k, v] : values) j[k] = v;
   if (tokens) j["tokens_per_s"] = tok_s;
   if (mfu > 0) j["mfu"] = mfu;
-  write_jsonl(j.dump());
+  write_jsonl(json_text(j));
 
   std::string parts = format_values(values);
   char buf[96];
@@ -107,7 +135,7 @@ void Progress::event(int64_t step, const std::string& kind,
   nlohmann::json j = {{"step", step}, {"event", kind}};
   for (const auto& [k, v] : values) j[k] = v;
   if (!note.empty()) j["note"] = note;
-  write_jsonl(j.dump());
+  write_jsonl(json_text(j));
   const std::string parts = format_values(values);
   std::fprintf(stderr, "%s%s step %lld: %s%s%s%s\n", tty_ ? "\n" : "", what_.c_str(),
                static_cast<long long>(step), kind.c_str(), parts.c_str(), note.empty() ? "" : " ",

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "slimbert/core/error.h"
+#include "slimbert/core/json.h"
 #include "slimbert/wid/wid.h"
 
 namespace slimbert {
@@ -209,7 +210,7 @@ WidMasks WidMasks::from_json(const nlohmann::json& j, const BertConfig& t,
                                         source + ": ffn_removed"));
     }
   } catch (const nlohmann::json::exception& e) {
-    fail(source, ": malformed WID masks: ", e.what());
+    fail(source, ": malformed WID masks: ", json_error_message(e));
   }
   return m;
 }

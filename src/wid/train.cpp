@@ -7,6 +7,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/flops.h"
 #include "slimbert/train/checkpointing.h"
@@ -46,18 +47,15 @@ nlohmann::json schedule_json(const WidSchedule& s, const WidMasks& masks) {
 }
 
 WidSchedule schedule_from_json(const nlohmann::json& j, const std::string& source) {
+  const JsonFields f(j, source + ": WID state");
   WidSchedule s;
-  try {
-    s.strategy = parse_wid_strategy(j.at("strategy").get<std::string>());
-    s.residual_score = parse_residual_score(j.at("residual_score").get<std::string>());
-    // Checkpoints written before the option existed scored from the compactors.
-    s.scores = parse_mask_scores(j.value("mask_scores", std::string("compactors")));
-    s.target_hidden = j.at("target_hidden").get<int64_t>();
-    s.w_step = j.at("w_step").get<int64_t>();
-    s.zero_by = j.value("zero_by", 0.0);  // absent in checkpoints from before the option
-  } catch (const nlohmann::json::exception& e) {
-    fail(source, ": malformed WID state: ", e.what());
-  }
+  s.strategy = parse_wid_strategy(f.string("strategy"));
+  s.residual_score = parse_residual_score(f.string("residual_score"));
+  // Checkpoints written before the option existed scored from the compactors.
+  s.scores = parse_mask_scores(f.has("mask_scores") ? f.string("mask_scores") : "compactors");
+  s.target_hidden = f.integer("target_hidden", 1, INT64_MAX);
+  s.w_step = f.integer("w_step", 1, INT64_MAX);
+  s.zero_by = f.has("zero_by") ? f.number("zero_by") : 0.0;  // absent before the option
   return s;
 }
 
@@ -219,18 +217,16 @@ BertConfig wid_merge(const std::string& checkpoint_dir, const std::string& out, 
       (fs::path(checkpoint_dir) / "trainer_state" / "state.json").string();
   if (!fs::exists(state_path))
     fail(checkpoint_dir, ": not a training checkpoint (no ", state_path, ")");
-  nlohmann::json state;
-  try {
-    state = nlohmann::json::parse(read_file(state_path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(state_path, ": not valid JSON: ", e.what());
-  }
-  if (!state.contains("wid")) fail(state_path, ": not a WID checkpoint (no 'wid' state)");
+  const nlohmann::json state = read_json_file(state_path);
+  if (!state.is_object() || !state.contains("wid"))
+    fail(state_path, ": not a WID checkpoint (no 'wid' state)");
   const WidSchedule s = schedule_from_json(state.at("wid"), state_path);
   const BertConfig config = load_config_dir(checkpoint_dir);
   const WidMasks masks = WidMasks::from_json(state.at("wid").at("masks"), config, state_path);
+  const TensorMap weights = load_weights(checkpoint_dir);
+  check_config_matches_weights(config, weights, weights_path(checkpoint_dir));
   WidModel model(BertForMaskedLM{config});
-  load_state(*model, load_weights(checkpoint_dir), weights_path(checkpoint_dir));
+  load_state(*model, weights, weights_path(checkpoint_dir));
   auto [student_config_, student] = merge_student(*model, masks, s.strategy);
   write_student(out, student_config_, student, Tokenizer::from_dir(checkpoint_dir), float16);
   return student_config_;

@@ -27,6 +27,11 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
 // Removes a file or a directory tree (symlinks themselves, not their targets); true when gone.
 bool remove_tree(const std::string& path);
 
+// Removes the entries of `dir` that an atomic write of a process that no longer exists left
+// behind (staging directories and temporary files, named "<name>.tmp-<pid>-<hex>"); returns
+// their paths. Entries of live processes are kept: they may be writing now.
+std::vector<std::string> remove_stale_staging(const std::string& dir);
+
 // Builds a directory atomically: `fill(staging_dir)` writes into a fresh sibling directory,
 // which then replaces `dir` (an existing `dir` is swapped out and removed only afterwards).
 void write_dir_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill);

@@ -50,6 +50,13 @@ void save_checkpoint(const std::string& dir, const BertConfig& config,
                      const SaveOptions& options = {});
 
 BertConfig load_config_dir(const std::string& dir);  // DIR/config.json
+
+// Fails when a size `config` gives (vocabulary, hidden size, positions, token types, layers, FFN
+// width, labels) exceeds that of the tensors in `weights` (read from `source`) that carry it: a
+// config must not size an allocation its weights do not back. Smaller sizes and absent tensors
+// are left to load_state, which names both shapes and every missing or unexpected tensor.
+void check_config_matches_weights(const BertConfig& config, const TensorMap& weights,
+                                  const std::string& source);
 // DIR/model.safetensors, or the shard index: the file to name in messages about the weights.
 std::string weights_path(const std::string& dir);
 

@@ -10,6 +10,7 @@ namespace slimbert::unicode {
 // Decodes UTF-8; each invalid or truncated sequence becomes one U+FFFD (never throws).
 std::u32string decode_utf8(std::string_view text);
 std::string encode_utf8(std::u32string_view text);
+bool is_valid_utf8(std::string_view text);
 void append_utf8(std::string& out, char32_t cp);
 
 // Unicode normal forms via utf8proc.

@@ -8,6 +8,7 @@
 
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/train/optimizer.h"
+#include "slimbert/train/state.h"
 
 namespace slimbert {
 
@@ -15,14 +16,27 @@ std::string checkpoint_dir(const std::string& out_dir, int64_t step);
 // Newest complete checkpoint under OUT/checkpoints ("" if none).
 std::string latest_checkpoint(const std::string& out_dir);
 
-void save_training_checkpoint(const std::string& out_dir, int64_t step, const BertConfig& config,
-                              const torch::nn::Module& model, const Tokenizer& tokenizer,
-                              const AdamW& optimizer, const nlohmann::json& cursor,
+// `extra`: the trainer's own fields of state.json (an object).
+void save_training_checkpoint(const std::string& out_dir, const TrainerCursor& cursor,
+                              const RunSignature& run, const nlohmann::json& extra,
+                              const BertConfig& config, const torch::nn::Module& model,
+                              const Tokenizer& tokenizer, const AdamW& optimizer,
                               int64_t keep_last);
 
-// Restores the optimizer state and the global RNG from `dir`; returns the cursor JSON.
-// The caller loads the model weights from `dir` (an ordinary HF checkpoint).
-nlohmann::json load_training_state(const std::string& dir, AdamW& optimizer);
+struct ResumedState {
+  TrainerCursor cursor;
+  nlohmann::json state;  // the whole state.json, for the trainer's own fields
+};
+
+// Checks `dir`'s state.json for a resume of `run` within `limits` (read_trainer_state), then
+// restores the optimizer state and the global RNG. Notes (changed adjustable options) go to
+// stderr. The caller loads the model weights from `dir` (an ordinary HF checkpoint).
+ResumedState load_training_state(const std::string& dir, const RunSignature& run,
+                                 const StateLimits& limits, AdamW& optimizer);
+
+// Removes what runs killed in the middle of a write left in OUT and OUT/checkpoints: staging
+// directories and temporary files of processes that no longer exist. Says what it removed.
+void remove_stale_checkpoint_staging(const std::string& out_dir);
 
 // Scales gradients so that their global L2 norm is at most `max_norm`; returns the norm before.
 double clip_grad_norm(torch::nn::Module& module, double max_norm);

@@ -9,9 +9,14 @@
 
 namespace slimbert {
 
+// Keeps the lines of the JSONL metrics file `path` whose step is at most `step` (atomically).
+void truncate_metrics(const std::string& path, int64_t step);
+
 class Progress {
  public:
-  // `metrics_path` may be empty (no JSONL); appends when the file exists (resumed runs).
+  // `metrics_path` may be empty (no JSONL). An existing file keeps only its lines up to
+  // `start_step` (a resumed run; none for a fresh one), then gets appended to; a failed append
+  // is an error naming the file.
   Progress(std::string what, int64_t total_steps, std::string metrics_path, int64_t start_step = 0);
   ~Progress();
   // Reports step `step` (1-based, of total): values such as loss parts and lr; `tokens` processed
