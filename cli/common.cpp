@@ -74,11 +74,9 @@ std::vector<Record> read_records(const InputOptions& options) {
           fail(source, ":", line_no, ": \"text_pair\" must be a string");
         r.text_pair = j["text_pair"].get<std::string>();
       }
-      if (j.contains("max_length") && !j["max_length"].is_null()) {
-        if (!j["max_length"].is_number_integer() || j["max_length"].get<int64_t>() < 2)
-          fail(source, ":", line_no, ": \"max_length\" must be an integer >= 2");
-        r.max_length = j["max_length"].get<int64_t>();
-      }
+      const JsonFields fields(j, cat(source, ":", line_no));
+      if (fields.has("max_length"))
+        r.max_length = fields.integer("max_length", 2, int64_t{1} << 20);
       if (j.contains("id")) r.id = j["id"];
     }
     records.push_back(std::move(r));

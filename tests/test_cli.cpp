@@ -370,6 +370,15 @@ TEST(CliBadInput, HostileFilesFoundByFuzzing) {
   config["vocab_size"] = 4000000;
   write_file_atomic(m + "/config.json", config.dump());
   EXPECT_FAILS_WITH(run("info " + m), "model.safetensors", "config.json says vocab_size 4000000");
+  // A vocab.txt longer than the model's vocabulary: ids without an embedding.
+  TempDir other;
+  const std::string v = copy_model(other);
+  fs::copy_file(vocab(), v + "/vocab.txt", fs::copy_options::overwrite_existing);
+  EXPECT_FAILS_WITH(run("embed " + v, "hello world zebra\n"),
+                    "outside the model's vocabulary of 1000", "vocab.txt");
+  EXPECT_FAILS_WITH(
+      run("tokenize " + tiny_model() + " --jsonl", "{\"text\": \"a\", \"max_length\": 1e18}\n"),
+      "<stdin>:1", "field 'max_length'");
   // A negative --max-length was "no limit".
   EXPECT_FAILS_WITH(run("tokenize " + tiny_model() + " --max-length -3", "hello\n"),
                     "--max-length");

@@ -232,13 +232,19 @@ TEST(HostileTrainerState, AnotherRunOrAnotherCommandIsRefused) {
   EXPECT_NE(notes[0].find("lr 0.0005 -> 0.001"), std::string::npos) << notes[0];
 }
 
-TEST(HostileTrainerState, ResumeRefusesAChangedRunAndACorruptedState) {
-  const test::World& w = test::world();
-  PretrainOptions o = w.options("refuse");
+// A pretraining run stopped after 4 of its 8 steps; returns the options that resume it.
+PretrainOptions stopped_run(const std::string& name) {
+  PretrainOptions o = test::world().options(name);
   o.stop_after = 4;
   pretrain(o);
   o.stop_after = 0;
   o.resume = true;
+  return o;
+}
+
+TEST(HostileTrainerState, ResumeRefusesAChangedRunAndACorruptedState) {
+  const test::World& w = test::world();
+  const PretrainOptions o = stopped_run("refuse");
   for (auto change : std::vector<std::function<void(PretrainOptions&)>>{
            [](PretrainOptions& x) { x.seed = 7; }, [](PretrainOptions& x) { x.batch_size = 4; },
            [](PretrainOptions& x) { x.steps = 12; }}) {
@@ -272,12 +278,7 @@ TEST(HostileTrainerState, ResumeRefusesAChangedRunAndACorruptedState) {
 }
 
 TEST(HostileTrainerState, CorruptedOptimizerAndGeneratorStates) {
-  const test::World& w = test::world();
-  PretrainOptions o = w.options("tensors");
-  o.stop_after = 4;
-  pretrain(o);
-  o.stop_after = 0;
-  o.resume = true;
+  const PretrainOptions o = stopped_run("tensors");
   const std::string dir = latest_checkpoint(o.out_dir) + "/trainer_state";
   const TensorMap optimizer = load_safetensors(dir + "/optimizer.safetensors");
   const TensorMap rng = load_safetensors(dir + "/rng.safetensors");

@@ -164,6 +164,16 @@ at::Tensor BertEmbeddingsImpl::forward(const at::Tensor& input_ids,
   const int64_t seq = input_ids.size(1);
   const int64_t max_pos = position_embeddings->weight.size(0);
   if (seq > max_pos) fail("sequence length ", seq, " exceeds max_position_embeddings ", max_pos);
+  // Ids past a table would surface as libtorch's "index out of range in self", naming nothing.
+  const int64_t vocab = word_embeddings->weight.size(0);
+  if (input_ids.numel() && input_ids.max().item<int64_t>() >= vocab)
+    fail("token id ", input_ids.max().item<int64_t>(), " is outside the model's vocabulary of ",
+         vocab, " (is vocab.txt longer than config.json's vocab_size?)");
+  if (token_type_ids.defined() && token_type_ids.numel() &&
+      token_type_ids.max().item<int64_t>() >= token_type_embeddings->weight.size(0))
+    fail("token type ", token_type_ids.max().item<int64_t>(), " is outside the model's ",
+         token_type_embeddings->weight.size(0),
+         " token types (type_vocab_size; a text pair needs 2)");
   // (T, H) position rows broadcast over the batch.
   at::Tensor x =
       word_embeddings->forward(input_ids) + position_embeddings->weight.narrow(0, 0, seq);
