@@ -14,7 +14,8 @@ BUILD=${FUZZ_BUILD:-build-fuzz}
 
 scripts/install-deps.sh --fuzz
 cmake -S . -B "$BUILD" -G Ninja -DSLIMBERT_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" \
+  >/dev/null
 cmake --build "$BUILD" -j "$(nproc)" >/dev/null
 
 rm -rf "$BUILD/seeds"
