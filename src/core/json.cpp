@@ -78,11 +78,6 @@ int64_t JsonFields::integer(const char* key, int64_t lo, int64_t hi) const {
   return v.get<int64_t>();
 }
 
-std::optional<int64_t> JsonFields::optional_integer(const char* key, int64_t lo, int64_t hi) const {
-  if (!has(key)) return std::nullopt;
-  return integer(key, lo, hi);
-}
-
 double JsonFields::number(const char* key) const {
   const json& v = at(key);
   if (!v.is_number() || !std::isfinite(v.get<double>())) bad(key, "a finite number");

@@ -11,7 +11,7 @@ using json = nlohmann::json;
 
 // Sizes in a config.json decide allocations before any weight is read, so each is bounded: far
 // above any BERT, far below what would exhaust memory. The loaders then check that the weights
-// hold exactly these sizes (check_config_matches_weights).
+// back these sizes (check_config_matches_weights).
 constexpr int64_t kMaxVocab = int64_t{1} << 22;
 constexpr int64_t kMaxHidden = int64_t{1} << 16;
 constexpr int64_t kMaxLayers = 1024;

@@ -4,7 +4,6 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <string>
 #include <string_view>
 
@@ -32,9 +31,8 @@ class JsonFields {
   bool has(const char* key) const;                                 // present and not null
   const nlohmann::json& at(const char* key) const;                 // required (any type)
   int64_t integer(const char* key, int64_t lo, int64_t hi) const;  // required, within [lo, hi]
-  std::optional<int64_t> optional_integer(const char* key, int64_t lo, int64_t hi) const;
-  double number(const char* key) const;       // required, finite
-  std::string string(const char* key) const;  // required
+  double number(const char* key) const;                            // required, finite
+  std::string string(const char* key) const;                       // required
   [[noreturn]] void bad(const char* key, const std::string& expected) const;
   const std::string& where() const { return where_; }
 
