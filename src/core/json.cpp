@@ -43,6 +43,10 @@ std::string json_text(const json& j, int indent) {
   return j.dump(indent, ' ', false, json::error_handler_t::replace);
 }
 
+std::string excerpt(const std::string& text, size_t max) {
+  return text.size() > max ? text.substr(0, max - 3) + "..." : text;
+}
+
 std::string json_quoted(std::string_view s) {
   return json_text(json(std::string(s)));
 }
@@ -65,8 +69,7 @@ const json& JsonFields::at(const char* key) const {
 void JsonFields::bad(const char* key, const std::string& expected) const {
   auto it = j_.find(key);
   const std::string got = it == j_.end() ? std::string("nothing") : json_text(*it);
-  fail(where_, ": field '", key, "': expected ", expected, ", got ",
-       got.size() > 80 ? got.substr(0, 77) + "..." : got);
+  fail(where_, ": field '", key, "': expected ", expected, ", got ", excerpt(got));
 }
 
 int64_t JsonFields::integer(const char* key, int64_t lo, int64_t hi) const {

@@ -103,7 +103,7 @@ Columns find_columns(const std::vector<std::string>& header, const std::string& 
     std::string names;
     for (const auto& h : header) names += (names.empty() ? "" : ", ") + json_quoted(h);
     fail(where, ": header needs a text column (sentence, text, sentence1 or text_a), got: ",
-         names.size() > 200 ? names.substr(0, 197) + "..." : names);
+         excerpt(names, 200));
   }
   return c;
 }

@@ -33,9 +33,7 @@ struct Reader {
     return it == j.end() || it->is_null() ? nullptr : &*it;
   }
   [[noreturn]] void bad(const char* key, const std::string& expected, const json& got) {
-    const std::string text = json_text(got);
-    fail(source, ": field '", key, "': expected ", expected, ", got ",
-         text.size() > 80 ? text.substr(0, 77) + "..." : text);
+    fail(source, ": field '", key, "': expected ", expected, ", got ", excerpt(json_text(got)));
   }
   void positive(const char* key, int64_t& out, int64_t max) {
     if (const json* v = get(key)) {

@@ -19,6 +19,8 @@ nlohmann::json read_json_file(const std::string& path);
 // JSON text of `j` that never throws: strings holding invalid UTF-8 (a header read from a file,
 // a label) have those bytes replaced by U+FFFD.
 std::string json_text(const nlohmann::json& j, int indent = -1);
+// `text` for a message: cut to at most `max` characters, "..." marking the cut.
+std::string excerpt(const std::string& text, size_t max = 80);
 // A string quoted as JSON for messages ("a\tb"), invalid UTF-8 replaced.
 std::string json_quoted(std::string_view s);
 
