@@ -1,0 +1,318 @@
+#include "slimbert/infer/model.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/native/quantized/PackedParams.h>
+#include <c10/core/InferenceMode.h>
+
+#include <cmath>
+#include <limits>
+
+#include "slimbert/core/error.h"
+#include "slimbert/core/runtime.h"
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/io/tensor_io.h"
+
+namespace slimbert::infer {
+
+bool select_int8_engine() {
+  static const bool ok = [] {
+    const auto& engines = at::globalContext().supportedQEngines();
+    // oneDNN runs int8 GEMMs about twice as fast as OpenBLAS runs fp32 ones on these CPUs;
+    // QNNPACK, the other engine of Debian's build, is slower than fp32 (ENVIRONMENT.md).
+    for (at::QEngine e : engines)
+      if (e == at::QEngine::ONEDNN) {
+        at::globalContext().setQEngine(e);
+        return true;
+      }
+    return false;
+  }();
+  return ok;
+}
+
+// A dynamically quantized linear map: int8 weights quantized per output row, the activations
+// quantized per call from their range; the bias stays fp32.
+class PackedLinear {
+ public:
+  PackedLinear(const at::Tensor& weight, const at::Tensor& bias) {
+    const at::Tensor w = weight.contiguous();
+    // Symmetric per-row scales: the largest magnitude of a row maps to 127.
+    const at::Tensor scales =
+        w.abs().amax(1).clamp_min(1e-8).div(127.0).to(at::kDouble).contiguous();
+    const at::Tensor zeros = at::zeros({w.size(0)}, at::kLong);
+    const at::Tensor q = at::quantize_per_channel(w, scales, zeros, 0, at::kQInt8);
+    static const auto prepack =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("quantized::linear_prepack", "")
+            .typed<c10::intrusive_ptr<LinearPackedParamsBase>(at::Tensor,
+                                                              c10::optional<at::Tensor>)>();
+    packed_ = prepack.call(q, bias.defined() ? c10::optional<at::Tensor>(bias.contiguous())
+                                             : c10::nullopt);
+    rows_ = w.size(0);
+    cols_ = w.size(1);
+  }
+  // x: (..., in) -> (..., out)
+  at::Tensor operator()(const at::Tensor& x) const {
+    auto sizes = x.sizes().vec();
+    const at::Tensor y = packed_->apply_dynamic(x.reshape({-1, cols_}).contiguous());
+    sizes.back() = rows_;
+    return y.view(sizes);
+  }
+  int64_t bytes() const { return rows_ * cols_ + rows_ * 12; }  // weights, scale, bias
+
+ private:
+  c10::intrusive_ptr<LinearPackedParamsBase> packed_;
+  int64_t rows_ = 0, cols_ = 0;
+};
+
+struct InferenceModel::Layer {
+  int64_t heads = 0;
+  at::Tensor qkv_w, qkv_b;  // (heads * 3 * head_size, H), rows grouped by head
+  at::Tensor attn_out_w, attn_out_b, attn_ln_w, attn_ln_b;
+  at::Tensor ffn_in_w, ffn_in_b, ffn_out_w, ffn_out_b, out_ln_w, out_ln_b;
+  // int8 maps per kept head count (widths asked for at load).
+  struct Int8 {
+    std::shared_ptr<PackedLinear> qkv, attn_out, ffn_in, ffn_out;
+  };
+  std::map<int64_t, Int8> int8;
+};
+
+InferenceModel::InferenceModel() = default;
+InferenceModel::~InferenceModel() = default;
+
+namespace {
+
+// Reads tensors by HF name from a base-model or head-model file and checks their shapes.
+class WeightReader {
+ public:
+  WeightReader(TensorMap weights, std::string source)
+      : weights_(std::move(weights)), source_(std::move(source)) {}
+
+  bool has(const std::string& name) const { return find(name) != weights_.end(); }
+
+  // The tensor as fp32 on `device`, removed from the map so that its memory goes with its use.
+  at::Tensor take(const std::string& name, std::vector<int64_t> shape, c10::Device device) {
+    auto it = find(name);
+    if (it == weights_.end()) fail(source_, ": missing tensor ", name);
+    at::Tensor t = it->second;
+    if (t.sizes() != at::IntArrayRef(shape))
+      fail(source_, ": tensor ", it->first, " has shape ", t.sizes(), ", expected ",
+           at::IntArrayRef(shape));
+    weights_.erase(it);
+    return t.to(device, at::kFloat).contiguous();
+  }
+
+ private:
+  TensorMap::iterator find(const std::string& name) {
+    for (const char* prefix : {"", "bert."}) {
+      auto it = weights_.find(prefix + name);
+      if (it != weights_.end()) return it;
+    }
+    return weights_.end();
+  }
+  TensorMap::const_iterator find(const std::string& name) const {
+    return const_cast<WeightReader*>(this)->find(name);
+  }
+  TensorMap weights_;
+  std::string source_;
+};
+
+int64_t heads_for(const BertConfig& config, int64_t layer, double width) {
+  return layer_shape(config, layer, width).heads;
+}
+
+}  // namespace
+
+std::shared_ptr<const InferenceModel> InferenceModel::load(const std::string& dir,
+                                                           const ModelOptions& options) {
+  std::shared_ptr<InferenceModel> m(new InferenceModel());
+  m->dir_ = dir;
+  m->config_ = load_config_dir(dir);
+  m->options_ = options;
+  const BertConfig& c = m->config_;
+  c.validate(dir + "/config.json");
+  const c10::Device device = compute_device();
+  if (options.int8) {
+    if (!device.is_cpu()) fail("--int8 runs on the CPU only (libtorch's quantized CPU ops)");
+    if (!select_int8_engine())
+      fail("--int8: this libtorch has no oneDNN quantized engine (supported: QNNPACK only?)");
+  }
+  TensorMap tensors = load_weights(dir);
+  check_config_matches_weights(c, tensors, weights_path(dir));
+  WeightReader w(std::move(tensors), weights_path(dir));
+
+  const int64_t H = c.hidden_size, d = c.attention_head_size(), F = c.intermediate_size;
+  m->word_ = w.take("embeddings.word_embeddings.weight", {c.vocab_size, H}, device);
+  m->position_ =
+      w.take("embeddings.position_embeddings.weight", {c.max_position_embeddings, H}, device);
+  m->token_type_ =
+      w.take("embeddings.token_type_embeddings.weight", {c.type_vocab_size, H}, device);
+  m->emb_ln_w_ = w.take("embeddings.LayerNorm.weight", {H}, device);
+  m->emb_ln_b_ = w.take("embeddings.LayerNorm.bias", {H}, device);
+
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "encoder.layer." + std::to_string(l) + ".";
+    Layer L;
+    L.heads = c.heads_in_layer(l);
+    const int64_t inner = L.heads * d;
+    const at::Tensor q = w.take(p + "attention.self.query.weight", {inner, H}, device);
+    const at::Tensor k = w.take(p + "attention.self.key.weight", {inner, H}, device);
+    const at::Tensor v = w.take(p + "attention.self.value.weight", {inner, H}, device);
+    const at::Tensor qb = w.take(p + "attention.self.query.bias", {inner}, device);
+    const at::Tensor kb = w.take(p + "attention.self.key.bias", {inner}, device);
+    const at::Tensor vb = w.take(p + "attention.self.value.bias", {inner}, device);
+    // (3, heads, d, H) -> (heads, 3, d, H): each head's q, k, v rows side by side.
+    L.qkv_w = at::stack({q, k, v}).view({3, L.heads, d, H}).transpose(0, 1).reshape({-1, H});
+    L.qkv_b = at::stack({qb, kb, vb}).view({3, L.heads, d}).transpose(0, 1).reshape({-1});
+    L.attn_out_w = w.take(p + "attention.output.dense.weight", {H, inner}, device);
+    L.attn_out_b = w.take(p + "attention.output.dense.bias", {H}, device);
+    L.attn_ln_w = w.take(p + "attention.output.LayerNorm.weight", {H}, device);
+    L.attn_ln_b = w.take(p + "attention.output.LayerNorm.bias", {H}, device);
+    L.ffn_in_w = w.take(p + "intermediate.dense.weight", {F, H}, device);
+    L.ffn_in_b = w.take(p + "intermediate.dense.bias", {F}, device);
+    L.ffn_out_w = w.take(p + "output.dense.weight", {H, F}, device);
+    L.ffn_out_b = w.take(p + "output.dense.bias", {H}, device);
+    L.out_ln_w = w.take(p + "output.LayerNorm.weight", {H}, device);
+    L.out_ln_b = w.take(p + "output.LayerNorm.bias", {H}, device);
+    if (options.int8) {
+      for (double width : options.widths) {
+        const LayerShape s = layer_shape(c, l, width);
+        if (s.heads == 0 || L.int8.count(s.heads)) continue;
+        const int64_t rows = s.heads * 3 * d, in = s.heads * d;
+        Layer::Int8 q8;
+        q8.qkv = std::make_shared<PackedLinear>(L.qkv_w.narrow(0, 0, rows),
+                                                L.qkv_b.narrow(0, 0, rows));
+        q8.attn_out = std::make_shared<PackedLinear>(L.attn_out_w.narrow(1, 0, in), L.attn_out_b);
+        q8.ffn_in = std::make_shared<PackedLinear>(L.ffn_in_w.narrow(0, 0, s.ffn),
+                                                   L.ffn_in_b.narrow(0, 0, s.ffn));
+        q8.ffn_out = std::make_shared<PackedLinear>(L.ffn_out_w.narrow(1, 0, s.ffn), L.ffn_out_b);
+        L.int8.emplace(s.heads, std::move(q8));
+      }
+      // The fp32 copies of the encoder's matrices are not used any more.
+      L.qkv_w = L.attn_out_w = L.ffn_in_w = L.ffn_out_w = at::Tensor();
+    }
+    m->layers_.push_back(std::move(L));
+  }
+  if (w.has("pooler.dense.weight")) {
+    m->pooler_w_ = w.take("pooler.dense.weight", {H, H}, device);
+    m->pooler_b_ = w.take("pooler.dense.bias", {H}, device);
+  }
+  if (w.has("classifier.weight")) {
+    m->classifier_w_ = w.take("classifier.weight", {c.num_labels(), H}, device);
+    m->classifier_b_ = w.take("classifier.bias", {c.num_labels()}, device);
+    if (!m->has_pooler())
+      fail(weights_path(dir), ": a classifier without pooler.dense (BERT classifies the pooled "
+                              "[CLS] vector)");
+  }
+  return m;
+}
+
+int64_t InferenceModel::weight_bytes() const {
+  int64_t bytes = 0;
+  auto add = [&](const at::Tensor& t) {
+    if (t.defined()) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  };
+  for (const at::Tensor* t : {&word_, &position_, &token_type_, &emb_ln_w_, &emb_ln_b_, &pooler_w_,
+                              &pooler_b_, &classifier_w_, &classifier_b_})
+    add(*t);
+  for (const Layer& L : layers_) {
+    for (const at::Tensor* t : {&L.qkv_w, &L.qkv_b, &L.attn_out_w, &L.attn_out_b, &L.attn_ln_w,
+                                &L.attn_ln_b, &L.ffn_in_w, &L.ffn_in_b, &L.ffn_out_w, &L.ffn_out_b,
+                                &L.out_ln_w, &L.out_ln_b})
+      add(*t);
+    for (const auto& [heads, q] : L.int8)
+      bytes += q.qkv->bytes() + q.attn_out->bytes() + q.ffn_in->bytes() + q.ffn_out->bytes();
+  }
+  return bytes;
+}
+
+bool InferenceModel::supports(const SubNet& subnet) const {
+  if (!(subnet.width > 0 && subnet.width <= 1 && subnet.depth > 0 && subnet.depth <= 1))
+    return false;
+  if (!options_.int8) return true;
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    const int64_t h = heads_for(config_, l, subnet.width);
+    if (h > 0 && !layers_[static_cast<size_t>(l)].int8.count(h)) return false;
+  }
+  return true;
+}
+
+at::Tensor InferenceModel::layer_forward(const Layer& L, const at::Tensor& x,
+                                         const at::Tensor& mask_bias,
+                                         const LayerShape& shape) const {
+  const int64_t B = x.size(0), T = x.size(1), h = shape.heads, d = shape.head_size;
+  const Layer::Int8* q8 = nullptr;
+  if (options_.int8) {
+    auto it = L.int8.find(h);
+    if (it == L.int8.end())
+      fail("int8 weights were not packed for ", h, " heads (load the model with that width)");
+    q8 = &it->second;
+  }
+  at::Tensor attn;
+  if (h == 0) {
+    // No heads left: the attention block adds only its output bias.
+    attn = at::layer_norm(x + L.attn_out_b, {x.size(2)}, L.attn_ln_w, L.attn_ln_b,
+                          config_.layer_norm_eps);
+  } else {
+    // (B, T, h, 3, d): the first h heads' q, k, v, one contiguous slice of the fused matrix.
+    const at::Tensor qkv =
+        (q8 ? (*q8->qkv)(x)
+            : at::linear(x, L.qkv_w.narrow(0, 0, h * 3 * d), L.qkv_b.narrow(0, 0, h * 3 * d)))
+            .view({B, T, h, 3, d});
+    const at::Tensor q = qkv.select(3, 0).transpose(1, 2);  // (B, h, T, d)
+    const at::Tensor k = qkv.select(3, 1).transpose(1, 2);
+    const at::Tensor v = qkv.select(3, 2).transpose(1, 2);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    at::Tensor scores = at::matmul(q, k.transpose(2, 3)).mul_(scale);  // (B, h, T, T)
+    if (mask_bias.defined()) scores.add_(mask_bias);                     // (B, 1, 1, T)
+    const at::Tensor context =
+        at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, h * d});
+    at::Tensor projected = q8 ? (*q8->attn_out)(context)
+                              : at::linear(context, L.attn_out_w.narrow(1, 0, h * d), L.attn_out_b);
+    attn = at::layer_norm(projected.add_(x), {x.size(2)}, L.attn_ln_w, L.attn_ln_b,
+                          config_.layer_norm_eps);
+  }
+  const int64_t f = shape.ffn;
+  const at::Tensor inner =
+      activation(q8 ? (*q8->ffn_in)(attn)
+                    : at::linear(attn, L.ffn_in_w.narrow(0, 0, f), L.ffn_in_b.narrow(0, 0, f)),
+                 config_.hidden_act);
+  at::Tensor out = q8 ? (*q8->ffn_out)(inner)
+                      : at::linear(inner, L.ffn_out_w.narrow(1, 0, f), L.ffn_out_b);
+  return at::layer_norm(out.add_(attn), {x.size(2)}, L.out_ln_w, L.out_ln_b,
+                        config_.layer_norm_eps);
+}
+
+Output InferenceModel::forward(const Batch& input, const SubNet& subnet) const {
+  c10::InferenceMode guard;
+  const Batch batch = input.to(word_.device());
+  const at::Tensor& ids = batch.input_ids;
+  // attention_bias checks the shapes: (B, 1, T) float min on padding, undefined when none.
+  at::Tensor mask_bias = attention_bias(batch);
+  if (mask_bias.defined()) mask_bias = mask_bias.unsqueeze(1);  // (B, 1, 1, T)
+  const int64_t T = ids.size(1);
+  if (T > position_.size(0))
+    fail("sequence length ", T, " exceeds max_position_embeddings ", position_.size(0));
+  if (ids.numel() && (ids.max().item<int64_t>() >= word_.size(0) || ids.min().item<int64_t>() < 0))
+    fail("token id ", ids.max().item<int64_t>(), " is outside the model's vocabulary of ",
+         word_.size(0), " (is vocab.txt longer than config.json's vocab_size?)");
+  const at::Tensor& types = batch.token_type_ids;
+  if (types.defined() && types.numel() &&
+      (types.max().item<int64_t>() >= token_type_.size(0) || types.min().item<int64_t>() < 0))
+    fail("token type ", types.max().item<int64_t>(), " is outside the model's ",
+         token_type_.size(0), " token types (type_vocab_size; a text pair needs 2)");
+
+  at::Tensor x = at::embedding(word_, ids) + position_.narrow(0, 0, T);
+  x = types.defined() ? x + at::embedding(token_type_, types) : x + token_type_[0];
+  x = at::layer_norm(x, {x.size(2)}, emb_ln_w_, emb_ln_b_, config_.layer_norm_eps);
+  for (int64_t l : kept_layers(static_cast<int64_t>(layers_.size()), subnet.depth))
+    x = layer_forward(layers_[static_cast<size_t>(l)], x, mask_bias,
+                      layer_shape(config_, l, subnet.width));
+  Output out;
+  out.last = x;
+  if (has_pooler()) out.pooled = at::tanh(at::linear(x.select(1, 0), pooler_w_, pooler_b_));
+  if (has_classifier()) out.logits = at::linear(out.pooled, classifier_w_, classifier_b_);
+  return out;
+}
+
+}  // namespace slimbert::infer

@@ -1,0 +1,121 @@
+#include <ATen/ATen.h>
+
+#include "slimbert/infer/model.h"
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/io/tensor_io.h"
+#include "test_util.h"
+
+namespace slimbert {
+namespace {
+
+const std::string& model_dir() {
+  static const std::string dir = test::fixture("hf/model");
+  return dir;
+}
+
+const TensorMap& golden() {
+  static const TensorMap g = load_safetensors(test::fixture("hf/model/outputs.safetensors"));
+  return g;
+}
+
+Batch golden_batch() {
+  return Batch{golden().at("input_ids"), golden().at("token_type_ids"),
+               golden().at("attention_mask")};
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  return (a - b).abs().max().item<double>();
+}
+
+// Padding positions carry no meaning; compare the real tokens only.
+double max_diff_unpadded(const at::Tensor& a, const at::Tensor& b, const at::Tensor& mask) {
+  const at::Tensor m = mask.to(at::kBool).unsqueeze(-1);
+  return ((a - b).abs() * m).max().item<double>();
+}
+
+TEST(InferenceModel, MatchesHuggingFaceGoldenOutputs) {
+  const auto model = infer::InferenceModel::load(model_dir());
+  ASSERT_TRUE(model->has_classifier());
+  const infer::Output out = model->forward(golden_batch());
+  EXPECT_LE(max_diff(out.last, golden().at("last_hidden_state")), 1e-5);
+  EXPECT_LE(max_diff(out.pooled, golden().at("pooler_output")), 1e-5);
+  EXPECT_LE(max_diff(out.logits, golden().at("cls_logits")), 1e-6);
+}
+
+TEST(InferenceModel, EverySubNetworkMatchesTheTrainingModel) {
+  const auto model = infer::InferenceModel::load(model_dir());
+  BertForSequenceClassification reference = load_classifier(model_dir());
+  at::NoGradGuard no_grad;
+  const Batch batch = golden_batch();
+  for (double width : {1.0, 0.75, 0.5, 0.25})
+    for (double depth : {1.0, 0.5}) {
+      const SubNet subnet{width, depth};
+      const Encoded expected = reference->bert->forward(batch, subnet);
+      const infer::Output got = model->forward(batch, subnet);
+      EXPECT_LE(max_diff_unpadded(got.last, expected.last(), batch.attention_mask), 1e-5)
+          << "width " << width << " depth " << depth;
+      EXPECT_LE(max_diff(got.logits, reference->logits(expected)), 1e-5)
+          << "width " << width << " depth " << depth;
+    }
+}
+
+TEST(InferenceModel, PrunedHeadsLoadAndMatch) {
+  test::TempDir tmp;
+  BertConfig config = load_config_dir(model_dir());
+  config.pruned_heads = {{0, {1, 3}}, {1, {0}}};
+  BertForSequenceClassification pruned(config);
+  init_weights(*pruned, config, 7);
+  pruned->eval();
+  std::vector<std::string> tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+  for (int64_t i = 5; i < config.vocab_size; ++i) tokens.push_back("t" + std::to_string(i));
+  const Tokenizer tokenizer(Vocab::from_tokens(tokens), TokenizerOptions{});
+  save_checkpoint(tmp / "pruned", config, *pruned, tokenizer);
+  const auto model = infer::InferenceModel::load(tmp / "pruned");
+  at::NoGradGuard no_grad;
+  const Batch batch = golden_batch();
+  for (double width : {1.0, 0.5}) {
+    const SubNet subnet{width, 1.0};
+    EXPECT_LE(max_diff(model->forward(batch, subnet).logits, pruned->forward(batch, subnet)), 1e-5);
+  }
+}
+
+TEST(InferenceModel, Int8StaysCloseToFloatAndRunsOnlyPackedWidths) {
+  if (!infer::select_int8_engine()) GTEST_SKIP() << "no oneDNN quantized engine in this libtorch";
+  const auto fp32 = infer::InferenceModel::load(model_dir());
+  const auto int8 = infer::InferenceModel::load(model_dir(), {true, {1.0, 0.5}});
+  const Batch batch = golden_batch();
+  for (double width : {1.0, 0.5}) {
+    const SubNet subnet{width, 1.0};
+    ASSERT_TRUE(int8->supports(subnet));
+    const infer::Output a = fp32->forward(batch, subnet), b = int8->forward(batch, subnet);
+    // Quantizing the weights per row and the activations per call moves the hidden states by a
+    // few percent of their scale (LayerNorm keeps them near unit variance), and no more.
+    const double d = max_diff_unpadded(a.last, b.last, batch.attention_mask);
+    EXPECT_GT(d, 0.0) << "int8 path not taken";
+    EXPECT_LT(d, 0.25) << "width " << width;
+    const double cos =
+        at::cosine_similarity(a.last.flatten(0, 1), b.last.flatten(0, 1), 1).min().item<double>();
+    EXPECT_GT(cos, 0.99) << "width " << width;
+  }
+  EXPECT_FALSE(int8->supports(SubNet{0.25, 1.0}));
+  EXPECT_ERROR_CONTAINS(int8->forward(batch, SubNet{0.25, 1.0}), "not packed for 1 heads");
+  EXPECT_LT(int8->weight_bytes(), fp32->weight_bytes());
+}
+
+TEST(InferenceModel, BadInputsAreNamedErrors) {
+  const auto model = infer::InferenceModel::load(model_dir());
+  const int64_t vocab = model->config().vocab_size;
+  EXPECT_ERROR_CONTAINS(model->forward(Batch{at::full({1, 4}, vocab, at::kLong), {}, {}}),
+                        "outside the model's vocabulary");
+  EXPECT_ERROR_CONTAINS(model->forward(Batch{at::ones({1, 4}, at::kLong),
+                                             at::full({1, 4}, 5, at::kLong), {}}),
+                        "token type 5");
+  EXPECT_ERROR_CONTAINS(model->forward(Batch{at::ones({1, 500}, at::kLong), {}, {}}),
+                        "exceeds max_position_embeddings");
+  test::TempDir tmp;
+  EXPECT_ERROR_CONTAINS(infer::InferenceModel::load(tmp / "missing"), "not found");
+}
+
+}  // namespace
+}  // namespace slimbert
