@@ -1,11 +1,12 @@
 #include <ATen/ATen.h>
 
 #include <iostream>
+#include <algorithm>
 #include <numeric>
 
 #include "commands.h"
 #include "common.h"
-#include "slimbert/io/checkpoint.h"
+#include "slimbert/infer/run.h"
 
 namespace slimbert::cli {
 namespace {
@@ -16,6 +17,7 @@ struct RunOpts {
   int64_t batch_size = 32, max_length = 0;
   bool no_truncate = false;
   double width = 1.0, depth = 1.0;
+  bool int8 = false;
   RuntimeConfig runtime;
 };
 
@@ -36,6 +38,7 @@ void add_run_options(CLI::App* cmd, RunOpts* o) {
       ->capture_default_str();
   cmd->add_option("--depth", o->depth, "sub-network depth multiplier (DynaBERT)")
       ->capture_default_str();
+  add_int8_option(cmd, &o->int8);
   add_runtime_options(cmd, &o->runtime);
 }
 
@@ -44,20 +47,41 @@ std::vector<float> row(const at::Tensor& t) {
   return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
 }
 
-// Tokenizes the input and calls `emit(encodings, begin, end, batch)` per batch, in input order.
-template <typename Emit>
-void run_batches(const RunOpts& o, const BertConfig& config, const Tokenizer& tokenizer,
-                 const std::vector<Record>& records, Emit emit) {
+// Tokenizes the input, runs it in batches of similar length and writes one JSON line per
+// record, in input order: `rows(output, batch, k)` gives the fields of the batch's row k.
+template <typename Rows>
+void run_records(const RunOpts& o, const infer::InferenceModel& model, Rows rows) {
+  const Tokenizer tokenizer = Tokenizer::from_dir(o.dir);
+  const auto records = read_records(o.input);
   const std::string source = o.input.path == "-" ? "<stdin>" : o.input.path;
-  const auto encodings = encode_records(
-      tokenizer, records, max_input_length(config, tokenizer, o.max_length), o.no_truncate, source);
-  at::NoGradGuard no_grad;
-  for (size_t b = 0; b < encodings.size(); b += static_cast<size_t>(o.batch_size)) {
-    const size_t e = std::min(encodings.size(), b + static_cast<size_t>(o.batch_size));
-    std::vector<size_t> rows(e - b);
-    std::iota(rows.begin(), rows.end(), b);
-    emit(b, e, collate(encodings, rows, tokenizer.pad_id()));
+  const auto encodings =
+      encode_records(tokenizer, records, max_input_length(model.config(), tokenizer, o.max_length),
+                     o.no_truncate, source);
+  const SubNet subnet{o.width, o.depth};
+  std::vector<nlohmann::json> lines(records.size());
+  std::vector<size_t> order(encodings.size());
+  std::iota(order.begin(), order.end(), 0);
+  // Length order: less padding, same result per row.
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return encodings[a].input_ids.size() < encodings[b].input_ids.size();
+  });
+  for (size_t b = 0; b < order.size(); b += static_cast<size_t>(o.batch_size)) {
+    const size_t e = std::min(order.size(), b + static_cast<size_t>(o.batch_size));
+    const std::vector<size_t> idx(order.begin() + static_cast<std::ptrdiff_t>(b),
+                                  order.begin() + static_cast<std::ptrdiff_t>(e));
+    const Batch batch = collate(encodings, idx, tokenizer.pad_id());
+    const infer::Output out = model.forward(batch, subnet);
+    for (size_t k = 0; k < idx.size(); ++k) {
+      nlohmann::json j;
+      j["line"] = records[idx[k]].line;
+      if (!records[idx[k]].id.is_null()) j["id"] = records[idx[k]].id;
+      rows(out, batch, static_cast<int64_t>(k), j);
+      lines[idx[k]] = std::move(j);
+    }
   }
+  Output output(o.output);
+  for (const auto& j : lines) output.stream() << j.dump() << "\n";
+  output.commit();
 }
 
 }  // namespace
@@ -72,28 +96,13 @@ void add_embed_and_predict(CLI::App& app) {
       ->check(CLI::IsMember({"cls", "mean", "both"}))
       ->capture_default_str();
   embed->callback([eo, pooling] {
-    configure_runtime(eo->runtime);
-    const Tokenizer tokenizer = Tokenizer::from_dir(eo->dir);
-    const auto records = read_records(eo->input);
-    BertModel model = load_bert_model(eo->dir, /*with_pooler=*/false);
-    Output out(eo->output);
-    run_batches(
-        *eo, model->config(), tokenizer, records, [&](size_t b, size_t e, const Batch& batch) {
-          const at::Tensor h =
-              model->forward(batch, SubNet{eo->width, eo->depth}).last();             // (B, T, H)
-          const at::Tensor mask = batch.attention_mask.to(at::kFloat).unsqueeze(-1);  // (B, T, 1)
-          const at::Tensor mean = (h * mask).sum(1) / mask.sum(1);                    // (B, H)
-          for (size_t i = b; i < e; ++i) {
-            const int64_t k = static_cast<int64_t>(i - b);
-            nlohmann::json j;
-            j["line"] = records[i].line;
-            if (!records[i].id.is_null()) j["id"] = records[i].id;
-            if (*pooling != "mean") j["cls"] = row(h[k][0]);
-            if (*pooling != "cls") j["mean"] = row(mean[k]);
-            out.stream() << j.dump() << "\n";
-          }
-        });
-    out.commit();
+    const auto model = load_inference_model(eo->dir, eo->runtime, eo->int8, {eo->width});
+    run_records(*eo, *model,
+                [&](const infer::Output& out, const Batch& batch, int64_t k, nlohmann::json& j) {
+                  if (*pooling != "mean") j["cls"] = row(out.last[k][0]);
+                  if (*pooling != "cls")
+                    j["mean"] = row(infer::pool(out, batch, infer::Pooling::kMean)[k]);
+                });
   });
 
   auto po = std::make_shared<RunOpts>();
@@ -101,36 +110,25 @@ void add_embed_and_predict(CLI::App& app) {
       "predict", "label probabilities from a classification checkpoint as JSONL");
   add_run_options(predict, po.get());
   predict->callback([po] {
-    configure_runtime(po->runtime);
-    const Tokenizer tokenizer = Tokenizer::from_dir(po->dir);
-    const auto records = read_records(po->input);
-    BertForSequenceClassification model = load_classifier(po->dir);
-    const BertConfig& config = model->bert->config();
-    Output out(po->output);
-    run_batches(*po, config, tokenizer, records, [&](size_t b, size_t e, const Batch& batch) {
-      const at::Tensor logits =
-          model->forward(batch, SubNet{po->width, po->depth}).cpu();  // (B, labels)
-      const bool regression = config.is_regression();
-      const bool multi = config.problem_type == "multi_label_classification";
-      const at::Tensor probs = multi ? at::sigmoid(logits) : at::softmax(logits, -1);
-      for (size_t i = b; i < e; ++i) {
-        const int64_t k = static_cast<int64_t>(i - b);
-        nlohmann::json j;
-        j["line"] = records[i].line;
-        if (!records[i].id.is_null()) j["id"] = records[i].id;
-        if (regression) {
-          j["score"] = logits[k][0].item<float>();
-        } else {
-          nlohmann::json p = nlohmann::json::object();
-          for (int64_t c = 0; c < config.num_labels(); ++c)
-            p[config.label_name(c)] = probs[k][c].item<float>();
-          j["label"] = config.label_name(probs[k].argmax().item<int64_t>());
-          j["probs"] = p;
-        }
-        out.stream() << j.dump() << "\n";
-      }
-    });
-    out.commit();
+    const auto model = load_inference_model(po->dir, po->runtime, po->int8, {po->width});
+    if (!model->has_classifier())
+      fail(po->dir, ": no classifier in this checkpoint (classifier.weight): fine-tune it first");
+    const BertConfig& config = model->config();
+    run_records(*po, *model,
+                [&](const infer::Output& out, const Batch&, int64_t k, nlohmann::json& j) {
+                  const at::Tensor logits = out.logits[k];
+                  if (config.is_regression()) {
+                    j["score"] = logits[0].item<float>();
+                    return;
+                  }
+                  const bool multi = config.problem_type == "multi_label_classification";
+                  const at::Tensor probs = multi ? at::sigmoid(logits) : at::softmax(logits, -1);
+                  nlohmann::json p = nlohmann::json::object();
+                  for (int64_t c = 0; c < config.num_labels(); ++c)
+                    p[config.label_name(c)] = probs[c].item<float>();
+                  j["label"] = config.label_name(probs.argmax().item<int64_t>());
+                  j["probs"] = p;
+                });
   });
 }
 

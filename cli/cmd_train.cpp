@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "common.h"
 #include "slimbert/data/corpus.h"
+#include "slimbert/infer/run.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/train/finetune.h"
 #include "slimbert/train/pretrain.h"
@@ -249,7 +250,7 @@ void add_eval(CLI::App& app) {
     std::string model, task, data, splits = "dev";
     int64_t max_length = 128, batch_size = 64;
     double width = 1.0, depth = 1.0;
-    bool json = false, skip_bad_rows = false;
+    bool json = false, skip_bad_rows = false, int8 = false;
     RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
@@ -268,23 +269,24 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--depth", o->depth, "sub-network depth multiplier")->capture_default_str();
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->add_flag("--skip-bad-rows", o->skip_bad_rows, "skip malformed rows");
+  add_int8_option(cmd, &o->int8);
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o] {
-    configure_runtime(o->runtime);
-    BertForSequenceClassification model = load_classifier(o->model);
+    const auto model = load_inference_model(o->model, o->runtime, o->int8, {o->width});
     const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
-    const TaskSpec spec = task_for_model(model->bert->config(), o->task, o->data, o->skip_bad_rows);
+    const TaskSpec spec = task_for_model(model->config(), o->task, o->data, o->skip_bad_rows);
     nlohmann::json report = {{"model", o->model},
                              {"task", spec.display_name()},
                              {"format", o->task},
                              {"width", o->width},
-                             {"depth", o->depth}};
+                             {"depth", o->depth},
+                             {"int8", o->int8}};
     std::stringstream splits(o->splits);
     std::string split;
     std::vector<EvalReport> rows;
     while (std::getline(splits, split, ',')) {
-      rows.push_back(evaluate_task(model, tokenizer, spec, split, o->max_length, o->batch_size,
-                                   SubNet{o->width, o->depth}));
+      rows.push_back(infer::evaluate(*model, tokenizer, spec, split, o->max_length,
+                                     o->batch_size, SubNet{o->width, o->depth}));
       report[split] = rows.back().metrics;
       report[split]["examples"] = rows.back().examples;
     }

@@ -24,6 +24,18 @@ void add_runtime_options(CLI::App* cmd, RuntimeConfig* config) {
       ->capture_default_str();
 }
 
+void add_int8_option(CLI::App* cmd, bool* int8) {
+  cmd->add_flag("--int8", *int8,
+                "run the encoder's linear maps in int8 (dynamic quantization, oneDNN; CPU)");
+}
+
+std::shared_ptr<const infer::InferenceModel> load_inference_model(
+    const std::string& dir, RuntimeConfig runtime, bool int8, const std::vector<double>& widths) {
+  if (int8) runtime.torch_intra = true;
+  configure_runtime(runtime);
+  return infer::InferenceModel::load(dir, infer::ModelOptions{int8, widths});
+}
+
 std::string describe_validation(double loss, double accuracy) {
   if (std::isnan(loss)) return "no validation loss (the shards hold no validation sequences)";
   std::ostringstream out;

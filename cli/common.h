@@ -11,6 +11,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/runtime.h"
+#include "slimbert/infer/model.h"
 #include "slimbert/model/bert.h"
 #include "slimbert/model/config.h"
 #include "slimbert/text/tokenizer.h"
@@ -21,6 +22,14 @@ namespace slimbert::cli {
 
 // --threads, --torch-threads and --device, applied by configure_runtime() when the command runs.
 void add_runtime_options(CLI::App* cmd, RuntimeConfig* config);
+
+// --int8: the encoder's linear maps in int8 (oneDNN dynamic quantization).
+void add_int8_option(CLI::App* cmd, bool* int8);
+// Applies the runtime options and loads DIR for inference. int8 packs the weights of `widths`
+// and gives the threads to libtorch's pool, which runs the quantized products.
+std::shared_ptr<const infer::InferenceModel> load_inference_model(
+    const std::string& dir, RuntimeConfig runtime, bool int8,
+    const std::vector<double>& widths = {1.0});
 
 // "validation loss L, MLM accuracy A", or why there is none (shards without a validation split).
 std::string describe_validation(double loss, double accuracy);

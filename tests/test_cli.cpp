@@ -207,7 +207,7 @@ TEST(CliBadInput, MissingDirectoryAndFiles) {
   EXPECT_FAILS_WITH(run("info /nonexistent/model"), "/nonexistent/model", "not found");
   TempDir dir;
   fs::create_directories(dir / "m");
-  EXPECT_FAILS_WITH(run("embed " + (dir / "m")), "vocab.txt", "not found");
+  EXPECT_FAILS_WITH(run("embed " + (dir / "m")), "config.json", "not found");
   EXPECT_FAILS_WITH(run("embed " + tiny_model() + " --input /nonexistent/in.txt"),
                     "/nonexistent/in.txt", "not found");
 }

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "mlm_world.h"
+#include "slimbert/infer/run.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/flops.h"
 #include "slimbert/train/finetune.h"
@@ -59,7 +60,12 @@ TEST(Device, ForwardOnTheGpuEqualsTheCpuAndHuggingFace) {
       EXPECT_LE(max_diff(cpu->forward(batch, s), gpu->forward(batch, s)), 1e-5)
           << "width " << w << " depth " << d;
     }
-  const Latency l = measure_latency(gpu->bert, 2, 16, SubNet{0.5, 0.5}, 3, 1);
+  const auto fast = [&] {
+    OnDevice on(kGpu);
+    return infer::InferenceModel::load(dir);
+  }();
+  EXPECT_LE(max_diff(fast->forward(batch).logits, golden.at("cls_logits")), 1e-5);
+  const infer::Latency l = infer::measure_latency(*fast, 2, 16, SubNet{0.5, 0.5}, 3, 1);
   EXPECT_GT(l.p50, 0);
 }
 

@@ -12,6 +12,7 @@
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/dynabert/dynabert.h"
+#include "slimbert/infer/run.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/flops.h"
 #include "slimbert/report/plot.h"
@@ -24,16 +25,17 @@ namespace {
 
 // Scores and times one model at `run` (a slice of it, or (1, 1) for a static model) and reports
 // the point as `label`. `splits` drops the unlabelled splits the first point finds.
-GridPoint evaluate_point(BertForSequenceClassification& model, const Tokenizer& tokenizer,
-                         const TaskSpec& spec, const GridOptions& o, const SubNet& run,
-                         const SubNet& label, std::vector<std::string>& splits, bool first) {
-  const BertConfig& config = model->bert->config();
+GridPoint evaluate_point(const infer::InferenceModel& model, const TensorMap& weights,
+                         const Tokenizer& tokenizer, const TaskSpec& spec, const GridOptions& o,
+                         const SubNet& run, const SubNet& label, std::vector<std::string>& splits,
+                         bool first) {
+  const BertConfig& config = model.config();
   GridPoint p;
   p.subnet = label;
   // A static model (possibly with pruned heads) runs whole; a dynamic one is sliced.
   const bool whole = run.width == 1.0 && run.depth == 1.0;
-  auto [small, small_weights] = whole ? std::make_pair(config, state_dict(*model))
-                                      : extract_subnet(config, state_dict(*model), run);
+  auto [small, small_weights] =
+      whole ? std::make_pair(config, weights) : extract_subnet(config, weights, run);
   p.layers = small.num_hidden_layers;
   p.heads = small.heads_in_layer(0);
   p.ffn = small.intermediate_size;
@@ -43,7 +45,7 @@ GridPoint evaluate_point(BertForSequenceClassification& model, const Tokenizer& 
   for (const auto& split : std::vector<std::string>(splits)) {
     EvalReport r;
     try {
-      r = evaluate_task(model, tokenizer, spec, split, o.max_length, 64, run);
+      r = infer::evaluate(model, tokenizer, spec, split, o.max_length, 64, run);
     } catch (const InputError& e) {
       // GLUE test files have no labels: the first point finds out, later ones skip the split.
       if (!first) throw;
@@ -58,7 +60,7 @@ GridPoint evaluate_point(BertForSequenceClassification& model, const Tokenizer& 
   if (splits.empty()) fail(spec.dir, ": no labelled split among the requested ones to score");
   for (int64_t b : o.latency_batches)
     p.latency_p50_ms[b] =
-        measure_latency(model->bert, b, o.latency_seq, run, o.latency_iters, 2).p50;
+        infer::measure_latency(model, b, o.latency_seq, run, o.latency_iters, 2).p50;
   std::cerr << "dynabert grid: " << subnet_name(p.subnet);
   for (const auto& [split, v] : p.scores) std::cerr << " " << split << " " << v;
   for (const auto& [b, ms] : p.latency_p50_ms) std::cerr << " b" << b << " " << ms << " ms";
@@ -74,23 +76,33 @@ std::vector<std::string> present_splits(const TaskSpec& spec, const GridOptions&
 }
 
 // One untimed round first: the first timings otherwise include thread and allocator start-up.
-void warm_up(BertForSequenceClassification& model, const GridOptions& o) {
-  for (int64_t b : o.latency_batches) measure_latency(model->bert, b, o.latency_seq, {}, 1, 3);
+void warm_up(const infer::InferenceModel& model, const GridOptions& o) {
+  for (int64_t b : o.latency_batches) infer::measure_latency(model, b, o.latency_seq, {}, 1, 3);
+}
+
+// The checkpoint as the inference model runs it, and its weights under HF names (for the sizes
+// of the exported sub-networks).
+std::pair<std::shared_ptr<const infer::InferenceModel>, TensorMap> load_for_grid(
+    const std::string& dir) {
+  auto model = infer::InferenceModel::load(dir);
+  if (!model->has_classifier()) fail(dir, ": not a fine-tuned classifier (no classifier.weight)");
+  return {model, state_dict(*load_classifier(dir))};
 }
 
 }  // namespace
 
 std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOptions& o) {
-  BertForSequenceClassification model = load_classifier(model_dir);
+  const auto [model, weights] = load_for_grid(model_dir);
   const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
-  const TaskSpec spec = task_for_model(model->bert->config(), o.task, o.data_dir, o.skip_bad_rows);
+  const TaskSpec spec = task_for_model(model->config(), o.task, o.data_dir, o.skip_bad_rows);
   std::vector<std::string> splits = present_splits(spec, o);
-  warm_up(model, o);
+  warm_up(*model, o);
   std::vector<GridPoint> points;
   for (double d : o.depths)
     for (double w : o.widths)
       points.push_back(
-          evaluate_point(model, tokenizer, spec, o, {w, d}, {w, d}, splits, points.empty()));
+          evaluate_point(*model, weights, tokenizer, spec, o, {w, d}, {w, d}, splits,
+                         points.empty()));
   return points;
 }
 
@@ -117,15 +129,15 @@ std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptio
   std::vector<std::string> splits;
   std::optional<TaskSpec> spec;
   for (const auto& [subnet, model_dir] : find_separate_models(dir, o)) {
-    BertForSequenceClassification model = load_classifier(model_dir);
+    const auto [model, weights] = load_for_grid(model_dir);
     const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
     if (!spec) {
-      spec = task_for_model(model->bert->config(), o.task, o.data_dir, o.skip_bad_rows);
+      spec = task_for_model(model->config(), o.task, o.data_dir, o.skip_bad_rows);
       splits = present_splits(*spec, o);
     }
-    warm_up(model, o);
-    points.push_back(
-        evaluate_point(model, tokenizer, *spec, o, {1, 1}, subnet, splits, points.empty()));
+    warm_up(*model, o);
+    points.push_back(evaluate_point(*model, weights, tokenizer, *spec, o, {1, 1}, subnet, splits,
+                                    points.empty()));
   }
   return points;
 }

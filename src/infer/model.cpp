@@ -207,6 +207,8 @@ std::shared_ptr<const InferenceModel> InferenceModel::load(const std::string& di
   return m;
 }
 
+c10::Device InferenceModel::device() const { return word_.device(); }
+
 int64_t InferenceModel::weight_bytes() const {
   int64_t bytes = 0;
   auto add = [&](const at::Tensor& t) {

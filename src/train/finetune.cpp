@@ -107,24 +107,20 @@ TaskSpec task_for_model(const BertConfig& config, const std::string& task,
   return spec;
 }
 
-at::Tensor predict_logits(BertForSequenceClassification& model, const std::vector<Encoding>& inputs,
-                          int64_t pad_id, int64_t batch_size, const SubNet& subnet) {
+at::Tensor predict_logits(const LogitsFn& logits_of, const std::vector<Encoding>& inputs,
+                          int64_t pad_id, int64_t batch_size) {
   std::vector<size_t> idx(inputs.size());
   std::iota(idx.begin(), idx.end(), 0);
   // Length order: less padding, same result.
   std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
     return inputs[a].input_ids.size() < inputs[b].input_ids.size();
   });
-  const bool was_training = model->is_training();
-  model->eval();
-  at::NoGradGuard no_grad;
   std::vector<at::Tensor> parts;
   for (size_t b = 0; b < idx.size(); b += static_cast<size_t>(batch_size)) {
     const size_t e = std::min(idx.size(), b + static_cast<size_t>(batch_size));
     // One copy to the host per batch, not a device sync per row.
-    parts.push_back(model->forward(batch_of(inputs, idx, b, e, pad_id), subnet).cpu());
+    parts.push_back(logits_of(batch_of(inputs, idx, b, e, pad_id)).cpu());
   }
-  if (was_training) model->train();
   const at::Tensor sorted = at::cat(parts);
   std::vector<int64_t> rows(idx.begin(), idx.end());
   at::Tensor out = at::empty_like(sorted);
@@ -132,13 +128,24 @@ at::Tensor predict_logits(BertForSequenceClassification& model, const std::vecto
   return out;
 }
 
-EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer,
+at::Tensor predict_logits(BertForSequenceClassification& model, const std::vector<Encoding>& inputs,
+                          int64_t pad_id, int64_t batch_size, const SubNet& subnet) {
+  const bool was_training = model->is_training();
+  model->eval();
+  at::NoGradGuard no_grad;
+  const at::Tensor out = predict_logits(
+      [&](const Batch& batch) { return model->forward(batch, subnet); }, inputs, pad_id,
+      batch_size);
+  if (was_training) model->train();
+  return out;
+}
+
+EvalReport evaluate_task(const LogitsFn& logits_of, const Tokenizer& tokenizer,
                          const TaskSpec& spec, const std::string& split, int64_t max_length,
-                         int64_t batch_size, const SubNet& subnet) {
+                         int64_t batch_size) {
   const TaskData data = spec.load(split);
   const EncodedTask enc = encode_task(tokenizer, spec, data, max_length, true);
-  const at::Tensor logits =
-      predict_logits(model, enc.inputs, tokenizer.pad_id(), batch_size, subnet);
+  const at::Tensor logits = predict_logits(logits_of, enc.inputs, tokenizer.pad_id(), batch_size);
   EvalReport r{spec.display_name(), split, static_cast<int64_t>(enc.inputs.size()), {}};
   if (spec.regression) {
     const at::Tensor v = logits.select(1, 0).to(at::kDouble).contiguous();
@@ -149,6 +156,18 @@ EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& 
     const std::vector<int64_t> pred(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel());
     r.metrics = classification_metrics(pred, enc.labels, spec.main_metric);
   }
+  return r;
+}
+
+EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer,
+                         const TaskSpec& spec, const std::string& split, int64_t max_length,
+                         int64_t batch_size, const SubNet& subnet) {
+  const bool was_training = model->is_training();
+  model->eval();
+  at::NoGradGuard no_grad;
+  EvalReport r = evaluate_task([&](const Batch& batch) { return model->forward(batch, subnet); },
+                               tokenizer, spec, split, max_length, batch_size);
+  if (was_training) model->train();
   return r;
 }
 

@@ -50,6 +50,7 @@ class InferenceModel {
   const BertConfig& config() const { return config_; }
   const std::string& dir() const { return dir_; }
   bool int8() const { return options_.int8; }
+  c10::Device device() const;
   bool has_classifier() const { return classifier_w_.defined(); }
   bool has_pooler() const { return pooler_w_.defined(); }
   // Bytes of the weights as held (int8 packs counted at one byte a weight).

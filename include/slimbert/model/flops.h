@@ -1,4 +1,4 @@
-// Parameter counts, FLOPs and latency: what `info`, `bench`, reports and MFU figures use.
+// Parameter counts and FLOPs: what `info`, `bench`, reports and MFU figures use.
 #pragma once
 
 #include <cstdint>
@@ -23,12 +23,5 @@ std::vector<ComponentCount> count_parameters(const TensorMap& weights);
 double encoder_flops(const BertConfig& config, int64_t seq, const SubNet& subnet = {});
 // The MLM head (transform + vocabulary projection) at `positions` positions.
 double mlm_head_flops(const BertConfig& config, int64_t positions);
-
-// Forward latency of `model` at `subnet` on random tokens (batch x seq, no padding), in ms.
-struct Latency {
-  double p50 = 0, p90 = 0, p99 = 0, mean = 0;
-};
-Latency measure_latency(const BertModel& model, int64_t batch, int64_t seq, const SubNet& subnet,
-                        int64_t iters, int64_t warmup);
 
 }  // namespace slimbert

@@ -75,8 +75,13 @@ at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data,
 at::Tensor distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
                              double temperature, bool regression);
 
-// Logits of `model` for every row of `inputs` ([rows, outputs], host, row order), run in length
-// order in batches of `batch_size` without dropout or gradients.
+// Logits of one padded batch: a training model in eval mode, or the inference model.
+using LogitsFn = std::function<at::Tensor(const Batch&)>;
+// Logits for every row of `inputs` ([rows, outputs], host, row order), computed in length order
+// in batches of `batch_size`.
+at::Tensor predict_logits(const LogitsFn& logits_of, const std::vector<Encoding>& inputs,
+                          int64_t pad_id, int64_t batch_size);
+// The same with `model` at `subnet`, without dropout or gradients.
 at::Tensor predict_logits(BertForSequenceClassification& model, const std::vector<Encoding>& inputs,
                           int64_t pad_id, int64_t batch_size, const SubNet& subnet = {});
 
@@ -85,7 +90,10 @@ at::Tensor predict_logits(BertForSequenceClassification& model, const std::vecto
 at::Tensor teacher_logits(const std::string& teacher_dir, const TaskSpec& spec,
                           const TaskData& data, int64_t max_length);
 
-// Scores `model` on a split; the label order is the model's id2label.
+// Scores the logits of a split; the label order is the model's id2label.
+EvalReport evaluate_task(const LogitsFn& logits_of, const Tokenizer& tokenizer,
+                         const TaskSpec& spec, const std::string& split, int64_t max_length,
+                         int64_t batch_size);
 EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer,
                          const TaskSpec& spec, const std::string& split, int64_t max_length,
                          int64_t batch_size, const SubNet& subnet = {});
