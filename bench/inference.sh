@@ -33,7 +33,10 @@ for preset in "${presets[@]}"; do
     "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 2 --torch-threads --json | tag "torch 2, openblas 1"
     "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 1 --json | tag "1 thread"
     for t in 1 2; do
+      "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads $t --int8 --json |
+        sed 's/^{/{"engine":"slimbert-int8",/' | tag "int8, threads $t"
       $py "$root/bench/torch_bert.py" bench "$model" --batch $batch --seq 128 --threads $t --iters $iters --warmup 2 | tag "torch threads $t"
+      $py "$root/bench/torch_bert.py" bench "$model" --batch $batch --seq 128 --threads $t --iters $iters --warmup 2 --int8 | tag "torch threads $t"
       node "$root/bench/ort_bench.js" "$model/model.onnx" --batch $batch --seq 128 --threads $t --iters $iters --warmup 2 | tag "intra-op $t"
     done
   done
@@ -55,8 +58,16 @@ for r in rows:
 print("\nBest setting per engine, seq 128 (p50 ms; ratio = slimbert / anchor, lower is better):\n")
 print("| model | batch | slimbert | PyTorch eager | ONNX Runtime | slimbert / PyTorch | slimbert / ORT |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-for (preset, batch), e in sorted(best.items(), key=lambda kv: (kv[0][0] != "mini", kv[0][1])):
+order = sorted(best.items(), key=lambda kv: (kv[0][0] != "mini", kv[0][1]))
+for (preset, batch), e in order:
     s, t, o = e["slimbert"], e["pytorch"], e["onnxruntime"]
     print(f'| {preset} | {batch} | {s["p50_ms"]:.2f} ({s["setting"]}) | {t["p50_ms"]:.2f} ({t["setting"]}) | '
           f'{o["p50_ms"]:.2f} ({o["setting"]}) | {s["p50_ms"] / t["p50_ms"]:.2f} | {s["p50_ms"] / o["p50_ms"]:.2f} |')
+print("\nint8 (dynamic quantization of the encoder's linear maps), best setting per engine:\n")
+print("| model | batch | slimbert int8 | PyTorch int8 (onednn) | ORT fp32 | int8 / ORT fp32 | slimbert int8 / PyTorch int8 |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for (preset, batch), e in order:
+    s, t, o = e["slimbert-int8"], e["pytorch-int8"], e["onnxruntime"]
+    print(f'| {preset} | {batch} | {s["p50_ms"]:.2f} ({s["setting"]}) | {t["p50_ms"]:.2f} ({t["setting"]}) | '
+          f'{o["p50_ms"]:.2f} | {s["p50_ms"] / o["p50_ms"]:.2f} | {s["p50_ms"] / t["p50_ms"]:.2f} |')
 PY

@@ -173,6 +173,8 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--head", choices=["full", "masked"], default="full")
+    ap.add_argument("--int8", action="store_true",
+                    help="PyTorch's own dynamic int8 (quantize_dynamic, per-channel, engine onednn)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model, c = build(a.model)
@@ -201,6 +203,12 @@ def main():
                           dynamic_axes={n: {0: "batch", 1: "seq"} for n in
                                         ["input_ids", "token_type_ids", "attention_mask", "last_hidden_state"]})
         return
+    engine = "pytorch"
+    if a.int8:
+        torch.backends.quantized.engine = "onednn"
+        model = torch.ao.quantization.quantize_dynamic(
+            model, {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        engine = "pytorch-int8"
     times = []
     with torch.inference_mode():
         for i in range(a.warmup + a.iters):
@@ -208,7 +216,7 @@ def main():
             model(ids, types, mask)
             if i >= a.warmup:
                 times.append((time.perf_counter() - t0) * 1e3)
-    print(json.dumps({"engine": "pytorch", "threads": a.threads, "batch": a.batch, "seq": a.seq,
+    print(json.dumps({"engine": engine, "threads": a.threads, "batch": a.batch, "seq": a.seq,
                       "p50_ms": percentile(times, 50), "p90_ms": percentile(times, 90),
                       "p99_ms": percentile(times, 99)}))
 

@@ -40,8 +40,7 @@ void add_bench(CLI::App& app) {
   add_int8_option(cmd, &opts->int8);
   add_runtime_options(cmd, &opts->runtime);
   cmd->callback([opts] {
-    const auto model =
-        load_inference_model(opts->dir, opts->runtime, opts->int8, {opts->width});
+    const auto model = load_inference_model(opts->dir, opts->runtime, opts->int8, {opts->width});
     const BertConfig& config = model->config();
     if (opts->seq > config.max_position_embeddings)
       fail("--seq ", opts->seq, " exceeds max_position_embeddings ",
@@ -54,17 +53,20 @@ void add_bench(CLI::App& app) {
         encoder_flops(config, opts->seq, subnet) * static_cast<double>(opts->batch) / 1e9;
     if (opts->json) {
       nlohmann::json j = {
-          {"model", opts->dir},   {"batch", opts->batch}, {"seq", opts->seq},
-          {"width", opts->width}, {"depth", opts->depth}, {"threads", describe_threads()},
+          {"model", opts->dir},   {"batch", opts->batch},
+          {"seq", opts->seq},     {"width", opts->width},
+          {"depth", opts->depth}, {"threads", describe_threads()},
           {"int8", opts->int8},   {"weight_mb", static_cast<double>(model->weight_bytes()) / 1e6},
-          {"iters", opts->iters}, {"p50_ms", p50},        {"p90_ms", p90},
-          {"p99_ms", p99},        {"mean_ms", mean},      {"gflop_per_s", gflops / (p50 / 1e3)}};
+          {"iters", opts->iters}, {"p50_ms", p50},
+          {"p90_ms", p90},        {"p99_ms", p99},
+          {"mean_ms", mean},      {"gflop_per_s", gflops / (p50 / 1e3)}};
       std::cout << j.dump() << "\n";
       return;
     }
     std::cout << std::fixed << std::setprecision(2) << opts->dir << ": batch " << opts->batch
               << " x seq " << opts->seq << " (width " << opts->width << ", depth " << opts->depth
-              << (opts->int8 ? ", int8" : "") << "), threads " << describe_threads() << ", " << opts->iters << " iterations\n"
+              << (opts->int8 ? ", int8" : "") << "), threads " << describe_threads() << ", "
+              << opts->iters << " iterations\n"
               << "  p50 " << p50 << " ms   p90 " << p90 << " ms   p99 " << p99 << " ms   mean "
               << mean << " ms   " << std::setprecision(1) << gflops / (p50 / 1e3) << " GFLOP/s\n";
   });

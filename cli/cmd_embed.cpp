@@ -1,7 +1,7 @@
 #include <ATen/ATen.h>
 
-#include <iostream>
 #include <algorithm>
+#include <iostream>
 #include <numeric>
 
 #include "commands.h"

@@ -275,18 +275,15 @@ void add_eval(CLI::App& app) {
     const auto model = load_inference_model(o->model, o->runtime, o->int8, {o->width});
     const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
     const TaskSpec spec = task_for_model(model->config(), o->task, o->data, o->skip_bad_rows);
-    nlohmann::json report = {{"model", o->model},
-                             {"task", spec.display_name()},
-                             {"format", o->task},
-                             {"width", o->width},
-                             {"depth", o->depth},
-                             {"int8", o->int8}};
+    nlohmann::json report = {{"model", o->model}, {"task", spec.display_name()},
+                             {"format", o->task}, {"width", o->width},
+                             {"depth", o->depth}, {"int8", o->int8}};
     std::stringstream splits(o->splits);
     std::string split;
     std::vector<EvalReport> rows;
     while (std::getline(splits, split, ',')) {
-      rows.push_back(infer::evaluate(*model, tokenizer, spec, split, o->max_length,
-                                     o->batch_size, SubNet{o->width, o->depth}));
+      rows.push_back(infer::evaluate(*model, tokenizer, spec, split, o->max_length, o->batch_size,
+                                     SubNet{o->width, o->depth}));
       report[split] = rows.back().metrics;
       report[split]["examples"] = rows.back().examples;
     }

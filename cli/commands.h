@@ -18,5 +18,7 @@ void add_finetune(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_wid(CLI::App& app);
 void add_dynabert(CLI::App& app);
+void add_serve(CLI::App& app);
+void add_profile(CLI::App& app);
 
 }  // namespace slimbert::cli

@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   slimbert::cli::add_eval(app);
   slimbert::cli::add_wid(app);
   slimbert::cli::add_dynabert(app);
+  slimbert::cli::add_profile(app);
+  slimbert::cli::add_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -103,3 +103,11 @@ for i, name in enumerate(names):
 run = {"command": "pretrain", "defining": {"seed": 0, "batch_size": 8, "steps": 100}, "adjustable": {"lr": 0.001}}
 put("trainer_state", "current", json.dumps({"step": 10, "epoch": 1, "offset": 8, "run": run, "best": 0.5, "best_step": 4}, indent=2))
 put("trainer_state", "old", json.dumps({"step": 10, "epoch": 0, "offset": 80, "seed": 0, "total_steps": 100}))
+
+# server requests: every shape each endpoint takes, and the sub-network fields.
+put("request", "single", json.dumps({"inputs": "hello world"}))
+put("request", "list", json.dumps({"inputs": ["a", "b c"], "width": 0.5, "depth": 0.75}))
+put("request", "pairs", json.dumps({"inputs": [["a", "b"], "c"], "latency_budget_ms": 20, "truncate": True}))
+put("request", "embed", json.dumps({"inputs": ["x"], "pooling": "mean", "normalize": False}))
+put("request", "openai", json.dumps({"input": ["x", "y"], "model": "m", "encoding_format": "float", "user": "u"}))
+put("request", "tokenize", json.dumps({"inputs": "x", "add_special_tokens": False}))

@@ -3,7 +3,8 @@
 # bench), then the training pipeline: real offline data, a short MLM pretraining run continuing
 # the committed teacher (models/teacher-mini), fine-tuning on the spam task, evaluation; then a
 # small WID run whose exported student is fine-tuned and evaluated the same way; then a small
-# DynaBERT run (rewire, width and width x depth distillation, export, grid report in HTML).
+# DynaBERT run (rewire, width and width x depth distillation, export, grid report in HTML),
+# its latency profile, and the server answering at two latency budgets and one bad request.
 #   scripts/demo.sh BUILD/slimbert OUT_DIR
 set -euo pipefail
 slimbert=${1:-build/slimbert}
@@ -94,6 +95,37 @@ small=(--task tsv --data data/tasks/spam --max-length 64 --batch-size 32 --epoch
 "$slimbert" dynabert grid --model "DynaBERT=$out/dyna/best" --model "rewired only=$out/dyna-rewired" \
   --task tsv --data data/tasks/spam --max-length 64 --widths 1,0.5 --depths 1,0.5 \
   --latency-iters 5 --out "$out/dyna-grid" 2>/dev/null
+
+step "slimbert profile + serve: the DynaBERT model behind HTTP, sub-networks chosen by latency budget"
+"$slimbert" profile "$out/dyna/best" --grid "$out/dyna-grid/grid.json" --widths 1,0.5 --depths 1,0.5 \
+  --iters 5 --budget-ms 5 --batch 1 --seq 64
+log="$out/serve.log"
+"$slimbert" serve "$out/dyna/best" --port 0 --max-length 64 2>"$log" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+port=""
+for _ in $(seq 1 300); do
+  port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
+  [[ -n "$port" ]] && break
+  sleep 0.2
+done
+[[ -n "$port" ]] || { cat "$log"; echo "serve did not start" >&2; exit 1; }
+ask() {  # PATH BODY: prints status and body
+  curl -s -w ' -> HTTP %{http_code}\n' -H 'content-type: application/json' -d "$2" "http://127.0.0.1:$port$1"
+}
+text='"Congratulations! You won a free cruise, call now to claim your prize"'
+echo "-- a generous budget (the full model fits):"
+ask /predict "{\"inputs\": [$text, \"see you at lunch tomorrow\"], \"latency_budget_ms\": 1000}"
+echo "-- a tight budget (the server steps down):"
+ask /predict "{\"inputs\": [$text], \"latency_budget_ms\": 1}"
+echo "-- an explicit sub-network:"
+ask /predict "{\"inputs\": $text, \"width\": 0.5, \"depth\": 0.5}"
+echo "-- a malformed request:"
+ask /predict '{"inputs": ["unterminated'
+kill -TERM $server
+wait $server
+trap - EXIT
+tail -n 6 "$log"
 
 echo
 echo "demo done: outputs in $out/"

@@ -21,33 +21,9 @@ namespace {
 
 using test::TempDir;
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs `slimbert ARGS` through the shell; stdin from `input` when given.
+using Result = test::CliResult;
 Result run(const std::string& args, const std::string& input = "") {
-  static int counter = 0;
-  const std::string base =
-      (fs::temp_directory_path() /
-       ("slimbert-cli-" + std::to_string(getpid()) + "-" + std::to_string(counter++)))
-          .string();
-  std::string cmd =
-      std::string(SLIMBERT_CLI) + " " + args + " >" + base + ".out 2>" + base + ".err";
-  if (!input.empty()) {
-    write_file_atomic(base + ".in", input);
-    cmd += " <" + base + ".in";
-  } else {
-    cmd += " </dev/null";
-  }
-  Result r;
-  const int status = std::system(cmd.c_str());
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_file(base + ".out");
-  r.err = read_file(base + ".err");
-  for (const char* ext : {".out", ".err", ".in"}) fs::remove(base + ext);
-  return r;
+  return test::run_cli(args, input);
 }
 
 #define EXPECT_FAILS_WITH(result, ...)                                              \

@@ -108,9 +108,9 @@ TEST(InferenceModel, BadInputsAreNamedErrors) {
   const int64_t vocab = model->config().vocab_size;
   EXPECT_ERROR_CONTAINS(model->forward(Batch{at::full({1, 4}, vocab, at::kLong), {}, {}}),
                         "outside the model's vocabulary");
-  EXPECT_ERROR_CONTAINS(model->forward(Batch{at::ones({1, 4}, at::kLong),
-                                             at::full({1, 4}, 5, at::kLong), {}}),
-                        "token type 5");
+  EXPECT_ERROR_CONTAINS(
+      model->forward(Batch{at::ones({1, 4}, at::kLong), at::full({1, 4}, 5, at::kLong), {}}),
+      "token type 5");
   EXPECT_ERROR_CONTAINS(model->forward(Batch{at::ones({1, 500}, at::kLong), {}, {}}),
                         "exceeds max_position_embeddings");
   test::TempDir tmp;

@@ -4,7 +4,12 @@
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -120,6 +125,35 @@ inline void expect_same_weights(const TensorMap& a, const TensorMap& b) {
     ASSERT_TRUE(b.count(name)) << name;
     EXPECT_TRUE(at::equal(t, b.at(name))) << name;
   }
+}
+
+struct CliResult {
+  int code = -1;
+  std::string out, err;
+};
+
+// Runs `slimbert ARGS` through the shell; stdin from `input` when given.
+inline CliResult run_cli(const std::string& args, const std::string& input = "") {
+  static std::atomic<int> counter{0};
+  const std::string base =
+      (std::filesystem::temp_directory_path() /
+       ("slimbert-cli-" + std::to_string(getpid()) + "-" + std::to_string(counter++)))
+          .string();
+  std::string cmd =
+      std::string(SLIMBERT_CLI) + " " + args + " >" + base + ".out 2>" + base + ".err";
+  if (!input.empty()) {
+    write_file_atomic(base + ".in", input);
+    cmd += " <" + base + ".in";
+  } else {
+    cmd += " </dev/null";
+  }
+  CliResult r;
+  const int status = std::system(cmd.c_str());
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = read_file(base + ".out");
+  r.err = read_file(base + ".err");
+  for (const char* ext : {".out", ".err", ".in"}) std::filesystem::remove(base + ext);
+  return r;
 }
 
 }  // namespace slimbert::test

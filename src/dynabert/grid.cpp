@@ -100,9 +100,8 @@ std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOpt
   std::vector<GridPoint> points;
   for (double d : o.depths)
     for (double w : o.widths)
-      points.push_back(
-          evaluate_point(*model, weights, tokenizer, spec, o, {w, d}, {w, d}, splits,
-                         points.empty()));
+      points.push_back(evaluate_point(*model, weights, tokenizer, spec, o, {w, d}, {w, d}, splits,
+                                      points.empty()));
   return points;
 }
 

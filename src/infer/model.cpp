@@ -41,13 +41,12 @@ class PackedLinear {
         w.abs().amax(1).clamp_min(1e-8).div(127.0).to(at::kDouble).contiguous();
     const at::Tensor zeros = at::zeros({w.size(0)}, at::kLong);
     const at::Tensor q = at::quantize_per_channel(w, scales, zeros, 0, at::kQInt8);
-    static const auto prepack =
-        c10::Dispatcher::singleton()
-            .findSchemaOrThrow("quantized::linear_prepack", "")
-            .typed<c10::intrusive_ptr<LinearPackedParamsBase>(at::Tensor,
-                                                              c10::optional<at::Tensor>)>();
-    packed_ = prepack.call(q, bias.defined() ? c10::optional<at::Tensor>(bias.contiguous())
-                                             : c10::nullopt);
+    static const auto prepack = c10::Dispatcher::singleton()
+                                    .findSchemaOrThrow("quantized::linear_prepack", "")
+                                    .typed<c10::intrusive_ptr<LinearPackedParamsBase>(
+                                        at::Tensor, c10::optional<at::Tensor>)>();
+    packed_ = prepack.call(
+        q, bias.defined() ? c10::optional<at::Tensor>(bias.contiguous()) : c10::nullopt);
     rows_ = w.size(0);
     cols_ = w.size(1);
   }
@@ -180,8 +179,8 @@ std::shared_ptr<const InferenceModel> InferenceModel::load(const std::string& di
         if (s.heads == 0 || L.int8.count(s.heads)) continue;
         const int64_t rows = s.heads * 3 * d, in = s.heads * d;
         Layer::Int8 q8;
-        q8.qkv = std::make_shared<PackedLinear>(L.qkv_w.narrow(0, 0, rows),
-                                                L.qkv_b.narrow(0, 0, rows));
+        q8.qkv =
+            std::make_shared<PackedLinear>(L.qkv_w.narrow(0, 0, rows), L.qkv_b.narrow(0, 0, rows));
         q8.attn_out = std::make_shared<PackedLinear>(L.attn_out_w.narrow(1, 0, in), L.attn_out_b);
         q8.ffn_in = std::make_shared<PackedLinear>(L.ffn_in_w.narrow(0, 0, s.ffn),
                                                    L.ffn_in_b.narrow(0, 0, s.ffn));
@@ -201,13 +200,16 @@ std::shared_ptr<const InferenceModel> InferenceModel::load(const std::string& di
     m->classifier_w_ = w.take("classifier.weight", {c.num_labels(), H}, device);
     m->classifier_b_ = w.take("classifier.bias", {c.num_labels()}, device);
     if (!m->has_pooler())
-      fail(weights_path(dir), ": a classifier without pooler.dense (BERT classifies the pooled "
-                              "[CLS] vector)");
+      fail(weights_path(dir),
+           ": a classifier without pooler.dense (BERT classifies the pooled "
+           "[CLS] vector)");
   }
   return m;
 }
 
-c10::Device InferenceModel::device() const { return word_.device(); }
+c10::Device InferenceModel::device() const {
+  return word_.device();
+}
 
 int64_t InferenceModel::weight_bytes() const {
   int64_t bytes = 0;
@@ -218,9 +220,9 @@ int64_t InferenceModel::weight_bytes() const {
                               &pooler_b_, &classifier_w_, &classifier_b_})
     add(*t);
   for (const Layer& L : layers_) {
-    for (const at::Tensor* t : {&L.qkv_w, &L.qkv_b, &L.attn_out_w, &L.attn_out_b, &L.attn_ln_w,
-                                &L.attn_ln_b, &L.ffn_in_w, &L.ffn_in_b, &L.ffn_out_w, &L.ffn_out_b,
-                                &L.out_ln_w, &L.out_ln_b})
+    for (const at::Tensor* t :
+         {&L.qkv_w, &L.qkv_b, &L.attn_out_w, &L.attn_out_b, &L.attn_ln_w, &L.attn_ln_b, &L.ffn_in_w,
+          &L.ffn_in_b, &L.ffn_out_w, &L.ffn_out_b, &L.out_ln_w, &L.out_ln_b})
       add(*t);
     for (const auto& [heads, q] : L.int8)
       bytes += q.qkv->bytes() + q.attn_out->bytes() + q.ffn_in->bytes() + q.ffn_out->bytes();
@@ -266,7 +268,7 @@ at::Tensor InferenceModel::layer_forward(const Layer& L, const at::Tensor& x,
     const at::Tensor v = qkv.select(3, 2).transpose(1, 2);
     const double scale = 1.0 / std::sqrt(static_cast<double>(d));
     at::Tensor scores = at::matmul(q, k.transpose(2, 3)).mul_(scale);  // (B, h, T, T)
-    if (mask_bias.defined()) scores.add_(mask_bias);                     // (B, 1, 1, T)
+    if (mask_bias.defined()) scores.add_(mask_bias);                   // (B, 1, 1, T)
     const at::Tensor context =
         at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, h * d});
     at::Tensor projected = q8 ? (*q8->attn_out)(context)
@@ -279,8 +281,8 @@ at::Tensor InferenceModel::layer_forward(const Layer& L, const at::Tensor& x,
       activation(q8 ? (*q8->ffn_in)(attn)
                     : at::linear(attn, L.ffn_in_w.narrow(0, 0, f), L.ffn_in_b.narrow(0, 0, f)),
                  config_.hidden_act);
-  at::Tensor out = q8 ? (*q8->ffn_out)(inner)
-                      : at::linear(inner, L.ffn_out_w.narrow(1, 0, f), L.ffn_out_b);
+  at::Tensor out =
+      q8 ? (*q8->ffn_out)(inner) : at::linear(inner, L.ffn_out_w.narrow(1, 0, f), L.ffn_out_b);
   return at::layer_norm(out.add_(attn), {x.size(2)}, L.out_ln_w, L.out_ln_b,
                         config_.layer_norm_eps);
 }

@@ -29,8 +29,8 @@ namespace {
 
 [[noreturn]] void unprocessable(const std::string& field, const std::string& expected,
                                 const json& got) {
-  throw RequestError(422, cat("field '", field, "': expected ", expected, ", got ",
-                              excerpt(json_text(got))));
+  throw RequestError(
+      422, cat("field '", field, "': expected ", expected, ", got ", excerpt(json_text(got))));
 }
 
 // Replaces each invalid UTF-8 sequence by U+FFFD, as HF tokenizers do with lossy decoding.
@@ -65,15 +65,17 @@ void read_inputs(Request& r, const json& j, const std::string& field, bool pairs
   if (!j.is_array()) unprocessable(field, shapes, j);
   if (j.empty()) throw RequestError(422, cat("field '", field, "': the list is empty"));
   if (j.size() > limits.max_inputs)
-    throw RequestError(413, cat("field '", field, "': ", j.size(), " inputs, more than the limit of ",
-                                limits.max_inputs, " per request (--max-client-batch-size)"));
+    throw RequestError(413,
+                       cat("field '", field, "': ", j.size(), " inputs, more than the limit of ",
+                           limits.max_inputs, " per request (--max-client-batch-size)"));
   for (size_t i = 0; i < j.size(); ++i) {
     const std::string item = cat(field, "[", i, "]");
     const json& e = j[i];
     if (e.is_string()) {
       r.inputs.push_back({text_of(e, item, limits), std::nullopt});
     } else if (pairs && e.is_array() && e.size() == 2) {
-      r.inputs.push_back({text_of(e[0], item + "[0]", limits), text_of(e[1], item + "[1]", limits)});
+      r.inputs.push_back(
+          {text_of(e[0], item + "[0]", limits), text_of(e[1], item + "[1]", limits)});
     } else {
       unprocessable(item, pairs ? "a string or a [text, text_pair] list" : "a string", e);
     }
@@ -126,8 +128,8 @@ Request parse_request(Endpoint endpoint, std::string_view body, const RequestLim
     if (!allowed.count(it.key())) {
       std::string names;
       for (const auto& a : allowed) names += (names.empty() ? "" : ", ") + a;
-      throw RequestError(422, cat("unknown field '", excerpt(json_text(it.key())),
-                                  "' (this endpoint takes: ", names, ")"));
+      throw RequestError(
+          422, cat("unknown field '", excerpt(it.key()), "' (this endpoint takes: ", names, ")"));
     }
 
   const std::string input_field = openai ? "input" : "inputs";
@@ -156,7 +158,8 @@ Request parse_request(Endpoint endpoint, std::string_view body, const RequestLim
     r.add_special_tokens = boolean(j["add_special_tokens"], "add_special_tokens");
   if (has("pooling")) {
     const json& p = j["pooling"];
-    if (!p.is_string() || (p != "cls" && p != "mean")) unprocessable("pooling", "\"cls\" or \"mean\"", p);
+    if (!p.is_string() || (p != "cls" && p != "mean"))
+      unprocessable("pooling", "\"cls\" or \"mean\"", p);
     r.pooling = p.get<std::string>();
   }
   if (has("model")) {

@@ -133,9 +133,9 @@ at::Tensor predict_logits(BertForSequenceClassification& model, const std::vecto
   const bool was_training = model->is_training();
   model->eval();
   at::NoGradGuard no_grad;
-  const at::Tensor out = predict_logits(
-      [&](const Batch& batch) { return model->forward(batch, subnet); }, inputs, pad_id,
-      batch_size);
+  const at::Tensor out =
+      predict_logits([&](const Batch& batch) { return model->forward(batch, subnet); }, inputs,
+                     pad_id, batch_size);
   if (was_training) model->train();
   return out;
 }

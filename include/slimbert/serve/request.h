@@ -33,8 +33,8 @@ struct TextInput {
 };
 
 struct RequestLimits {
-  size_t max_inputs = 256;           // texts in one request
-  size_t max_text_bytes = 1 << 20;   // one text
+  size_t max_inputs = 256;          // texts in one request
+  size_t max_text_bytes = 1 << 20;  // one text
 };
 
 struct Request {

@@ -1,0 +1,338 @@
+// The server end to end on loopback: answers equal the CLI's on the same sub-network, bad
+// requests get the right status, the queue bound answers 429, budgets choose sub-networks, and
+// SIGTERM finishes the requests in flight before a clean exit. Also the latency profile and the
+// request parser.
+#include <fcntl.h>
+#include <httplib.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "slimbert/infer/profile.h"
+#include "slimbert/serve/request.h"
+#include "slimbert/serve/server.h"
+#include "test_util.h"
+
+extern char** environ;
+
+namespace slimbert {
+namespace {
+
+using nlohmann::json;
+using test::TempDir;
+
+// A tiny random classifier with the real vocabulary, 4 heads so that widths slice it.
+const std::string& model() {
+  static TempDir dir;
+  static const std::string path = [&] {
+    const std::string p = dir / "m";
+    const auto r =
+        test::run_cli("init " + p + " --preset tiny --labels 3 --max-positions 64 --vocab " +
+                      test::fixture("vocab/bert-base-uncased-vocab.txt"));
+    EXPECT_EQ(r.code, 0) << r.err;
+    return p;
+  }();
+  return path;
+}
+
+infer::LatencyProfile quick_profile(const infer::InferenceModel& m) {
+  infer::ProfileOptions o;
+  o.subnets = {{1.0, 1.0}, {0.5, 1.0}, {0.5, 0.5}};
+  o.fit = {{1, 8}, {1, 32}, {4, 16}, {4, 32}};
+  o.held_out = {{2, 16}};
+  o.iters = 2;
+  return infer::measure_profile(m, o);
+}
+
+// A server on a free loopback port, run on its own thread for the test's duration.
+class LiveServer {
+ public:
+  explicit LiveServer(serve::ServerOptions options = {}) {
+    options.port = 0;
+    options.quiet = true;
+    auto m = infer::InferenceModel::load(model());
+    server_ = std::make_unique<serve::Server>(m, Tokenizer::from_dir(model()), quick_profile(*m),
+                                              options);
+    port_ = server_->bind();
+    thread_ = std::thread([this] { server_->run(); });
+  }
+  ~LiveServer() {
+    server_->stop();
+    thread_.join();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(30, 0);
+    return c;
+  }
+  httplib::Result post(const std::string& path, const std::string& body) const {
+    return client().Post(path.c_str(), body, "application/json");
+  }
+
+ private:
+  std::unique_ptr<serve::Server> server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+std::string read_file_if_exists(const std::string& path) {
+  return std::filesystem::exists(path) ? read_file(path) : std::string();
+}
+
+json ok_json(const httplib::Result& r) {
+  EXPECT_TRUE(r) << "no response";
+  if (!r) return json();
+  EXPECT_EQ(r->status, 200) << r->body;
+  return json::parse(r->body);
+}
+
+void expect_status(const httplib::Result& r, int status, const std::string& part) {
+  ASSERT_TRUE(r) << "no response";
+  EXPECT_EQ(r->status, status) << r->body;
+  const json j = json::parse(r->body);  // every error is JSON
+  EXPECT_NE(j.at("error").get<std::string>().find(part), std::string::npos) << r->body;
+}
+
+TEST(Serve, PredictAndEmbedEqualTheCliOnTheSameSubNetwork) {
+  LiveServer server;
+  const std::vector<std::string> texts = {"the cat sat on the mat", "hello", "a b c d e f g h"};
+  std::string lines;
+  for (const auto& t : texts) lines += t + "\n";
+  for (const SubNet s : {SubNet{1.0, 1.0}, SubNet{0.5, 0.5}}) {
+    const json body = {{"inputs", texts}, {"width", s.width}, {"depth", s.depth}};
+    const json got = ok_json(server.post("/predict", body.dump()));
+    EXPECT_EQ(got["subnet"]["width"].get<double>(), s.width);
+    EXPECT_EQ(got["subnet"]["depth"].get<double>(), s.depth);
+    std::ostringstream flags;
+    flags << " --width " << s.width << " --depth " << s.depth << " --format text";
+    const auto cli = test::run_cli("predict " + model() + flags.str(), lines);
+    ASSERT_EQ(cli.code, 0) << cli.err;
+    std::istringstream in(cli.out);
+    std::string line;
+    for (size_t i = 0; std::getline(in, line); ++i) {
+      const json want = json::parse(line);
+      ASSERT_LT(i, got["predictions"].size());
+      const json& p = got["predictions"][i];
+      EXPECT_EQ(p["label"], want["label"]);
+      for (auto it = want["probs"].begin(); it != want["probs"].end(); ++it)
+        EXPECT_NEAR(p["probs"][it.key()].get<double>(), it->get<double>(), 1e-4) << it.key();
+    }
+
+    const json emb = ok_json(server.post("/embed", json{{"inputs", texts},
+                                                        {"pooling", "mean"},
+                                                        {"normalize", false},
+                                                        {"width", s.width},
+                                                        {"depth", s.depth}}
+                                                       .dump()));
+    const auto cli_e = test::run_cli("embed " + model() + flags.str() + " --pooling mean", lines);
+    ASSERT_EQ(cli_e.code, 0) << cli_e.err;
+    std::istringstream ein(cli_e.out);
+    for (size_t i = 0; std::getline(ein, line); ++i) {
+      const auto want = json::parse(line)["mean"].get<std::vector<double>>();
+      const auto have = emb["embeddings"][i].get<std::vector<double>>();
+      ASSERT_EQ(want.size(), have.size());
+      for (size_t k = 0; k < want.size(); ++k) EXPECT_NEAR(have[k], want[k], 1e-4);
+    }
+  }
+  // Normalised by default; the OpenAI shape carries the same vectors.
+  const json unit = ok_json(server.post("/embed", R"({"inputs": "hello"})"));
+  double norm = 0;
+  for (double v : unit["embeddings"][0].get<std::vector<double>>()) norm += v * v;
+  EXPECT_NEAR(norm, 1.0, 1e-5);
+  const json oa = ok_json(server.post("/v1/embeddings", R"({"input": ["hello"], "model": "x"})"));
+  EXPECT_EQ(oa["object"], "list");
+  EXPECT_EQ(oa["data"][0]["embedding"], unit["embeddings"][0]);
+  EXPECT_GT(oa["usage"]["total_tokens"].get<int64_t>(), 0);
+  const json tok = ok_json(server.post("/tokenize", R"({"inputs": ["hello world"]})"));
+  EXPECT_EQ(tok["tokens"][0]["tokens"], json({"[CLS]", "hello", "world", "[SEP]"}));
+}
+
+TEST(Serve, BudgetsChooseSubNetworksAndTheAnswerNamesThem) {
+  LiveServer server;
+  const json big =
+      ok_json(server.post("/predict", R"({"inputs": "hi", "latency_budget_ms": 1e6})"));
+  EXPECT_EQ(big["subnet"]["name"], "w1_d1");
+  EXPECT_EQ(big["budget_met"], true);
+  // No sub-network fits a microsecond: the fastest one runs.
+  const json tiny =
+      ok_json(server.post("/predict", R"({"inputs": "hi", "latency_budget_ms": 0.001})"));
+  EXPECT_EQ(tiny["subnet"]["name"], "w0.5_d0.5");
+  const auto r = server.post("/predict", R"({"inputs": "hi", "width": 0.5})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->get_header_value("x-subnet"), "w0.5_d1");
+  for (const char* h : {"x-queue-time", "x-tokenization-time", "x-inference-time"})
+    EXPECT_TRUE(r->has_header(h)) << h;
+}
+
+TEST(Serve, BadRequestsGetTheRightStatusAndNameTheField) {
+  serve::ServerOptions o;
+  o.max_body_bytes = 4096;
+  o.max_client_batch = 4;
+  o.max_length = 8;
+  o.truncate = false;
+  LiveServer server(o);
+  expect_status(server.post("/predict", "{not json"), 400, "not valid JSON");
+  expect_status(server.post("/predict", R"({"inputs": 3})"), 422, "'inputs'");
+  expect_status(server.post("/predict", R"({"inputs": []})"), 422, "empty");
+  expect_status(server.post("/predict", R"({"text": "x"})"), 422, "unknown field 'text'");
+  expect_status(server.post("/predict", R"({"inputs": "x", "width": 2})"), 422, "'width'");
+  expect_status(server.post("/predict", R"({"inputs": "x", "width": 0.5, "latency_budget_ms": 9})"),
+                422, "not both");
+  expect_status(server.post("/predict", R"({"inputs": ["a", "b", "c", "d", "e"]})"), 413,
+                "limit of 4");
+  expect_status(server.post("/predict", json{{"inputs", std::string(5000, 'a')}}.dump()), 413,
+                "4096 bytes");
+  expect_status(server.post("/predict", R"({"inputs": "one two three four five six seven eight"})"),
+                422, "more than the model's limit of 8");
+  expect_status(server.client().Get("/nothing-here"), 404, "/nothing-here");
+  // Invalid UTF-8 is replaced, counted, and answered.
+  const json bad_utf8 = ok_json(server.post("/predict", "{\"inputs\": \"caf\xe9\"}"));
+  EXPECT_EQ(bad_utf8["replaced_invalid_utf8"], 1);
+  // Truncation on request.
+  ok_json(server.post(
+      "/predict", R"({"inputs": "one two three four five six seven eight", "truncate": true})"));
+
+  const auto health = server.client().Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  const json info = ok_json(server.client().Get("/info"));
+  EXPECT_EQ(info["subnets"].size(), 3u);
+  const auto metrics = server.client().Get("/metrics");
+  ASSERT_TRUE(metrics);
+  for (const char* series :
+       {"slimbert_requests_total{endpoint=\"predict\",status=\"422\"} 6",
+        "slimbert_requests_total{endpoint=\"predict\",status=\"413\"} 2",
+        "slimbert_requests_total{endpoint=\"predict\",status=\"400\"} 1", "slimbert_queue_size 0",
+        "slimbert_batch_size_count 2", "slimbert_subnet_chosen_total"})
+    EXPECT_NE(metrics->body.find(series), std::string::npos) << series << "\n" << metrics->body;
+}
+
+TEST(Serve, AFullQueueAnswers429AndBatchesFormWhileWaiting) {
+  serve::ServerOptions o;
+  o.max_queue = 1;
+  o.max_wait_ms = 400;  // the first request waits for company, holding the only queue place
+  LiveServer server(o);
+  auto first = std::async(std::launch::async,
+                          [&] { return server.post("/predict", R"({"inputs": "first"})"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  expect_status(server.post("/predict", R"({"inputs": "second"})"), 429, "queue is full");
+  ok_json(first.get());
+
+  serve::ServerOptions b;
+  b.max_wait_ms = 300;
+  LiveServer batching(b);
+  std::vector<std::future<httplib::Result>> calls;
+  for (int i = 0; i < 4; ++i)
+    calls.push_back(std::async(std::launch::async, [&] {
+      return batching.post("/predict", R"({"inputs": ["x y", "z"], "width": 0.5})");
+    }));
+  int64_t largest = 0;
+  for (auto& c : calls) {
+    const auto r = c.get();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    largest = std::max<int64_t>(largest, std::stoll(r->get_header_value("x-batch-size")));
+  }
+  EXPECT_GT(largest, 2) << "requests waiting together were not batched";
+}
+
+// `slimbert serve` as users start it: SIGTERM lets the request in flight finish, then exit 0.
+TEST(Serve, SigtermFinishesTheRequestInFlightAndExitsCleanly) {
+  TempDir tmp;
+  const std::string err = tmp / "serve.err";
+  // Spawned directly (no shell between): the pid is the server's.
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_addopen(&files, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&files, 1, "/dev/null", O_WRONLY, 0);
+  const std::vector<std::string> args = {SLIMBERT_CLI, "serve",         model(), "--port",
+                                         "0",          "--widths",      "1,0.5", "--depths",
+                                         "1",          "--max-wait-ms", "500"};
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, SLIMBERT_CLI, &files, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&files);
+  int port = 0;
+  for (int i = 0; i < 600 && port == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const std::string log = read_file_if_exists(err);
+    const size_t at = log.find("listening on http://127.0.0.1:");
+    if (at != std::string::npos) port = std::atoi(log.c_str() + at + 30);
+  }
+  ASSERT_GT(port, 0) << read_file_if_exists(err);
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(30, 0);
+  ASSERT_EQ(c.Get("/health")->status, 200);
+  auto in_flight = std::async(std::launch::async, [&] {
+    httplib::Client c2("127.0.0.1", port);
+    return c2.Post("/predict", R"({"inputs": "still answered"})", "application/json");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  const auto r = in_flight.get();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status)) << read_file_if_exists(err);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << read_file_if_exists(err);
+  EXPECT_NE(read_file_if_exists(err).find("serve: stopped"), std::string::npos);
+}
+
+TEST(LatencyProfile, FitsChoosesAndRoundTrips) {
+  const auto m = infer::InferenceModel::load(model());
+  const infer::LatencyProfile p = quick_profile(*m);
+  ASSERT_EQ(p.subnets.size(), 3u);
+  for (const auto& s : p.subnets) {
+    EXPECT_GE(s.tail, 1.0);
+    EXPECT_GT(s.predict_ms({4, 32}), 0.0) << s.name();
+    ASSERT_EQ(s.held_out.size(), 1u);
+  }
+  EXPECT_EQ(p.choose(1e9, {1, 16}).name(), "w1_d1");
+  TempDir tmp;
+  p.save(tmp / "profile.json");
+  const infer::LatencyProfile q = infer::LatencyProfile::load(tmp / "profile.json");
+  EXPECT_EQ(q.to_json(), p.to_json());
+  json broken = p.to_json();
+  broken["subnets"][1]["width"] = 3;
+  EXPECT_ERROR_CONTAINS(infer::LatencyProfile::from_json(broken, "p.json"), "p.json: subnets[1]",
+                        "width");
+}
+
+TEST(ServeRequest, ParsesTheShapesAndRejectsTheRest) {
+  using serve::Endpoint;
+  const serve::Request pairs =
+      serve::parse_request(Endpoint::kPredict, R"({"inputs": [["a", "b"], "c"], "depth": 0.5})");
+  ASSERT_EQ(pairs.inputs.size(), 2u);
+  EXPECT_EQ(pairs.inputs[0].pair, "b");
+  EXPECT_FALSE(pairs.inputs[1].pair);
+  EXPECT_EQ(pairs.depth, 0.5);
+  EXPECT_FALSE(pairs.width);
+  auto status = [](Endpoint e, const std::string& body) {
+    try {
+      serve::parse_request(e, body);
+    } catch (const serve::RequestError& err) {
+      return err.status();
+    }
+    return 200;
+  };
+  EXPECT_EQ(status(Endpoint::kEmbed, R"({"inputs": [["a", "b"]]})"), 422);  // no pairs to embed
+  EXPECT_EQ(status(Endpoint::kOpenAIEmbeddings, R"({"inputs": "x"})"), 422);
+  EXPECT_EQ(status(Endpoint::kOpenAIEmbeddings, R"({"input": "x", "encoding_format": "base64"})"),
+            422);
+  EXPECT_EQ(status(Endpoint::kPredict, R"({"inputs": "x", "latency_budget_ms": -1})"), 422);
+  EXPECT_EQ(status(Endpoint::kPredict, R"([1, 2])"), 422);
+  EXPECT_EQ(status(Endpoint::kPredict, ""), 400);
+  EXPECT_EQ(status(Endpoint::kTokenize, R"({"inputs": "x", "width": 0.5})"), 422);
+}
+
+}  // namespace
+}  // namespace slimbert
