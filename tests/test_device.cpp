@@ -20,10 +20,7 @@ using test::TempDir;
 
 const c10::Device kGpu(c10::kCUDA, 0);
 
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  EXPECT_EQ(a.sizes(), b.sizes());
-  return (a.cpu() - b.cpu()).abs().max().item<double>();
-}
+using test::max_diff;
 
 TEST(Device, UnknownOrUnavailableDevicesAreClearErrors) {
   EXPECT_ERROR_CONTAINS(parse_device("tpu"), "'tpu' is not a device");

@@ -31,10 +31,7 @@ Batch golden_batch() {
   return Batch{g.at("input_ids"), g.at("token_type_ids"), g.at("attention_mask")};
 }
 
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  EXPECT_EQ(a.sizes(), b.sizes());
-  return (a - b).abs().max().item<double>();
-}
+using test::max_diff;
 
 TEST(DynaBert, StaticExportEqualsDynamicSliceAtEveryGridPoint) {
   BertForSequenceClassification full = load_classifier(model_dir());

@@ -8,24 +8,13 @@
 namespace slimbert {
 namespace {
 
+using test::golden;
+using test::golden_batch;
+using test::max_diff;
+
 const std::string& model_dir() {
   static const std::string dir = test::fixture("hf/model");
   return dir;
-}
-
-const TensorMap& golden() {
-  static const TensorMap g = load_safetensors(test::fixture("hf/model/outputs.safetensors"));
-  return g;
-}
-
-Batch golden_batch() {
-  return Batch{golden().at("input_ids"), golden().at("token_type_ids"),
-               golden().at("attention_mask")};
-}
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  EXPECT_EQ(a.sizes(), b.sizes());
-  return (a - b).abs().max().item<double>();
 }
 
 // Padding positions carry no meaning; compare the real tokens only.

@@ -12,24 +12,13 @@ namespace {
 // Outputs of HF transformers 4.31 (float32) on the fixture model; tolerance per the fixture README.
 constexpr double kGoldenTolerance = 1e-5;
 
+using test::golden;
+using test::golden_batch;
+using test::max_diff;
+
 const std::string& model_dir() {
   static const std::string dir = test::fixture("hf/model");
   return dir;
-}
-
-const TensorMap& golden() {
-  static const TensorMap g = load_safetensors(test::fixture("hf/model/outputs.safetensors"));
-  return g;
-}
-
-Batch golden_batch() {
-  return Batch{golden().at("input_ids"), golden().at("token_type_ids"),
-               golden().at("attention_mask")};
-}
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  EXPECT_EQ(a.sizes(), b.sizes());
-  return (a - b).abs().max().item<double>();
 }
 
 TEST(ModelGolden, BertModelHiddenStatesAndPoolerMatchHuggingFace) {

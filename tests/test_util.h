@@ -1,7 +1,7 @@
 // Helpers shared by the tests: fixture paths, temporary directories, message assertions.
 #pragma once
 
-#include <ATen/Context.h>
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -21,12 +21,28 @@
 #include "slimbert/core/fs.h"
 #include "slimbert/core/runtime.h"
 #include "slimbert/io/tensor_io.h"
+#include "slimbert/model/bert.h"
 #include "slimbert/model/config.h"
 
 namespace slimbert::test {
 
 inline std::string fixture(const std::string& rel) {
   return std::string(SLIMBERT_FIXTURES) + "/" + rel;
+}
+
+// The HF golden outputs of the fixture model (transformers 4.31, float32) and its inputs.
+inline const TensorMap& golden() {
+  static const TensorMap g = load_safetensors(fixture("hf/model/outputs.safetensors"));
+  return g;
+}
+inline Batch golden_batch() {
+  return Batch{golden().at("input_ids"), golden().at("token_type_ids"),
+               golden().at("attention_mask")};
+}
+// Largest absolute difference of two same-shaped tensors (on any devices).
+inline double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  return (a.cpu() - b.cpu()).abs().max().item<double>();
 }
 
 // A 2-layer, 32-wide BERT for fast training tests.

@@ -30,9 +30,7 @@ Batch sample_batch() {
   return {ids, at::Tensor(), mask};
 }
 
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a - b).abs().max().item<double>();
-}
+using test::max_diff;
 
 TEST(Wid, IdentityCompactorsEqualTheTeacher) {
   BertForMaskedLM teacher = load_masked_lm(world().init);
