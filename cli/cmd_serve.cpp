@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "commands.h"
@@ -49,6 +50,12 @@ std::vector<double> widths_of(const std::vector<SubNet>& subnets) {
   return w;
 }
 
+std::string fixed(double v, int precision) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(precision) << v;
+  return out.str();
+}
+
 void print_profile(const infer::LatencyProfile& p) {
   std::cout << "| sub-network | dev score | GFLOPs | batch 1 x 128 p50 (ms) | held-out p50 error | "
                "held-out p99 / predicted p99 |\n|---|---:|---:|---:|---:|---:|\n";
@@ -58,12 +65,10 @@ void print_profile(const infer::LatencyProfile& p) {
       err = std::max(err, std::abs(t.predicted_ms - t.p50_ms) / t.p50_ms);
       p99 = std::max(p99, t.p99_ms / (t.predicted_ms * s.tail));
     }
-    std::cout << std::fixed << "| " << s.name() << " | "
-              << (s.score ? cat(std::setprecision(4), *s.score) : std::string("-")) << " | "
-              << std::setprecision(3) << s.gflops << " | " << std::setprecision(2)
-              << s.predict_ms({1, 128}) << " | "
-              << (s.held_out.empty() ? std::string("-") : cat(std::setprecision(1), 100 * err, "%"))
-              << " | " << (s.held_out.empty() ? std::string("-") : cat(std::setprecision(2), p99))
+    const bool held = !s.held_out.empty();
+    std::cout << "| " << s.name() << " | " << (s.score ? fixed(*s.score, 4) : "-") << " | "
+              << fixed(s.gflops, 3) << " | " << fixed(s.predict_ms({1, 128}), 2) << " | "
+              << (held ? fixed(100 * err, 1) + "%" : "-") << " | " << (held ? fixed(p99, 2) : "-")
               << " |\n";
   }
 }

@@ -111,3 +111,4 @@ put("request", "pairs", json.dumps({"inputs": [["a", "b"], "c"], "latency_budget
 put("request", "embed", json.dumps({"inputs": ["x"], "pooling": "mean", "normalize": False}))
 put("request", "openai", json.dumps({"input": ["x", "y"], "model": "m", "encoding_format": "float", "user": "u"}))
 put("request", "tokenize", json.dumps({"inputs": "x", "add_special_tokens": False}))
+put("request", "overflow", "184467642147483e2147483")  # a finding: the JSON library's out_of_range

@@ -8,6 +8,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -242,6 +243,75 @@ TEST(Serve, AFullQueueAnswers429AndBatchesFormWhileWaiting) {
   EXPECT_GT(largest, 2) << "requests waiting together were not batched";
 }
 
+// The short load-and-abuse run (bench/serve.py load is the long one): 16 clients, 320 requests
+// mixing sizes, sub-networks, budgets and bad requests. Every good one is answered 200 with the
+// answer the same request gives alone, every bad one its 4xx, and the server stays healthy.
+TEST(Serve, ConcurrentMixedAndHostileRequests) {
+  serve::ServerOptions o;
+  o.max_body_bytes = 16384;
+  o.max_queue = 1024;
+  LiveServer server(o);
+  const std::vector<std::string> words = {"cat", "dog", "the", "a", "sat", "ran", "mat", "blue"};
+  auto body_of = [&](int i) {
+    json inputs = json::array();
+    for (int k = 0; k <= i % 4; ++k) {
+      std::string t;
+      for (int w = 0; w < 1 + (i * 7 + k) % 20; ++w)
+        t += words[(i + w * 3 + k) % words.size()] + " ";
+      inputs.push_back(t);
+    }
+    json b = {{"inputs", inputs}};
+    if (i % 3 == 0) b["latency_budget_ms"] = 1e6;
+    if (i % 3 == 1) b["width"] = 0.5;
+    if (i % 3 == 2) b["depth"] = 0.5;
+    return b.dump();
+  };
+  const std::vector<std::pair<std::string, int>> hostile = {
+      {"{\"inputs\": [\"x\"", 400},
+      {R"({"inputs": {"a": 1}})", 422},
+      {R"({"inputs": []})", 422},
+      {json{{"inputs", std::string(20000, 'x')}}.dump(), 413},
+      {"{\"inputs\": \"\xff\xfe bad utf8\"}", 200},
+      {R"({"inputs": "x", "depth": "half"})", 422},
+  };
+  // The answer each good request gets when it is alone.
+  std::vector<json> alone(40);
+  for (int i = 0; i < 40; ++i)
+    alone[i] = ok_json(server.post("/predict", body_of(i)))["predictions"];
+  std::atomic<int> wrong{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 16; ++c)
+    clients.emplace_back([&, c] {
+      const auto client = server.client();
+      for (int k = 0; k < 20; ++k) {
+        const int i = c * 20 + k;
+        if (i % 5 == 4) {
+          const auto& [body, status] = hostile[static_cast<size_t>(i / 5) % hostile.size()];
+          const auto r = server.post("/predict", body);
+          if (!r || r->status != status) ++failed;
+          continue;
+        }
+        const auto r = server.post("/predict", body_of(i % 40));
+        if (!r || r->status != 200) {
+          ++failed;
+          continue;
+        }
+        const json got = json::parse(r->body)["predictions"];
+        const json& want = alone[static_cast<size_t>(i % 40)];
+        for (size_t n = 0; n < want.size(); ++n)
+          for (auto it = want[n]["probs"].begin(); it != want[n]["probs"].end(); ++it)
+            if (std::abs(got[n]["probs"][it.key()].get<double>() - it->get<double>()) > 1e-4)
+              ++wrong;
+      }
+    });
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(wrong.load(), 0);
+  const auto health = server.client().Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
 // `slimbert serve` as users start it: SIGTERM lets the request in flight finish, then exit 0.
 TEST(Serve, SigtermFinishesTheRequestInFlightAndExitsCleanly) {
   TempDir tmp;
@@ -307,6 +377,30 @@ TEST(LatencyProfile, FitsChoosesAndRoundTrips) {
                         "width");
 }
 
+TEST(Cli, ProfileWritesWhatServeReadsAndBenchRunsInt8) {
+  TempDir tmp;
+  const std::string out = tmp / "profile.json";
+  const auto r = test::run_cli(
+      "profile " + model() + " --widths 1,0.5 --depths 1 --iters 2 --budget-ms 1000 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("| w0.5_d1 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("budget 1000 ms at batch 1 x 128: w1_d1"), std::string::npos) << r.out;
+  const infer::LatencyProfile p = infer::LatencyProfile::load(out);
+  EXPECT_EQ(p.subnets.size(), 2u);
+  EXPECT_FALSE(p.int8);
+  // An fp32 profile is refused by an int8 server, by name.
+  const auto refused = test::run_cli("serve " + model() + " --int8 --port 0 --profile " + out);
+  EXPECT_NE(refused.code, 0);
+  EXPECT_NE(refused.err.find("measured without --int8"), std::string::npos) << refused.err;
+
+  if (!infer::select_int8_engine()) GTEST_SKIP() << "no oneDNN quantized engine";
+  const auto b = test::run_cli("bench " + model() + " --int8 --json --iters 2 --seq 16");
+  ASSERT_EQ(b.code, 0) << b.err;
+  const json j = json::parse(b.out);
+  EXPECT_EQ(j["int8"], true);
+  EXPECT_GT(j["p50_ms"].get<double>(), 0.0);
+}
+
 TEST(ServeRequest, ParsesTheShapesAndRejectsTheRest) {
   using serve::Endpoint;
   const serve::Request pairs =
@@ -331,6 +425,9 @@ TEST(ServeRequest, ParsesTheShapesAndRejectsTheRest) {
   EXPECT_EQ(status(Endpoint::kPredict, R"({"inputs": "x", "latency_budget_ms": -1})"), 422);
   EXPECT_EQ(status(Endpoint::kPredict, R"([1, 2])"), 422);
   EXPECT_EQ(status(Endpoint::kPredict, ""), 400);
+  // Found by fuzz_request: a number past double's range was the JSON library's own exception.
+  EXPECT_EQ(status(Endpoint::kPredict, "184467642147483e2147483"), 400);
+  EXPECT_EQ(status(Endpoint::kPredict, R"({"inputs": "x", "width": 1e999999})"), 400);
   EXPECT_EQ(status(Endpoint::kTokenize, R"({"inputs": "x", "width": 0.5})"), 422);
 }
 

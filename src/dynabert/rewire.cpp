@@ -115,7 +115,6 @@ Importance compute_importance(BertForSequenceClassification& model, const Encode
                  at::zeros({c.num_hidden_layers, c.intermediate_size}, on_model)};
   at::Tensor head_mask = at::ones({c.num_hidden_layers, c.num_attention_heads}, on_model);
   head_mask.set_requires_grad(true);
-  model->bert->head_mask = head_mask;
   for (auto& p : model->parameters())
     if (p.grad().defined()) p.mutable_grad().zero_();
 
@@ -129,7 +128,8 @@ Importance compute_importance(BertForSequenceClassification& model, const Encode
         if (p.grad().defined()) p.mutable_grad().zero_();
       if (head_mask.grad().defined()) head_mask.mutable_grad().zero_();
     }
-    const at::Tensor logits = model->forward(batch_of(data.inputs, order, begin, end, pad_id));
+    const at::Tensor logits =
+        model->forward(batch_of(data.inputs, order, begin, end, pad_id), {}, head_mask);
     task_loss(logits, data, order, begin, end, regression).backward();
     at::NoGradGuard no_grad;
     imp.heads += head_mask.grad().abs();
@@ -142,7 +142,6 @@ Importance compute_importance(BertForSequenceClassification& model, const Encode
       imp.neurons[l] += in.abs() + out.abs();
     }
   }
-  model->bert->head_mask = at::Tensor();
   for (auto& p : model->parameters())
     if (p.grad().defined()) p.mutable_grad().zero_();
   return imp;

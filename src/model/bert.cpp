@@ -302,7 +302,8 @@ BertModelImpl::BertModelImpl(const BertConfig& c, bool add_pooling_layer) : conf
   if (add_pooling_layer) pooler = register_module("pooler", BertPooler(c));
 }
 
-Encoded BertModelImpl::forward(const Batch& input, const SubNet& subnet) const {
+Encoded BertModelImpl::forward(const Batch& input, const SubNet& subnet,
+                               const at::Tensor& head_mask) const {
   const Batch batch = input.to(device());
   const at::Tensor& ids = batch.input_ids;
   const at::Tensor mask_bias = attention_bias(batch);
@@ -360,9 +361,9 @@ BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(const BertC
   classifier = register_module("classifier", Linear(c.hidden_size, c.num_labels()));
 }
 
-at::Tensor BertForSequenceClassificationImpl::forward(const Batch& batch,
-                                                      const SubNet& subnet) const {
-  return logits(bert->forward(batch, subnet));
+at::Tensor BertForSequenceClassificationImpl::forward(const Batch& batch, const SubNet& subnet,
+                                                      const at::Tensor& head_mask) const {
+  return logits(bert->forward(batch, subnet, head_mask));
 }
 
 at::Tensor BertForSequenceClassificationImpl::logits(const Encoded& encoded) const {

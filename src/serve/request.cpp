@@ -102,7 +102,8 @@ Request parse_request(Endpoint endpoint, std::string_view body, const RequestLim
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for a number past double's range ("1e999999").
     throw RequestError(400, cat("request body is not valid JSON: ", json_error_message(e)));
   }
   if (!j.is_object()) throw RequestError(422, "request body must be a JSON object");

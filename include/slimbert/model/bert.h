@@ -116,14 +116,15 @@ TORCH_MODULE(BertPooler);
 
 struct BertModelImpl : torch::nn::Module {
   BertModelImpl(const BertConfig& config, bool add_pooling_layer = true);
-  Encoded forward(const Batch& batch, const SubNet& subnet = {}) const;
+  // head_mask: (layers, heads) multipliers of the attention probabilities, or undefined (none);
+  // DynaBERT's head importance is the gradient of the loss with respect to it.
+  Encoded forward(const Batch& batch, const SubNet& subnet = {},
+                  const at::Tensor& head_mask = {}) const;
   const BertConfig& config() const { return config_; }
   c10::Device device() const { return embeddings->word_embeddings->weight.device(); }
   BertEmbeddings embeddings{nullptr};
   BertEncoder encoder{nullptr};
   BertPooler pooler{nullptr};  // null without a pooling layer
-  // (layers, heads) multipliers of the attention probabilities, or undefined (none).
-  at::Tensor head_mask;
 
  private:
   BertConfig config_;
@@ -157,7 +158,8 @@ TORCH_MODULE(BertForMaskedLM);
 
 struct BertForSequenceClassificationImpl : torch::nn::Module {
   explicit BertForSequenceClassificationImpl(const BertConfig& config);
-  at::Tensor forward(const Batch& batch, const SubNet& subnet = {}) const;  // (B, num_labels)
+  at::Tensor forward(const Batch& batch, const SubNet& subnet = {},
+                     const at::Tensor& head_mask = {}) const;  // (B, num_labels)
   at::Tensor logits(const Encoded& encoded) const;
   BertModel bert{nullptr};
   Linear classifier{nullptr};
