@@ -18,7 +18,11 @@ struct RuntimeConfig {
 };
 // Sets the threads and the compute device; fails with a clear message when the device is not
 // available (a CPU-only libtorch, no GPU, an index past the last GPU).
+// Also keeps freed memory in the heap (see keep_freed_memory).
 void configure_runtime(const RuntimeConfig& config);
+// Large freed blocks stay in the process instead of going back to the kernel, so that each
+// forward pass does not page-fault its activations in again.
+void keep_freed_memory();
 std::string describe_threads();  // "openblas=2 torch=1"
 
 // The device every model and batch of this process runs on (CPU unless configured). Data is
