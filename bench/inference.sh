@@ -32,6 +32,7 @@ for preset in "${presets[@]}"; do
     "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 2 --json | tag "openblas 2, torch 1"
     "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 2 --torch-threads --json | tag "torch 2, openblas 1"
     "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 1 --json | tag "1 thread"
+    "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 2 --gemm onednn --json | tag "onednn, torch 2"
     for t in 1 2; do
       "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads $t --int8 --json |
         sed 's/^{/{"engine":"slimbert-int8",/' | tag "int8, threads $t"

@@ -18,7 +18,8 @@ void add_bench(CLI::App& app) {
     std::string dir;
     int64_t batch = 1, seq = 128, iters = 30, warmup = 5;
     double width = 1.0, depth = 1.0;
-    bool json = false, int8 = false;
+    bool json = false;
+    EngineOptions engine;
     RuntimeConfig runtime;
   };
   auto opts = std::make_shared<Opts>();
@@ -37,10 +38,10 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--width", opts->width, "sub-network width multiplier")->capture_default_str();
   cmd->add_option("--depth", opts->depth, "sub-network depth multiplier")->capture_default_str();
   cmd->add_flag("--json", opts->json, "print one JSON object");
-  add_int8_option(cmd, &opts->int8);
+  add_engine_options(cmd, &opts->engine);
   add_runtime_options(cmd, &opts->runtime);
   cmd->callback([opts] {
-    const auto model = load_inference_model(opts->dir, opts->runtime, opts->int8, {opts->width});
+    const auto model = load_inference_model(opts->dir, opts->runtime, opts->engine, {opts->width});
     const BertConfig& config = model->config();
     if (opts->seq > config.max_position_embeddings)
       fail("--seq ", opts->seq, " exceeds max_position_embeddings ",
@@ -52,20 +53,27 @@ void add_bench(CLI::App& app) {
     const double gflops =
         encoder_flops(config, opts->seq, subnet) * static_cast<double>(opts->batch) / 1e9;
     if (opts->json) {
-      nlohmann::json j = {
-          {"model", opts->dir},   {"batch", opts->batch},
-          {"seq", opts->seq},     {"width", opts->width},
-          {"depth", opts->depth}, {"threads", describe_threads()},
-          {"int8", opts->int8},   {"weight_mb", static_cast<double>(model->weight_bytes()) / 1e6},
-          {"iters", opts->iters}, {"p50_ms", p50},
-          {"p90_ms", p90},        {"p99_ms", p99},
-          {"mean_ms", mean},      {"gflop_per_s", gflops / (p50 / 1e3)}};
+      nlohmann::json j = {{"model", opts->dir},
+                          {"batch", opts->batch},
+                          {"seq", opts->seq},
+                          {"width", opts->width},
+                          {"depth", opts->depth},
+                          {"threads", describe_threads()},
+                          {"int8", opts->engine.int8},
+                          {"gemm", opts->engine.gemm},
+                          {"weight_mb", static_cast<double>(model->weight_bytes()) / 1e6},
+                          {"iters", opts->iters},
+                          {"p50_ms", p50},
+                          {"p90_ms", p90},
+                          {"p99_ms", p99},
+                          {"mean_ms", mean},
+                          {"gflop_per_s", gflops / (p50 / 1e3)}};
       std::cout << j.dump() << "\n";
       return;
     }
     std::cout << std::fixed << std::setprecision(2) << opts->dir << ": batch " << opts->batch
               << " x seq " << opts->seq << " (width " << opts->width << ", depth " << opts->depth
-              << (opts->int8 ? ", int8" : "") << "), threads " << describe_threads() << ", "
+              << (opts->engine.int8 ? ", int8" : "") << "), threads " << describe_threads() << ", "
               << opts->iters << " iterations\n"
               << "  p50 " << p50 << " ms   p90 " << p90 << " ms   p99 " << p99 << " ms   mean "
               << mean << " ms   " << std::setprecision(1) << gflops / (p50 / 1e3) << " GFLOP/s\n";

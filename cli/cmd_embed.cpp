@@ -17,7 +17,7 @@ struct RunOpts {
   int64_t batch_size = 32, max_length = 0;
   bool no_truncate = false;
   double width = 1.0, depth = 1.0;
-  bool int8 = false;
+  EngineOptions engine;
   RuntimeConfig runtime;
 };
 
@@ -38,7 +38,7 @@ void add_run_options(CLI::App* cmd, RunOpts* o) {
       ->capture_default_str();
   cmd->add_option("--depth", o->depth, "sub-network depth multiplier (DynaBERT)")
       ->capture_default_str();
-  add_int8_option(cmd, &o->int8);
+  add_engine_options(cmd, &o->engine);
   add_runtime_options(cmd, &o->runtime);
 }
 
@@ -96,7 +96,7 @@ void add_embed_and_predict(CLI::App& app) {
       ->check(CLI::IsMember({"cls", "mean", "both"}))
       ->capture_default_str();
   embed->callback([eo, pooling] {
-    const auto model = load_inference_model(eo->dir, eo->runtime, eo->int8, {eo->width});
+    const auto model = load_inference_model(eo->dir, eo->runtime, eo->engine, {eo->width});
     run_records(*eo, *model,
                 [&](const infer::Output& out, const Batch& batch, int64_t k, nlohmann::json& j) {
                   if (*pooling != "mean") j["cls"] = row(out.last[k][0]);
@@ -110,7 +110,7 @@ void add_embed_and_predict(CLI::App& app) {
       "predict", "label probabilities from a classification checkpoint as JSONL");
   add_run_options(predict, po.get());
   predict->callback([po] {
-    const auto model = load_inference_model(po->dir, po->runtime, po->int8, {po->width});
+    const auto model = load_inference_model(po->dir, po->runtime, po->engine, {po->width});
     if (!model->has_classifier())
       fail(po->dir, ": no classifier in this checkpoint (classifier.weight): fine-tune it first");
     const BertConfig& config = model->config();

@@ -78,7 +78,8 @@ void print_profile(const infer::LatencyProfile& p) {
 void add_serve(CLI::App& app) {
   struct Opts {
     std::string model, profile, grid, log_format = "text";
-    bool int8 = false, no_truncate = false;
+    bool no_truncate = false;
+    EngineOptions engine;
     SubnetOptions subnets;
     serve::ServerOptions server;
     RuntimeConfig runtime;
@@ -91,7 +92,7 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--port", o->server.port, "port (0: any free port, printed at start)")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
-  add_int8_option(cmd, &o->int8);
+  add_engine_options(cmd, &o->engine);
   cmd->add_option("--profile", o->profile,
                   "latency profile (default MODEL/profile.json, profile-int8.json with --int8; "
                   "measured briefly at start when missing)");
@@ -143,13 +144,13 @@ void add_serve(CLI::App& app) {
     o->server.log_json = o->log_format == "json";
     o->server.quiet = o->log_format == "none";
     const std::string profile_path =
-        o->profile.empty() ? default_profile_path(o->model, o->int8) : o->profile;
+        o->profile.empty() ? default_profile_path(o->model, o->engine.int8) : o->profile;
     std::optional<infer::LatencyProfile> profile;
     if (std::filesystem::exists(profile_path)) {
       profile = infer::LatencyProfile::load(profile_path);
-      if (profile->int8 != o->int8)
+      if (profile->int8 != o->engine.int8)
         fail(profile_path, ": a profile measured ", profile->int8 ? "with" : "without",
-             " --int8; this server runs ", o->int8 ? "int8" : "fp32");
+             " --int8; this server runs ", o->engine.int8 ? "int8" : "fp32");
     } else if (!o->profile.empty()) {
       fail(o->profile, ": file not found");
     }
@@ -158,7 +159,7 @@ void add_serve(CLI::App& app) {
       for (const auto& s : profile->subnets) subnets.push_back(s.subnet);
     else
       subnets = o->subnets.list();
-    const auto model = load_inference_model(o->model, o->runtime, o->int8, widths_of(subnets));
+    const auto model = load_inference_model(o->model, o->runtime, o->engine, widths_of(subnets));
     if (!profile) {
       std::cerr << "serve: no " << profile_path << ": measuring a short profile of "
                 << subnets.size() << " sub-networks (`slimbert profile` makes a better one)\n";
@@ -192,7 +193,7 @@ void add_serve(CLI::App& app) {
       }
     });
     std::cerr << "serve: listening on http://" << o->server.host << ":" << port << " (" << o->model
-              << (o->int8 ? ", int8" : "") << ", " << profile->subnets.size()
+              << (o->engine.int8 ? ", int8" : "") << ", " << profile->subnets.size()
               << " sub-networks, threads " << describe_threads() << ")" << std::endl;
     server.run();
     done = true;
@@ -204,7 +205,7 @@ void add_serve(CLI::App& app) {
 void add_profile(CLI::App& app) {
   struct Opts {
     std::string model, grid, out;
-    bool int8 = false;
+    EngineOptions engine;
     int64_t iters = 10;
     double budget_ms = 0;
     int64_t batch = 1, seq = 128;
@@ -217,7 +218,7 @@ void add_profile(CLI::App& app) {
   cmd->add_option("model", o->model, "checkpoint directory")->required();
   cmd->add_option("--grid", o->grid, "grid.json of `dynabert grid`: dev scores per sub-network");
   add_subnet_options(cmd, &o->subnets);
-  add_int8_option(cmd, &o->int8);
+  add_engine_options(cmd, &o->engine);
   cmd->add_option("--iters", o->iters, "timed passes per shape")
       ->check(CLI::Range(int64_t{2}, int64_t{10000}))
       ->capture_default_str();
@@ -235,7 +236,7 @@ void add_profile(CLI::App& app) {
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o] {
     const std::vector<SubNet> subnets = o->subnets.list();
-    const auto model = load_inference_model(o->model, o->runtime, o->int8, widths_of(subnets));
+    const auto model = load_inference_model(o->model, o->runtime, o->engine, widths_of(subnets));
     infer::ProfileOptions po;
     po.subnets = subnets;
     po.iters = o->iters;
@@ -244,7 +245,8 @@ void add_profile(CLI::App& app) {
         infer::measure_profile(*model, po, [](size_t done, size_t total, const std::string& name) {
           std::cerr << "profile: " << done << "/" << total << " " << name << "\n";
         });
-    const std::string out = o->out.empty() ? default_profile_path(o->model, o->int8) : o->out;
+    const std::string out =
+        o->out.empty() ? default_profile_path(o->model, o->engine.int8) : o->out;
     p.save(out);
     print_profile(p);
     std::cout << "\nwrote " << out << " (threads " << p.threads << ")\n";

@@ -250,7 +250,8 @@ void add_eval(CLI::App& app) {
     std::string model, task, data, splits = "dev";
     int64_t max_length = 128, batch_size = 64;
     double width = 1.0, depth = 1.0;
-    bool json = false, skip_bad_rows = false, int8 = false;
+    bool json = false, skip_bad_rows = false;
+    EngineOptions engine;
     RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
@@ -269,15 +270,15 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--depth", o->depth, "sub-network depth multiplier")->capture_default_str();
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->add_flag("--skip-bad-rows", o->skip_bad_rows, "skip malformed rows");
-  add_int8_option(cmd, &o->int8);
+  add_engine_options(cmd, &o->engine);
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o] {
-    const auto model = load_inference_model(o->model, o->runtime, o->int8, {o->width});
+    const auto model = load_inference_model(o->model, o->runtime, o->engine, {o->width});
     const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
     const TaskSpec spec = task_for_model(model->config(), o->task, o->data, o->skip_bad_rows);
     nlohmann::json report = {{"model", o->model}, {"task", spec.display_name()},
                              {"format", o->task}, {"width", o->width},
-                             {"depth", o->depth}, {"int8", o->int8}};
+                             {"depth", o->depth}, {"int8", o->engine.int8}};
     std::stringstream splits(o->splits);
     std::string split;
     std::vector<EvalReport> rows;

@@ -24,16 +24,23 @@ void add_runtime_options(CLI::App* cmd, RuntimeConfig* config) {
       ->capture_default_str();
 }
 
-void add_int8_option(CLI::App* cmd, bool* int8) {
-  cmd->add_flag("--int8", *int8,
+void add_engine_options(CLI::App* cmd, EngineOptions* options) {
+  cmd->add_flag("--int8", options->int8,
                 "run the encoder's linear maps in int8 (dynamic quantization, oneDNN; CPU)");
+  cmd->add_option("--gemm", options->gemm,
+                  "where fp32 matrix products run: openblas, or onednn (weights packed at load; "
+                  "CPU)")
+      ->check(CLI::IsMember({"openblas", "onednn"}))
+      ->capture_default_str();
 }
 
 std::shared_ptr<const infer::InferenceModel> load_inference_model(
-    const std::string& dir, RuntimeConfig runtime, bool int8, const std::vector<double>& widths) {
-  if (int8) runtime.torch_intra = true;
+    const std::string& dir, RuntimeConfig runtime, const EngineOptions& engine,
+    const std::vector<double>& widths) {
+  const infer::Gemm gemm = infer::parse_gemm(engine.gemm);
+  if (engine.int8 || gemm == infer::Gemm::kOnednn) runtime.torch_intra = true;
   configure_runtime(runtime);
-  return infer::InferenceModel::load(dir, infer::ModelOptions{int8, widths});
+  return infer::InferenceModel::load(dir, infer::ModelOptions{engine.int8, widths, gemm});
 }
 
 std::string describe_validation(double loss, double accuracy) {

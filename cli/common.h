@@ -23,12 +23,17 @@ namespace slimbert::cli {
 // --threads, --torch-threads and --device, applied by configure_runtime() when the command runs.
 void add_runtime_options(CLI::App* cmd, RuntimeConfig* config);
 
-// --int8: the encoder's linear maps in int8 (oneDNN dynamic quantization).
-void add_int8_option(CLI::App* cmd, bool* int8);
-// Applies the runtime options and loads DIR for inference. int8 packs the weights of `widths`
-// and gives the threads to libtorch's pool, which runs the quantized products.
+// --int8 (the encoder's linear maps in int8, oneDNN dynamic quantization) and --gemm (where fp32
+// products run: openblas or onednn).
+struct EngineOptions {
+  bool int8 = false;
+  std::string gemm = "openblas";
+};
+void add_engine_options(CLI::App* cmd, EngineOptions* options);
+// Applies the runtime options and loads DIR for inference. int8 and oneDNN pack the weights of
+// `widths` and give the threads to libtorch's pool, which runs their products.
 std::shared_ptr<const infer::InferenceModel> load_inference_model(
-    const std::string& dir, RuntimeConfig runtime, bool int8,
+    const std::string& dir, RuntimeConfig runtime, const EngineOptions& engine,
     const std::vector<double>& widths = {1.0});
 
 // "validation loss L, MLM accuracy A", or why there is none (shards without a validation split).

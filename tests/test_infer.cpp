@@ -92,6 +92,23 @@ TEST(InferenceModel, Int8StaysCloseToFloatAndRunsOnlyPackedWidths) {
   EXPECT_LT(int8->weight_bytes(), fp32->weight_bytes());
 }
 
+TEST(InferenceModel, OnednnGemmMatchesTheBlasPath) {
+  const auto blas = infer::InferenceModel::load(model_dir());
+  const auto onednn =
+      infer::InferenceModel::load(model_dir(), {false, {1.0, 0.5}, infer::Gemm::kOnednn});
+  const Batch batch = golden_batch();
+  EXPECT_LE(max_diff(onednn->forward(batch).logits, golden().at("cls_logits")), 1e-5);
+  for (double width : {1.0, 0.5}) {
+    const SubNet subnet{width, 0.5};
+    const infer::Output a = blas->forward(batch, subnet), b = onednn->forward(batch, subnet);
+    EXPECT_LE(max_diff_unpadded(a.last, b.last, batch.attention_mask), 1e-5) << width;
+  }
+  EXPECT_FALSE(onednn->supports(SubNet{0.25, 1.0}));
+  EXPECT_ERROR_CONTAINS(
+      infer::InferenceModel::load(model_dir(), {true, {1.0}, infer::Gemm::kOnednn}),
+      "--gemm onednn is the fp32 path");
+}
+
 TEST(InferenceModel, BadInputsAreNamedErrors) {
   const auto model = infer::InferenceModel::load(model_dir());
   const int64_t vocab = model->config().vocab_size;

@@ -15,6 +15,12 @@
 
 namespace slimbert::infer {
 
+Gemm parse_gemm(const std::string& name) {
+  if (name == "openblas" || name == "blas") return Gemm::kBlas;
+  if (name == "onednn") return Gemm::kOnednn;
+  fail("--gemm must be openblas or onednn, got '", name, "'");
+}
+
 bool select_int8_engine() {
   static const bool ok = [] {
     const auto& engines = at::globalContext().supportedQEngines();
@@ -30,11 +36,21 @@ bool select_int8_engine() {
   return ok;
 }
 
-// A dynamically quantized linear map: int8 weights quantized per output row, the activations
-// quantized per call from their range; the bias stays fp32.
+// A linear map whose weights were laid out once for a library's own kernels.
 class PackedLinear {
  public:
-  PackedLinear(const at::Tensor& weight, const at::Tensor& bias) {
+  virtual ~PackedLinear() = default;
+  virtual at::Tensor operator()(const at::Tensor& x) const = 0;  // (..., in) -> (..., out)
+  virtual int64_t bytes() const = 0;
+};
+
+namespace {
+
+// Dynamically quantized: int8 weights quantized per output row, the activations quantized per
+// call from their range; the bias stays fp32.
+class Int8Linear : public PackedLinear {
+ public:
+  Int8Linear(const at::Tensor& weight, const at::Tensor& bias) {
     const at::Tensor w = weight.contiguous();
     // Symmetric per-row scales: the largest magnitude of a row maps to 127.
     const at::Tensor scales =
@@ -50,30 +66,55 @@ class PackedLinear {
     rows_ = w.size(0);
     cols_ = w.size(1);
   }
-  // x: (..., in) -> (..., out)
-  at::Tensor operator()(const at::Tensor& x) const {
+  at::Tensor operator()(const at::Tensor& x) const override {
     auto sizes = x.sizes().vec();
     const at::Tensor y = packed_->apply_dynamic(x.reshape({-1, cols_}).contiguous());
     sizes.back() = rows_;
     return y.view(sizes);
   }
-  int64_t bytes() const { return rows_ * cols_ + rows_ * 12; }  // weights, scale, bias
+  int64_t bytes() const override { return rows_ * cols_ + rows_ * 12; }  // weights, scale, bias
 
  private:
   c10::intrusive_ptr<LinearPackedParamsBase> packed_;
   int64_t rows_ = 0, cols_ = 0;
 };
 
+// fp32 through oneDNN: it picks the CPU's widest vector kernels itself (AVX-512 where OpenBLAS
+// may be pinned to AVX2); the weights are kept in its blocked layout.
+class OnednnLinear : public PackedLinear {
+ public:
+  OnednnLinear(const at::Tensor& weight, const at::Tensor& bias)
+      : weight_(weight.contiguous().to_mkldnn()),
+        bias_(bias.contiguous()),
+        rows_(weight.size(0)),
+        cols_(weight.size(1)) {}
+  at::Tensor operator()(const at::Tensor& x) const override {
+    auto sizes = x.sizes().vec();
+    const at::Tensor y =
+        at::mkldnn_linear(x.reshape({-1, cols_}).contiguous().to_mkldnn(), weight_, bias_)
+            .to_dense();
+    sizes.back() = rows_;
+    return y.view(sizes);
+  }
+  int64_t bytes() const override { return (rows_ * cols_ + rows_) * 4; }
+
+ private:
+  at::Tensor weight_, bias_;
+  int64_t rows_ = 0, cols_ = 0;
+};
+
+}  // namespace
+
 struct InferenceModel::Layer {
   int64_t heads = 0;
   at::Tensor qkv_w, qkv_b;  // (heads * 3 * head_size, H), rows grouped by head
   at::Tensor attn_out_w, attn_out_b, attn_ln_w, attn_ln_b;
   at::Tensor ffn_in_w, ffn_in_b, ffn_out_w, ffn_out_b, out_ln_w, out_ln_b;
-  // int8 maps per kept head count (widths asked for at load).
-  struct Int8 {
+  // Packed maps (int8 or oneDNN fp32) per kept head count (widths asked for at load).
+  struct Packed {
     std::shared_ptr<PackedLinear> qkv, attn_out, ffn_in, ffn_out;
   };
-  std::map<int64_t, Int8> int8;
+  std::map<int64_t, Packed> packed;
 };
 
 InferenceModel::InferenceModel() = default;
@@ -131,8 +172,11 @@ std::shared_ptr<const InferenceModel> InferenceModel::load(const std::string& di
   const BertConfig& c = m->config_;
   c.validate(dir + "/config.json");
   const c10::Device device = compute_device();
+  if (options.int8 && options.gemm == Gemm::kOnednn)
+    fail("--gemm onednn is the fp32 path; --int8 runs its own (oneDNN's int8 kernels)");
+  if (m->packs() && !device.is_cpu())
+    fail(options.int8 ? "--int8" : "--gemm onednn", " runs on the CPU only");
   if (options.int8) {
-    if (!device.is_cpu()) fail("--int8 runs on the CPU only (libtorch's quantized CPU ops)");
     if (!select_int8_engine())
       fail("--int8: this libtorch has no oneDNN quantized engine (supported: QNNPACK only?)");
   }
@@ -173,19 +217,22 @@ std::shared_ptr<const InferenceModel> InferenceModel::load(const std::string& di
     L.ffn_out_b = w.take(p + "output.dense.bias", {H}, device);
     L.out_ln_w = w.take(p + "output.LayerNorm.weight", {H}, device);
     L.out_ln_b = w.take(p + "output.LayerNorm.bias", {H}, device);
-    if (options.int8) {
+    if (m->packs()) {
       for (double width : options.widths) {
         const LayerShape s = layer_shape(c, l, width);
-        if (s.heads == 0 || L.int8.count(s.heads)) continue;
+        if (s.heads == 0 || L.packed.count(s.heads)) continue;
         const int64_t rows = s.heads * 3 * d, in = s.heads * d;
-        Layer::Int8 q8;
-        q8.qkv =
-            std::make_shared<PackedLinear>(L.qkv_w.narrow(0, 0, rows), L.qkv_b.narrow(0, 0, rows));
-        q8.attn_out = std::make_shared<PackedLinear>(L.attn_out_w.narrow(1, 0, in), L.attn_out_b);
-        q8.ffn_in = std::make_shared<PackedLinear>(L.ffn_in_w.narrow(0, 0, s.ffn),
-                                                   L.ffn_in_b.narrow(0, 0, s.ffn));
-        q8.ffn_out = std::make_shared<PackedLinear>(L.ffn_out_w.narrow(1, 0, s.ffn), L.ffn_out_b);
-        L.int8.emplace(s.heads, std::move(q8));
+        auto pack = [&](const at::Tensor& weight,
+                        const at::Tensor& b) -> std::shared_ptr<PackedLinear> {
+          if (options.int8) return std::make_shared<Int8Linear>(weight, b);
+          return std::make_shared<OnednnLinear>(weight, b);
+        };
+        Layer::Packed q8;
+        q8.qkv = pack(L.qkv_w.narrow(0, 0, rows), L.qkv_b.narrow(0, 0, rows));
+        q8.attn_out = pack(L.attn_out_w.narrow(1, 0, in), L.attn_out_b);
+        q8.ffn_in = pack(L.ffn_in_w.narrow(0, 0, s.ffn), L.ffn_in_b.narrow(0, 0, s.ffn));
+        q8.ffn_out = pack(L.ffn_out_w.narrow(1, 0, s.ffn), L.ffn_out_b);
+        L.packed.emplace(s.heads, std::move(q8));
       }
       // The fp32 copies of the encoder's matrices are not used any more.
       L.qkv_w = L.attn_out_w = L.ffn_in_w = L.ffn_out_w = at::Tensor();
@@ -224,7 +271,7 @@ int64_t InferenceModel::weight_bytes() const {
          {&L.qkv_w, &L.qkv_b, &L.attn_out_w, &L.attn_out_b, &L.attn_ln_w, &L.attn_ln_b, &L.ffn_in_w,
           &L.ffn_in_b, &L.ffn_out_w, &L.ffn_out_b, &L.out_ln_w, &L.out_ln_b})
       add(*t);
-    for (const auto& [heads, q] : L.int8)
+    for (const auto& [heads, q] : L.packed)
       bytes += q.qkv->bytes() + q.attn_out->bytes() + q.ffn_in->bytes() + q.ffn_out->bytes();
   }
   return bytes;
@@ -233,10 +280,10 @@ int64_t InferenceModel::weight_bytes() const {
 bool InferenceModel::supports(const SubNet& subnet) const {
   if (!(subnet.width > 0 && subnet.width <= 1 && subnet.depth > 0 && subnet.depth <= 1))
     return false;
-  if (!options_.int8) return true;
+  if (!packs()) return true;
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const int64_t h = heads_for(config_, l, subnet.width);
-    if (h > 0 && !layers_[static_cast<size_t>(l)].int8.count(h)) return false;
+    if (h > 0 && !layers_[static_cast<size_t>(l)].packed.count(h)) return false;
   }
   return true;
 }
@@ -245,11 +292,12 @@ at::Tensor InferenceModel::layer_forward(const Layer& L, const at::Tensor& x,
                                          const at::Tensor& mask_bias,
                                          const LayerShape& shape) const {
   const int64_t B = x.size(0), T = x.size(1), h = shape.heads, d = shape.head_size;
-  const Layer::Int8* q8 = nullptr;
-  if (options_.int8) {
-    auto it = L.int8.find(h);
-    if (it == L.int8.end())
-      fail("int8 weights were not packed for ", h, " heads (load the model with that width)");
+  const Layer::Packed* q8 = nullptr;
+  if (packs()) {
+    auto it = L.packed.find(h);
+    if (it == L.packed.end())
+      fail(options_.int8 ? "int8" : "oneDNN", " weights were not packed for ", h,
+           " heads (load the model with that width)");
     q8 = &it->second;
   }
   at::Tensor attn;

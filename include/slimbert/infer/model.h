@@ -5,9 +5,10 @@
 // ([q0 k0 v0 | q1 k1 v1 | ...]), so the first k heads of a DynaBERT sub-network are one
 // contiguous slice: any (width, depth) runs per call as views of the loaded weights.
 //
-// With int8, the encoder's linear maps run through libtorch's dynamically quantized linear
-// (per-output-channel int8 weights, activations quantized per call) on the oneDNN engine. The
-// packed weights depend on the slice, so they are packed at load for each width asked for.
+// With int8 (or oneDNN fp32), the encoder's linear maps run through libtorch's dynamically
+// quantized linear (per-output-channel int8 weights, activations quantized per call) on the oneDNN
+// engine. The packed weights depend on the slice, so they are packed at load for each width asked
+// for.
 #pragma once
 
 #include <ATen/Tensor.h>
@@ -23,10 +24,15 @@
 
 namespace slimbert::infer {
 
+// Where fp32 products run: libtorch's BLAS (OpenBLAS here), or oneDNN with weights packed at load.
+enum class Gemm { kBlas, kOnednn };
+Gemm parse_gemm(const std::string& name);  // "openblas" | "onednn"
+
 struct ModelOptions {
   bool int8 = false;
-  // Width multipliers to pack int8 weights for (int8 only; any width runs in fp32).
+  // Width multipliers to pack weights for (int8 and oneDNN; OpenBLAS fp32 runs any width).
   std::vector<double> widths = {1.0};
+  Gemm gemm = Gemm::kBlas;
 };
 
 // What a forward pass returns. `logits` is defined for a classification checkpoint.
@@ -50,6 +56,7 @@ class InferenceModel {
   const BertConfig& config() const { return config_; }
   const std::string& dir() const { return dir_; }
   bool int8() const { return options_.int8; }
+  Gemm gemm() const { return options_.gemm; }
   c10::Device device() const;
   bool has_classifier() const { return classifier_w_.defined(); }
   bool has_pooler() const { return pooler_w_.defined(); }
@@ -61,6 +68,8 @@ class InferenceModel {
  private:
   InferenceModel();
   struct Layer;
+  // Weights packed per width at load (int8, or fp32 for oneDNN).
+  bool packs() const { return options_.int8 || options_.gemm == Gemm::kOnednn; }
   at::Tensor layer_forward(const Layer& layer, const at::Tensor& x, const at::Tensor& mask_bias,
                            const LayerShape& shape) const;
 
