@@ -250,7 +250,7 @@ def throughput(a):
 
 
 def slo(a):
-    p, port, _ = start(a.slimbert, a.model, ["--max-queue", "100000"])
+    p, port, _ = start(a.slimbert, a.model, ["--max-queue", "100000"] + (["--no-shed"] if a.no_shed else []))
     rng = random.Random(2)
     body = lambda: {"inputs": [text(rng, rng.randint(20, 40))]}
     # The full model's batch-1 latency, one request at a time.
@@ -294,6 +294,8 @@ def slo(a):
         used[j["subnet"]["name"]] = used.get(j["subnet"]["name"], 0) + 1
     out = {"bench": "slo", "full_model_batch1_ms": full_ms, "budget_ms": budget,
            "overload": a.overload, "arrivals_per_s": rate, "requests": n, "answered": len(ok),
+           "shed_429": sum(1 for r in results if r[0] == 429),
+           "answered_within_budget_share": met / max(1, len(ok)),
            "within_budget_share": met / max(1, n), "subnets_used": used,
            "p50_ms": statistics.median([r[1] for r in ok]) if ok else None,
            "p99_ms": sorted(r[1] for r in ok)[int(len(ok) * 0.99) - 1] if ok else None,
@@ -312,6 +314,7 @@ def main():
     ap.add_argument("--queue", type=int, default=256)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--overload", type=float, default=3)
+    ap.add_argument("--no-shed", action="store_true", help="slo: serve with --no-shed")
     a = ap.parse_args()
     if a.mode == "load":
         a.requests, a.clients = a.requests or 10000, a.clients or 64

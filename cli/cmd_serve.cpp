@@ -126,6 +126,9 @@ void add_serve(CLI::App& app) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   cmd->add_flag("--no-truncate", o->no_truncate,
                 "answer 422 to texts over the limit instead of truncating them");
+  cmd->add_flag(
+      "--no-shed", [o](int64_t) { o->server.shed_load = false; },
+      "queue budget requests that cannot meet their budget instead of answering 429");
   cmd->add_option("--pooling", o->server.pooling, "/embed pooling: cls or mean")
       ->check(CLI::IsMember({"cls", "mean"}))
       ->capture_default_str();

@@ -160,9 +160,15 @@ TEST(Serve, BudgetsChooseSubNetworksAndTheAnswerNamesThem) {
       ok_json(server.post("/predict", R"({"inputs": "hi", "latency_budget_ms": 1e6})"));
   EXPECT_EQ(big["subnet"]["name"], "w1_d1");
   EXPECT_EQ(big["budget_met"], true);
-  // No sub-network fits a microsecond: the fastest one runs.
+  // No sub-network fits a microsecond: answered 429 at once (load shedding) ...
+  expect_status(server.post("/predict", R"({"inputs": "hi", "latency_budget_ms": 0.001})"), 429,
+                "cannot be met");
+  // ... or, without shedding, run by the fastest sub-network.
+  serve::ServerOptions no_shed;
+  no_shed.shed_load = false;
+  LiveServer patient(no_shed);
   const json tiny =
-      ok_json(server.post("/predict", R"({"inputs": "hi", "latency_budget_ms": 0.001})"));
+      ok_json(patient.post("/predict", R"({"inputs": "hi", "latency_budget_ms": 0.001})"));
   EXPECT_EQ(tiny["subnet"]["name"], "w0.5_d0.5");
   const auto r = server.post("/predict", R"({"inputs": "hi", "width": 0.5})");
   ASSERT_TRUE(r);

@@ -4,6 +4,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -111,6 +112,8 @@ struct Server::Impl {
   std::map<std::pair<std::string, int>, uint64_t> requests;  // (endpoint, status) -> count
   std::map<std::string, uint64_t> subnet_chosen;
   uint64_t budget_requests = 0, budget_met = 0;
+  std::atomic<uint64_t> budget_shed{0};  // counted under mu, read under metrics_mu
+  Clock::time_point busy_until;          // predicted end of the batch running now (under mu)
   Histogram batch_size{{1, 2, 4, 8, 16, 32, 64, 128}};
   std::map<std::string, Histogram> stage_ms;
 
@@ -132,6 +135,13 @@ struct Server::Impl {
     if (job.fixed) return *job.fixed;
     const double left = *job.request.latency_budget_ms - ms_between(job.arrived, now);
     return profile.choose(left, {rows, len}).subnet;
+  }
+
+  // Predicted p99 of `job` alone at the fastest sub-network.
+  double fastest_ms(const Job& job) const {
+    const infer::Shape shape{static_cast<int64_t>(job.encodings.size()), job.max_len};
+    const infer::SubnetProfile& p = profile.choose(0.0, shape);
+    return p.predict_ms(shape) * p.tail;
   }
 
   bool fits(const Job& job, Clock::time_point now, const SubNet& s, int64_t rows,
@@ -253,15 +263,26 @@ struct Server::Impl {
     while (true) {
       cv.wait(lock, [&] { return stopping || !queue.empty(); });
       if (queue.empty()) return;  // stopping, nothing left
-      // Wait briefly for company unless the batch is full already.
+      // Wait briefly for company unless the batch is full already. A budget request does not
+      // wait: its time is better spent on a larger sub-network, and under load the queue
+      // holds company anyway.
+      const Job& head = *queue.front();
+      const double wait_ms = head.request.latency_budget_ms ? 0.0 : options.max_wait_ms;
       const auto deadline =
-          queue.front()->arrived +
-          std::chrono::microseconds(static_cast<int64_t>(options.max_wait_ms * 1000.0));
+          head.arrived + std::chrono::microseconds(static_cast<int64_t>(wait_ms * 1000.0));
       while (!stopping && static_cast<int64_t>(queue.size()) < options.max_batch_requests &&
              Clock::now() < deadline)
         cv.wait_until(lock, deadline);
       SubNet subnet;
       const auto batch = take_batch(&subnet);
+      int64_t rows = 0, len = 0;
+      for (const auto& j : batch) {
+        rows += static_cast<int64_t>(j->encodings.size());
+        len = std::max(len, j->max_len);
+      }
+      const infer::SubnetProfile* running = profile.find(subnet);
+      busy_until = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(
+                                      running ? running->predict_ms({rows, len}) * 1000.0 : 0.0));
       lock.unlock();
       run_batch(batch, subnet);
       lock.lock();
@@ -413,6 +434,20 @@ struct Server::Impl {
         if (static_cast<int64_t>(queue.size()) >= options.max_queue)
           throw RequestError(429, cat("the queue is full (", options.max_queue,
                                       " requests waiting, --max-queue): retry later"));
+        if (job->request.latency_budget_ms && options.shed_load) {
+          // Work ahead of this request, at the fastest sub-network: a lower bound of its wait.
+          double ahead = busy_until > Clock::now() ? ms_between(Clock::now(), busy_until) : 0.0;
+          for (const auto& q : queue) ahead += fastest_ms(*q);
+          const double left = *job->request.latency_budget_ms - ms_between(arrived, Clock::now());
+          if (ahead + fastest_ms(*job) > left) {
+            ++budget_shed;
+            throw RequestError(
+                429, cat("the latency budget of ", *job->request.latency_budget_ms,
+                         " ms cannot be met: about ", std::lround(ahead),
+                         " ms of work is queued ahead even at the fastest sub-network; retry "
+                         "later"));
+          }
+        }
         queue.push_back(job);
       }
       cv.notify_one();
@@ -502,6 +537,9 @@ struct Server::Impl {
     out << "# HELP slimbert_budget_requests_total Requests with a latency budget, and those "
            "answered within it.\n# TYPE slimbert_budget_requests_total counter\n"
         << "slimbert_budget_requests_total " << budget_requests << "\n"
+        << "# HELP slimbert_budget_shed_total Requests answered 429 at once because their budget "
+           "could not be met.\n# TYPE slimbert_budget_shed_total counter\n"
+        << "slimbert_budget_shed_total " << budget_shed.load() << "\n"
         << "# TYPE slimbert_budget_met_total counter\nslimbert_budget_met_total " << budget_met
         << "\n";
     return out.str();

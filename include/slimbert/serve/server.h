@@ -24,7 +24,10 @@ struct ServerOptions {
   size_t max_client_batch = 256;    // texts in one request
   int64_t max_length = 0;           // tokens per text (0: the model's limit)
   bool truncate = true;             // longer texts are truncated (false: 422)
-  std::string pooling = "cls";      // /embed default
+  // A budget request that cannot be met even at the fastest sub-network, given the work queued
+  // ahead of it, is answered 429 at once instead of late.
+  bool shed_load = true;
+  std::string pooling = "cls";  // /embed default
   int http_threads = 16;
   int timeout_s = 10;     // read/write timeouts: slow clients cannot hold workers
   bool log_json = false;  // one JSON object per request instead of a text line
