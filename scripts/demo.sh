@@ -116,7 +116,7 @@ ask() {  # PATH BODY: prints status and body
 text='"Congratulations! You won a free cruise, call now to claim your prize"'
 echo "-- a generous budget (the full model fits):"
 ask /predict "{\"inputs\": [$text, \"see you at lunch tomorrow\"], \"latency_budget_ms\": 1000}"
-echo "-- a tight budget (the server steps down):"
+echo "-- a tight budget (3 ms: the most accurate sub-network predicted to fit, or 429 when none fits):"
 ask /predict "{\"inputs\": [$text], \"latency_budget_ms\": 3}"
 echo "-- an explicit sub-network:"
 ask /predict "{\"inputs\": $text, \"width\": 0.5, \"depth\": 0.5}"

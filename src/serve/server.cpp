@@ -653,6 +653,11 @@ int Server::bind() {
 void Server::run() {
   Impl& s = *impl_;
   if (s.port == 0) bind();
+  // One pass per sub-network first: the first passes pay for thread pools, allocations and
+  // oneDNN's kernel generation, which a request's budget should not.
+  for (const infer::SubnetProfile& p : s.profile.subnets)
+    if (s.model->supports(p.subnet))
+      infer::measure_latency(*s.model, 1, std::min<int64_t>(16, s.max_length), p.subnet, 1, 1);
   s.worker = std::thread([&s] { s.work(); });
   s.http.listen_after_bind();  // returns after stop(), its handlers finished
   {
