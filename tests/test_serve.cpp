@@ -12,8 +12,10 @@
 #include <chrono>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "slimbert/infer/profile.h"
 #include "slimbert/serve/request.h"
@@ -54,12 +56,13 @@ infer::LatencyProfile quick_profile(const infer::InferenceModel& m) {
 // A server on a free loopback port, run on its own thread for the test's duration.
 class LiveServer {
  public:
-  explicit LiveServer(serve::ServerOptions options = {}) {
+  explicit LiveServer(serve::ServerOptions options = {},
+                      std::optional<infer::LatencyProfile> profile = std::nullopt) {
     options.port = 0;
     options.quiet = true;
     auto m = infer::InferenceModel::load(model());
-    server_ = std::make_unique<serve::Server>(m, Tokenizer::from_dir(model()), quick_profile(*m),
-                                              options);
+    server_ = std::make_unique<serve::Server>(m, Tokenizer::from_dir(model()),
+                                              profile ? *profile : quick_profile(*m), options);
     port_ = server_->bind();
     thread_ = std::thread([this] { server_->run(); });
   }
@@ -154,8 +157,28 @@ TEST(Serve, PredictAndEmbedEqualTheCliOnTheSameSubNetwork) {
   EXPECT_EQ(tok["tokens"][0]["tokens"], json({"[CLS]", "hello", "world", "[SEP]"}));
 }
 
+// A profile with known latencies (measured ones of a tiny model are noise): 10, 5 and 2 ms for
+// any shape, the larger sub-networks scoring higher.
+infer::LatencyProfile fixed_profile() {
+  infer::LatencyProfile p;
+  p.model = model();
+  for (const auto& [subnet, ms, score] : std::vector<std::tuple<SubNet, double, double>>{
+           {{1.0, 1.0}, 10.0, 0.9}, {{0.5, 1.0}, 5.0, 0.8}, {{0.5, 0.5}, 2.0, 0.7}}) {
+    infer::SubnetProfile s;
+    s.subnet = subnet;
+    s.c0 = ms;
+    s.score = score;
+    p.subnets.push_back(s);
+  }
+  return p;
+}
+
 TEST(Serve, BudgetsChooseSubNetworksAndTheAnswerNamesThem) {
-  LiveServer server;
+  LiveServer server({}, fixed_profile());
+  // The most accurate sub-network predicted to fit.
+  EXPECT_EQ(ok_json(server.post("/predict",
+                                R"({"inputs": "hi", "latency_budget_ms": 7})"))["subnet"]["name"],
+            "w0.5_d1");
   const json big =
       ok_json(server.post("/predict", R"({"inputs": "hi", "latency_budget_ms": 1e6})"));
   EXPECT_EQ(big["subnet"]["name"], "w1_d1");
@@ -166,7 +189,7 @@ TEST(Serve, BudgetsChooseSubNetworksAndTheAnswerNamesThem) {
   // ... or, without shedding, run by the fastest sub-network.
   serve::ServerOptions no_shed;
   no_shed.shed_load = false;
-  LiveServer patient(no_shed);
+  LiveServer patient(no_shed, fixed_profile());
   const json tiny =
       ok_json(patient.post("/predict", R"({"inputs": "hi", "latency_budget_ms": 0.001})"));
   EXPECT_EQ(tiny["subnet"]["name"], "w0.5_d0.5");
@@ -223,16 +246,20 @@ TEST(Serve, BadRequestsGetTheRightStatusAndNameTheField) {
 TEST(Serve, AFullQueueAnswers429AndBatchesFormWhileWaiting) {
   serve::ServerOptions o;
   o.max_queue = 1;
-  o.max_wait_ms = 400;  // the first request waits for company, holding the only queue place
+  o.max_wait_ms = 1500;  // the first request waits for company, holding the only queue place
   LiveServer server(o);
   auto first = std::async(std::launch::async,
                           [&] { return server.post("/predict", R"({"inputs": "first"})"); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (int i = 0; i < 200; ++i) {  // until it is queued
+    const auto m = server.client().Get("/metrics");
+    if (m && m->body.find("slimbert_queue_size 1") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   expect_status(server.post("/predict", R"({"inputs": "second"})"), 429, "queue is full");
   ok_json(first.get());
 
   serve::ServerOptions b;
-  b.max_wait_ms = 300;
+  b.max_wait_ms = 1000;
   LiveServer batching(b);
   std::vector<std::future<httplib::Result>> calls;
   for (int i = 0; i < 4; ++i)
