@@ -1,7 +1,7 @@
 // The inference model: a BERT checkpoint loaded once, its weights arranged for serving, and a
 // forward that is const (no autograd, no state of its own changed by a call). The server runs
-// it on one model thread; concurrent calls are safe in fp32 through libtorch's BLAS, and not
-// tested with the packed (int8, oneDNN) maps, whose libraries keep caches of their own.
+// it on one model thread; calls from several threads at once are not tested (the int8 and
+// oneDNN maps' libraries keep caches of their own).
 //
 // Each layer's Q, K and V projections are fused into one matrix whose rows are grouped by head
 // ([q0 k0 v0 | q1 k1 v1 | ...]), so the first k heads of a DynaBERT sub-network are one
