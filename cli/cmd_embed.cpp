@@ -59,16 +59,7 @@ void run_records(const RunOpts& o, const infer::InferenceModel& model, Rows rows
                      o.no_truncate, source);
   const SubNet subnet{o.width, o.depth};
   std::vector<nlohmann::json> lines(records.size());
-  std::vector<size_t> order(encodings.size());
-  std::iota(order.begin(), order.end(), 0);
-  // Length order: less padding, same result per row.
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return encodings[a].input_ids.size() < encodings[b].input_ids.size();
-  });
-  for (size_t b = 0; b < order.size(); b += static_cast<size_t>(o.batch_size)) {
-    const size_t e = std::min(order.size(), b + static_cast<size_t>(o.batch_size));
-    const std::vector<size_t> idx(order.begin() + static_cast<std::ptrdiff_t>(b),
-                                  order.begin() + static_cast<std::ptrdiff_t>(e));
+  for (const auto& idx : length_sorted_batches(encodings, static_cast<size_t>(o.batch_size))) {
     const Batch batch = collate(encodings, idx, tokenizer.pad_id());
     const infer::Output out = model.forward(batch, subnet);
     for (size_t k = 0; k < idx.size(); ++k) {

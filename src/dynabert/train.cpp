@@ -31,12 +31,6 @@ std::vector<int64_t> distillation_targets(int64_t num_layers, double depth) {
   return targets;
 }
 
-std::string subnet_name(const SubNet& s) {
-  std::ostringstream out;
-  out << "w" << s.width << "_d" << s.depth;
-  return out.str();
-}
-
 namespace {
 
 struct TeacherOutput {

@@ -19,9 +19,7 @@ namespace slimbert::infer {
 using nlohmann::json;
 
 std::string SubnetProfile::name() const {
-  std::ostringstream s;
-  s << "w" << subnet.width << "_d" << subnet.depth;
-  return s.str();
+  return subnet_name(subnet);
 }
 
 double SubnetProfile::predict_ms(const Shape& shape) const {
@@ -124,9 +122,7 @@ const SubnetProfile& LatencyProfile::choose(double budget_ms, const Shape& shape
 
 const SubnetProfile* LatencyProfile::find(const SubNet& subnet) const {
   for (const SubnetProfile& p : subnets)
-    if (std::abs(p.subnet.width - subnet.width) < 1e-9 &&
-        std::abs(p.subnet.depth - subnet.depth) < 1e-9)
-      return &p;
+    if (same_subnet(p.subnet, subnet)) return &p;
   return nullptr;
 }
 
@@ -237,8 +233,7 @@ LatencyProfile measure_profile(
       fail("profile: sub-network ", p.name(), " cannot run (int8 packs only the widths asked for)");
     p.gflops = encoder_flops(model.config(), std::min<int64_t>(128, max_seq), p.subnet) / 1e9;
     for (const auto& [s, v] : scores)
-      if (std::abs(s.width - p.subnet.width) < 1e-9 && std::abs(s.depth - p.subnet.depth) < 1e-9)
-        p.score = v;
+      if (same_subnet(s, p.subnet)) p.score = v;
     for (const auto* shapes : {&fit_shapes, &held})
       for (const Shape& shape : *shapes) {
         const Latency l = measure_latency(model, shape.batch, shape.seq, p.subnet, o.iters, 1);

@@ -3,8 +3,11 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
+#include <sstream>
 
 #include "slimbert/core/error.h"
 #include "slimbert/text/tokenizer.h"
@@ -37,6 +40,31 @@ LayerShape layer_shape(const BertConfig& config, int64_t layer, double width) {
   // The effective multiplier is heads kept / heads; FFN neurons follow it.
   s.ffn = std::max<int64_t>(1, s.heads * config.intermediate_size / heads);
   return s;
+}
+
+std::string subnet_name(const SubNet& s) {
+  std::ostringstream out;
+  out << "w" << s.width << "_d" << s.depth;
+  return out.str();
+}
+
+bool same_subnet(const SubNet& a, const SubNet& b) {
+  return std::abs(a.width - b.width) < 1e-9 && std::abs(a.depth - b.depth) < 1e-9;
+}
+
+std::vector<std::vector<size_t>> length_sorted_batches(const std::vector<Encoding>& encodings,
+                                                       size_t batch_size) {
+  std::vector<size_t> order(encodings.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return encodings[a].input_ids.size() < encodings[b].input_ids.size();
+  });
+  std::vector<std::vector<size_t>> batches;
+  for (size_t b = 0; b < order.size(); b += batch_size)
+    batches.emplace_back(
+        order.begin() + static_cast<std::ptrdiff_t>(b),
+        order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), b + batch_size)));
+  return batches;
 }
 
 Batch Batch::to(c10::Device device) const {

@@ -35,16 +35,6 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-std::string subnet_name(const SubNet& s) {
-  std::ostringstream out;
-  out << "w" << s.width << "_d" << s.depth;
-  return out.str();
-}
-
-bool same(const SubNet& a, const SubNet& b) {
-  return std::abs(a.width - b.width) < 1e-9 && std::abs(a.depth - b.depth) < 1e-9;
-}
-
 // What the model thread returns for one request.
 struct Result {
   SubNet subnet;
@@ -164,9 +154,10 @@ struct Server::Impl {
       const Job& j = **it;
       const int64_t r = rows + static_cast<int64_t>(j.encodings.size());
       const int64_t l = std::max(len, j.max_len);
-      bool ok = static_cast<int64_t>(batch.size()) < options.max_batch_requests &&
-                r * l <= options.max_batch_tokens &&
-                same(choose(j, now, static_cast<int64_t>(j.encodings.size()), j.max_len), *subnet);
+      bool ok =
+          static_cast<int64_t>(batch.size()) < options.max_batch_requests &&
+          r * l <= options.max_batch_tokens &&
+          same_subnet(choose(j, now, static_cast<int64_t>(j.encodings.size()), j.max_len), *subnet);
       if (ok && !batch[0]->fixed)
         for (const auto& b : batch) ok = ok && fits(*b, now, *subnet, r, l);
       if (ok && !j.fixed) ok = fits(j, now, *subnet, r, l);

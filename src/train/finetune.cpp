@@ -109,20 +109,14 @@ TaskSpec task_for_model(const BertConfig& config, const std::string& task,
 
 at::Tensor predict_logits(const LogitsFn& logits_of, const std::vector<Encoding>& inputs,
                           int64_t pad_id, int64_t batch_size) {
-  std::vector<size_t> idx(inputs.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  // Length order: less padding, same result.
-  std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
-    return inputs[a].input_ids.size() < inputs[b].input_ids.size();
-  });
   std::vector<at::Tensor> parts;
-  for (size_t b = 0; b < idx.size(); b += static_cast<size_t>(batch_size)) {
-    const size_t e = std::min(idx.size(), b + static_cast<size_t>(batch_size));
+  std::vector<int64_t> rows;
+  for (const auto& idx : length_sorted_batches(inputs, static_cast<size_t>(batch_size))) {
     // One copy to the host per batch, not a device sync per row.
-    parts.push_back(logits_of(batch_of(inputs, idx, b, e, pad_id)).cpu());
+    parts.push_back(logits_of(collate(inputs, idx, pad_id)).cpu());
+    rows.insert(rows.end(), idx.begin(), idx.end());
   }
   const at::Tensor sorted = at::cat(parts);
-  std::vector<int64_t> rows(idx.begin(), idx.end());
   at::Tensor out = at::empty_like(sorted);
   out.index_copy_(0, at::tensor(rows), sorted);
   return out;

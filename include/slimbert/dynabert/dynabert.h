@@ -95,7 +95,6 @@ std::vector<int64_t> distillation_targets(int64_t num_layers, double depth);
 FinetuneResult dynabert_train(const DynaTrainOptions& options);
 
 // "w0.75_d0.5": how reports name a sub-network.
-std::string subnet_name(const SubNet& subnet);
 
 // ---- Data augmentation (§B.8) ------------------------------------------------------------------
 

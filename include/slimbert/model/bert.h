@@ -25,6 +25,10 @@ struct SubNet {
   double depth = 1.0;  // fraction of layers kept
   bool full() const { return width == 1.0 && depth == 1.0; }
 };
+// "w0.5_d0.75": how directories, reports, profiles and the server name a sub-network.
+std::string subnet_name(const SubNet& subnet);
+// The same multipliers up to rounding of their decimal text (1e-9).
+bool same_subnet(const SubNet& a, const SubNet& b);
 
 // Layers kept at depth multiplier `depth`: d = round(depth * L), indices floor(i / depth).
 std::vector<int64_t> kept_layers(int64_t num_layers, double depth);
@@ -54,6 +58,10 @@ struct Batch {
 // `pad_id`, attention mask 0 on padding.
 Batch collate(const std::vector<Encoding>& encodings, const std::vector<size_t>& indices,
               int64_t pad_id);
+// Row indices of `encodings` in batches of at most `batch_size`, shortest first (stable): less
+// padding, the same result per row.
+std::vector<std::vector<size_t>> length_sorted_batches(const std::vector<Encoding>& encodings,
+                                                       size_t batch_size);
 
 struct Encoded {
   std::vector<at::Tensor> hidden_states;  // [0] = embedding output, [i] = layer i: (B, T, H)
