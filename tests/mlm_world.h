@@ -2,6 +2,9 @@
 // corpus of recurring sentences in shards, and a tiny random BERT checkpoint.
 #pragma once
 
+#include <filesystem>
+#include <random>
+
 #include "slimbert/core/fs.h"
 #include "slimbert/data/corpus.h"
 #include "slimbert/io/checkpoint.h"
@@ -65,6 +68,27 @@ struct World {
 inline const World& world() {
   static World w;
   return w;
+}
+
+// A learnable two-class task over the world's words in `dir` (train.tsv 160 rows, dev.tsv 48):
+// "low" when more of a row's eight words are among w0..w9 than among w10..w19.
+inline void write_word_count_task(const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  std::mt19937 rng(4);
+  for (const auto& [split, n] : {std::pair{"train", 160}, std::pair{"dev", 48}}) {
+    std::string tsv = "sentence\tlabel\n";
+    for (int i = 0; i < n; ++i) {
+      std::string text;
+      int low = 0, high = 0;
+      for (int k = 0; k < 8; ++k) {
+        const int word = static_cast<int>(rng() % 20);
+        (word < 10 ? low : high) += 1;
+        text += (k ? " w" : "w") + std::to_string(word);
+      }
+      tsv += text + "\t" + (low > high ? "low" : "high") + "\n";
+    }
+    write_file_atomic(dir + "/" + split + ".tsv", tsv);
+  }
 }
 
 }  // namespace slimbert::test

@@ -201,22 +201,7 @@ struct TaskWorld {
   TaskWorld() {
     const test::World& w = test::world();
     data = w.dir / "dyna-task";
-    std::filesystem::create_directories(data);
-    std::mt19937 rng(4);
-    for (const auto& [split, n] : {std::pair{"train", 160}, std::pair{"dev", 48}}) {
-      std::string tsv = "sentence\tlabel\n";
-      for (int i = 0; i < n; ++i) {
-        std::string text;
-        int low = 0, high = 0;
-        for (int k = 0; k < 8; ++k) {
-          const int word = static_cast<int>(rng() % 20);
-          (word < 10 ? low : high) += 1;
-          text += (k ? " w" : "w") + std::to_string(word);
-        }
-        tsv += text + "\t" + (low > high ? "low" : "high") + "\n";
-      }
-      write_file_atomic(data + "/" + split + ".tsv", tsv);
-    }
+    test::write_word_count_task(data);
     FinetuneOptions f = tiny_teacher_options("tsv", data, "dyna-teacher", 4);
     f.log_every = 20;
     finetune(f);
