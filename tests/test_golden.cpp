@@ -48,6 +48,7 @@ json logged_values(const std::string& run_dir) {
   for (const std::string& line : split_lines(read_file(run_dir + "/metrics.jsonl"), true)) {
     if (line.empty()) continue;
     json row = json::parse(line), kept = json::object();
+    if (row.value("event", "") == "checkpoint") continue;  // where checkpoints go is not behaviour
     for (auto it = row.begin(); it != row.end(); ++it) {
       const std::string& k = it.key();
       if (k == "elapsed_s" || k == "mfu" || k == "tokens_per_s" || k.rfind("eta", 0) == 0 ||
