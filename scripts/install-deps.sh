@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(cmake ninja-build g++ ccache pkg-config
   libtorch-dev libopenblas0-pthread  # libtorch; OpenBLAS makes its matmuls ~35x faster than reference BLAS
-  nlohmann-json3-dev libutf8proc-dev libcli11-dev libcpp-httplib-dev
+  nlohmann-json3-dev libutf8proc-dev libcli11-dev libcpp-httplib-dev libgloo-dev
   libgtest-dev libgmock-dev curl)
 bench=0
 [[ "${1:-}" == "--bench" ]] && bench=1

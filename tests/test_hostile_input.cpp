@@ -254,11 +254,19 @@ TEST(HostileTrainerState, ResumeRefusesAChangedRunAndACorruptedState) {
                           "resume with the options it was started with");
   }
   // Another command's checkpoint.
+  struct Plain : MlmMethod {
+    BertForMaskedLM& lm;
+    Plain(BertForMaskedLM& m, const BertConfig& c, const PretrainOptions& po, const Tokenizer& t)
+        : MlmMethod(*m, c, po, t), lm(m) {}
+    MlmOutput forward(const MlmBatch& batch) override { return mlm_step(lm, batch); }
+  };
   BertForMaskedLM model = load_masked_lm(w.init);
+  const BertConfig config = load_config_dir(w.init);
   AdamW optimizer(bert_param_groups(named_parameters(*model), 1e-3, 0.0), AdamOptions{});
-  EXPECT_ERROR_CONTAINS(run_mlm_training("wid", o, *model, load_config_dir(w.init), w.tokenizer,
-                                         optimizer, MlmTrainHooks{}),
-                        "written by 'pretrain', not by 'wid'");
+  Plain method(model, config, o, w.tokenizer);
+  EXPECT_ERROR_CONTAINS(
+      train_mlm("wid", o, Trainee{*model, optimizer, config, w.tokenizer}, method),
+      "written by 'pretrain', not by 'wid'");
   // A corrupted state file.
   const std::string state = latest_checkpoint(o.out_dir) + "/trainer_state/state.json";
   const std::string saved = read_file(state);

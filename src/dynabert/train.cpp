@@ -38,6 +38,112 @@ struct TeacherOutput {
   at::Tensor logits;
 };
 
+// One DynaBERT stage: every sub-network on every batch, distilled from the fixed teacher
+// (stages 1 and 2) or trained on the labels (stage 3); best/ by the summed dev metric.
+class DynaStageMethod : public TrainingMethod {
+ public:
+  DynaStageMethod(const DynaTrainOptions& options, BertForSequenceClassification& student,
+                  BertForSequenceClassification& teacher, std::vector<SubNet> subnets,
+                  const TaskSpec& spec, const Tokenizer& tokenizer, const EncodedTask& train)
+      : o_(options),
+        student_(student),
+        teacher_(teacher),
+        subnets_(std::move(subnets)),
+        spec_(spec),
+        tokenizer_(tokenizer),
+        train_(train),
+        config_(student->bert->config()) {}
+
+  double backward(const TrainBatch& batch, double micro_batches) override {
+    // The teacher runs once per batch (per width for the paper's same-width variant).
+    std::map<double, TeacherOutput> teacher_out;
+    auto teacher_at = [&](double width) -> const TeacherOutput& {
+      const double key = o_.same_width_teacher ? width : 1.0;
+      auto it = teacher_out.find(key);
+      if (it == teacher_out.end()) {
+        at::NoGradGuard no_grad;
+        Encoded enc = teacher_->bert->forward(batch.inputs, SubNet{key, 1.0});
+        at::Tensor logits = teacher_->logits(enc);
+        it = teacher_out.emplace(key, TeacherOutput{enc.hidden_states, logits}).first;
+      }
+      return it->second;
+    };
+    double total = 0;
+    for (const SubNet& s : subnets_) {
+      const Encoded enc = student_->bert->forward(batch.inputs, s);
+      const at::Tensor logits = student_->logits(enc);
+      at::Tensor loss;
+      if (o_.stage == DynaStage::kFinetune) {
+        loss = task_loss(logits, train_, batch.rows, 0, batch.rows.size(), spec_.regression);
+      } else {
+        const TeacherOutput& tout = teacher_at(s.width);
+        // Soft cross-entropy at temperature 1, or MSE on the outputs for regression (the
+        // reference silently uses 0 there).
+        const at::Tensor pred = distillation_loss(logits, tout.logits, 1.0, spec_.regression);
+        // Hidden states (embedding output first) against the mapped teacher states; the mean
+        // includes padding positions, as the reference.
+        const std::vector<int64_t> targets =
+            distillation_targets(config_.num_hidden_layers, s.depth);
+        at::Tensor hidden = at::zeros({}, logits.options());
+        for (size_t j = 0; j < targets.size(); ++j)
+          hidden = hidden + at::mse_loss(enc.hidden_states.at(j),
+                                         tout.hidden.at(static_cast<size_t>(targets[j])));
+        loss = o_.lambda1 * pred + o_.lambda2 * hidden;
+      }
+      (loss / micro_batches).backward();
+      const double l = loss.item<double>();
+      auto& acc = subnet_losses_[subnet_name(s)];
+      acc.first += l;
+      acc.second += 1;
+      total += l;
+    }
+    return total / static_cast<double>(subnets_.size());
+  }
+
+  double forward_flops(const TrainBatch& batch) const override {
+    const int64_t B = batch.inputs.input_ids.size(0), T = batch.inputs.input_ids.size(1);
+    double f = 0;
+    for (const SubNet& s : subnets_) f += encoder_flops(config_, T, s);
+    if (o_.stage != DynaStage::kFinetune)
+      f += encoder_flops(config_, T) * (o_.same_width_teacher ? o_.widths.size() : 1) / 3.0;
+    return f * static_cast<double>(B);
+  }
+
+  std::map<std::string, double> report() override {
+    std::map<std::string, double> out;
+    for (auto& [name, acc] : subnet_losses_)
+      if (acc.second > 0) out["loss_" + name] = acc.first / static_cast<double>(acc.second);
+    subnet_losses_.clear();
+    return out;
+  }
+
+  std::map<std::string, double> validate() override {
+    std::map<std::string, double> out;
+    double sum = 0;
+    for (const SubNet& s : subnets_) {
+      const double main =
+          evaluate_task(student_, tokenizer_, spec_, "dev", o_.train.max_length, 64, s)
+              .metrics.at("main");
+      out[subnet_name(s)] = main;
+      sum += main;
+    }
+    out["main"] = sum;  // the reference selects by the summed metric
+    student_->train();
+    return out;
+  }
+
+ private:
+  const DynaTrainOptions& o_;
+  BertForSequenceClassification& student_;
+  BertForSequenceClassification& teacher_;  // null in stage 3
+  std::vector<SubNet> subnets_;
+  const TaskSpec& spec_;
+  const Tokenizer& tokenizer_;
+  const EncodedTask& train_;
+  const BertConfig& config_;
+  std::map<std::string, std::pair<double, int64_t>> subnet_losses_;  // since the last report
+};
+
 }  // namespace
 
 FinetuneResult dynabert_train(const DynaTrainOptions& o) {
@@ -67,95 +173,19 @@ FinetuneResult dynabert_train(const DynaTrainOptions& o) {
       o.stage == DynaStage::kWidth ? std::vector<double>{1.0} : o.depths;
   for (double d : depths)
     for (double w : o.widths) subnets.push_back({w, d});
-  const double lambda2 = o.lambda2;
 
   AdamW optimizer(bert_param_groups(named_parameters(*student), t.lr, t.weight_decay),
                   AdamOptions{});
-  std::map<std::string, std::pair<double, int64_t>> subnet_losses;  // since the last report
-  TaskTrainHooks hooks;
-  hooks.loss_and_backward = [&](const Batch& batch, const std::vector<size_t>& order, size_t b,
-                                size_t e) {
-    // The teacher runs once per batch (per width for the paper's same-width variant).
-    std::map<double, TeacherOutput> teacher_out;
-    auto teacher_at = [&](double width) -> const TeacherOutput& {
-      const double key = o.same_width_teacher ? width : 1.0;
-      auto it = teacher_out.find(key);
-      if (it == teacher_out.end()) {
-        at::NoGradGuard no_grad;
-        Encoded enc = teacher->bert->forward(batch, SubNet{key, 1.0});
-        at::Tensor logits = teacher->logits(enc);
-        it = teacher_out.emplace(key, TeacherOutput{enc.hidden_states, logits}).first;
-      }
-      return it->second;
-    };
-    double total = 0;
-    for (const SubNet& s : subnets) {
-      const Encoded enc = student->bert->forward(batch, s);
-      const at::Tensor logits = student->logits(enc);
-      at::Tensor loss;
-      if (o.stage == DynaStage::kFinetune) {
-        loss = task_loss(logits, train, order, b, e, spec.regression);
-      } else {
-        const TeacherOutput& tout = teacher_at(s.width);
-        // Soft cross-entropy at temperature 1, or MSE on the outputs for regression (the
-        // reference silently uses 0 there).
-        const at::Tensor pred = distillation_loss(logits, tout.logits, 1.0, spec.regression);
-        // Hidden states (embedding output first) against the mapped teacher states; the mean
-        // includes padding positions, as the reference.
-        const std::vector<int64_t> targets =
-            distillation_targets(config.num_hidden_layers, s.depth);
-        at::Tensor hidden = at::zeros({}, logits.options());
-        for (size_t j = 0; j < targets.size(); ++j)
-          hidden = hidden + at::mse_loss(enc.hidden_states.at(j),
-                                         tout.hidden.at(static_cast<size_t>(targets[j])));
-        loss = o.lambda1 * pred + lambda2 * hidden;
-      }
-      loss.backward();
-      const double l = loss.item<double>();
-      auto& acc = subnet_losses[subnet_name(s)];
-      acc.first += l;
-      acc.second += 1;
-      total += l;
-    }
-    return total / static_cast<double>(subnets.size());
-  };
-  hooks.evaluate_dev = [&] {
-    std::map<std::string, double> out;
-    double sum = 0;
-    for (const SubNet& s : subnets) {
-      const double main =
-          evaluate_task(student, tokenizer, spec, "dev", t.max_length, 64, s).metrics.at("main");
-      out[subnet_name(s)] = main;
-      sum += main;
-    }
-    out["main"] = sum;  // the reference selects by the summed metric
-    student->train();
-    return out;
-  };
-  hooks.forward_flops = [&](const Batch& batch) {
-    const int64_t B = batch.input_ids.size(0), T = batch.input_ids.size(1);
-    double f = 0;
-    for (const SubNet& s : subnets) f += encoder_flops(config, T, s);
-    if (o.stage != DynaStage::kFinetune)
-      f += encoder_flops(config, T) * (o.same_width_teacher ? o.widths.size() : 1) / 3.0;
-    return f * static_cast<double>(B);
-  };
-  hooks.report = [&] {
-    std::map<std::string, double> out;
-    for (auto& [name, acc] : subnet_losses)
-      if (acc.second > 0) out["loss_" + name] = acc.first / static_cast<double>(acc.second);
-    subnet_losses.clear();
-    return out;
-  };
   std::cerr << "dynabert " << to_string(o.stage) << ": " << subnets.size()
             << " sub-networks per batch";
   if (o.stage != DynaStage::kFinetune)
     std::cerr << ", teacher " << o.teacher_dir
               << (o.same_width_teacher ? " at each width" : " at full width") << ", lambda1 "
-              << o.lambda1 << ", lambda2 " << lambda2;
+              << o.lambda1 << ", lambda2 " << o.lambda2;
   std::cerr << "\n";
-  return run_task_training("dynabert " + to_string(o.stage), t, *student, config, tokenizer,
-                           optimizer, train, hooks);
+  DynaStageMethod method(o, student, teacher, subnets, spec, tokenizer, train);
+  return train_task("dynabert " + to_string(o.stage), t,
+                    Trainee{*student, optimizer, config, tokenizer}, train, method);
 }
 
 }  // namespace slimbert

@@ -207,129 +207,137 @@ at::Tensor teacher_logits(const std::string& teacher_dir, const TaskSpec& spec,
   return logits.index_select(1, at::tensor(columns));
 }
 
-FinetuneResult run_task_training(const std::string& what, const FinetuneOptions& o,
-                                 torch::nn::Module& model, const BertConfig& config,
-                                 const Tokenizer& tokenizer, AdamW& optimizer,
-                                 const EncodedTask& train, const TaskTrainHooks& hooks) {
-  require_writable_dir(o.out_dir);
-  remove_stale_checkpoint_staging(o.out_dir);
-  const std::string resume_dir = o.resume ? latest_checkpoint(o.out_dir) : "";
-  if (o.resume && resume_dir.empty())
-    std::cerr << what << ": --resume: no checkpoint in " << o.out_dir
-              << "/checkpoints, starting fresh\n";
-  model.train();
+TaskSampler::TaskSampler(const EncodedTask& data, int64_t batch_size, uint64_t seed, int64_t pad_id)
+    : data_(data), batch_size_(batch_size), seed_(seed), pad_id_(pad_id) {
+  seek(0, 0);
+}
+
+void TaskSampler::seek(int64_t epoch, int64_t offset) {
+  epoch_ = epoch;
+  offset_ = offset;
+  order_.resize(data_.inputs.size());
+  std::iota(order_.begin(), order_.end(), 0);
+  std::mt19937_64 rng(mix_seed(seed_, static_cast<uint64_t>(epoch), 7));
+  std::shuffle(order_.begin(), order_.end(), rng);
+}
+
+TrainBatch TaskSampler::next() {
+  // The epoch turns over when the next batch is drawn, so that a checkpoint at an epoch's end
+  // records that epoch, finished.
+  if (offset_ >= examples()) seek(epoch_ + 1, 0);
+  const size_t b = static_cast<size_t>(offset_);
+  const size_t e = std::min(order_.size(), b + static_cast<size_t>(batch_size_));
+  TrainBatch batch;
+  batch.rows.assign(order_.begin() + static_cast<std::ptrdiff_t>(b),
+                    order_.begin() + static_cast<std::ptrdiff_t>(e));
+  // Moved once per step: DynaBERT runs a dozen sub-networks on it.
+  batch.inputs = collate(data_.inputs, batch.rows, pad_id_).to(compute_device());
+  batch.tokens = batch.inputs.attention_mask.sum().item<int64_t>();
+  offset_ = static_cast<int64_t>(e);
+  return batch;
+}
+
+FinetuneResult train_task(const std::string& what, const FinetuneOptions& o, const Trainee& t,
+                          const EncodedTask& train, TrainingMethod& method) {
   const int64_t examples = static_cast<int64_t>(train.inputs.size());
   const int64_t per_epoch = (examples + o.batch_size - 1) / o.batch_size;
-  const int64_t total = per_epoch * o.epochs;
-  const int64_t warmup = static_cast<int64_t>(o.warmup_fraction * static_cast<double>(total));
-  int64_t step = 0, epoch = 0, offset = 0;
+  LoopOptions loop;
+  loop.what = what;
+  loop.out_dir = o.out_dir;
+  loop.steps = per_epoch * o.epochs;
+  loop.lr = o.lr;
+  loop.warmup_fraction = o.warmup_fraction;
+  loop.clip = o.clip;
+  loop.log_every = o.log_every;
+  loop.validate = Every{o.eval_every, o.eval_every == 0, true};
+  loop.save = Every{0, o.keep_last > 0, true};
+  loop.keep_last = o.keep_last;
+  loop.keep_best = true;
+  loop.resume = o.resume;
+  loop.stop_after = o.stop_after;
+  loop.run.command = what;
+  loop.run.defining = {
+      {"seed", o.seed},      {"batch_size", o.batch_size}, {"epochs", o.epochs},
+      {"steps", loop.steps}, {"train_examples", examples}, {"max_length", o.max_length}};
+  loop.run.adjustable = {{"lr", o.lr},
+                         {"weight_decay", o.weight_decay},
+                         {"warmup_fraction", o.warmup_fraction},
+                         {"clip", o.clip}};
+  TaskSampler data(train, o.batch_size, o.seed, t.tokenizer.pad_id());
+  const LoopResult r = run_training(loop, t, data, method);
   FinetuneResult result;
-  double best = -std::numeric_limits<double>::infinity();
-  RunSignature run;
-  run.command = what;
-  run.defining = {{"seed", o.seed}, {"batch_size", o.batch_size}, {"epochs", o.epochs},
-                  {"steps", total}, {"train_examples", examples}, {"max_length", o.max_length}};
-  run.adjustable = {{"lr", o.lr},
-                    {"weight_decay", o.weight_decay},
-                    {"warmup_fraction", o.warmup_fraction},
-                    {"clip", o.clip}};
-  if (!resume_dir.empty()) {
-    load_state(model, load_weights(resume_dir), weights_path(resume_dir));
-    const ResumedState resumed =
-        load_training_state(resume_dir, run, {total, total, examples}, optimizer);
-    step = resumed.cursor.step;
-    epoch = resumed.cursor.epoch;
-    offset = resumed.cursor.offset;
-    const std::string where = resume_dir + "/trainer_state/state.json";
-    const JsonFields f(resumed.state, where);
-    // No dev evaluation yet: -inf, which JSON stores as null.
-    if (f.has("best")) best = f.number("best");
-    result.best_step = f.integer("best_step", 0, step);
-    std::cerr << what << ": resumed from " << resume_dir << " at step " << step << "\n";
-  }
-  auto order_for = [&](int64_t ep) {
-    std::vector<size_t> idx(train.inputs.size());
-    std::iota(idx.begin(), idx.end(), 0);
-    std::mt19937_64 rng(mix_seed(o.seed, static_cast<uint64_t>(ep), 7));
-    std::shuffle(idx.begin(), idx.end(), rng);
-    return idx;
-  };
-  std::vector<size_t> order = order_for(epoch);
-
-  Progress progress(what, total, (fs::path(o.out_dir) / "metrics.jsonl").string(), step);
-  const double peak = measure_matmul_gflops() * 1e9;
-  double loss_sum = 0, flops = 0;
-  int64_t loss_n = 0, tokens = 0;
-  const int64_t first_step = step;
-  auto evaluate_dev = [&]() {
-    const std::map<std::string, double> dev = hooks.evaluate_dev();
-    progress.event(step, "dev", dev);
-    if (dev.at("main") > best) {
-      best = dev.at("main");
-      result.best_step = step;
-      result.best_dev.metrics = dev;
-      save_checkpoint((fs::path(o.out_dir) / "best").string(), config, model, tokenizer);
-    }
-  };
-  while (step < total) {
-    if (offset >= static_cast<int64_t>(order.size())) {
-      ++epoch;
-      offset = 0;
-      order = order_for(epoch);
-    }
-    const size_t b = static_cast<size_t>(offset);
-    const size_t e = std::min(order.size(), b + static_cast<size_t>(o.batch_size));
-    // Moved once per step: DynaBERT's hooks run a dozen sub-networks on it.
-    const Batch batch =
-        batch_of(train.inputs, order, b, e, tokenizer.pad_id()).to(compute_device());
-    optimizer.zero_grad();
-    const double l = hooks.loss_and_backward(batch, order, b, e);
-    if (!std::isfinite(l))
-      fail(what, ": loss became ", l, " at step ", step + 1, "; try a lower --lr");
-    const double norm = clip_grad_norm(model, o.clip);
-    const double scale = linear_schedule(step, warmup, total);
-    optimizer.step(scale);
-    ++step;
-    offset = static_cast<int64_t>(e);
-    loss_sum += l;
-    ++loss_n;
-    const int64_t batch_tokens = batch.attention_mask.sum().item<int64_t>();
-    tokens += batch_tokens;
-    const double forward = hooks.forward_flops ? hooks.forward_flops(batch)
-                                               : encoder_flops(config, batch.input_ids.size(1)) *
-                                                     static_cast<double>(batch.input_ids.size(0));
-    flops += 3.0 * forward;
-    if (step % o.log_every == 0 || step == total) {
-      std::map<std::string, double> values = {{"loss", loss_sum / static_cast<double>(loss_n)},
-                                              {"lr", o.lr * scale},
-                                              {"grad_norm", norm}};
-      if (hooks.report) values.merge(hooks.report());
-      progress.report(step, values, tokens, flops, peak);
-      loss_sum = flops = 0;
-      loss_n = tokens = 0;
-    }
-    const bool epoch_end = offset >= static_cast<int64_t>(order.size());
-    if ((o.eval_every > 0 && step % o.eval_every == 0) || (o.eval_every == 0 && epoch_end) ||
-        step == total)
-      evaluate_dev();
-    const bool stop = o.stop_after > 0 && step - first_step >= o.stop_after && step < total;
-    if (stop || step == total || (epoch_end && o.keep_last > 0)) {
-      save_training_checkpoint(o.out_dir, {step, epoch, offset}, run,
-                               {{"best", best}, {"best_step", result.best_step}}, config, model,
-                               tokenizer, optimizer, o.keep_last);
-    }
-    if (stop) {
-      progress.event(step, "stopped", {}, "--resume continues");
-      result.step = step;
-      return result;
-    }
-  }
-  progress.finish();
-  save_checkpoint((fs::path(o.out_dir) / "model").string(), config, model, tokenizer);
-  result.step = step;
-  result.finished = true;
+  result.step = r.step;
+  result.finished = r.finished;
+  result.best_step = r.best_step;
+  result.best_dev.metrics = r.best;
+  if (r.finished)
+    save_checkpoint((fs::path(o.out_dir) / "model").string(), t.config, t.model, t.tokenizer);
   return result;
 }
+
+namespace {
+
+// Fine-tuning on the labels, optionally distilled from a fine-tuned teacher's predictions.
+class Finetuning : public TrainingMethod {
+ public:
+  Finetuning(BertForSequenceClassification& model, const FinetuneOptions& options,
+             const TaskSpec& spec, const Tokenizer& tokenizer, const EncodedTask& train,
+             at::Tensor soft_targets)
+      : model_(model),
+        o_(options),
+        spec_(spec),
+        tokenizer_(tokenizer),
+        train_(train),
+        soft_targets_(std::move(soft_targets)) {}
+
+  double backward(const TrainBatch& batch, double micro_batches) override {
+    const at::Tensor logits = model_->forward(batch.inputs);
+    at::Tensor loss = task_loss(logits, train_, batch.rows, 0, batch.rows.size(), spec_.regression);
+    if (soft_targets_.defined()) {
+      const std::vector<int64_t> rows(batch.rows.begin(), batch.rows.end());
+      const at::Tensor target = soft_targets_.index_select(0, at::tensor(rows)).to(logits.device());
+      const at::Tensor kd =
+          distillation_loss(logits, spec_.regression ? target.view(logits.sizes()) : target,
+                            o_.kd_temperature, spec_.regression);
+      task_sum_ += loss.item<double>();
+      kd_sum_ += kd.item<double>();
+      ++parts_n_;
+      loss = (1 - o_.kd_weight) * loss + o_.kd_weight * kd;
+    }
+    (loss / micro_batches).backward();
+    return loss.item<double>();
+  }
+
+  double forward_flops(const TrainBatch& batch) const override {
+    return encoder_flops(model_->bert->config(), batch.inputs.input_ids.size(1)) *
+           static_cast<double>(batch.inputs.input_ids.size(0));
+  }
+
+  std::map<std::string, double> report() override {
+    if (parts_n_ == 0) return {};
+    std::map<std::string, double> parts = {{"loss_task", task_sum_ / parts_n_},
+                                           {"loss_kd", kd_sum_ / parts_n_}};
+    task_sum_ = kd_sum_ = 0;
+    parts_n_ = 0;
+    return parts;
+  }
+
+  std::map<std::string, double> validate() override {
+    return evaluate_task(model_, tokenizer_, spec_, "dev", o_.max_length, 64).metrics;
+  }
+
+ private:
+  BertForSequenceClassification& model_;
+  const FinetuneOptions& o_;
+  const TaskSpec& spec_;
+  const Tokenizer& tokenizer_;
+  const EncodedTask& train_;
+  at::Tensor soft_targets_;  // undefined: no distillation
+  double task_sum_ = 0, kd_sum_ = 0;
+  int64_t parts_n_ = 0;
+};
+
+}  // namespace
 
 FinetuneResult finetune(const FinetuneOptions& o) {
   if (o.epochs <= 0 || o.batch_size <= 0) fail("epochs and batch size must be positive");
@@ -386,41 +394,9 @@ FinetuneResult finetune(const FinetuneOptions& o) {
     std::cerr << "finetune: distilling from " << o.distil_from << " (weight " << o.kd_weight
               << ", temperature " << o.kd_temperature << ")\n";
   }
-  double task_sum = 0, kd_sum = 0;
-  int64_t parts_n = 0;
-  TaskTrainHooks hooks;
-  hooks.loss_and_backward = [&](const Batch& batch, const std::vector<size_t>& order, size_t b,
-                                size_t e) {
-    const at::Tensor logits = model->forward(batch);
-    at::Tensor loss = task_loss(logits, train, order, b, e, spec.regression);
-    if (distil) {
-      const std::vector<int64_t> rows(order.begin() + static_cast<std::ptrdiff_t>(b),
-                                      order.begin() + static_cast<std::ptrdiff_t>(e));
-      const at::Tensor target = soft_targets.index_select(0, at::tensor(rows)).to(logits.device());
-      const at::Tensor kd =
-          distillation_loss(logits, spec.regression ? target.view(logits.sizes()) : target,
-                            o.kd_temperature, spec.regression);
-      task_sum += loss.item<double>();
-      kd_sum += kd.item<double>();
-      ++parts_n;
-      loss = (1 - o.kd_weight) * loss + o.kd_weight * kd;
-    }
-    loss.backward();
-    return loss.item<double>();
-  };
-  if (distil)
-    hooks.report = [&] {
-      std::map<std::string, double> parts = {{"loss_task", task_sum / parts_n},
-                                             {"loss_kd", kd_sum / parts_n}};
-      task_sum = kd_sum = 0;
-      parts_n = 0;
-      return parts;
-    };
-  hooks.evaluate_dev = [&] {
-    return evaluate_task(model, tokenizer, spec, "dev", o.max_length, 64).metrics;
-  };
-  FinetuneResult result = run_task_training("finetune " + spec.display_name(), o, *model, config,
-                                            tokenizer, optimizer, train, hooks);
+  Finetuning method(model, o, spec, tokenizer, train, soft_targets);
+  FinetuneResult result = train_task("finetune " + spec.display_name(), o,
+                                     Trainee{*model, optimizer, config, tokenizer}, train, method);
   if (!result.finished) return result;
 
   // Report the best model on dev, and on test when the test split is labelled.

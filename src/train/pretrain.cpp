@@ -15,6 +15,7 @@
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/flops.h"
 #include "slimbert/train/checkpointing.h"
+#include "slimbert/train/loop.h"
 #include "slimbert/train/progress.h"
 
 namespace fs = std::filesystem;
@@ -78,142 +79,111 @@ MlmValidation evaluate_mlm(torch::nn::Module& model,
           static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, count))};
 }
 
-PretrainResult run_mlm_training(const std::string& what, const PretrainOptions& o,
-                                torch::nn::Module& model, const BertConfig& config,
-                                const Tokenizer& tokenizer, AdamW& optimizer,
-                                const MlmTrainHooks& hooks) {
+TrainBatch MlmSampler::next() {
+  TrainBatch b;
+  b.mlm = loader_.next();
+  b.inputs = Batch{b.mlm.input_ids, at::Tensor(), b.mlm.attention_mask};
+  b.tokens = b.mlm.tokens;
+  return b;
+}
+
+MlmMethod::MlmMethod(torch::nn::Module& model, const BertConfig& config,
+                     const PretrainOptions& options, const Tokenizer& tokenizer)
+    : model_(model),
+      config_(config),
+      options_(options),
+      validation_(ShardSet::open(options.shards_dir, "validation")),
+      masking_(mlm_masking(tokenizer, config)) {}
+
+double MlmMethod::backward(const TrainBatch& batch, double micro_batches) {
+  const MlmOutput out = forward(batch.mlm);
+  (out.loss / micro_batches).backward();
+  correct_ += out.correct;
+  count_ += out.count;
+  return out.loss.item<double>();
+}
+
+double MlmMethod::forward_flops(const TrainBatch& batch) const {
+  const int64_t sequences = batch.mlm.input_ids.size(0);
+  return encoder_flops(config_, batch.mlm.input_ids.size(1)) * static_cast<double>(sequences) +
+         mlm_head_flops(config_, batch.mlm.labels.size(0));
+}
+
+std::map<std::string, double> MlmMethod::report() {
+  const double accuracy =
+      static_cast<double>(correct_) / static_cast<double>(std::max<int64_t>(1, count_));
+  correct_ = count_ = 0;
+  return {{"mlm_acc", accuracy}};
+}
+
+MlmValidation MlmMethod::evaluate() {
+  return evaluate_mlm(
+      model_, [&](const MlmBatch& b) { return forward(b); }, validation_, options_.batch_size,
+      options_.eval_batches, masking_);
+}
+
+std::map<std::string, double> MlmMethod::validate() {
+  const auto [loss, accuracy] = evaluate();
+  return {{"loss", loss}, {"perplexity", std::exp(loss)}, {"mlm_acc", accuracy}};
+}
+
+PretrainResult train_mlm(const std::string& what, const PretrainOptions& o, const Trainee& t,
+                         MlmMethod& method) {
   if (o.steps <= 0 || o.batch_size <= 0 || o.accumulation <= 0)
     fail("steps, batch size and accumulation must be positive");
-  const ShardSet train = ShardSet::open(o.shards_dir, "train");
-  const ShardSet val = ShardSet::open(o.shards_dir, "validation");
-  require_fits_positions(train, o.shards_dir, config, o.init_dir);
-  require_writable_dir(o.out_dir);
-
-  const MaskingOptions masking = mlm_masking(tokenizer, config);
-
-  at::manual_seed(o.seed);
-  model.train();
-  MlmLoader loader(train, o.batch_size, masking, o.seed);
-  int64_t step = 0;
-  remove_stale_checkpoint_staging(o.out_dir);
-  const std::string resume_dir = o.resume ? latest_checkpoint(o.out_dir) : "";
-  if (o.resume && resume_dir.empty())
-    std::cerr << what << ": --resume: no checkpoint in " << o.out_dir
-              << "/checkpoints, starting fresh\n";
-  RunSignature run;
-  run.command = what;
-  run.defining = {
+  ShardSet train = ShardSet::open(o.shards_dir, "train");
+  require_fits_positions(train, o.shards_dir, t.config, o.init_dir);
+  LoopOptions loop;
+  loop.what = what;
+  loop.out_dir = o.out_dir;
+  loop.steps = o.steps;
+  loop.accumulation = o.accumulation;
+  loop.lr = o.lr;
+  loop.warmup_fraction = o.warmup_fraction;
+  loop.clip = o.clip;
+  loop.log_every = o.log_every;
+  loop.validate = Every{o.eval_every, false, o.eval_every > 0};
+  loop.save = Every{o.save_every, false, true};
+  loop.keep_last = o.keep_last;
+  loop.resume = o.resume;
+  loop.max_minutes = o.max_minutes;
+  loop.stop_after = o.stop_after;
+  loop.run.command = what;
+  loop.run.defining = {
       {"seed", o.seed},   {"batch_size", o.batch_size},      {"accumulation", o.accumulation},
       {"steps", o.steps}, {"train_sequences", train.size()}, {"seq_len", train.seq_len()}};
-  run.adjustable = {{"lr", o.lr},
-                    {"weight_decay", o.weight_decay},
-                    {"warmup_fraction", o.warmup_fraction},
-                    {"clip", o.clip},
-                    {"optimizer", o.optimizer == AdamVariant::kTorch ? "torch" : "bert"}};
-  if (!resume_dir.empty()) {
-    load_state(model, load_weights(resume_dir), weights_path(resume_dir));
-    // Epochs advance once per micro-batch at most.
-    const StateLimits limits{o.steps, o.steps * o.accumulation, train.size()};
-    const ResumedState resumed = load_training_state(resume_dir, run, limits, optimizer);
-    step = resumed.cursor.step;
-    loader.seek(resumed.cursor.epoch, resumed.cursor.offset);
-    if (hooks.restore_state) hooks.restore_state(resumed.state);
-    std::cerr << what << ": resumed from " << resume_dir << " at step " << step << "\n";
-  }
-  auto save = [&](int64_t at_step) {
-    const nlohmann::json extra = hooks.save_state ? hooks.save_state() : nlohmann::json::object();
-    save_training_checkpoint(o.out_dir, {at_step, loader.epoch(), loader.offset()}, run, extra,
-                             config, model, tokenizer, optimizer, o.keep_last);
-  };
-
-  const double peak = measure_matmul_gflops() * 1e9;
-  const int64_t warmup = static_cast<int64_t>(o.warmup_fraction * static_cast<double>(o.steps));
-  Progress progress(what, o.steps, (fs::path(o.out_dir) / "metrics.jsonl").string(), step);
-  const auto started = std::chrono::steady_clock::now();
-  const int64_t first_step = step;
+  loop.run.adjustable = {{"lr", o.lr},
+                         {"weight_decay", o.weight_decay},
+                         {"warmup_fraction", o.warmup_fraction},
+                         {"clip", o.clip},
+                         {"optimizer", o.optimizer == AdamVariant::kTorch ? "torch" : "bert"}};
+  MlmSampler data(std::move(train), o.batch_size, mlm_masking(t.tokenizer, t.config), o.seed);
+  at::manual_seed(o.seed);  // dropout
+  const LoopResult r = run_training(loop, t, data, method);
   PretrainResult result;
-  int64_t tokens = 0;
-  double flops = 0, loss_sum = 0;
-  int64_t loss_n = 0, correct = 0, count = 0;
-  while (step < o.steps) {
-    optimizer.zero_grad();
-    double step_loss = 0;
-    for (int64_t micro = 0; micro < o.accumulation; ++micro) {
-      MlmBatch batch = loader.next();
-      MlmOutput out = hooks.forward(batch);
-      (out.loss / static_cast<double>(o.accumulation)).backward();
-      const double l = out.loss.item<double>();
-      if (!std::isfinite(l)) {
-        const std::string last = latest_checkpoint(o.out_dir);
-        fail(what, ": loss became ", l, " at step ", step + 1,
-             "; stopping. The last good checkpoint is ",
-             last.empty() ? std::string("none (no checkpoint saved yet)") : last,
-             ". Try a lower --lr or stronger --clip.");
-      }
-      step_loss += l / static_cast<double>(o.accumulation);
-      tokens += batch.tokens;
-      correct += out.correct;
-      count += out.count;
-      const int64_t sequences = batch.input_ids.size(0);
-      double forward = encoder_flops(config, train.seq_len()) * static_cast<double>(sequences) +
-                       mlm_head_flops(config, out.count);
-      if (hooks.extra_forward_flops) forward += hooks.extra_forward_flops(sequences, out.count);
-      flops += 3.0 * forward;
-    }
-    const double grad_norm = clip_grad_norm(model, o.clip);
-    if (hooks.before_update) hooks.before_update(step + 1);
-    const double lr_scale = linear_schedule(step, warmup, o.steps);
-    optimizer.step(lr_scale);
-    ++step;
-    if (hooks.after_update) hooks.after_update(step);
-    loss_sum += step_loss;
-    ++loss_n;
-    if (step % o.log_every == 0 || step == o.steps) {
-      std::map<std::string, double> values = {
-          {"loss", loss_sum / static_cast<double>(loss_n)},
-          {"mlm_acc",
-           static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, count))},
-          {"lr", o.lr * lr_scale},
-          {"grad_norm", grad_norm}};
-      if (hooks.report) values.merge(hooks.report());
-      progress.report(step, values, tokens, flops, peak);
-      tokens = 0;
-      flops = 0;
-      loss_sum = 0;
-      loss_n = correct = count = 0;
-    }
-    if (o.eval_every > 0 && (step % o.eval_every == 0 || step == o.steps)) {
-      auto evaluate = [&] {
-        return evaluate_mlm(model, hooks.forward, val, o.batch_size, o.eval_batches, masking);
-      };
-      auto [vl, va] = evaluate();
-      result.validation_loss = vl;
-      result.validation_accuracy = va;
-      std::map<std::string, double> values = {
-          {"loss", vl}, {"perplexity", std::exp(vl)}, {"mlm_acc", va}};
-      if (hooks.extra_validation) values.merge(hooks.extra_validation(evaluate));
-      progress.event(step, "validation", values);
-    }
-    const bool out_of_time =
-        (o.max_minutes > 0 &&
-         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() >
-             o.max_minutes * 60) ||
-        (o.stop_after > 0 && step - first_step >= o.stop_after);
-    if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps || out_of_time) {
-      save(step);
-      progress.event(step, "checkpoint", {}, checkpoint_dir(o.out_dir, step));
-    }
-    if (out_of_time && step < o.steps) {
-      progress.event(step, "stopped", {}, "budget reached; --resume continues");
-      result.step = step;
-      return result;
-    }
+  result.step = r.step;
+  result.finished = r.finished;
+  if (!r.validation.empty()) {
+    result.validation_loss = r.validation.at("loss");
+    result.validation_accuracy = r.validation.at("mlm_acc");
   }
-  progress.finish();
-  result.step = step;
-  result.finished = true;
   return result;
 }
+
+namespace {
+
+class Pretraining : public MlmMethod {
+ public:
+  Pretraining(BertForMaskedLM& model, const BertConfig& config, const PretrainOptions& options,
+              const Tokenizer& tokenizer)
+      : MlmMethod(*model, config, options, tokenizer), lm_(model) {}
+  MlmOutput forward(const MlmBatch& batch) override { return mlm_step(lm_, batch); }
+
+ private:
+  BertForMaskedLM& lm_;
+};
+
+}  // namespace
 
 PretrainResult pretrain(const PretrainOptions& o) {
   const Tokenizer tokenizer = Tokenizer::from_dir(o.init_dir);
@@ -222,10 +192,9 @@ PretrainResult pretrain(const PretrainOptions& o) {
   AdamW optimizer(
       bert_param_groups(named_parameters(*model), o.lr, o.weight_decay),
       AdamOptions{o.optimizer, 0.9, 0.999, o.optimizer == AdamVariant::kBert ? 1e-6 : 1e-8});
-  MlmTrainHooks hooks;
-  hooks.forward = [&](const MlmBatch& batch) { return mlm_step(model, batch); };
+  Pretraining method(model, config, o, tokenizer);
   PretrainResult result =
-      run_mlm_training("pretrain", o, *model, config, tokenizer, optimizer, hooks);
+      train_mlm("pretrain", o, Trainee{*model, optimizer, config, tokenizer}, method);
   if (!result.finished) return result;
   SaveOptions final_options;
   if (o.float16_final) final_options.float_dtype = DType::F16;

@@ -66,6 +66,112 @@ void write_student(const std::string& dir, const BertConfig& config, const BertF
   save_checkpoint(dir, config, *student, tokenizer, save);
 }
 
+// WID on the MLM loop: the compactor model's forward under the current masks, the mask
+// schedule and gradient surgery before each update, the pull of removed entries after it, and
+// the masks in each checkpoint.
+class WidTraining : public MlmMethod {
+ public:
+  WidTraining(WidModel& model, const BertConfig& config, const WidOptions& options,
+              const Tokenizer& tokenizer, AdamW& optimizer,
+              std::map<std::string, std::pair<size_t, size_t>> slot, int64_t target_step)
+      : MlmMethod(*model, config, options.train, tokenizer),
+        wid_(model),
+        o_(options),
+        optimizer_(optimizer),
+        slot_(std::move(slot)),
+        target_step_(target_step),
+        seq_len_(ShardSet::open(options.train.shards_dir, "train").seq_len()) {}
+
+  const WidMasks& masks() const { return masks_; }
+
+  MlmOutput forward(const MlmBatch& batch) override {
+    Batch in{batch.input_ids, at::Tensor(), batch.attention_mask};
+    return mlm_loss(wid_->forward(in, masks_), batch,
+                    [&](const at::Tensor& rows) { return wid_->logits(rows, masks_); });
+  }
+
+  double forward_flops(const TrainBatch& batch) const override {
+    return MlmMethod::forward_flops(batch) +
+           wid_->compactor_flops(batch.mlm.input_ids.size(0), seq_len_, batch.mlm.labels.size(0));
+  }
+
+  void before_update(int64_t step) override {
+    const WidSchedule& s = o_.schedule;
+    if (step % s.w_step == 0) masks_ = compute_masks(*wid_, s, step);
+    apply_gradient_surgery(*wid_, masks_, step > s.w_step, o_.surgery,
+                           [&](const std::string& name) -> at::Tensor& {
+                             const auto& [g, i] = slot_.at(name);
+                             return optimizer_.exp_avg(g, i);
+                           });
+  }
+
+  void after_update(int64_t step) override {
+    shrink_removed(*wid_, masks_, o_.schedule, step, target_step_, o_.train.steps);
+  }
+
+  nlohmann::json save_state() const override {
+    return nlohmann::json{{"wid", schedule_json(o_.schedule, masks_)}};
+  }
+
+  void restore_state(const nlohmann::json& state) override {
+    const WidSchedule& s = o_.schedule;
+    const std::string source = o_.train.out_dir + " checkpoint";
+    if (!state.contains("wid")) fail(source, ": not a WID checkpoint (no 'wid' state)");
+    const WidSchedule saved = schedule_from_json(state.at("wid"), source);
+    if (saved.strategy != s.strategy || saved.target_hidden != s.target_hidden ||
+        saved.w_step != s.w_step || saved.residual_score != s.residual_score ||
+        saved.scores != s.scores || saved.zero_by != s.zero_by)
+      fail(source, ": was trained with strategy ", to_string(saved.strategy), ", target ",
+           saved.target_hidden, ", w_step ", saved.w_step, ", residual scoring ",
+           to_string(saved.residual_score), ", mask scores from ", to_string(saved.scores),
+           ", zero-by ", saved.zero_by, "; resume with the same options");
+    masks_ = WidMasks::from_json(state.at("wid").at("masks"), config_, source).to(wid_->device());
+  }
+
+  std::map<std::string, double> report() override {
+    std::map<std::string, double> out = MlmMethod::report();
+    const KeptSizes k = kept_sizes(*wid_, masks_);
+    out.merge(std::map<std::string, double>{
+        {"hidden", static_cast<double>(k.hidden)},
+        {"attn", static_cast<double>(k.attention)},
+        {"ffn", static_cast<double>(k.ffn)},
+        {"params_M", static_cast<double>(merged_parameters(*wid_, masks_)) / 1e6}});
+    return out;
+  }
+
+  // The compactor model still uses its removed entries until the pull has finished; the merged
+  // student is that model with them zeroed, so each validation also scores it (student_loss):
+  // the gap says how much the merge would cost at this step.
+  std::map<std::string, double> validate() override {
+    std::map<std::string, double> out = MlmMethod::validate();
+    if (!masks_.active()) return out;
+    at::NoGradGuard no_grad;
+    // Only the removed entries are saved: a full copy of every compactor would be several
+    // hundred MB at BERT-base size.
+    std::vector<at::Tensor> removed_values;
+    for (const auto& c : wid_->compactors)
+      removed_values.push_back(c.weight.masked_select(removed_entries(c, masks_)));
+    zero_removed(*wid_, masks_);
+    const MlmValidation student = evaluate();
+    for (size_t i = 0; i < removed_values.size(); ++i) {
+      const Compactor& c = wid_->compactors[i];
+      c.weight.masked_scatter_(removed_entries(c, masks_), removed_values[i]);
+    }
+    out["student_loss"] = student.loss;
+    out["student_mlm_acc"] = student.accuracy;
+    return out;
+  }
+
+ private:
+  WidModel& wid_;
+  const WidOptions& o_;
+  AdamW& optimizer_;
+  std::map<std::string, std::pair<size_t, size_t>> slot_;  // parameter -> (group, index)
+  int64_t target_step_;
+  int64_t seq_len_;
+  WidMasks masks_;
+};
+
 }  // namespace
 
 WidResult wid_train(WidOptions o) {
@@ -115,73 +221,10 @@ WidResult wid_train(WidOptions o) {
             << to_string(s.residual_score) << ", mask scores from " << to_string(s.scores)
             << ", w_step " << s.w_step << " (target reached at step " << needed << ")\n";
 
-  WidMasks masks;
-  MlmTrainHooks hooks;
-  hooks.forward = [&](const MlmBatch& batch) {
-    Batch in{batch.input_ids, at::Tensor(), batch.attention_mask};
-    return mlm_loss(model->forward(in, masks), batch,
-                    [&](const at::Tensor& rows) { return model->logits(rows, masks); });
-  };
-  hooks.before_update = [&](int64_t step) {
-    if (step % s.w_step == 0) masks = compute_masks(*model, s, step);
-    apply_gradient_surgery(*model, masks, step > s.w_step, o.surgery,
-                           [&](const std::string& name) -> at::Tensor& {
-                             const auto& [g, i] = slot.at(name);
-                             return optimizer.exp_avg(g, i);
-                           });
-  };
-  hooks.after_update = [&](int64_t step) {
-    shrink_removed(*model, masks, s, step, needed, t.steps);
-  };
-  hooks.save_state = [&] { return nlohmann::json{{"wid", schedule_json(s, masks)}}; };
-  hooks.restore_state = [&](const nlohmann::json& cursor) {
-    const std::string source = t.out_dir + " checkpoint";
-    if (!cursor.contains("wid")) fail(source, ": not a WID checkpoint (no 'wid' state)");
-    const WidSchedule saved = schedule_from_json(cursor.at("wid"), source);
-    if (saved.strategy != s.strategy || saved.target_hidden != s.target_hidden ||
-        saved.w_step != s.w_step || saved.residual_score != s.residual_score ||
-        saved.scores != s.scores || saved.zero_by != s.zero_by)
-      fail(source, ": was trained with strategy ", to_string(saved.strategy), ", target ",
-           saved.target_hidden, ", w_step ", saved.w_step, ", residual scoring ",
-           to_string(saved.residual_score), ", mask scores from ", to_string(saved.scores),
-           ", zero-by ", saved.zero_by, "; resume with the same options");
-    masks = WidMasks::from_json(cursor.at("wid").at("masks"), config, source).to(model->device());
-  };
-  hooks.report = [&] {
-    const KeptSizes k = kept_sizes(*model, masks);
-    return std::map<std::string, double>{
-        {"hidden", static_cast<double>(k.hidden)},
-        {"attn", static_cast<double>(k.attention)},
-        {"ffn", static_cast<double>(k.ffn)},
-        {"params_M", static_cast<double>(merged_parameters(*model, masks)) / 1e6}};
-  };
-  // The compactor model still uses its removed entries until the pull has finished; the merged
-  // student is that model with them zeroed, so each validation also scores it (student_loss):
-  // the gap says how much the merge would cost at this step.
-  hooks.extra_validation = [&](const std::function<MlmValidation()>& evaluate) {
-    if (!masks.active()) return std::map<std::string, double>{};
-    at::NoGradGuard no_grad;
-    // Only the removed entries are saved: a full copy of every compactor would be several
-    // hundred MB at BERT-base size.
-    std::vector<at::Tensor> removed_values;
-    for (const auto& c : model->compactors)
-      removed_values.push_back(c.weight.masked_select(removed_entries(c, masks)));
-    zero_removed(*model, masks);
-    const MlmValidation student = evaluate();
-    for (size_t i = 0; i < removed_values.size(); ++i) {
-      const Compactor& c = model->compactors[i];
-      c.weight.masked_scatter_(removed_entries(c, masks), removed_values[i]);
-    }
-    return std::map<std::string, double>{{"student_loss", student.loss},
-                                         {"student_mlm_acc", student.accuracy}};
-  };
-  const int64_t seq_len = ShardSet::open(t.shards_dir, "train").seq_len();
-  hooks.extra_forward_flops = [&](int64_t sequences, int64_t masked) {
-    return model->compactor_flops(sequences, seq_len, masked);
-  };
-
+  WidTraining method(model, config, o, tokenizer, optimizer, std::move(slot), needed);
   WidResult result;
-  result.train = run_mlm_training("wid", t, *model, config, tokenizer, optimizer, hooks);
+  result.train = train_mlm("wid", t, Trainee{*model, optimizer, config, tokenizer}, method);
+  const WidMasks& masks = method.masks();
   if (!result.train.finished) return result;
   auto [student_config_, student] = merge_student(*model, masks, s.strategy);
   result.student = student_config_;

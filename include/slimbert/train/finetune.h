@@ -8,6 +8,7 @@
 #include "slimbert/data/tasks.h"
 #include "slimbert/model/bert.h"
 #include "slimbert/text/tokenizer.h"
+#include "slimbert/train/loop.h"
 
 namespace slimbert {
 
@@ -102,27 +103,29 @@ EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& 
 TaskSpec task_for_model(const BertConfig& config, const std::string& task,
                         const std::string& data_dir, bool skip_bad_rows = false);
 
-class AdamW;
-// What a trainer built on the task loop adds (DynaBERT: several sub-networks per batch).
-struct TaskTrainHooks {
-  // Forward(s) and backward for the rows order[begin, end) of the training set; returns the
-  // loss to log. Required.
-  std::function<double(const Batch& batch, const std::vector<size_t>& order, size_t begin,
-                       size_t end)>
-      loss_and_backward;
-  // Dev metrics; "main" (higher is better) selects the best checkpoint. Required.
-  std::function<std::map<std::string, double>()> evaluate_dev;
-  // Forward FLOPs of one batch (default: the full encoder once), and extra progress values.
-  std::function<double(const Batch& batch)> forward_flops;
-  std::function<std::map<std::string, double>()> report;
+// The training examples in a seeded shuffle per epoch, in batches moved to the compute device.
+class TaskSampler : public Sampler {
+ public:
+  TaskSampler(const EncodedTask& data, int64_t batch_size, uint64_t seed, int64_t pad_id);
+  TrainBatch next() override;
+  int64_t examples() const override { return static_cast<int64_t>(data_.inputs.size()); }
+  int64_t epoch() const override { return epoch_; }
+  int64_t offset() const override { return offset_; }
+  void seek(int64_t epoch, int64_t offset) override;
+
+ private:
+  const EncodedTask& data_;
+  int64_t batch_size_;
+  uint64_t seed_;
+  int64_t pad_id_;
+  int64_t epoch_ = 0, offset_ = 0;
+  std::vector<size_t> order_;
 };
 
-// The task-training loop shared by fine-tuning and DynaBERT: epoch shuffles, schedule, clipping,
-// logging, dev evaluation with best/ (by "main"), checkpoints, exact --resume (the weights of
-// `model` are reloaded from the checkpoint), and model/ at the end.
-FinetuneResult run_task_training(const std::string& what, const FinetuneOptions& options,
-                                 torch::nn::Module& model, const BertConfig& config,
-                                 const Tokenizer& tokenizer, AdamW& optimizer,
-                                 const EncodedTask& train, const TaskTrainHooks& hooks);
+// Runs `method` on the loop over `train` with the epochs, schedule, dev evaluation (best/ by
+// "main", at each epoch's end or every eval_every steps) and checkpoints of `options`; writes
+// model/ when it finishes.
+FinetuneResult train_task(const std::string& what, const FinetuneOptions& options,
+                          const Trainee& trainee, const EncodedTask& train, TrainingMethod& method);
 
 }  // namespace slimbert

@@ -9,6 +9,7 @@
 
 #include "slimbert/data/mlm.h"
 #include "slimbert/model/bert.h"
+#include "slimbert/train/loop.h"
 #include "slimbert/train/optimizer.h"
 
 namespace slimbert {
@@ -76,34 +77,55 @@ MlmValidation evaluate_mlm(torch::nn::Module& model,
                            const ShardSet& validation, int64_t batch_size, int64_t batches,
                            const MaskingOptions& masking);
 
-// What a trainer built on the MLM loop adds to it (WID: the compactor forward, mask updates and
-// gradient surgery). Only `forward` is required.
-struct MlmTrainHooks {
-  std::function<MlmOutput(const MlmBatch&)> forward;
-  // Step `step` (1-based) after backward and clipping, before the optimizer update.
-  std::function<void(int64_t step)> before_update;
-  // Step `step` (1-based) after the optimizer update.
-  std::function<void(int64_t step)> after_update;
-  // Saved with each checkpoint's cursor, and handed back on --resume.
-  std::function<nlohmann::json()> save_state;
-  std::function<void(const nlohmann::json&)> restore_state;
-  // Extra values on each progress line (e.g. current kept sizes).
-  std::function<std::map<std::string, double>()> report;
-  // FLOPs of one micro-batch's forward beyond the plain model's (for MFU).
-  std::function<double(int64_t sequences, int64_t masked)> extra_forward_flops;
-  // Extra values for each validation line. `evaluate` scores the model as it is at the call on
-  // the same validation batches (loss, accuracy): a hook may edit the model, evaluate, restore.
-  std::function<std::map<std::string, double>(const std::function<MlmValidation()>& evaluate)>
-      extra_validation;
+// Corpus sequences in MlmLoader's seeded order, masked as BERT does.
+class MlmSampler : public Sampler {
+ public:
+  MlmSampler(ShardSet shards, int64_t batch_size, MaskingOptions masking, uint64_t seed)
+      : shards_(std::move(shards)), loader_(shards_, batch_size, std::move(masking), seed) {}
+  MlmSampler(const MlmSampler&) = delete;  // the loader refers to shards_
+  MlmSampler& operator=(const MlmSampler&) = delete;
+  TrainBatch next() override;
+  int64_t examples() const override { return shards_.size(); }
+  int64_t epoch() const override { return loader_.epoch(); }
+  int64_t offset() const override { return loader_.offset(); }
+  void seek(int64_t epoch, int64_t offset) override { loader_.seek(epoch, offset); }
+
+ private:
+  ShardSet shards_;
+  MlmLoader loader_;
 };
 
-// The MLM training loop shared by pretraining and WID: data order, masking, accumulation,
-// clipping, schedule, validation, checkpoints (resumable), NaN stop, progress. `model` holds the
-// parameters the optimizer updates; on --resume its weights are reloaded from the checkpoint.
-// Returns when done or out of budget; the caller writes the final model.
-PretrainResult run_mlm_training(const std::string& what, const PretrainOptions& options,
-                                torch::nn::Module& model, const BertConfig& config,
-                                const Tokenizer& tokenizer, AdamW& optimizer,
-                                const MlmTrainHooks& hooks);
+// Masked-language-model training: the loss at the masked positions, validated on the held-out
+// shards. Pretraining uses the model's own forward; WID derives from it.
+class MlmMethod : public TrainingMethod {
+ public:
+  MlmMethod(torch::nn::Module& model, const BertConfig& config, const PretrainOptions& options,
+            const Tokenizer& tokenizer);
+  // The model's MLM forward on one batch.
+  virtual MlmOutput forward(const MlmBatch& batch) = 0;
+
+  double backward(const TrainBatch& batch, double micro_batches) override;
+  double forward_flops(const TrainBatch& batch) const override;
+  std::map<std::string, double> report() override;    // mlm_acc since the last report
+  std::map<std::string, double> validate() override;  // loss, perplexity, mlm_acc
+
+ protected:
+  // Loss and accuracy on the same fixed validation batches every time.
+  MlmValidation evaluate();
+  torch::nn::Module& model_;
+  const BertConfig& config_;
+  const PretrainOptions& options_;
+
+ private:
+  ShardSet validation_;
+  MaskingOptions masking_;
+  int64_t correct_ = 0, count_ = 0;
+};
+
+// Runs `method` on the loop with the corpus of `options.shards_dir` (the signature a resume
+// checks, the schedule, validation and checkpoints of `options`). The caller writes the final
+// model.
+PretrainResult train_mlm(const std::string& what, const PretrainOptions& options,
+                         const Trainee& trainee, MlmMethod& method);
 
 }  // namespace slimbert
