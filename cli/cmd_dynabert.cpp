@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "slimbert/core/dist.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/dynabert/dynabert.h"
 #include "slimbert/io/checkpoint.h"
@@ -188,13 +189,14 @@ void add_stage(CLI::App* dyna, DynaStage stage, const std::string& help) {
   add_task_loop_options(cmd, &o->d.train);
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o, cmd] {
-    configure_runtime(o->runtime);
+    configure_training(o->runtime);
     o->d.widths = parse_list(o->widths, "--widths");
     o->d.depths = parse_list(o->depths, "--depths");
     o->d.same_width_teacher = o->teacher_mode == "same";
     std::cerr << "dynabert " << to_string(o->d.stage) << " config:\n"
               << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
     const FinetuneResult r = dynabert_train(o->d);
+    if (!is_main_rank()) return;  // rank 0 reports
     if (!r.finished) {
       std::cout << "stopped at step " << r.step << "; --resume continues\n";
       return;

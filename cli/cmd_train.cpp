@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "slimbert/core/dist.h"
 #include "slimbert/data/corpus.h"
 #include "slimbert/infer/run.h"
 #include "slimbert/io/checkpoint.h"
@@ -114,11 +115,12 @@ void add_pretrain(CLI::App& app) {
   add_mlm_loop_options(cmd, &o->p);
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o, cmd] {
-    configure_runtime(o->runtime);
+    configure_training(o->runtime);
     o->p.optimizer = o->optimizer == "bert-adamw" ? AdamVariant::kBert : AdamVariant::kTorch;
     std::cerr << "pretrain config:\n"
               << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
     const PretrainResult r = pretrain(o->p);
+    if (!is_main_rank()) return;  // rank 0 reports
     std::cout << (r.finished ? "finished" : "stopped") << " at step " << r.step << "; "
               << describe_validation(r.validation_loss, r.validation_accuracy) << "\n";
   });
@@ -231,10 +233,11 @@ void add_finetune(CLI::App& app) {
       ->needs(distil);
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o, cmd] {
-    configure_runtime(o->runtime);
+    configure_training(o->runtime);
     std::cerr << "finetune config:\n"
               << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
     const FinetuneResult r = finetune(o->f);
+    if (!is_main_rank()) return;  // rank 0 reports
     if (!r.finished) {
       std::cout << "stopped at step " << r.step << "; --resume continues\n";
       return;

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "slimbert/core/dist.h"
 #include "slimbert/wid/wid.h"
 
 namespace slimbert::cli {
@@ -132,7 +133,7 @@ void add_wid(CLI::App& app) {
          {std::pair{&o->w.train.init_dir, "--teacher"},
           std::pair{&o->w.train.shards_dir, "--corpus"}, std::pair{&o->w.train.out_dir, "--out"}})
       if (value->empty()) fail("wid: ", flag, " is required");
-    configure_runtime(o->runtime);
+    configure_training(o->runtime);
     o->w.schedule.strategy = parse_wid_strategy(o->strategy);
     o->w.schedule.residual_score = parse_residual_score(o->residual);
     o->w.schedule.scores = parse_mask_scores(o->scores);
@@ -140,6 +141,7 @@ void add_wid(CLI::App& app) {
     std::cerr << "wid config:\n"
               << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
     const WidResult r = wid_train(o->w);
+    if (!is_main_rank()) return;  // rank 0 reports
     if (!r.train.finished) {
       std::cout << "stopped at step " << r.train.step << "; --resume continues\n";
       return;

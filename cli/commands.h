@@ -20,5 +20,6 @@ void add_wid(CLI::App& app);
 void add_dynabert(CLI::App& app);
 void add_serve(CLI::App& app);
 void add_profile(CLI::App& app);
+void add_launch(CLI::App& app);
 
 }  // namespace slimbert::cli

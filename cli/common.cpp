@@ -3,10 +3,12 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
+#include "slimbert/core/dist.h"
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
@@ -14,8 +16,10 @@
 namespace slimbert::cli {
 
 void add_runtime_options(CLI::App* cmd, RuntimeConfig* config) {
-  cmd->add_option("--threads", config->threads,
-                  "CPU threads (0 = all cores); by default they run OpenBLAS matrix products")
+  cmd->add_option(
+         "--threads", config->threads,
+         "CPU threads (0 = OMP_NUM_THREADS if set, else all cores); by default they run OpenBLAS "
+         "matrix products")
       ->capture_default_str();
   cmd->add_flag("--torch-threads", config->torch_intra,
                 "give the threads to libtorch's intra-op pool instead of OpenBLAS");
@@ -32,6 +36,22 @@ void add_engine_options(CLI::App* cmd, EngineOptions* options) {
                   "CPU)")
       ->check(CLI::IsMember({"openblas", "onednn"}))
       ->capture_default_str();
+}
+
+void configure_training(const RuntimeConfig& config) {
+  configure_runtime(config);
+  const DistInfo info = dist_info_from_environment();
+  // The rendezvous waits this long for every rank, and a collective this long for a silent one;
+  // a rank that dies is noticed at once.
+  long timeout = 1800;
+  if (const char* t = std::getenv("SLIMBERT_DIST_TIMEOUT"); t && *t) {
+    char* end = nullptr;
+    timeout = std::strtol(t, &end, 10);
+    if (*end || timeout <= 0)
+      fail("SLIMBERT_DIST_TIMEOUT=", t, ": expected a positive number of seconds");
+  }
+  init_distributed(info, std::chrono::seconds(timeout));
+  if (info.rank > 0) std::cout.setstate(std::ios::failbit);
 }
 
 std::shared_ptr<const infer::InferenceModel> load_inference_model(

@@ -23,6 +23,11 @@ namespace slimbert::cli {
 // --threads, --torch-threads and --device, applied by configure_runtime() when the command runs.
 void add_runtime_options(CLI::App* cmd, RuntimeConfig* config);
 
+// configure_runtime for a training command, which also joins the data-parallel group that
+// torchrun's variables describe (`slimbert launch` sets them). On ranks other than 0, standard
+// output is silent: rank 0 reports.
+void configure_training(const RuntimeConfig& config);
+
 // --int8 (the encoder's linear maps in int8, oneDNN dynamic quantization) and --gemm (where fp32
 // products run: openblas or onednn).
 struct EngineOptions {

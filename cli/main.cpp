@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   slimbert::cli::add_dynabert(app);
   slimbert::cli::add_profile(app);
   slimbert::cli::add_serve(app);
+  slimbert::cli::add_launch(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

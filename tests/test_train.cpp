@@ -12,6 +12,7 @@
 
 #include "mlm_world.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/runtime.h"
 #include "slimbert/data/corpus.h"
 #include "slimbert/data/mlm.h"
 #include "slimbert/io/checkpoint.h"
@@ -179,6 +180,9 @@ TEST(Optimizer, StateRoundTrips) {
 // ------------------------------------------------------------------------------------
 
 TEST(Pretrain, TinyModelOverfitsOneBatch) {
+  // One thread: two OpenBLAS threads beside libtorch's pool take 10x longer on 2 cores, and the
+  // end point moved with the machine's load.
+  configure_runtime(RuntimeConfig{1, false, "cpu"});
   const World& w = world();
   BertForMaskedLM model = load_masked_lm(w.init);
   model->train();

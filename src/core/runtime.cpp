@@ -84,8 +84,15 @@ void keep_freed_memory() {
 void configure_runtime(const RuntimeConfig& config) {
   keep_freed_memory();
   set_compute_device(parse_device(config.device));
-  int n = config.threads > 0 ? config.threads
-                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  // 0: OMP_NUM_THREADS where set (torchrun and `slimbert launch` give each rank its share of the
+  // cores there), else every core.
+  int n = config.threads;
+  if (n <= 0) {
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    n = omp && std::atoi(omp) > 0
+            ? std::atoi(omp)
+            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  }
   SetThreads set = openblas_set();
   if (config.torch_intra) {
     at::set_num_threads(n);

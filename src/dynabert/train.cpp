@@ -90,7 +90,7 @@ class DynaStageMethod : public TrainingMethod {
                                          tout.hidden.at(static_cast<size_t>(targets[j])));
         loss = o_.lambda1 * pred + o_.lambda2 * hidden;
       }
-      (loss / micro_batches).backward();
+      for_backward(loss, batch, micro_batches).backward();
       const double l = loss.item<double>();
       auto& acc = subnet_losses_[subnet_name(s)];
       acc.first += l;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "slimbert/core/dist.h"
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
@@ -62,12 +63,23 @@ void save_training_checkpoint(const std::string& out_dir, const TrainerCursor& c
                               const BertConfig& config, const torch::nn::Module& model,
                               const Tokenizer& tokenizer, const AdamW& optimizer,
                               int64_t keep_last) {
+  // Each rank's dropout stream: rank 0's as "torch_cpu", the others' as "torch_cpu.rank<r>".
+  const at::Tensor cpu_state = at::detail::getDefaultCPUGenerator().get_state();
+  std::vector<at::Tensor> rank_states;
+  if (distributed()) {
+    // Gathered on the compute device: NCCL moves device tensors only.
+    for (const at::Tensor& s : all_gather(cpu_state.to(compute_device())))
+      rank_states.push_back(s.cpu());
+    if (!is_main_rank()) return;
+  }
   write_dir_atomic(checkpoint_dir(out_dir, cursor.step), [&](const std::string& staging) {
     write_checkpoint_files(staging, config, model, tokenizer);
     const std::string state_dir = staging + "/trainer_state";
     fs::create_directories(state_dir);
     save_safetensors(state_dir + "/optimizer.safetensors", optimizer.state());
-    TensorMap rng = {{"torch_cpu", at::detail::getDefaultCPUGenerator().get_state()}};
+    TensorMap rng = {{"torch_cpu", cpu_state}};
+    for (size_t r = 1; r < rank_states.size(); ++r)
+      rng["torch_cpu.rank" + std::to_string(r)] = rank_states[r];
     // A GPU run's dropout draws from the device's generator: saved too, for exact resume.
     if (compute_device().is_cuda()) rng["torch_cuda"] = cuda_generator().get_state();
     save_safetensors(state_dir + "/rng.safetensors", rng);
@@ -91,14 +103,23 @@ ResumedState load_training_state(const std::string& dir, const RunSignature& run
   for (const auto& n : notes) std::cerr << run.command << ": " << state_path << ": " << n << "\n";
   optimizer.load_state(load_safetensors(state_dir + "/optimizer.safetensors"), state_dir);
   const TensorMap rng = load_safetensors(state_dir + "/rng.safetensors");
-  if (!rng.count("torch_cpu")) fail(state_dir, "/rng.safetensors: no 'torch_cpu' state");
+  const int rank = dist().rank;
+  const std::string key = rank == 0 ? "torch_cpu" : "torch_cpu.rank" + std::to_string(rank);
   at::Generator gen = at::detail::getDefaultCPUGenerator();
-  const at::Tensor cpu_state = rng.at("torch_cpu").to(at::kByte);
-  const int64_t expected = gen.get_state().numel();
-  if (cpu_state.dim() != 1 || cpu_state.numel() != expected)
-    fail(state_dir, "/rng.safetensors: 'torch_cpu' holds ", cpu_state.numel(),
-         " bytes, expected a generator state of ", expected);
-  gen.set_state(cpu_state);
+  if (!rng.count(key)) {
+    if (rank == 0) fail(state_dir, "/rng.safetensors: no 'torch_cpu' state");
+    // A run resumed on more ranks than it was saved by: the data order and the global batch
+    // are the same, this rank's dropout is not.
+    std::cerr << state_dir << ": saved by fewer ranks; rank " << rank
+              << " continues with a dropout stream of its own (not bit for bit)\n";
+  } else {
+    const at::Tensor cpu_state = rng.at(key).to(at::kByte);
+    const int64_t expected = gen.get_state().numel();
+    if (cpu_state.dim() != 1 || cpu_state.numel() != expected)
+      fail(state_dir, "/rng.safetensors: '", key, "' holds ", cpu_state.numel(),
+           " bytes, expected a generator state of ", expected);
+    gen.set_state(cpu_state);
+  }
   if (compute_device().is_cuda()) {
     // A CPU checkpoint resumed on a GPU (or the reverse) continues, but not bit for bit.
     if (rng.count("torch_cuda"))

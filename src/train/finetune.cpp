@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 
+#include "slimbert/core/dist.h"
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
@@ -230,10 +231,22 @@ TrainBatch TaskSampler::next() {
   TrainBatch batch;
   batch.rows.assign(order_.begin() + static_cast<std::ptrdiff_t>(b),
                     order_.begin() + static_cast<std::ptrdiff_t>(e));
-  // Moved once per step: DynaBERT runs a dozen sub-networks on it.
-  batch.inputs = collate(data_.inputs, batch.rows, pad_id_).to(compute_device());
-  batch.tokens = batch.inputs.attention_mask.sum().item<int64_t>();
+  Batch all = collate(data_.inputs, batch.rows, pad_id_);
   offset_ = static_cast<int64_t>(e);
+  if (distributed()) {
+    // This rank's rows, padded as the global batch is: losses that average over padded
+    // positions (DynaBERT's hidden-state MSE) then add up to the global batch's.
+    const int64_t n = static_cast<int64_t>(batch.rows.size()), W = dist().world, r = dist().rank;
+    const int64_t lo = n * r / W, hi = n * (r + 1) / W;
+    batch.rows = std::vector<size_t>(batch.rows.begin() + lo, batch.rows.begin() + hi);
+    batch.share = static_cast<double>(hi - lo) / static_cast<double>(n);
+    if (hi == lo) return batch;
+    all = Batch{all.input_ids.narrow(0, lo, hi - lo), all.token_type_ids.narrow(0, lo, hi - lo),
+                all.attention_mask.narrow(0, lo, hi - lo)};
+  }
+  // Moved once per step: DynaBERT runs a dozen sub-networks on it.
+  batch.inputs = all.to(compute_device());
+  batch.tokens = batch.inputs.attention_mask.sum().item<int64_t>();
   return batch;
 }
 
@@ -263,6 +276,7 @@ FinetuneResult train_task(const std::string& what, const FinetuneOptions& o, con
                          {"weight_decay", o.weight_decay},
                          {"warmup_fraction", o.warmup_fraction},
                          {"clip", o.clip}};
+  loop.seed = o.seed;
   TaskSampler data(train, o.batch_size, o.seed, t.tokenizer.pad_id());
   const LoopResult r = run_training(loop, t, data, method);
   FinetuneResult result;
@@ -270,7 +284,7 @@ FinetuneResult train_task(const std::string& what, const FinetuneOptions& o, con
   result.finished = r.finished;
   result.best_step = r.best_step;
   result.best_dev.metrics = r.best;
-  if (r.finished)
+  if (r.finished && is_main_rank())
     save_checkpoint((fs::path(o.out_dir) / "model").string(), t.config, t.model, t.tokenizer);
   return result;
 }
@@ -304,7 +318,7 @@ class Finetuning : public TrainingMethod {
       ++parts_n_;
       loss = (1 - o_.kd_weight) * loss + o_.kd_weight * kd;
     }
-    (loss / micro_batches).backward();
+    for_backward(loss, batch, micro_batches).backward();
     return loss.item<double>();
   }
 
@@ -397,7 +411,7 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   Finetuning method(model, o, spec, tokenizer, train, soft_targets);
   FinetuneResult result = train_task("finetune " + spec.display_name(), o,
                                      Trainee{*model, optimizer, config, tokenizer}, train, method);
-  if (!result.finished) return result;
+  if (!result.finished || !is_main_rank()) return result;
 
   // Report the best model on dev, and on test when the test split is labelled.
   BertForSequenceClassification best_model =

@@ -5,10 +5,13 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <optional>
 
+#include "slimbert/core/dist.h"
 #include "slimbert/core/error.h"
 #include "slimbert/core/json.h"
 #include "slimbert/core/runtime.h"
+#include "slimbert/data/mlm.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/train/checkpointing.h"
 #include "slimbert/train/progress.h"
@@ -17,18 +20,56 @@ namespace fs = std::filesystem;
 
 namespace slimbert {
 
+at::Tensor for_backward(const at::Tensor& loss, const TrainBatch& batch, double micro_batches) {
+  const at::Tensor scaled = loss / micro_batches;
+  return batch.share == 1 ? scaled : scaled * batch.share;
+}
+
+namespace {
+
+// Sums the gradients over the ranks. A parameter some rank has no gradient for (a rank that got
+// no rows, a branch its batch did not reach) takes part with zeros, so that every rank reduces
+// the same list.
+void reduce_gradients(torch::nn::Module& model) {
+  std::vector<at::Tensor> params;
+  for (const auto& p : model.parameters())
+    if (p.requires_grad()) params.push_back(p);
+  at::Tensor defined = at::zeros({static_cast<int64_t>(params.size())}, at::kInt);
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].grad().defined()) defined[static_cast<int64_t>(i)] = 1;
+  all_reduce_sum({defined});
+  std::vector<at::Tensor> grads;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (defined[static_cast<int64_t>(i)].item<int>() == 0) continue;
+    if (!params[i].grad().defined()) params[i].mutable_grad() = at::zeros_like(params[i]);
+    grads.push_back(params[i].grad());
+  }
+  all_reduce_sum(grads);
+}
+
+}  // namespace
+
 LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
                         TrainingMethod& method) {
   if (o.steps <= 0 || o.accumulation <= 0)
     fail(o.what, ": steps and accumulation must be positive");
-  require_writable_dir(o.out_dir);
-  remove_stale_checkpoint_staging(o.out_dir);
+  // Rank 0 writes; the others read what it wrote (a shared directory across machines).
+  if (is_main_rank()) {
+    require_writable_dir(o.out_dir);
+    remove_stale_checkpoint_staging(o.out_dir);
+  }
+  barrier();
+  if (distributed()) {
+    // Every rank starts from rank 0's weights, whatever each initialised.
+    broadcast_from_main(t.model.parameters());
+    if (!is_main_rank()) at::manual_seed(mix_seed(o.seed, static_cast<uint64_t>(dist().rank), 11));
+  }
   LoopResult result;
   // No validation yet: -inf, which state.json stores as null.
   double best = -std::numeric_limits<double>::infinity();
   int64_t step = 0;
   const std::string resume_dir = o.resume ? latest_checkpoint(o.out_dir) : "";
-  if (o.resume && resume_dir.empty())
+  if (o.resume && resume_dir.empty() && is_main_rank())
     std::cerr << o.what << ": --resume: no checkpoint in " << o.out_dir
               << "/checkpoints, starting fresh\n";
   t.model.train();
@@ -45,9 +86,11 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
       result.best_step = f.integer("best_step", 0, step);
     }
     method.restore_state(resumed.state);
-    std::cerr << o.what << ": resumed from " << resume_dir << " at step " << step << "\n";
+    if (is_main_rank())
+      std::cerr << o.what << ": resumed from " << resume_dir << " at step " << step << "\n";
   }
   auto save = [&] {
+    // Every rank hands its generator state over; rank 0 writes the checkpoint.
     nlohmann::json state = method.save_state();
     if (o.keep_best) {
       state["best"] = best;
@@ -58,7 +101,9 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
   };
 
   const int64_t warmup = static_cast<int64_t>(o.warmup_fraction * static_cast<double>(o.steps));
-  Progress progress(o.what, o.steps, (fs::path(o.out_dir) / "metrics.jsonl").string(), step);
+  std::optional<Progress> progress;
+  if (is_main_rank())
+    progress.emplace(o.what, o.steps, (fs::path(o.out_dir) / "metrics.jsonl").string(), step);
   const double peak = measure_matmul_gflops() * 1e9;
   const auto started = std::chrono::steady_clock::now();
   const int64_t first_step = step;
@@ -67,19 +112,28 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
   while (step < o.steps) {
     t.optimizer.zero_grad();
     double step_loss = 0;
+    auto stop_if_not_finite = [&](double l) {
+      if (std::isfinite(l)) return;
+      const std::string last = latest_checkpoint(o.out_dir);
+      fail(o.what, ": loss became ", l, " at step ", step + 1,
+           "; stopping. The last good checkpoint is ",
+           last.empty() ? std::string("none (no checkpoint saved yet)") : last,
+           ". Try a lower --lr or stronger --clip.");
+    };
     for (int64_t micro = 0; micro < o.accumulation; ++micro) {
       const TrainBatch batch = data.next();
+      if (batch.empty()) continue;
       const double l = method.backward(batch, static_cast<double>(o.accumulation));
-      if (!std::isfinite(l)) {
-        const std::string last = latest_checkpoint(o.out_dir);
-        fail(o.what, ": loss became ", l, " at step ", step + 1,
-             "; stopping. The last good checkpoint is ",
-             last.empty() ? std::string("none (no checkpoint saved yet)") : last,
-             ". Try a lower --lr or stronger --clip.");
-      }
-      step_loss += l / static_cast<double>(o.accumulation);
+      if (!distributed()) stop_if_not_finite(l);
+      step_loss += (batch.share == 1 ? l : l * batch.share) / static_cast<double>(o.accumulation);
       tokens += batch.tokens;
       flops += 3.0 * method.forward_flops(batch);
+    }
+    if (distributed()) {
+      // Before anything reads a gradient: clipping, WID's masks and surgery see the global batch.
+      reduce_gradients(t.model);
+      step_loss = all_reduce_sum(step_loss);
+      stop_if_not_finite(step_loss);  // the same value on every rank: all stop together
     }
     const double grad_norm = clip_grad_norm(t.model, o.clip);
     method.before_update(step + 1);
@@ -96,13 +150,17 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
                                               {"lr", o.lr * lr_scale},
                                               {"grad_norm", grad_norm}};
       values.merge(method.report());
-      progress.report(step, values, tokens, flops, peak);
+      if (distributed()) {
+        tokens = static_cast<int64_t>(all_reduce_sum(static_cast<double>(tokens)));
+        flops = all_reduce_sum(flops);
+      }
+      if (progress) progress->report(step, values, tokens, flops, peak * dist().world);
       tokens = loss_n = 0;
       flops = loss_sum = 0;
     }
-    if (o.validate.due(step, o.steps, epoch_end)) {
+    if (o.validate.due(step, o.steps, epoch_end) && is_main_rank()) {
       result.validation = method.validate();
-      progress.event(step, o.keep_best ? "dev" : "validation", result.validation);
+      progress->event(step, o.keep_best ? "dev" : "validation", result.validation);
       if (o.keep_best && result.validation.at("main") > best) {
         best = result.validation.at("main");
         result.best_step = step;
@@ -110,23 +168,25 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
         save_checkpoint((fs::path(o.out_dir) / "best").string(), t.config, t.model, t.tokenizer);
       }
     }
-    const bool out_of_budget =
+    bool out_of_budget =
         step < o.steps &&
         ((o.max_minutes > 0 &&
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() >
               o.max_minutes * 60) ||
          (o.stop_after > 0 && step - first_step >= o.stop_after));
+    // Clocks differ between ranks: they stop when any of them is out of time.
+    if (distributed() && o.max_minutes > 0) out_of_budget = all_reduce_sum(out_of_budget) > 0;
     if (o.save.due(step, o.steps, epoch_end) || out_of_budget) {
       save();
-      progress.event(step, "checkpoint", {}, checkpoint_dir(o.out_dir, step));
+      if (progress) progress->event(step, "checkpoint", {}, checkpoint_dir(o.out_dir, step));
     }
     if (out_of_budget) {
-      progress.event(step, "stopped", {}, "budget reached; --resume continues");
+      if (progress) progress->event(step, "stopped", {}, "budget reached; --resume continues");
       result.step = step;
       return result;
     }
   }
-  progress.finish();
+  if (progress) progress->finish();
   result.step = step;
   result.finished = true;
   return result;

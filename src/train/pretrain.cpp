@@ -8,6 +8,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "slimbert/core/dist.h"
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/runtime.h"
@@ -79,9 +80,36 @@ MlmValidation evaluate_mlm(torch::nn::Module& model,
           static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, count))};
 }
 
+namespace {
+
+// Rows [lo, hi) of a masked batch, with the masked positions that fall in them.
+MlmBatch mlm_rows(const MlmBatch& all, int64_t lo, int64_t hi) {
+  const int64_t T = all.input_ids.size(1);
+  MlmBatch part;
+  part.input_ids = all.input_ids.narrow(0, lo, hi - lo);
+  part.attention_mask = all.attention_mask.narrow(0, lo, hi - lo);
+  const at::Tensor inside = all.positions.ge(lo * T).logical_and(all.positions.lt(hi * T));
+  part.positions = all.positions.masked_select(inside) - lo * T;
+  part.labels = all.labels.masked_select(inside);
+  part.tokens = part.attention_mask.sum().item<int64_t>();
+  return part;
+}
+
+}  // namespace
+
 TrainBatch MlmSampler::next() {
   TrainBatch b;
+  // Every rank masks the whole global batch (cheap beside the forward), so that the masks do
+  // not depend on the number of ranks, and keeps its rows.
   b.mlm = loader_.next();
+  if (distributed()) {
+    const int64_t B = b.mlm.input_ids.size(0), W = dist().world, r = dist().rank;
+    const int64_t all_masked = b.mlm.labels.size(0);
+    b.mlm = mlm_rows(b.mlm, B * r / W, B * (r + 1) / W);
+    b.share = all_masked == 0
+                  ? 0.0
+                  : static_cast<double>(b.mlm.labels.size(0)) / static_cast<double>(all_masked);
+  }
   b.inputs = Batch{b.mlm.input_ids, at::Tensor(), b.mlm.attention_mask};
   b.tokens = b.mlm.tokens;
   return b;
@@ -97,7 +125,7 @@ MlmMethod::MlmMethod(torch::nn::Module& model, const BertConfig& config,
 
 double MlmMethod::backward(const TrainBatch& batch, double micro_batches) {
   const MlmOutput out = forward(batch.mlm);
-  (out.loss / micro_batches).backward();
+  for_backward(out.loss, batch, micro_batches).backward();
   correct_ += out.correct;
   count_ += out.count;
   return out.loss.item<double>();
@@ -110,8 +138,9 @@ double MlmMethod::forward_flops(const TrainBatch& batch) const {
 }
 
 std::map<std::string, double> MlmMethod::report() {
-  const double accuracy =
-      static_cast<double>(correct_) / static_cast<double>(std::max<int64_t>(1, count_));
+  const double correct = all_reduce_sum(static_cast<double>(correct_));
+  const double count = all_reduce_sum(static_cast<double>(count_));
+  const double accuracy = correct / std::max(1.0, count);
   correct_ = count_ = 0;
   return {{"mlm_acc", accuracy}};
 }
@@ -157,6 +186,7 @@ PretrainResult train_mlm(const std::string& what, const PretrainOptions& o, cons
                          {"warmup_fraction", o.warmup_fraction},
                          {"clip", o.clip},
                          {"optimizer", o.optimizer == AdamVariant::kTorch ? "torch" : "bert"}};
+  loop.seed = o.seed;
   MlmSampler data(std::move(train), o.batch_size, mlm_masking(t.tokenizer, t.config), o.seed);
   at::manual_seed(o.seed);  // dropout
   const LoopResult r = run_training(loop, t, data, method);
@@ -195,7 +225,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   Pretraining method(model, config, o, tokenizer);
   PretrainResult result =
       train_mlm("pretrain", o, Trainee{*model, optimizer, config, tokenizer}, method);
-  if (!result.finished) return result;
+  if (!result.finished || !is_main_rank()) return result;
   SaveOptions final_options;
   if (o.float16_final) final_options.float_dtype = DType::F16;
   save_checkpoint((fs::path(o.out_dir) / "model").string(), config, *model, tokenizer,

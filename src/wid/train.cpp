@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "slimbert/core/dist.h"
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
@@ -225,7 +226,7 @@ WidResult wid_train(WidOptions o) {
   WidResult result;
   result.train = train_mlm("wid", t, Trainee{*model, optimizer, config, tokenizer}, method);
   const WidMasks& masks = method.masks();
-  if (!result.train.finished) return result;
+  if (!result.train.finished || !is_main_rank()) return result;
   auto [student_config_, student] = merge_student(*model, masks, s.strategy);
   result.student = student_config_;
   result.student_dir = (fs::path(t.out_dir) / "student").string();

@@ -35,9 +35,20 @@ struct TrainBatch {
   MlmBatch mlm;  // MLM batches: the masked positions and their labels
   std::vector<size_t> rows;  // task batches: the examples' indices in the training set
   int64_t tokens = 0;        // non-padding tokens
+  // This rank's part of the global batch's loss terms (rows, or masked tokens for MLM): its mean
+  // loss is weighted by it, so that the gradients summed over ranks are those of the global
+  // batch's mean. 1 in a single process; 0 for a rank that got no rows of a short last batch.
+  double share = 1;
+  bool empty() const { return share == 0; }
 };
 
+// The tensor a method calls backward() on: its mean loss over the micro-batch, divided by the
+// micro-batches per step and weighted by the rank's share.
+at::Tensor for_backward(const at::Tensor& loss, const TrainBatch& batch, double micro_batches);
+
 // The training data in a fixed, seeded order, with a cursor that checkpoints save and restore.
+// Global batches and the order do not depend on the number of ranks; each rank draws its part of
+// every global batch (rows [B r / W, B (r + 1) / W)). The cursor counts global examples.
 class Sampler {
  public:
   virtual ~Sampler() = default;
@@ -100,6 +111,9 @@ struct LoopOptions {
   double max_minutes = 0;  // > 0: checkpoint and stop after this much wall time
   int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this run
   RunSignature run;        // what a resumed run must share with the one it continues
+  // With several ranks, rank r > 0 draws its dropout from a stream of its own (derived from this
+  // seed); rank 0 keeps the one the caller seeded.
+  uint64_t seed = 0;
 };
 
 // What the loop works on. The model's weights are reloaded from the checkpoint on --resume.
@@ -110,6 +124,7 @@ struct Trainee {
   const Tokenizer& tokenizer;
 };
 
+// On every rank; only rank 0 validates, logs and writes (its result holds the validations).
 struct LoopResult {
   int64_t step = 0;
   bool finished = false;  // false: stopped by max_minutes / stop_after (--resume continues)

@@ -1,0 +1,227 @@
+// Data-parallel training on c10d's Gloo: 2 ranks x half the batch equal 1 rank x the whole batch
+// for pretraining, fine-tuning, WID across mask updates and DynaBERT stage 2; an interrupted and
+// resumed 2-rank run equals the uninterrupted one; a rank killed with SIGKILL makes the other
+// exit non-zero naming it. Ranks are real processes on loopback (`slimbert launch`, or started
+// by hand with torchrun's variables).
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "mlm_world.h"
+#include "slimbert/io/checkpoint.h"
+#include "slimbert/train/finetune.h"
+#include "test_util.h"
+
+namespace slimbert {
+namespace {
+
+// A port nobody listens on now (the kernel's choice for a bound-then-closed socket).
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+test::CliResult launch2(const std::string& command) {
+  return test::run_cli("launch --nproc 2 --master-port " + std::to_string(free_port()) + " -- " +
+                       command + " --threads 1");
+}
+
+// Every weight within `tol`, except the attention key biases: they shift all of a query's scores
+// by the same amount, which softmax ignores, so their gradient is zero but for rounding, and
+// Adam turns rounding noise into steps of about lr either way. They are compared through the
+// function instead (the other weights, and the model's outputs where a test checks them).
+void expect_close_weights(const std::string& a_dir, const std::string& b_dir, double tol) {
+  const TensorMap a = load_weights(a_dir), b = load_weights(b_dir);
+  ASSERT_EQ(a.size(), b.size());
+  double worst = 0;
+  std::string where;
+  for (const auto& [name, t] : a) {
+    ASSERT_TRUE(b.count(name)) << name;
+    if (name.find(".attention.self.key.bias") != std::string::npos) continue;
+    const double d = test::max_diff(t, b.at(name));
+    if (d > worst) worst = d, where = name;
+  }
+  EXPECT_LE(worst, tol) << "largest difference in " << where;
+  std::cerr << a_dir << " vs " << b_dir << ": max |diff| " << worst << " (" << where << ")\n";
+}
+
+// The synthetic world with every dropout off: ranks draw their own dropout masks, so runs on
+// different numbers of ranks are compared without any.
+struct DistWorld {
+  test::TempDir dir;
+  std::string init, task, teacher;
+  DistWorld() {
+    const test::World& w = test::world();
+    init = test::without_dropout(w.init, dir / "init");
+    task = dir / "task";
+    test::write_word_count_task(task);
+    FinetuneOptions f;
+    f.model_dir = init;
+    f.task = "tsv";
+    f.data_dir = task;
+    f.out_dir = dir / "teacher";
+    f.epochs = 2;
+    f.batch_size = 16;
+    f.max_length = 16;
+    f.lr = 1e-3;
+    f.log_every = 100;
+    finetune(f);
+    teacher = f.out_dir + "/best";
+  }
+};
+
+const DistWorld& dist_world() {
+  static DistWorld w;
+  return w;
+}
+
+std::string pretrain_args(const std::string& init, const std::string& out) {
+  return "pretrain --init " + init + " --shards " + test::world().shards + " --out " + out +
+         " --steps 6 --batch-size 8 --accumulation 2 --lr 3e-3 --warmup 0.25 --log-every 2"
+         " --eval-every 3 --eval-batches 2 --save-every 3";
+}
+
+TEST(Dist, PretrainingOnTwoRanksEqualsOneRank) {
+  const DistWorld& w = dist_world();
+  const std::string one = w.dir / "pt-1", two = w.dir / "pt-2";
+  const test::CliResult a = test::run_cli(pretrain_args(w.init, one) + " --threads 1");
+  ASSERT_EQ(a.code, 0) << a.err;
+  const test::CliResult b = launch2(pretrain_args(w.init, two));
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_NE(b.err.find("rank 0 exit 0, rank 1 exit 0"), std::string::npos) << b.err;
+  expect_close_weights(one + "/model", two + "/model", 1e-5);
+  test::expect_same_losses(one, two, 1e-5);  // rank 0 logs the global batch's loss
+}
+
+TEST(Dist, FinetuningOnTwoRanksEqualsOneRankWithUnevenHalves) {
+  const DistWorld& w = dist_world();
+  // 15 examples a batch: 7 on rank 0, 8 on rank 1; 160 examples leave a last batch of 10.
+  const std::string args = "finetune --model " + w.init + " --task tsv --data " + w.task +
+                           " --epochs 1 --batch-size 15 --max-length 16 --lr 1e-3 --log-every 3";
+  const std::string one = w.dir / "ft-1", two = w.dir / "ft-2";
+  ASSERT_EQ(test::run_cli(args + " --out " + one + " --threads 1").code, 0);
+  const test::CliResult b = launch2(args + " --out " + two);
+  ASSERT_EQ(b.code, 0) << b.err;
+  expect_close_weights(one + "/model", two + "/model", 1e-5);
+  test::expect_same_losses(one, two, 1e-5);
+  // Rank 0 alone scored dev and wrote best/ and eval.json.
+  EXPECT_TRUE(std::filesystem::exists(two + "/eval.json"));
+}
+
+TEST(Dist, WidOnTwoRanksEqualsOneRankAcrossMaskUpdates) {
+  const DistWorld& w = dist_world();
+  // Masks change at every step until the target (step 16).
+  const std::string args = "wid --teacher " + w.init + " --corpus " + test::world().shards +
+                           " --target-hidden 16 --w-step 1 --steps 17 --batch-size 8"
+                           " --log-every 1 --lr 1e-3 --compactor-lr 5e-3 --warmup 0.1"
+                           " --eval-every 0 --save-every 0";
+  const std::string one = w.dir / "wid-1", two = w.dir / "wid-2";
+  const test::CliResult a = test::run_cli(args + " --out " + one + " --threads 1");
+  ASSERT_EQ(a.code, 0) << a.err;
+  const test::CliResult b = launch2(args + " --out " + two);
+  ASSERT_EQ(b.code, 0) << b.err;
+  // The masks come from the reduced gradients on every rank: the same kept sizes at every step
+  // and the same student shape; the loss of every step within 1e-5.
+  test::expect_same_losses(one, two, 1e-5);
+  const auto sizes = [](const std::string& dir) {
+    std::vector<std::string> out;
+    for (const std::string& line : split_lines(read_file(dir + "/metrics.jsonl"), true))
+      if (line.find("\"hidden\"") != std::string::npos) {
+        const nlohmann::json row = nlohmann::json::parse(line);
+        out.push_back(row.at("hidden").dump() + row.at("attn").dump() + row.at("ffn").dump());
+      }
+    return out;
+  };
+  EXPECT_EQ(sizes(one), sizes(two));
+  EXPECT_EQ(read_file(one + "/student/config.json"), read_file(two + "/student/config.json"));
+  // Weights: WID's removed entries carry gradients that are mostly the pull towards zero plus
+  // rounding, which Adam turns into steps of up to lr; measured 2e-4 (student) and 6e-4
+  // (compactors) against 1e-7 for plain pretraining. Held to 2e-3.
+  expect_close_weights(one + "/student", two + "/student", 2e-3);
+  expect_close_weights(one + "/checkpoints/step-0000017", two + "/checkpoints/step-0000017", 2e-3);
+}
+
+TEST(Dist, DynaBertStageTwoOnTwoRanksEqualsOneRank) {
+  const DistWorld& w = dist_world();
+  const std::string args = "dynabert train --model " + w.teacher + " --teacher " + w.teacher +
+                           " --task tsv --data " + w.task +
+                           " --epochs 1 --batch-size 15 --max-length 16 --lr 1e-3 --log-every 4";
+  const std::string one = w.dir / "dyna-1", two = w.dir / "dyna-2";
+  ASSERT_EQ(test::run_cli(args + " --out " + one + " --threads 1").code, 0);
+  const test::CliResult b = launch2(args + " --out " + two);
+  ASSERT_EQ(b.code, 0) << b.err;
+  expect_close_weights(one + "/model", two + "/model", 1e-5);
+}
+
+TEST(Dist, InterruptedTwoRankRunResumesToTheUninterruptedOne) {
+  // With dropout: each rank's generator is saved in the checkpoint and restored on resume.
+  const test::World& w = test::world();
+  const std::string straight = test::world().dir / "dist-straight",
+                    split = test::world().dir / "dist-split";
+  ASSERT_EQ(launch2(pretrain_args(w.init, straight)).code, 0);
+  const test::CliResult first = launch2(pretrain_args(w.init, split) + " --stop-after 3");
+  ASSERT_EQ(first.code, 0) << first.err;
+  const test::CliResult second = launch2(pretrain_args(w.init, split) + " --resume");
+  ASSERT_EQ(second.code, 0) << second.err;
+  test::expect_same_weights(load_weights(straight + "/model"), load_weights(split + "/model"));
+}
+
+TEST(Dist, ARankKilledWithSigkillStopsTheOtherNamingIt) {
+  const test::World& w = test::world();
+  const std::string out = test::world().dir / "dist-killed";
+  const std::string env =
+      "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + " WORLD_SIZE=2 ";
+  const std::string cmd = std::string(SLIMBERT_CLI) + " pretrain --init " + w.init + " --shards " +
+                          w.shards + " --out " + out +
+                          " --steps 100000 --batch-size 8 --log-every 1 --eval-every 0"
+                          " --save-every 0 --threads 1";
+  const std::string r0 = out + "-r0", r1 = out + "-r1";
+  // torchrun's variables by hand; rank 1's pid is the program's (exec), rank 0's exit code is
+  // written when it exits.
+  const std::string script = "(" + env + "RANK=0 LOCAL_RANK=0 " + cmd + " >/dev/null 2>" + r0 +
+                             ".err; echo $? >" + r0 + ".rc) </dev/null & (" + env +
+                             "RANK=1 LOCAL_RANK=1 exec " + cmd + " >/dev/null 2>" + r1 +
+                             ".err) </dev/null & echo $! >" + r1 + ".pid";
+  ASSERT_EQ(std::system(("sh -c '" + script + "'").c_str()), 0);
+  // Training has started once rank 0 logged a step.
+  const auto started = std::chrono::steady_clock::now();
+  while (!std::filesystem::exists(out + "/metrics.jsonl") ||
+         std::filesystem::file_size(out + "/metrics.jsonl") == 0) {
+    ASSERT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(120))
+        << read_file(r0 + ".err") << read_file(r1 + ".err");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const pid_t pid1 = std::stoi(read_file(r1 + ".pid"));
+  ASSERT_EQ(kill(pid1, SIGKILL), 0);
+  const auto killed = std::chrono::steady_clock::now();
+  while (!std::filesystem::exists(r0 + ".rc") || read_file(r0 + ".rc").empty()) {
+    ASSERT_LT(std::chrono::steady_clock::now() - killed, std::chrono::seconds(60))
+        << "rank 0 still running 60 s after rank 1 was killed";
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(std::stoi(read_file(r0 + ".rc")), 0);
+  const std::string err = read_file(r0 + ".err");
+  EXPECT_NE(err.find("lost rank 1"), std::string::npos) << err;
+  std::cerr << "rank 0 stopped "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count()
+            << " s after the kill: " << err.substr(std::min(err.size(), err.rfind("error:")))
+            << "\n";
+}
+
+}  // namespace
+}  // namespace slimbert
