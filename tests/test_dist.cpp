@@ -223,5 +223,80 @@ TEST(Dist, ARankKilledWithSigkillStopsTheOtherNamingIt) {
             << "\n";
 }
 
+TEST(Dist, LaunchForwardsSigtermToItsRanksAndReportsEach) {
+  const test::World& w = test::world();
+  const std::string out = test::world().dir / "dist-term";
+  const std::string cmd = std::string(SLIMBERT_CLI) + " launch --nproc 2 --master-port " +
+                          std::to_string(free_port()) + " -- pretrain --init " + w.init +
+                          " --shards " + w.shards + " --out " + out +
+                          " --steps 100000 --batch-size 8 --log-every 1 --eval-every 0"
+                          " --save-every 0 --threads 1";
+  const std::string script = "(exec " + cmd + " >/dev/null 2>" + out + ".err; ) </dev/null & " +
+                             "p=$!; echo $p >" + out + ".pid; wait $p; echo $? >" + out + ".rc";
+  ASSERT_EQ(std::system(("sh -c '" + script + "' &").c_str()), 0);
+  const auto started = std::chrono::steady_clock::now();
+  while (!std::filesystem::exists(out + "/metrics.jsonl") ||
+         std::filesystem::file_size(out + "/metrics.jsonl") == 0) {
+    ASSERT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(120))
+        << read_file(out + ".err");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  while (!std::filesystem::exists(out + ".pid") || read_file(out + ".pid").empty())
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(kill(std::stoi(read_file(out + ".pid")), SIGTERM), 0);
+  const auto signalled = std::chrono::steady_clock::now();
+  while (!std::filesystem::exists(out + ".rc") || read_file(out + ".rc").empty()) {
+    ASSERT_LT(std::chrono::steady_clock::now() - signalled, std::chrono::seconds(30))
+        << "launch still running 30 s after SIGTERM";
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(std::stoi(read_file(out + ".rc")), 0);
+  const std::string err = read_file(out + ".err");
+  EXPECT_NE(err.find("launch: rank 0 killed by signal 15"), std::string::npos) << err;
+  EXPECT_NE(err.find("rank 1 killed by signal 15"), std::string::npos) << err;
+}
+
+// Two machines, as far as the network goes: each rank in its own network namespace, joined by a
+// veth pair, launched as node 0 and node 1 of a two-node run (Gloo over that interface).
+TEST(Dist, TwoNodesInTwoNetworkNamespacesEqualOneRank) {
+  const std::string id = std::to_string(getpid() % 100000);
+  const std::string a = "sbA" + id, b = "sbB" + id,
+                    subnet = "10.231." + std::to_string(getpid() % 250);
+  const std::string setup =
+      "ip netns add " + a + " && ip netns add " + b + " && ip link add " + a + " netns " + a +
+      " type veth peer name " + b + " netns " + b + " && ip -n " + a + " addr add " + subnet +
+      ".1/24 dev " + a + " && ip -n " + b + " addr add " + subnet + ".2/24 dev " + b +
+      " && ip -n " + a + " link set " + a + " up && ip -n " + b + " link set " + b +
+      " up && ip -n " + a + " link set lo up && ip -n " + b + " link set lo up";
+  struct Cleanup {
+    std::string a, b;
+    ~Cleanup() {
+      (void)std::system(
+          ("ip netns del " + a + " 2>/dev/null; ip netns del " + b + " 2>/dev/null").c_str());
+    }
+  } cleanup{a, b};
+  if (std::system((setup + " 2>/dev/null").c_str()) != 0)
+    GTEST_SKIP() << "cannot create network namespaces here (needs root and iproute2)";
+  const DistWorld& w = dist_world();
+  const std::string one = w.dir / "ns-1", two = w.dir / "ns-2";
+  ASSERT_EQ(test::run_cli(pretrain_args(w.init, one) + " --threads 1").code, 0);
+  const std::string launch = std::string(SLIMBERT_CLI) +
+                             " launch --nproc 1 --nnodes 2 --master-addr " + subnet +
+                             ".1 --master-port 29500 --node-rank ";
+  const std::string node = [&](const std::string& ns, int rank) {
+    return "ip netns exec " + ns + " env GLOO_SOCKET_IFNAME=" + ns + " " + launch +
+           std::to_string(rank) + " -- " + pretrain_args(w.init, two) +
+           " --threads 1 >/dev/null 2>" + two + "-node" + std::to_string(rank) + ".err";
+  }(a, 0);
+  const std::string node1 = "ip netns exec " + b + " env GLOO_SOCKET_IFNAME=" + b + " " + launch +
+                            "1 -- " + pretrain_args(w.init, two) + " --threads 1 >/dev/null 2>" +
+                            two + "-node1.err";
+  const int rc = std::system(
+      ("sh -c '" + node + " & " + node1 + "; r1=$?; wait $!; r0=$?; " + "exit $((r0 + r1))'")
+          .c_str());
+  ASSERT_EQ(rc, 0) << read_file(two + "-node0.err") << read_file(two + "-node1.err");
+  expect_close_weights(one + "/model", two + "/model", 1e-5);
+}
+
 }  // namespace
 }  // namespace slimbert
