@@ -113,13 +113,16 @@ for c in $commands; do
     wait "$pid" 2> /dev/null || true
     # Resumed until a run exits 0 (a kill after the last checkpoint still leaves eval.json or
     # the merge to do; resuming a finished run writes its final files again).
-    resumes=0
-    until "$slimbert" "${args[@]}" --out "$out" --threads 1 --resume > /dev/null 2>> "$out.log"; do
+    resumes=0 resumed=0
+    while ((resumes < 3)); do
       resumes=$((resumes + 1))
-      ((resumes >= 3)) && break
+      "$slimbert" "${args[@]}" --out "$out" --threads 1 --resume > /dev/null 2>> "$out.log" &&
+        resumed=1 && break
     done
-    resumes=$((resumes + 1))
-    if cmp -s "$(final_of "$c" "$ref")" "$(final_of "$c" "$out")"; then
+    if ((!resumed)); then
+      failed=1
+      verdict="RESUME FAILED 3 times (log: $work/$out.log)"
+    elif cmp -s "$(final_of "$c" "$ref")" "$(final_of "$c" "$out")"; then
       same=$((same + 1))
       verdict=identical
     else

@@ -84,6 +84,8 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
       const JsonFields f(resumed.state, resume_dir + "/trainer_state/state.json");
       if (f.has("best")) best = f.number("best");
       result.best_step = f.integer("best_step", 0, step);
+      // A run resumed at its end validates no more: what it reports is the saved best.
+      if (std::isfinite(best)) result.best = {{"main", best}};
     }
     method.restore_state(resumed.state);
     if (is_main_rank())
