@@ -311,6 +311,16 @@ std::pair<std::string, std::string> straight_and_resumed(const std::string& pref
 TEST(DynaBert, ResumedStageEqualsUninterruptedStage) {
   const auto [straight, split] = straight_and_resumed("dyna");
   test::expect_same_weights(load_weights(straight + "/model"), load_weights(split + "/model"));
+  // Resumed at its end (killed after the last checkpoint): nothing left to train, and it reports
+  // the best dev score its checkpoint saved.
+  DynaTrainOptions again = stage_options(DynaStage::kWidthDepth, task_world().rewired,
+                                         task_world().teacher, "dyna-split");
+  again.train.resume = true;
+  const FinetuneResult r = dynabert_train(again);
+  EXPECT_TRUE(r.finished);
+  ASSERT_TRUE(r.best_dev.metrics.count("main"));
+  EXPECT_GT(r.best_dev.metrics.at("main"), 0);
+  test::expect_same_weights(load_weights(straight + "/model"), load_weights(split + "/model"));
 }
 
 TEST(DynaBert, StagesOnTheGpuEqualTheCpuAndResumeThere) {
