@@ -122,7 +122,10 @@ void add_pretrain(CLI::App& app) {
     const PretrainResult r = pretrain(o->p);
     if (!is_main_rank()) return;  // rank 0 reports
     std::cout << (r.finished ? "finished" : "stopped") << " at step " << r.step << "; "
-              << describe_validation(r.validation_loss, r.validation_accuracy) << "\n";
+              << (o->p.eval_every > 0
+                      ? describe_validation(r.validation_loss, r.validation_accuracy)
+                      : std::string("no validation (--eval-every 0)"))
+              << "\n";
   });
 }
 

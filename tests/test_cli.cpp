@@ -410,6 +410,12 @@ TEST(CliBadInput, ShardsWithoutValidationSequencesSayWhy) {
   EXPECT_NE(pretrain.out.find("no validation loss (the shards hold no validation sequences)"),
             std::string::npos)
       << pretrain.out;
+  // Validation turned off is not a validation loss of 0.
+  const Result off = run("pretrain --init " + w.init + " --shards " + (dir / "shards") + " --out " +
+                         (dir / "pt-off") + " --steps 2 --batch-size 2 --eval-every 0");
+  ASSERT_EQ(off.code, 0) << off.err;
+  EXPECT_NE(off.out.find("finished at step 2; no validation (--eval-every 0)"), std::string::npos)
+      << off.out;
   const std::string no_validation = dir / "shards";
   EXPECT_FAILS_WITH(run("eval-mlm " + (dir / "pt/model") + " --shards " + no_validation),
                     no_validation + ": the shards hold no validation sequences");
