@@ -60,7 +60,7 @@ class Sampler {
   bool epoch_done() const { return offset() >= examples(); }
 };
 
-// What a training method supplies. Only backward and validate are required.
+// What a training method supplies: backward, forward_flops and validate are required.
 class TrainingMethod {
  public:
   virtual ~TrainingMethod() = default;
