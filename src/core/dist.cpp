@@ -217,7 +217,8 @@ void all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes
   for (const auto& b : buckets) {
     std::vector<at::Tensor> parts;
     for (const at::Tensor& t : b) parts.push_back(t.reshape(-1));
-    flats.push_back({at::cat(parts)});
+    // On the compute device: NCCL reduces device tensors only (a no-op for Gloo on the CPU).
+    flats.push_back({at::cat(parts).to(compute_device())});
     works.push_back(group().pg->allreduce(flats.back()));
   }
   for (size_t i = 0; i < buckets.size(); ++i) {
@@ -232,7 +233,7 @@ void all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes
 
 double all_reduce_sum(double value) {
   if (!distributed()) return value;
-  std::vector<at::Tensor> t{at::tensor({value}, at::kDouble)};
+  std::vector<at::Tensor> t{at::tensor({value}, at::kDouble).to(compute_device())};
   wait(group().pg->allreduce(t), "all-reduce");
   return t[0].item<double>();
 }

@@ -34,13 +34,15 @@ void reduce_gradients(torch::nn::Module& model) {
   std::vector<at::Tensor> params;
   for (const auto& p : model.parameters())
     if (p.requires_grad()) params.push_back(p);
+  // Filled and read through the pointer: per-element indexing would be two tensor ops per
+  // parameter on every step.
   at::Tensor defined = at::zeros({static_cast<int64_t>(params.size())}, at::kInt);
-  for (size_t i = 0; i < params.size(); ++i)
-    if (params[i].grad().defined()) defined[static_cast<int64_t>(i)] = 1;
+  int* flag = defined.data_ptr<int>();
+  for (size_t i = 0; i < params.size(); ++i) flag[i] = params[i].grad().defined() ? 1 : 0;
   all_reduce_sum({defined});
   std::vector<at::Tensor> grads;
   for (size_t i = 0; i < params.size(); ++i) {
-    if (defined[static_cast<int64_t>(i)].item<int>() == 0) continue;
+    if (flag[i] == 0) continue;
     if (!params[i].grad().defined()) params[i].mutable_grad() = at::zeros_like(params[i]);
     grads.push_back(params[i].grad());
   }
