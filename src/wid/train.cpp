@@ -80,8 +80,7 @@ class WidTraining : public MlmMethod {
         o_(options),
         optimizer_(optimizer),
         slot_(std::move(slot)),
-        target_step_(target_step),
-        seq_len_(ShardSet::open(options.train.shards_dir, "train").seq_len()) {}
+        target_step_(target_step) {}
 
   const WidMasks& masks() const { return masks_; }
 
@@ -92,8 +91,9 @@ class WidTraining : public MlmMethod {
   }
 
   double forward_flops(const TrainBatch& batch) const override {
-    return MlmMethod::forward_flops(batch) +
-           wid_->compactor_flops(batch.mlm.input_ids.size(0), seq_len_, batch.mlm.labels.size(0));
+    return MlmMethod::forward_flops(batch) + wid_->compactor_flops(batch.mlm.input_ids.size(0),
+                                                                   batch.mlm.input_ids.size(1),
+                                                                   batch.mlm.labels.size(0));
   }
 
   void before_update(int64_t step) override {
@@ -169,7 +169,6 @@ class WidTraining : public MlmMethod {
   AdamW& optimizer_;
   std::map<std::string, std::pair<size_t, size_t>> slot_;  // parameter -> (group, index)
   int64_t target_step_;
-  int64_t seq_len_;
   WidMasks masks_;
 };
 
