@@ -108,6 +108,21 @@ TEST(Dist, PretrainingOnTwoRanksEqualsOneRank) {
   test::expect_same_losses(one, two, 1e-5);  // rank 0 logs the global batch's loss
 }
 
+// A checkpoint saved by one rank resumes on two: the same data order and global batch.
+TEST(Dist, OneRankCheckpointResumesOnTwoRanks) {
+  const DistWorld& w = dist_world();
+  const std::string one = w.dir / "pt-1-straight", grown = w.dir / "pt-1-then-2";
+  const test::CliResult straight = test::run_cli(pretrain_args(w.init, one) + " --threads 1");
+  ASSERT_EQ(straight.code, 0) << straight.err;
+  const test::CliResult first =
+      test::run_cli(pretrain_args(w.init, grown) + " --threads 1 --stop-after 3");
+  ASSERT_EQ(first.code, 0) << first.err;
+  const test::CliResult second = launch2(pretrain_args(w.init, grown) + " --resume");
+  ASSERT_EQ(second.code, 0) << second.err;
+  EXPECT_NE(second.err.find("saved by fewer ranks"), std::string::npos) << second.err;
+  expect_close_weights(one + "/model", grown + "/model", 1e-5);
+}
+
 TEST(Dist, FinetuningOnTwoRanksEqualsOneRankWithUnevenHalves) {
   const DistWorld& w = dist_world();
   // 15 examples a batch: 7 on rank 0, 8 on rank 1; 160 examples leave a last batch of 10.
@@ -181,20 +196,22 @@ TEST(Dist, InterruptedTwoRankRunResumesToTheUninterruptedOne) {
   test::expect_same_weights(load_weights(straight + "/model"), load_weights(split + "/model"));
 }
 
-TEST(Dist, ARankKilledWithSigkillStopsTheOtherNamingIt) {
+// Starts a 2-rank pretraining by hand (torchrun's variables, `env` added), sends rank 1 `signal`
+// once training runs, and expects rank 0 to exit non-zero naming rank 1 within `limit`.
+void expect_rank_zero_names_rank_one(const std::string& name, int signal, const std::string& env,
+                                     std::chrono::seconds limit) {
   const test::World& w = test::world();
-  const std::string out = test::world().dir / "dist-killed";
-  const std::string env =
-      "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + " WORLD_SIZE=2 ";
+  const std::string out = test::world().dir / name;
+  const std::string vars =
+      env + " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + " WORLD_SIZE=2 ";
   const std::string cmd = std::string(SLIMBERT_CLI) + " pretrain --init " + w.init + " --shards " +
                           w.shards + " --out " + out +
                           " --steps 100000 --batch-size 8 --log-every 1 --eval-every 0"
                           " --save-every 0 --threads 1";
   const std::string r0 = out + "-r0", r1 = out + "-r1";
-  // torchrun's variables by hand; rank 1's pid is the program's (exec), rank 0's exit code is
-  // written when it exits.
-  const std::string script = "(" + env + "RANK=0 LOCAL_RANK=0 " + cmd + " >/dev/null 2>" + r0 +
-                             ".err; echo $? >" + r0 + ".rc) </dev/null & (" + env +
+  // Rank 1's pid is the program's (exec); rank 0's exit code is written when it exits.
+  const std::string script = "(" + vars + "RANK=0 LOCAL_RANK=0 " + cmd + " >/dev/null 2>" + r0 +
+                             ".err; echo $? >" + r0 + ".rc) </dev/null & (" + vars +
                              "RANK=1 LOCAL_RANK=1 exec " + cmd + " >/dev/null 2>" + r1 +
                              ".err) </dev/null & echo $! >" + r1 + ".pid";
   ASSERT_EQ(std::system(("sh -c '" + script + "'").c_str()), 0);
@@ -207,20 +224,37 @@ TEST(Dist, ARankKilledWithSigkillStopsTheOtherNamingIt) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   const pid_t pid1 = std::stoi(read_file(r1 + ".pid"));
-  ASSERT_EQ(kill(pid1, SIGKILL), 0);
-  const auto killed = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(pid1, signal), 0);
+  const auto signalled = std::chrono::steady_clock::now();
+  bool stopped = true;
   while (!std::filesystem::exists(r0 + ".rc") || read_file(r0 + ".rc").empty()) {
-    ASSERT_LT(std::chrono::steady_clock::now() - killed, std::chrono::seconds(60))
-        << "rank 0 still running 60 s after rank 1 was killed";
+    if (std::chrono::steady_clock::now() - signalled > limit) {
+      stopped = false;
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  if (signal != SIGKILL) kill(pid1, SIGKILL);
+  ASSERT_TRUE(stopped) << "rank 0 still running " << limit.count() << " s after signal " << signal
+                       << " to rank 1";
   EXPECT_NE(std::stoi(read_file(r0 + ".rc")), 0);
   const std::string err = read_file(r0 + ".err");
   EXPECT_NE(err.find("lost rank 1"), std::string::npos) << err;
   std::cerr << "rank 0 stopped "
-            << std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count()
-            << " s after the kill: " << err.substr(std::min(err.size(), err.rfind("error:")))
-            << "\n";
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled).count()
+            << " s after signal " << signal << ": "
+            << err.substr(std::min(err.size(), err.rfind("error:"))) << "\n";
+}
+
+TEST(Dist, ARankKilledWithSigkillStopsTheOtherNamingIt) {
+  expect_rank_zero_names_rank_one("dist-killed", SIGKILL, "", std::chrono::seconds(60));
+}
+
+// A hung rank (stopped, its sockets open) is found by the collective's timeout, then named by
+// its stalled heartbeat.
+TEST(Dist, AHungRankStopsTheOtherAtTheTimeoutNamingIt) {
+  expect_rank_zero_names_rank_one("dist-hung", SIGSTOP, "SLIMBERT_DIST_TIMEOUT=10",
+                                  std::chrono::seconds(40));
 }
 
 TEST(Dist, LaunchForwardsSigtermToItsRanksAndReportsEach) {

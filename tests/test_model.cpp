@@ -1,9 +1,12 @@
 #include <ATen/ATen.h>
 
+#include <set>
+
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/io/tensor_io.h"
 #include "slimbert/model/bert.h"
 #include "slimbert/model/flops.h"
+#include "slimbert/model/names.h"
 #include "test_util.h"
 
 namespace slimbert {
@@ -115,6 +118,58 @@ TEST(Model, MaskedPositionLogitsEqualFullLogitsAtThosePositions) {
                         .view({-1, 1000})
                         .index_select(0, at::tensor({1, 17, 40}, at::kLong));
   EXPECT_LE(max_diff(model->logits(rows), full), 1e-6);
+}
+
+// The names code builds by hand (hf::*) are exactly the modules' own, both ways.
+TEST(Model, HfNamesNameEveryParameterOfBothHeads) {
+  BertConfig c;
+  c.vocab_size = 30;
+  c.hidden_size = 8;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 12;
+  c.max_position_embeddings = 16;
+  auto names_of = [](torch::nn::Module& m) {
+    std::set<std::string> out;
+    for (const auto& p : m.named_parameters()) out.insert(p.key());
+    return out;
+  };
+  auto built = [&](bool mlm) {
+    std::set<std::string> out;
+    auto add = [&](const std::string& module, bool with_bias = true) {
+      out.insert(hf::path({module, "weight"}));
+      if (with_bias) out.insert(hf::path({module, "bias"}));
+    };
+    for (const char* table :
+         {hf::kWordEmbeddings, hf::kPositionEmbeddings, hf::kTokenTypeEmbeddings})
+      add(hf::encoder(table), false);
+    add(hf::encoder(hf::kEmbeddingNorm));
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+      for (const char* m : {hf::kQuery, hf::kKey, hf::kValue, hf::kAttentionOutput,
+                            hf::kAttentionNorm, hf::kIntermediate, hf::kOutput, hf::kOutputNorm})
+        add(hf::encoder_layer(l, m));
+    if (mlm) {
+      add(hf::kMlmTransform);
+      add(hf::kMlmNorm);
+      out.insert(hf::kMlmBias);
+    } else {
+      add(hf::encoder(hf::kPooler));
+      add(hf::kClassifier);
+    }
+    return out;
+  };
+  BertForMaskedLM mlm(c);
+  BertForSequenceClassification cls(c);
+  EXPECT_EQ(names_of(*mlm), built(true));
+  EXPECT_EQ(names_of(*cls), built(false));
+
+  const auto p = hf::parse_layer_parameter("bert.encoder.layer.12.attention.self.key.bias");
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->prefix, "bert.");
+  EXPECT_EQ(p->layer, 12);
+  EXPECT_EQ(p->rest, "attention.self.key.bias");
+  EXPECT_FALSE(hf::parse_layer_parameter("encoder.layer.x.output.dense.bias").has_value());
+  EXPECT_FALSE(hf::parse_layer_parameter("bert.embeddings.LayerNorm.bias").has_value());
 }
 
 TEST(Model, SequenceLongerThanPositionsIsAnError) {

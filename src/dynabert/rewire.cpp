@@ -9,6 +9,7 @@
 #include "slimbert/core/fs.h"
 #include "slimbert/dynabert/dynabert.h"
 #include "slimbert/io/checkpoint.h"
+#include "slimbert/model/names.h"
 
 namespace slimbert {
 namespace {
@@ -24,8 +25,9 @@ std::map<std::string, at::Tensor> params_of(torch::nn::Module& module) {
   return out;
 }
 
-std::string layer_name(int64_t l, const std::string& rest) {
-  return "encoder.layer." + std::to_string(l) + "." + rest;
+// Layer l's `module`.`tensor` inside BertModel.
+std::string layer_name(int64_t l, const char* module, const char* tensor) {
+  return hf::path({hf::layer(l), module, tensor});
 }
 
 void require_unpruned(const BertConfig& c, const char* what) {
@@ -61,22 +63,26 @@ std::pair<BertConfig, TensorMap> extract_subnet(const BertConfig& c, const Tenso
 
   TensorMap w;
   for (const auto& [name, t] : weights) {
-    const std::string prefix = starts_with(name, "bert.encoder.layer.") ? "bert." : "";
-    if (!starts_with(name, prefix + "encoder.layer.")) {
+    std::optional<hf::LayerParameter> p = hf::parse_layer_parameter(name);
+    if (!p) {
       w[name] = t;
       continue;
     }
-    const size_t start = prefix.size() + 14, dot = name.find('.', start);
-    const int64_t layer = std::stoll(name.substr(start, dot - start));
-    const auto pos = std::find(layers.begin(), layers.end(), layer);
+    const auto pos = std::find(layers.begin(), layers.end(), p->layer);
     if (pos == layers.end()) continue;
-    const std::string rest = name.substr(dot);
+    const std::string& rest = p->rest;
+    auto is = [&](const char* module, const char* tensor) {
+      return rest == hf::path({module, tensor});
+    };
     at::Tensor v = t;
-    if (starts_with(rest, ".attention.self.")) v = first_heads(v, 0);
-    if (rest == ".attention.output.dense.weight") v = first_heads(v, 1);
-    if (starts_with(rest, ".intermediate.dense.")) v = v.narrow(0, 0, shape.ffn);
-    if (rest == ".output.dense.weight") v = v.narrow(1, 0, shape.ffn);
-    w[prefix + "encoder.layer." + std::to_string(pos - layers.begin()) + rest] = v.contiguous();
+    if (starts_with(rest, hf::kQuery) || starts_with(rest, hf::kKey) ||
+        starts_with(rest, hf::kValue))
+      v = first_heads(v, 0);
+    if (is(hf::kAttentionOutput, "weight")) v = first_heads(v, 1);
+    if (starts_with(rest, hf::kIntermediate)) v = v.narrow(0, 0, shape.ffn);
+    if (is(hf::kOutput, "weight")) v = v.narrow(1, 0, shape.ffn);
+    p->layer = pos - layers.begin();
+    w[p->name()] = v.contiguous();
   }
   return {out, w};
 }
@@ -134,9 +140,9 @@ Importance compute_importance(BertForSequenceClassification& model, const Encode
     at::NoGradGuard no_grad;
     imp.heads += head_mask.grad().abs();
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      const at::Tensor& w1 = params.at(layer_name(l, "intermediate.dense.weight"));
-      const at::Tensor& b1 = params.at(layer_name(l, "intermediate.dense.bias"));
-      const at::Tensor& w2 = params.at(layer_name(l, "output.dense.weight"));
+      const at::Tensor& w1 = params.at(layer_name(l, hf::kIntermediate, "weight"));
+      const at::Tensor& b1 = params.at(layer_name(l, hf::kIntermediate, "bias"));
+      const at::Tensor& w2 = params.at(layer_name(l, hf::kOutput, "weight"));
       const at::Tensor in = (w1 * w1.grad()).sum(1) + b1 * b1.grad();
       const at::Tensor out = (w2 * w2.grad()).sum(0);
       imp.neurons[l] += in.abs() + out.abs();
@@ -183,15 +189,15 @@ void rewire(BertModel& model, const Importance& importance) {
     const at::Tensor rows = (heads[static_cast<size_t>(l)].unsqueeze(1) * d +
                              at::arange(d, heads[static_cast<size_t>(l)].options()).unsqueeze(0))
                                 .reshape(-1);
-    for (const char* m : {"query", "key", "value"}) {
-      permute(layer_name(l, std::string("attention.self.") + m + ".weight"), 0, rows);
-      permute(layer_name(l, std::string("attention.self.") + m + ".bias"), 0, rows);
+    for (const char* m : {hf::kQuery, hf::kKey, hf::kValue}) {
+      permute(layer_name(l, m, "weight"), 0, rows);
+      permute(layer_name(l, m, "bias"), 0, rows);
     }
-    permute(layer_name(l, "attention.output.dense.weight"), 1, rows);
+    permute(layer_name(l, hf::kAttentionOutput, "weight"), 1, rows);
     const at::Tensor& n = neurons[static_cast<size_t>(l)];
-    permute(layer_name(l, "intermediate.dense.weight"), 0, n);
-    permute(layer_name(l, "intermediate.dense.bias"), 0, n);
-    permute(layer_name(l, "output.dense.weight"), 1, n);
+    permute(layer_name(l, hf::kIntermediate, "weight"), 0, n);
+    permute(layer_name(l, hf::kIntermediate, "bias"), 0, n);
+    permute(layer_name(l, hf::kOutput, "weight"), 1, n);
   }
 }
 

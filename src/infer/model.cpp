@@ -12,6 +12,7 @@
 #include "slimbert/core/runtime.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/io/tensor_io.h"
+#include "slimbert/model/names.h"
 
 namespace slimbert::infer {
 
@@ -144,7 +145,7 @@ class WeightReader {
 
  private:
   TensorMap::iterator find(const std::string& name) {
-    for (const char* prefix : {"", "bert."}) {
+    for (const std::string& prefix : {std::string(), std::string(hf::kEncoder) + "."}) {
       auto it = weights_.find(prefix + name);
       if (it != weights_.end()) return it;
     }
@@ -185,38 +186,38 @@ std::shared_ptr<const InferenceModel> InferenceModel::load(const std::string& di
   WeightReader w(std::move(tensors), weights_path(dir));
 
   const int64_t H = c.hidden_size, d = c.attention_head_size(), F = c.intermediate_size;
-  m->word_ = w.take("embeddings.word_embeddings.weight", {c.vocab_size, H}, device);
-  m->position_ =
-      w.take("embeddings.position_embeddings.weight", {c.max_position_embeddings, H}, device);
-  m->token_type_ =
-      w.take("embeddings.token_type_embeddings.weight", {c.type_vocab_size, H}, device);
-  m->emb_ln_w_ = w.take("embeddings.LayerNorm.weight", {H}, device);
-  m->emb_ln_b_ = w.take("embeddings.LayerNorm.bias", {H}, device);
+  auto weight = [](const std::string& module) { return hf::path({module, "weight"}); };
+  auto bias = [](const std::string& module) { return hf::path({module, "bias"}); };
+  m->word_ = w.take(weight(hf::kWordEmbeddings), {c.vocab_size, H}, device);
+  m->position_ = w.take(weight(hf::kPositionEmbeddings), {c.max_position_embeddings, H}, device);
+  m->token_type_ = w.take(weight(hf::kTokenTypeEmbeddings), {c.type_vocab_size, H}, device);
+  m->emb_ln_w_ = w.take(weight(hf::kEmbeddingNorm), {H}, device);
+  m->emb_ln_b_ = w.take(bias(hf::kEmbeddingNorm), {H}, device);
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = "encoder.layer." + std::to_string(l) + ".";
+    auto in_layer = [&](const char* module) { return hf::path({hf::layer(l), module}); };
     Layer L;
     L.heads = c.heads_in_layer(l);
     const int64_t inner = L.heads * d;
-    const at::Tensor q = w.take(p + "attention.self.query.weight", {inner, H}, device);
-    const at::Tensor k = w.take(p + "attention.self.key.weight", {inner, H}, device);
-    const at::Tensor v = w.take(p + "attention.self.value.weight", {inner, H}, device);
-    const at::Tensor qb = w.take(p + "attention.self.query.bias", {inner}, device);
-    const at::Tensor kb = w.take(p + "attention.self.key.bias", {inner}, device);
-    const at::Tensor vb = w.take(p + "attention.self.value.bias", {inner}, device);
+    const at::Tensor q = w.take(weight(in_layer(hf::kQuery)), {inner, H}, device);
+    const at::Tensor k = w.take(weight(in_layer(hf::kKey)), {inner, H}, device);
+    const at::Tensor v = w.take(weight(in_layer(hf::kValue)), {inner, H}, device);
+    const at::Tensor qb = w.take(bias(in_layer(hf::kQuery)), {inner}, device);
+    const at::Tensor kb = w.take(bias(in_layer(hf::kKey)), {inner}, device);
+    const at::Tensor vb = w.take(bias(in_layer(hf::kValue)), {inner}, device);
     // (3, heads, d, H) -> (heads, 3, d, H): each head's q, k, v rows side by side.
     L.qkv_w = at::stack({q, k, v}).view({3, L.heads, d, H}).transpose(0, 1).reshape({-1, H});
     L.qkv_b = at::stack({qb, kb, vb}).view({3, L.heads, d}).transpose(0, 1).reshape({-1});
-    L.attn_out_w = w.take(p + "attention.output.dense.weight", {H, inner}, device);
-    L.attn_out_b = w.take(p + "attention.output.dense.bias", {H}, device);
-    L.attn_ln_w = w.take(p + "attention.output.LayerNorm.weight", {H}, device);
-    L.attn_ln_b = w.take(p + "attention.output.LayerNorm.bias", {H}, device);
-    L.ffn_in_w = w.take(p + "intermediate.dense.weight", {F, H}, device);
-    L.ffn_in_b = w.take(p + "intermediate.dense.bias", {F}, device);
-    L.ffn_out_w = w.take(p + "output.dense.weight", {H, F}, device);
-    L.ffn_out_b = w.take(p + "output.dense.bias", {H}, device);
-    L.out_ln_w = w.take(p + "output.LayerNorm.weight", {H}, device);
-    L.out_ln_b = w.take(p + "output.LayerNorm.bias", {H}, device);
+    L.attn_out_w = w.take(weight(in_layer(hf::kAttentionOutput)), {H, inner}, device);
+    L.attn_out_b = w.take(bias(in_layer(hf::kAttentionOutput)), {H}, device);
+    L.attn_ln_w = w.take(weight(in_layer(hf::kAttentionNorm)), {H}, device);
+    L.attn_ln_b = w.take(bias(in_layer(hf::kAttentionNorm)), {H}, device);
+    L.ffn_in_w = w.take(weight(in_layer(hf::kIntermediate)), {F, H}, device);
+    L.ffn_in_b = w.take(bias(in_layer(hf::kIntermediate)), {F}, device);
+    L.ffn_out_w = w.take(weight(in_layer(hf::kOutput)), {H, F}, device);
+    L.ffn_out_b = w.take(bias(in_layer(hf::kOutput)), {H}, device);
+    L.out_ln_w = w.take(weight(in_layer(hf::kOutputNorm)), {H}, device);
+    L.out_ln_b = w.take(bias(in_layer(hf::kOutputNorm)), {H}, device);
     if (m->packs()) {
       for (double width : options.widths) {
         const LayerShape s = layer_shape(c, l, width);
@@ -239,13 +240,13 @@ std::shared_ptr<const InferenceModel> InferenceModel::load(const std::string& di
     }
     m->layers_.push_back(std::move(L));
   }
-  if (w.has("pooler.dense.weight")) {
-    m->pooler_w_ = w.take("pooler.dense.weight", {H, H}, device);
-    m->pooler_b_ = w.take("pooler.dense.bias", {H}, device);
+  if (w.has(weight(hf::kPooler))) {
+    m->pooler_w_ = w.take(weight(hf::kPooler), {H, H}, device);
+    m->pooler_b_ = w.take(bias(hf::kPooler), {H}, device);
   }
-  if (w.has("classifier.weight")) {
-    m->classifier_w_ = w.take("classifier.weight", {c.num_labels(), H}, device);
-    m->classifier_b_ = w.take("classifier.bias", {c.num_labels()}, device);
+  if (w.has(weight(hf::kClassifier))) {
+    m->classifier_w_ = w.take(weight(hf::kClassifier), {c.num_labels(), H}, device);
+    m->classifier_b_ = w.take(bias(hf::kClassifier), {c.num_labels()}, device);
     if (!m->has_pooler())
       fail(weights_path(dir),
            ": a classifier without pooler.dense (BERT classifies the pooled "

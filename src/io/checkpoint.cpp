@@ -10,6 +10,7 @@
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/runtime.h"
+#include "slimbert/model/names.h"
 
 namespace fs = std::filesystem;
 
@@ -194,27 +195,19 @@ void check_config_matches_weights(const BertConfig& config, const TensorMap& wei
       fail(source, ": config.json says ", field, " ", value, ", but ", tensor, " has shape ",
            t->sizes(), ": the weights hold only ", t->size(dim));
   };
-  expect("vocab_size", config.vocab_size, "embeddings.word_embeddings.weight", 0);
-  expect("hidden_size", config.hidden_size, "embeddings.word_embeddings.weight", 1);
-  expect("max_position_embeddings", config.max_position_embeddings,
-         "embeddings.position_embeddings.weight", 0);
-  expect("type_vocab_size", config.type_vocab_size, "embeddings.token_type_embeddings.weight", 0);
-  expect("intermediate_size", config.intermediate_size, "encoder.layer.0.intermediate.dense.weight",
+  auto weight = [](const std::string& module) { return hf::path({module, "weight"}); };
+  expect("vocab_size", config.vocab_size, weight(hf::kWordEmbeddings), 0);
+  expect("hidden_size", config.hidden_size, weight(hf::kWordEmbeddings), 1);
+  expect("max_position_embeddings", config.max_position_embeddings, weight(hf::kPositionEmbeddings),
          0);
-  expect("num_labels", config.num_labels(), "classifier.weight", 0);
-  // Layers: the highest encoder.layer.N in the file.
+  expect("type_vocab_size", config.type_vocab_size, weight(hf::kTokenTypeEmbeddings), 0);
+  expect("intermediate_size", config.intermediate_size,
+         weight(hf::path({hf::layer(0), hf::kIntermediate})), 0);
+  expect("num_labels", config.num_labels(), weight(hf::kClassifier), 0);
+  // Layers: the highest encoder layer index in the file.
   int64_t layers = 0;
-  const std::string marker = "encoder.layer.";
-  for (const auto& [name, tensor] : weights) {
-    const size_t at = name.find(marker);
-    if (at == std::string::npos) continue;
-    const size_t begin = at + marker.size(), end = name.find('.', begin);
-    const std::string digits = name.substr(begin, end == std::string::npos ? end : end - begin);
-    if (digits.empty() || digits.size() > 6 ||
-        digits.find_first_not_of("0123456789") != std::string::npos)
-      continue;
-    layers = std::max<int64_t>(layers, std::stoll(digits) + 1);
-  }
+  for (const auto& [name, tensor] : weights)
+    if (auto p = hf::parse_layer_parameter(name)) layers = std::max(layers, p->layer + 1);
   if (layers > 0 && config.num_hidden_layers > layers)
     fail(source, ": config.json says num_hidden_layers ", config.num_hidden_layers,
          ", but the weights hold only ", layers, " layers");

@@ -176,6 +176,49 @@ at::Tensor multi_head_attention(const at::Tensor& qkv, const at::Tensor& head_bi
   return at::bmm(probs, v).view({B, h, T, d}).transpose(1, 2).reshape({B, T, h * d});
 }
 
+NormMask norm_mask(const at::Tensor& kept) {
+  if (!kept.defined()) return {};
+  return {kept.to(at::kFloat), static_cast<double>(kept.sum().item<int64_t>())};
+}
+
+at::Tensor masked_layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                             double eps, const NormMask& m) {
+  if (!m.weights.defined()) return at::layer_norm(x, {weight.size(0)}, weight, bias, eps);
+  const at::Tensor mean = (x * m.weights).sum(-1, true).div_(m.count);
+  const at::Tensor centred = x - mean;
+  const at::Tensor var = (centred * centred * m.weights).sum(-1, true).div_(m.count);
+  return centred * at::rsqrt(var + eps) * weight + bias;
+}
+
+LayerOptions layer_options(const BertConfig& c, const LayerShape& shape, bool train) {
+  LayerOptions o;
+  o.heads = shape.heads;
+  o.head_size = shape.head_size;
+  o.act = c.hidden_act;
+  o.hidden_dropout = c.hidden_dropout_prob;
+  o.attention_dropout = c.attention_probs_dropout_prob;
+  o.eps = c.layer_norm_eps;
+  o.train = train;
+  return o;
+}
+
+at::Tensor bert_layer(const at::Tensor& x, const LayerTensors& t, const at::Tensor& head_bias,
+                      const LayerOptions& o) {
+  const at::Tensor context =
+      multi_head_attention(at::linear(x, t.qkv_weight, t.qkv_bias), head_bias, o.heads, o.head_size,
+                           o.attention_dropout, o.train, o.head_scale);
+  at::Tensor attn =
+      at::dropout(at::linear(context, t.attention_output_weight, t.attention_output_bias),
+                  o.hidden_dropout, o.train);
+  attn = masked_layer_norm(attn.add_(x), t.attention_norm_weight, t.attention_norm_bias, o.eps,
+                           o.norm);
+  const at::Tensor hidden =
+      activation(at::linear(attn, t.intermediate_weight, t.intermediate_bias), o.act);
+  at::Tensor out =
+      at::dropout(at::linear(hidden, t.output_weight, t.output_bias), o.hidden_dropout, o.train);
+  return masked_layer_norm(out.add_(attn), t.output_norm_weight, t.output_norm_bias, o.eps, o.norm);
+}
+
 // ---- Embeddings ----------------------------------------------------------------------------
 
 BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) : dropout(c.hidden_dropout_prob) {
@@ -187,8 +230,8 @@ BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) : dropout(c.hidden_d
   layer_norm = register_module("LayerNorm", LayerNorm(c.hidden_size, c.layer_norm_eps));
 }
 
-at::Tensor BertEmbeddingsImpl::forward(const at::Tensor& input_ids,
-                                       const at::Tensor& token_type_ids) const {
+at::Tensor BertEmbeddingsImpl::sum(const at::Tensor& input_ids,
+                                   const at::Tensor& token_type_ids) const {
   const int64_t seq = input_ids.size(1);
   const int64_t max_pos = position_embeddings->weight.size(0);
   if (seq > max_pos) fail("sequence length ", seq, " exceeds max_position_embeddings ", max_pos);
@@ -205,12 +248,13 @@ at::Tensor BertEmbeddingsImpl::forward(const at::Tensor& input_ids,
   // (T, H) position rows broadcast over the batch.
   at::Tensor x =
       word_embeddings->forward(input_ids) + position_embeddings->weight.narrow(0, 0, seq);
-  if (token_type_ids.defined())
-    x = x + token_type_embeddings->forward(token_type_ids);
-  else
-    x = x + token_type_embeddings->weight[0];
-  x = layer_norm->forward(x);
-  return at::dropout(x, dropout, is_training());
+  if (token_type_ids.defined()) return x + token_type_embeddings->forward(token_type_ids);
+  return x + token_type_embeddings->weight[0];
+}
+
+at::Tensor BertEmbeddingsImpl::forward(const at::Tensor& input_ids,
+                                       const at::Tensor& token_type_ids) const {
+  return at::dropout(layer_norm->forward(sum(input_ids, token_type_ids)), dropout, is_training());
 }
 
 // ---- Encoder layer -------------------------------------------------------------------------
@@ -260,12 +304,7 @@ TORCH_MODULE(Intermediate);
 }  // namespace
 
 struct BertLayerImpl : torch::nn::Module {
-  BertLayerImpl(const BertConfig& c, int64_t index)
-      : layer_index(index),
-        act(c.hidden_act),
-        head_size(c.attention_head_size()),
-        hidden_dropout(c.hidden_dropout_prob),
-        attention_dropout(c.attention_probs_dropout_prob) {
+  BertLayerImpl(const BertConfig& c, int64_t index) : config(c), layer_index(index) {
     attention = register_module("attention", Attention(c, c.heads_in_layer(index)));
     intermediate = register_module("intermediate", Intermediate(c));
     output = register_module("output", ResidualOutput(c, c.intermediate_size));
@@ -274,32 +313,43 @@ struct BertLayerImpl : torch::nn::Module {
   // x: (B, T, H); mask_bias: (B*heads, 1, T) additive, or undefined when nothing is padded.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask_bias, const LayerShape& shape,
                      const at::Tensor& head_scale) const {
-    const bool train = is_training();
-    const int64_t h = shape.heads, inner = h * head_size;
-    auto& sa = *attention->self;
-    // Q, K and V in one matrix product: one wide GEMM runs faster than three narrow ones.
-    auto rows = [&](const at::Tensor& t) { return t.narrow(0, 0, inner); };
-    const at::Tensor w =
-        at::cat({rows(sa.query->weight), rows(sa.key->weight), rows(sa.value->weight)});
-    const at::Tensor b = at::cat({rows(sa.query->bias), rows(sa.key->bias), rows(sa.value->bias)});
-    const at::Tensor context = multi_head_attention(at::linear(x, w, b), mask_bias, h, head_size,
-                                                    attention_dropout, train, head_scale);
-
-    auto& ao = *attention->output;
-    at::Tensor attn =
-        at::dropout(ao.dense->forward_sliced(context, -1, inner), hidden_dropout, train);
-    attn = ao.layer_norm->forward(attn.add_(x));
-
-    at::Tensor hidden = activation(intermediate->dense->forward_sliced(attn, shape.ffn, -1), act);
-    at::Tensor out =
-        at::dropout(output->dense->forward_sliced(hidden, -1, shape.ffn), hidden_dropout, train);
-    return output->layer_norm->forward(out.add_(attn));
+    LayerOptions options = layer_options(config, shape, is_training());
+    options.head_scale = head_scale;
+    return bert_layer(x, tensors(shape), mask_bias, options);
   }
 
+  // The parameters of sub-network shape `shape` as views, but for Q, K and V, which are
+  // concatenated: one wide GEMM runs faster than three narrow ones.
+  LayerTensors tensors(const LayerShape& shape) const {
+    const int64_t inner = shape.heads * shape.head_size;
+    auto rows = [](const at::Tensor& t, int64_t n) {
+      return n < t.size(0) ? t.narrow(0, 0, n) : t;
+    };
+    auto cols = [](const at::Tensor& t, int64_t n) {
+      return n < t.size(1) ? t.narrow(1, 0, n) : t;
+    };
+    const auto& sa = *attention->self;
+    const auto& ao = *attention->output;
+    LayerTensors t;
+    t.qkv_weight = at::cat({rows(sa.query->weight, inner), rows(sa.key->weight, inner),
+                            rows(sa.value->weight, inner)});
+    t.qkv_bias = at::cat(
+        {rows(sa.query->bias, inner), rows(sa.key->bias, inner), rows(sa.value->bias, inner)});
+    t.attention_output_weight = cols(ao.dense->weight, inner);
+    t.attention_output_bias = ao.dense->bias;
+    t.attention_norm_weight = ao.layer_norm->weight;
+    t.attention_norm_bias = ao.layer_norm->bias;
+    t.intermediate_weight = rows(intermediate->dense->weight, shape.ffn);
+    t.intermediate_bias = rows(intermediate->dense->bias, shape.ffn);
+    t.output_weight = cols(output->dense->weight, shape.ffn);
+    t.output_bias = output->dense->bias;
+    t.output_norm_weight = output->layer_norm->weight;
+    t.output_norm_bias = output->layer_norm->bias;
+    return t;
+  }
+
+  BertConfig config;
   int64_t layer_index;
-  std::string act;
-  int64_t head_size;
-  double hidden_dropout, attention_dropout;
   Attention attention{nullptr};
   Intermediate intermediate{nullptr};
   ResidualOutput output{nullptr};

@@ -4,6 +4,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/json.h"
+#include "slimbert/model/names.h"
 #include "slimbert/wid/wid.h"
 
 namespace slimbert {
@@ -66,15 +67,13 @@ DimScores weight_scores(const WidModelImpl& model) {
   const BertConfig& c = model.config();
   auto weight = [&](const std::string& prefix) { return model.compacted(prefix).first; };
   DimScores d;
-  d.residual = model.param("bert.embeddings.word_embeddings.weight")
+  d.residual = model.param(hf::encoder(hf::path({hf::kWordEmbeddings, "weight"})))
                    .mm(model.param("compactors.embeddings").t())
                    .norm(2, 0);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = "bert.encoder.layer." + std::to_string(l) + ".";
-    const at::Tensor q = weight(p + "attention.self.query"), k = weight(p + "attention.self.key"),
-                     v = weight(p + "attention.self.value"),
-                     o = weight(p + "attention.output.dense"), i = weight(p + "intermediate.dense"),
-                     f = weight(p + "output.dense");
+    auto of = [&](const char* module) { return weight(hf::encoder_layer(l, module)); };
+    const at::Tensor q = of(hf::kQuery), k = of(hf::kKey), v = of(hf::kValue),
+                     o = of(hf::kAttentionOutput), i = of(hf::kIntermediate), f = of(hf::kOutput);
     d.attention.push_back(q.norm(2, 1) + k.norm(2, 1) + v.norm(2, 1) + o.norm(2, 0));
     d.ffn.push_back(i.norm(2, 1) + f.norm(2, 0));
     d.residual = d.residual + q.norm(2, 0) + k.norm(2, 0) + v.norm(2, 0) + i.norm(2, 0) +
@@ -125,8 +124,8 @@ WidMasks compute_masks(const WidModelImpl& model, const WidSchedule& s, int64_t 
   if (s.residual_score == ResidualScore::kReference) {
     // The reference scores the residual stream from the layer-0 value row compactor, chunked as
     // if it were heads (§A.13.3).
-    m.residual = attention_rule(
-        dim_scores(model.compactor_in("bert.encoder.layer.0.attention.self.value"), false));
+    m.residual =
+        attention_rule(dim_scores(model.compactor_in(hf::encoder_layer(0, hf::kValue)), false));
   } else {
     at::Tensor total = at::zeros({H}, model.compactors.at(0).weight.options());
     for (const auto& comp : model.compactors)
@@ -134,11 +133,10 @@ WidMasks compute_masks(const WidModelImpl& model, const WidSchedule& s, int64_t 
     m.residual = remove_smallest(total, residual_count);
   }
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = "bert.encoder.layer." + std::to_string(l) + ".";
-    m.attention.push_back(
-        attention_rule(dim_scores(model.compactor_in(p + "attention.output.dense"), false)));
-    m.ffn.push_back(
-        remove_smallest(dim_scores(model.compactor_in(p + "output.dense"), false), ffn_count));
+    const at::Tensor& attention_in = model.compactor_in(hf::encoder_layer(l, hf::kAttentionOutput));
+    const at::Tensor& ffn_in = model.compactor_in(hf::encoder_layer(l, hf::kOutput));
+    m.attention.push_back(attention_rule(dim_scores(attention_in, false)));
+    m.ffn.push_back(remove_smallest(dim_scores(ffn_in, false), ffn_count));
   }
   return m;
 }

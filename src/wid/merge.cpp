@@ -6,6 +6,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/io/checkpoint.h"
+#include "slimbert/model/names.h"
 #include "slimbert/wid/wid.h"
 
 namespace slimbert {
@@ -30,8 +31,9 @@ std::pair<BertConfig, BertForMaskedLM> merge_student(const WidModelImpl& model,
   TensorMap w;
   // Embedding tables: E' = E C_E[I_h, :]^T.
   const at::Tensor ce = model.param("compactors.embeddings").index_select(0, ih);
-  for (const char* table : {"word_embeddings", "position_embeddings", "token_type_embeddings"}) {
-    const std::string name = std::string("bert.embeddings.") + table + ".weight";
+  for (const char* table :
+       {hf::kWordEmbeddings, hf::kPositionEmbeddings, hf::kTokenTypeEmbeddings}) {
+    const std::string name = hf::encoder(hf::path({table, "weight"}));
     w[name] = model.param(name).mm(ce.t());
   }
   auto vector = [&](const std::string& name, const at::Tensor& idx) {
@@ -45,10 +47,13 @@ std::pair<BertConfig, BertForMaskedLM> merge_student(const WidModelImpl& model,
     w[prefix + ".weight"] = r.mm(model.param(prefix + ".weight")).mm(l).mul_(scale);
     w[prefix + ".bias"] = r.mv(model.param(prefix + ".bias")).mul_(scale);
   };
-  vector("bert.embeddings.LayerNorm.weight", ih);
-  vector("bert.embeddings.LayerNorm.bias", ih);
+  auto norm = [&](const std::string& module, const at::Tensor& idx) {
+    vector(module + ".weight", idx);
+    vector(module + ".bias", idx);
+  };
+  norm(hf::encoder(hf::kEmbeddingNorm), ih);
   for (int64_t l = 0; l < t.num_hidden_layers; ++l) {
-    const std::string p = "bert.encoder.layer." + std::to_string(l) + ".";
+    auto in_layer = [&](const char* module) { return hf::encoder_layer(l, module); };
     const at::Tensor io = kept_index(masks.attention[static_cast<size_t>(l)]);
     const at::Tensor iff = kept_index(masks.ffn[static_cast<size_t>(l)]);
     if (io.size(0) != heads * head_size || iff.size(0) != config.intermediate_size)
@@ -58,21 +63,18 @@ std::pair<BertConfig, BertForMaskedLM> merge_student(const WidModelImpl& model,
     // Training scored with 1/sqrt(teacher head size); the student divides by sqrt(head_size).
     const double q_scale =
         std::sqrt(static_cast<double>(head_size) / static_cast<double>(t.attention_head_size()));
-    linear(p + "attention.self.query", ih, io, q_scale);
-    linear(p + "attention.self.key", ih, io);
-    linear(p + "attention.self.value", ih, io);
-    linear(p + "attention.output.dense", io, ih);
-    linear(p + "intermediate.dense", ih, iff);
-    linear(p + "output.dense", iff, ih);
-    for (const char* ln : {"attention.output.LayerNorm.", "output.LayerNorm."}) {
-      vector(p + ln + "weight", ih);
-      vector(p + ln + "bias", ih);
-    }
+    linear(in_layer(hf::kQuery), ih, io, q_scale);
+    linear(in_layer(hf::kKey), ih, io);
+    linear(in_layer(hf::kValue), ih, io);
+    linear(in_layer(hf::kAttentionOutput), io, ih);
+    linear(in_layer(hf::kIntermediate), ih, iff);
+    linear(in_layer(hf::kOutput), iff, ih);
+    norm(in_layer(hf::kAttentionNorm), ih);
+    norm(in_layer(hf::kOutputNorm), ih);
   }
-  linear("cls.predictions.transform.dense", ih, ih);
-  vector("cls.predictions.transform.LayerNorm.weight", ih);
-  vector("cls.predictions.transform.LayerNorm.bias", ih);
-  w["cls.predictions.bias"] = model.param("cls.predictions.bias").clone();
+  linear(hf::kMlmTransform, ih, ih);
+  norm(hf::kMlmNorm, ih);
+  w[hf::kMlmBias] = model.param(hf::kMlmBias).clone();
 
   BertForMaskedLM student(config);
   load_state(*student, w, "WID merge");

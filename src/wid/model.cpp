@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 
 #include "slimbert/core/error.h"
+#include "slimbert/model/names.h"
 #include "slimbert/wid/wid.h"
 
 namespace slimbert {
@@ -21,32 +22,6 @@ at::Tensor register_path(torch::nn::Module& root, const std::string& path, at::T
   return m->register_parameter(path.substr(start), std::move(value));
 }
 
-std::string layer_prefix(int64_t l) {
-  return "bert.encoder.layer." + std::to_string(l) + ".";
-}
-
-// Float kept-mask and its count for LayerNorm statistics over kept dims.
-struct LnMask {
-  at::Tensor weights;  // (H) 1 kept, 0 removed; undefined = plain LayerNorm
-  double count = 0;
-};
-
-LnMask ln_mask(const at::Tensor& kept) {
-  if (!kept.defined()) return {};
-  // On the masks' device, which is the model's (WidMasks::to).
-  return {kept.to(at::kFloat), static_cast<double>(kept.sum().item<int64_t>())};
-}
-
-// HF LayerNorm with mean and (biased) variance over the kept dims only, applied to every dim.
-at::Tensor masked_layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                             double eps, const LnMask& m) {
-  if (!m.weights.defined()) return at::layer_norm(x, {weight.size(0)}, weight, bias, eps);
-  const at::Tensor mean = (x * m.weights).sum(-1, true).div_(m.count);
-  const at::Tensor centred = x - mean;
-  const at::Tensor var = (centred * centred * m.weights).sum(-1, true).div_(m.count);
-  return centred * at::rsqrt(var + eps) * weight + bias;
-}
-
 }  // namespace
 
 const at::Tensor& mask_of(const WidMasks& masks, MaskRef ref) {
@@ -61,14 +36,15 @@ const at::Tensor& mask_of(const WidMasks& masks, MaskRef ref) {
   return masks.ffn.at(static_cast<size_t>(ref.layer));
 }
 
-WidModelImpl::WidModelImpl(BertForMaskedLM teacher) : config_(teacher->bert->config()) {
+WidModelImpl::WidModelImpl(BertForMaskedLM teacher)
+    : config_(teacher->bert->config()), bert_(teacher->bert) {
   for (const auto& child : teacher->named_children()) register_module(child.key(), child.value());
   for (const auto& p : teacher->named_parameters()) params_[p.key()] = p.value();
   const BertConfig& c = config_;
   if (!c.pruned_heads.empty() || c.num_attention_heads * c.attention_head_size() != c.hidden_size)
     fail("WID needs a teacher whose heads tile the hidden size and no pruned heads");
   const int64_t H = c.hidden_size, I = c.intermediate_size;
-  const auto on_teacher = param("bert.embeddings.word_embeddings.weight").options();
+  const auto on_teacher = param(hf::encoder(hf::path({hf::kWordEmbeddings, "weight"}))).options();
 
   auto add_compactor = [&](const std::string& name, int64_t d, bool output_side, MaskRef mask) {
     at::Tensor w = register_path(*this, name, at::eye(d, on_teacher));
@@ -86,30 +62,32 @@ WidModelImpl::WidModelImpl(BertForMaskedLM teacher) : config_(teacher->bert->con
   };
 
   const MaskRef residual{MaskKind::kResidual, 0};
+  auto norm = [&](const std::string& module, MaskRef mask) {
+    masked(module + ".weight", mask);
+    masked(module + ".bias", mask);
+  };
   add_compactor("compactors.embeddings", H, true, residual);
-  masked("bert.embeddings.LayerNorm.weight", residual);
-  masked("bert.embeddings.LayerNorm.bias", residual);
+  norm(hf::encoder(hf::kEmbeddingNorm), residual);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = layer_prefix(l);
+    auto in_layer = [&](const char* module) { return hf::encoder_layer(l, module); };
     const MaskRef attn{MaskKind::kAttention, l}, ffn{MaskKind::kFfn, l};
-    for (const char* qkv : {"query", "key", "value"}) {
-      wrap(p + "attention.self." + qkv, H, residual, H, attn);
-      masked(p + "attention.self." + qkv + ".bias", attn);
+    for (const char* qkv : {hf::kQuery, hf::kKey, hf::kValue}) {
+      wrap(in_layer(qkv), H, residual, H, attn);
+      masked(in_layer(qkv) + ".bias", attn);
     }
-    wrap(p + "attention.output.dense", H, attn, H, residual);
-    wrap(p + "intermediate.dense", H, residual, I, ffn);
-    wrap(p + "output.dense", I, ffn, H, residual);
-    for (const char* name : {"attention.output.dense.bias", "attention.output.LayerNorm.weight",
-                             "attention.output.LayerNorm.bias", "output.dense.bias",
-                             "output.LayerNorm.weight", "output.LayerNorm.bias"})
-      masked(p + name, residual);
-    masked(p + "intermediate.dense.bias", ffn);
+    wrap(in_layer(hf::kAttentionOutput), H, attn, H, residual);
+    wrap(in_layer(hf::kIntermediate), H, residual, I, ffn);
+    wrap(in_layer(hf::kOutput), I, ffn, H, residual);
+    masked(in_layer(hf::kAttentionOutput) + ".bias", residual);
+    norm(in_layer(hf::kAttentionNorm), residual);
+    masked(in_layer(hf::kOutput) + ".bias", residual);
+    norm(in_layer(hf::kOutputNorm), residual);
+    masked(in_layer(hf::kIntermediate) + ".bias", ffn);
   }
   // The MLM transform stays on the residual mask so the decoder tie survives the merge.
-  wrap("cls.predictions.transform.dense", H, residual, H, residual);
-  masked("cls.predictions.transform.dense.bias", residual);
-  masked("cls.predictions.transform.LayerNorm.weight", residual);
-  masked("cls.predictions.transform.LayerNorm.bias", residual);
+  wrap(hf::kMlmTransform, H, residual, H, residual);
+  masked(std::string(hf::kMlmTransform) + ".bias", residual);
+  norm(hf::kMlmNorm, residual);
 }
 
 const at::Tensor& WidModelImpl::param(const std::string& name) const {
@@ -130,63 +108,62 @@ std::pair<at::Tensor, at::Tensor> WidModelImpl::compacted(const std::string& pre
   return {R.mm(param(prefix + ".weight").mm(compactor_in(prefix))), R.mv(param(prefix + ".bias"))};
 }
 
+LayerTensors WidModelImpl::layer_tensors(int64_t l) const {
+  auto name = [&](const char* module, const char* tensor) {
+    return hf::path({hf::encoder_layer(l, module), tensor});
+  };
+  LayerTensors t;
+  auto [wq, bq] = compacted(hf::encoder_layer(l, hf::kQuery));
+  auto [wk, bk] = compacted(hf::encoder_layer(l, hf::kKey));
+  auto [wv, bv] = compacted(hf::encoder_layer(l, hf::kValue));
+  t.qkv_weight = at::cat({wq, wk, wv});
+  t.qkv_bias = at::cat({bq, bk, bv});
+  std::tie(t.attention_output_weight, t.attention_output_bias) =
+      compacted(hf::encoder_layer(l, hf::kAttentionOutput));
+  t.attention_norm_weight = param(name(hf::kAttentionNorm, "weight"));
+  t.attention_norm_bias = param(name(hf::kAttentionNorm, "bias"));
+  std::tie(t.intermediate_weight, t.intermediate_bias) =
+      compacted(hf::encoder_layer(l, hf::kIntermediate));
+  std::tie(t.output_weight, t.output_bias) = compacted(hf::encoder_layer(l, hf::kOutput));
+  t.output_norm_weight = param(name(hf::kOutputNorm, "weight"));
+  t.output_norm_bias = param(name(hf::kOutputNorm, "bias"));
+  return t;
+}
+
 at::Tensor WidModelImpl::forward(const Batch& input, const WidMasks& masks) const {
   const BertConfig& c = config_;
   const Batch batch = input.to(device());
   const bool train = is_training();
-  const at::Tensor bias = attention_bias(batch);
-  const at::Tensor& ids = batch.input_ids;
-  const int64_t T = ids.size(1);
-  if (T > c.max_position_embeddings)
-    fail("sequence length ", T, " exceeds max_position_embeddings ", c.max_position_embeddings);
-  const LnMask m = ln_mask(masks.residual);
-  const double eps = c.layer_norm_eps;
+  LayerOptions options = layer_options(c, layer_shape(c, 0, 1.0), train);
+  options.norm = norm_mask(masks.residual);
 
-  at::Tensor x = at::embedding(param("bert.embeddings.word_embeddings.weight"), ids) +
-                 param("bert.embeddings.position_embeddings.weight").narrow(0, 0, T);
-  const at::Tensor& types = param("bert.embeddings.token_type_embeddings.weight");
-  x = batch.token_type_ids.defined() ? x + at::embedding(types, batch.token_type_ids)
-                                     : x + types[0];
-  x = at::linear(x, param("compactors.embeddings"));
-  x = masked_layer_norm(x, param("bert.embeddings.LayerNorm.weight"),
-                        param("bert.embeddings.LayerNorm.bias"), eps, m);
+  // The teacher's embeddings seen through the embedding compactor.
+  at::Tensor x = at::linear(bert_->embeddings->sum(batch.input_ids, batch.token_type_ids),
+                            param("compactors.embeddings"));
+  x = masked_layer_norm(x, param(hf::encoder(hf::path({hf::kEmbeddingNorm, "weight"}))),
+                        param(hf::encoder(hf::path({hf::kEmbeddingNorm, "bias"}))),
+                        c.layer_norm_eps, options.norm);
   x = at::dropout(x, c.hidden_dropout_prob, train);
 
-  const int64_t heads = c.num_attention_heads;
-  const at::Tensor head_bias = bias.defined() ? bias.repeat_interleave(heads, 0) : bias;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = layer_prefix(l);
-    auto [wq, bq] = compacted(p + "attention.self.query");
-    auto [wk, bk] = compacted(p + "attention.self.key");
-    auto [wv, bv] = compacted(p + "attention.self.value");
-    const at::Tensor qkv = at::linear(x, at::cat({wq, wk, wv}), at::cat({bq, bk, bv}));
-    // Scores keep the teacher's 1/sqrt(head size) throughout training (§A.9).
-    const at::Tensor context = multi_head_attention(qkv, head_bias, heads, c.attention_head_size(),
-                                                    c.attention_probs_dropout_prob, train);
-    auto [wo, bo] = compacted(p + "attention.output.dense");
-    at::Tensor a = at::dropout(at::linear(context, wo, bo), c.hidden_dropout_prob, train);
-    a = masked_layer_norm(a + x, param(p + "attention.output.LayerNorm.weight"),
-                          param(p + "attention.output.LayerNorm.bias"), eps, m);
-    auto [w1, b1] = compacted(p + "intermediate.dense");
-    const at::Tensor h = activation(at::linear(a, w1, b1), c.hidden_act);
-    auto [w2, b2] = compacted(p + "output.dense");
-    at::Tensor o = at::dropout(at::linear(h, w2, b2), c.hidden_dropout_prob, train);
-    x = masked_layer_norm(o + a, param(p + "output.LayerNorm.weight"),
-                          param(p + "output.LayerNorm.bias"), eps, m);
-  }
+  // Scores keep the teacher's 1/sqrt(head size) throughout training (§A.9).
+  const at::Tensor bias = attention_bias(batch);
+  const at::Tensor head_bias = bias.defined() ? bias.repeat_interleave(options.heads, 0) : bias;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    x = bert_layer(x, layer_tensors(l), head_bias, options);
   return x;
 }
 
 at::Tensor WidModelImpl::logits(const at::Tensor& rows, const WidMasks& masks) const {
-  auto [w, b] = compacted("cls.predictions.transform.dense");
+  auto [w, b] = compacted(hf::kMlmTransform);
   const at::Tensor t = masked_layer_norm(activation(at::linear(rows, w, b), config_.hidden_act),
-                                         param("cls.predictions.transform.LayerNorm.weight"),
-                                         param("cls.predictions.transform.LayerNorm.bias"),
-                                         config_.layer_norm_eps, ln_mask(masks.residual));
+                                         param(hf::path({hf::kMlmNorm, "weight"})),
+                                         param(hf::path({hf::kMlmNorm, "bias"})),
+                                         config_.layer_norm_eps, norm_mask(masks.residual));
   // The decoder is tied to the word embeddings as seen through the embedding compactor:
   // logits = t C_E E^T + b, which the merge turns into the student's tied decoder.
   return at::linear(t.matmul(param("compactors.embeddings")),
-                    param("bert.embeddings.word_embeddings.weight"), param("cls.predictions.bias"));
+                    param(hf::encoder(hf::path({hf::kWordEmbeddings, "weight"}))),
+                    param(hf::kMlmBias));
 }
 
 double WidModelImpl::compactor_flops(int64_t sequences, int64_t seq_len, int64_t masked) const {

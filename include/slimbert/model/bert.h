@@ -102,6 +102,9 @@ struct BertEmbeddingsImpl : torch::nn::Module {
   explicit BertEmbeddingsImpl(const BertConfig& config);
   at::Tensor forward(const at::Tensor& input_ids,
                      const at::Tensor& token_type_ids) const;  // (B, T, H)
+  // Word + position + token type embeddings, before the LayerNorm (token_type_ids may be
+  // undefined: type 0). Checks the ids against the tables.
+  at::Tensor sum(const at::Tensor& input_ids, const at::Tensor& token_type_ids) const;
   Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
   LayerNorm layer_norm{nullptr};  // registered as "LayerNorm"
   double dropout;
@@ -189,6 +192,42 @@ at::Tensor multi_head_attention(const at::Tensor& qkv, const at::Tensor& head_bi
 
 // Activation by HF name (gelu = exact erf GELU).
 at::Tensor activation(const at::Tensor& x, const std::string& name);
+
+// Which hidden dims a LayerNorm takes its statistics over. WID's alignment strategy keeps every
+// dim in the forward while the residual mask grows, but normalises over the kept ones only, so
+// that the model trained on is the student the merge makes.
+struct NormMask {
+  at::Tensor weights;  // (H) 1 kept, 0 removed; undefined = every dim (HF's LayerNorm)
+  double count = 0;    // dims kept
+};
+NormMask norm_mask(const at::Tensor& kept);  // kept: (H) bool, or undefined
+// HF's LayerNorm with mean and biased variance over the dims `mask` keeps, applied to every dim.
+at::Tensor masked_layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                             double eps, const NormMask& mask = {});
+
+// One encoder layer's tensors as its forward uses them: the stored parameters sliced to a
+// sub-network, or WID's compacted products (R W L, R b).
+struct LayerTensors {
+  at::Tensor qkv_weight, qkv_bias;  // [Q | K | V] rows, heads * head_size each
+  at::Tensor attention_output_weight, attention_output_bias;
+  at::Tensor attention_norm_weight, attention_norm_bias;
+  at::Tensor intermediate_weight, intermediate_bias;
+  at::Tensor output_weight, output_bias;
+  at::Tensor output_norm_weight, output_norm_bias;
+};
+struct LayerOptions {
+  int64_t heads = 0, head_size = 0;
+  std::string act = "gelu";
+  double hidden_dropout = 0, attention_dropout = 0, eps = 1e-12;
+  bool train = false;
+  at::Tensor head_scale;  // (heads) attention probability multipliers, or undefined
+  NormMask norm;          // both LayerNorms'
+};
+LayerOptions layer_options(const BertConfig& config, const LayerShape& shape, bool train);
+// The BERT layer: self-attention, projection, residual and LayerNorm, then the FFN, residual and
+// LayerNorm. x: (B, T, H); head_bias: attention_bias repeated per head, or undefined.
+at::Tensor bert_layer(const at::Tensor& x, const LayerTensors& t, const at::Tensor& head_bias,
+                      const LayerOptions& options);
 
 // HF-style random initialisation: N(0, initializer_range) weights and embeddings, zero
 // biases, unit LayerNorm, zero padding-token embedding row.

@@ -109,8 +109,11 @@ struct WidModelImpl : torch::nn::Module {
   // Takes the teacher's parameters (registered under their HF names: bert.*, cls.*) and adds
   // identity compactors under compactors.*.
   explicit WidModelImpl(BertForMaskedLM teacher);
-  // Last hidden states (B, T, H); LayerNorms use kept-dim statistics when `masks` is active.
+  // Last hidden states (B, T, H) through the BERT layer code with the compacted weights;
+  // LayerNorms use kept-dim statistics when `masks` is active.
   at::Tensor forward(const Batch& batch, const WidMasks& masks) const;
+  // Layer l's tensors: compacted linear maps, the teacher's LayerNorms.
+  LayerTensors layer_tensors(int64_t l) const;
   // MLM logits at rows (N, H) of the last hidden states.
   at::Tensor logits(const at::Tensor& rows, const WidMasks& masks) const;
   // FLOPs of forming the compacted weights and the embedding/decoder compactors per micro-batch.
@@ -119,7 +122,7 @@ struct WidModelImpl : torch::nn::Module {
   const BertConfig& config() const { return config_; }
   // A parameter by name (bert.*, cls.*, compactors.*).
   const at::Tensor& param(const std::string& name) const;
-  c10::Device device() const { return param("bert.embeddings.word_embeddings.weight").device(); }
+  c10::Device device() const { return bert_->device(); }
   // The compacted weight and bias (R W L, R b) of the teacher linear `prefix` (e.g.
   // "bert.encoder.layer.0.attention.self.query").
   std::pair<at::Tensor, at::Tensor> compacted(const std::string& prefix) const;
@@ -132,6 +135,7 @@ struct WidModelImpl : torch::nn::Module {
 
  private:
   BertConfig config_;
+  BertModel bert_{nullptr};  // the teacher's encoder (its embeddings)
   std::map<std::string, at::Tensor> params_;
 };
 TORCH_MODULE(WidModel);
