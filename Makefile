@@ -26,7 +26,10 @@ test-sanitize:
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
-demo: build
+# The demo builds only the program it runs (the test binary is most of a full build).
+demo: deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j $(JOBS) --target slimbert_cli
 	scripts/demo.sh $(BUILD)/slimbert $(DEMO_DIR)
 
 bench: build

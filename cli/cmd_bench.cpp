@@ -27,13 +27,13 @@ void add_bench(CLI::App& app) {
   cmd->add_option("dir", opts->dir, "checkpoint directory")->required();
   cmd->add_option("--batch", opts->batch, "sequences per forward pass")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive_count());
   cmd->add_option("--seq", opts->seq, "tokens per sequence")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive_count());
   cmd->add_option("--iters", opts->iters, "timed iterations")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive_count());
   cmd->add_option("--warmup", opts->warmup, "untimed iterations first")->capture_default_str();
   cmd->add_option("--width", opts->width, "sub-network width multiplier")->capture_default_str();
   cmd->add_option("--depth", opts->depth, "sub-network depth multiplier")->capture_default_str();

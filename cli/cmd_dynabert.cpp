@@ -18,86 +18,46 @@
 namespace slimbert::cli {
 namespace {
 
-nlohmann::json rows_of(const at::Tensor& t) {
-  nlohmann::json out = nlohmann::json::array();
-  for (int64_t r = 0; r < t.size(0); ++r) {
-    const at::Tensor row = t[r].to(at::kCPU, at::kDouble).contiguous();
-    out.push_back(
-        std::vector<double>(row.data_ptr<double>(), row.data_ptr<double>() + row.numel()));
-  }
-  return out;
-}
-
 void add_rewire(CLI::App* dyna) {
   struct Opts {
-    std::string model, task, data, out, split = "train";
-    int64_t examples = 2000, batch_size = 32, max_length = 128;
-    uint64_t seed = 0;
-    bool per_batch = false, skip_bad_rows = false;
+    RewireOptions r;
+    bool per_batch = false;
     RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = dyna->add_subcommand(
       "rewire", "sort heads and FFN neurons of a fine-tuned model by importance (most first)");
-  cmd->add_option("--model", o->model, "fine-tuned task model")->required();
-  cmd->add_option("--task", o->task, "GLUE task name or tsv / csv / jsonl")->required();
-  cmd->add_option("--data", o->data, "task directory")->required();
-  cmd->add_option("--out", o->out, "rewired model directory (+ importance.json)")->required();
-  cmd->add_option("--split", o->split,
+  cmd->add_option("--model", o->r.model_dir, "fine-tuned task model")->required();
+  cmd->add_option("--task", o->r.task, "GLUE task name or tsv / csv / jsonl")->required();
+  cmd->add_option("--data", o->r.data_dir, "task directory")->required();
+  cmd->add_option("--out", o->r.out_dir, "rewired model directory (+ importance.json)")->required();
+  cmd->add_option("--split", o->r.split,
                   "examples to score on: train (a seeded subset) or dev (the reference's choice)")
       ->check(CLI::IsMember({"train", "dev"}))
       ->capture_default_str();
-  cmd->add_option("--examples", o->examples, "examples scored (0 = the whole split)")
+  cmd->add_option("--examples", o->r.examples, "examples scored (0 = the whole split)")
       ->capture_default_str();
-  cmd->add_option("--batch-size", o->batch_size, "examples per batch")->capture_default_str();
-  cmd->add_option("--max-length", o->max_length, "tokens per example")
+  cmd->add_option("--batch-size", o->r.batch_size, "examples per batch")->capture_default_str();
+  cmd->add_option("--max-length", o->r.max_length, "tokens per example")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
-  cmd->add_option("--seed", o->seed, "subset seed")->capture_default_str();
+  cmd->add_option("--seed", o->r.seed, "subset seed")->capture_default_str();
   cmd->add_flag("--per-batch-gradients", o->per_batch,
                 "score each batch's own gradient (the reference accumulates them)");
-  cmd->add_flag("--skip-bad-rows", o->skip_bad_rows, "skip malformed rows instead of failing");
+  cmd->add_flag("--skip-bad-rows", o->r.skip_bad_rows, "skip malformed rows instead of failing");
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o] {
     configure_runtime(o->runtime);
-    BertForSequenceClassification model = load_classifier(o->model);
-    const BertConfig& config = model->bert->config();
-    const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
-    const TaskSpec spec = task_for_model(config, o->task, o->data, o->skip_bad_rows);
-    TaskData data = spec.load(o->split);
-    if (o->examples > 0 && static_cast<int64_t>(data.examples.size()) > o->examples) {
-      std::mt19937_64 rng(o->seed);
-      std::shuffle(data.examples.begin(), data.examples.end(), rng);
-      data.examples.resize(static_cast<size_t>(o->examples));
-    }
-    const EncodedTask enc = encode_task(tokenizer, spec, data, o->max_length, true);
-    std::cerr << "dynabert rewire: scoring " << enc.inputs.size() << " examples of " << data.source
-              << "\n";
-    ImportanceOptions options;
-    options.cumulative_gradients = !o->per_batch;
-    const Importance imp =
-        compute_importance(model, enc, spec.regression, o->batch_size, tokenizer.pad_id(), options);
-    rewire(model->bert, imp);
-    save_checkpoint(o->out, config, *model, tokenizer);
-    nlohmann::json report = {{"source", data.source},
-                             {"examples", enc.inputs.size()},
-                             {"cumulative_gradients", options.cumulative_gradients},
-                             {"head_importance", rows_of(imp.heads)},
-                             {"neuron_importance", rows_of(imp.neurons)}};
-    for (const auto& order : head_order(imp)) {
-      const at::Tensor o64 = order.cpu().contiguous();
-      report["head_order"].push_back(
-          std::vector<int64_t>(o64.data_ptr<int64_t>(), o64.data_ptr<int64_t>() + o64.numel()));
-    }
-    write_file_atomic(o->out + "/importance.json", report.dump() + "\n");
-    const auto orders = head_order(imp);
+    o->r.importance.cumulative_gradients = !o->per_batch;
+    const RewireResult r = rewire_model(o->r);
+    const auto orders = head_order(r.importance);
     for (size_t l = 0; l < orders.size(); ++l) {
       std::cout << "layer " << l << ": heads by importance";
       for (int64_t i = 0; i < orders[l].numel(); ++i)
         std::cout << " " << orders[l][i].item<int64_t>();
       std::cout << "\n";
     }
-    std::cout << "rewired model: " << o->out << " (importance in " << o->out
+    std::cout << "rewired model: " << o->r.out_dir << " (importance in " << o->r.out_dir
               << "/importance.json)\n";
   });
 }
@@ -132,36 +92,15 @@ void add_export(CLI::App* dyna) {
   });
 }
 
-std::vector<double> parse_list(const std::string& text, const char* flag) {
-  std::vector<double> out;
-  std::stringstream in(text);
-  for (std::string item; std::getline(in, item, ',');) {
-    try {
-      size_t used = 0;
-      out.push_back(std::stod(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      fail(flag, ": '", item, "' is not a number (expected a list like 1,0.75,0.5)");
-    }
-    if (!(out.back() > 0 && out.back() <= 1)) fail(flag, ": ", out.back(), " is not in (0, 1]");
-  }
-  if (out.empty()) fail(flag, ": empty list");
-  return out;
-}
-
 void add_stage(CLI::App* dyna, DynaStage stage, const std::string& help) {
   struct Opts {
     DynaTrainOptions d;
     std::string widths = "1,0.75,0.5,0.25", depths = "1,0.75,0.5", teacher_mode = "full";
+    bool verbose = false;
     RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
-  o->d.stage = stage;
-  // The reference recipe (ALGORITHMS.md §B.9): AdamW 2e-5, no warm-up, no decay, 3 epochs.
-  o->d.train.lr = 2e-5;
-  o->d.train.warmup_fraction = 0;
-  o->d.train.weight_decay = 0;
-  o->d.lambda2 = stage == DynaStage::kWidth ? 0.1 : 1.0;
+  o->d = stage_defaults(stage);
   auto* cmd = dyna->add_subcommand(to_string(stage), help);
   cmd->add_option("--model", o->d.train.model_dir,
                   stage == DynaStage::kWidth        ? "rewired model (dynabert rewire)"
@@ -187,14 +126,14 @@ void add_stage(CLI::App* dyna, DynaStage stage, const std::string& help) {
   if (stage != DynaStage::kWidth)
     cmd->add_option("--depths", o->depths, "depth multipliers")->capture_default_str();
   add_task_loop_options(cmd, &o->d.train);
+  add_verbose_flag(cmd, &o->verbose);
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o, cmd] {
     configure_training(o->runtime);
     o->d.widths = parse_list(o->widths, "--widths");
     o->d.depths = parse_list(o->depths, "--depths");
     o->d.same_width_teacher = o->teacher_mode == "same";
-    std::cerr << "dynabert " << to_string(o->d.stage) << " config:\n"
-              << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
+    record_run_config(cmd, o->verbose);
     const FinetuneResult r = dynabert_train(o->d);
     if (!is_main_rank()) return;  // rank 0 reports
     if (!r.finished) {

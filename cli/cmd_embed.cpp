@@ -28,7 +28,7 @@ void add_run_options(CLI::App* cmd, RunOpts* o) {
       ->capture_default_str();
   cmd->add_option("--batch-size", o->batch_size, "sequences per forward pass")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive_count());
   cmd->add_option("--max-length", o->max_length,
                   "truncate inputs to this many tokens (0 = model limit)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
@@ -47,31 +47,37 @@ std::vector<float> row(const at::Tensor& t) {
   return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
 }
 
-// Tokenizes the input, runs it in batches of similar length and writes one JSON line per
-// record, in input order: `rows(output, batch, k)` gives the fields of the batch's row k.
+// Reads the input a chunk at a time, runs each chunk in batches of similar length and writes one
+// JSON line per record, in input order, before reading on (a pipe gets answers as it goes):
+// `rows(output, batch, k)` gives the fields of the batch's row k.
 template <typename Rows>
 void run_records(const RunOpts& o, const infer::InferenceModel& model, Rows rows) {
   const Tokenizer tokenizer = Tokenizer::from_dir(o.dir);
-  const auto records = read_records(o.input);
-  const std::string source = o.input.path == "-" ? "<stdin>" : o.input.path;
-  const auto encodings =
-      encode_records(tokenizer, records, max_input_length(model.config(), tokenizer, o.max_length),
-                     o.no_truncate, source);
+  RecordReader reader(o.input);
+  const int64_t max_length = max_input_length(model.config(), tokenizer, o.max_length);
   const SubNet subnet{o.width, o.depth};
-  std::vector<nlohmann::json> lines(records.size());
-  for (const auto& idx : length_sorted_batches(encodings, static_cast<size_t>(o.batch_size))) {
-    const Batch batch = collate(encodings, idx, tokenizer.pad_id());
-    const infer::Output out = model.forward(batch, subnet);
-    for (size_t k = 0; k < idx.size(); ++k) {
-      nlohmann::json j;
-      j["line"] = records[idx[k]].line;
-      if (!records[idx[k]].id.is_null()) j["id"] = records[idx[k]].id;
-      rows(out, batch, static_cast<int64_t>(k), j);
-      lines[idx[k]] = std::move(j);
-    }
-  }
   Output output(o.output);
-  for (const auto& j : lines) output.stream() << j.dump() << "\n";
+  // A few batches per chunk: sorting by length within it still saves most of the padding.
+  const size_t chunk_size = static_cast<size_t>(o.batch_size) * 4;
+  for (auto records = reader.next(chunk_size); !records.empty();
+       records = reader.next(chunk_size)) {
+    const auto encodings =
+        encode_records(tokenizer, records, max_length, o.no_truncate, reader.source());
+    std::vector<nlohmann::json> lines(records.size());
+    for (const auto& idx : length_sorted_batches(encodings, static_cast<size_t>(o.batch_size))) {
+      const Batch batch = collate(encodings, idx, tokenizer.pad_id());
+      const infer::Output out = model.forward(batch, subnet);
+      for (size_t k = 0; k < idx.size(); ++k) {
+        nlohmann::json j;
+        j["line"] = records[idx[k]].line;
+        if (!records[idx[k]].id.is_null()) j["id"] = records[idx[k]].id;
+        rows(out, batch, static_cast<int64_t>(k), j);
+        lines[idx[k]] = std::move(j);
+      }
+    }
+    for (const auto& j : lines) output.stream() << j.dump() << "\n";
+    output.flush();
+  }
   output.commit();
 }
 

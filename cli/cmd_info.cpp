@@ -8,6 +8,7 @@
 #include "common.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/flops.h"
+#include "slimbert/model/history.h"
 
 namespace slimbert::cli {
 
@@ -24,7 +25,7 @@ void add_info(CLI::App& app) {
   cmd->add_option("dir", opts->dir, "checkpoint directory")->required();
   cmd->add_option("--seq", opts->seq, "sequence length for the FLOPs figure")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive_count());
   cmd->add_flag("--json", opts->json, "print one JSON object");
   add_runtime_options(cmd, &opts->runtime);
   cmd->callback([opts] {
@@ -64,6 +65,13 @@ void add_info(CLI::App& app) {
       if (!config.problem_type.empty()) std::cout << " (" << config.problem_type << ")";
       std::cout << "\n";
     }
+    const std::vector<std::string> steps = history(config);
+    std::cout << "  made by slimbert: ";
+    if (steps.empty()) std::cout << "nothing recorded (not width-adaptive)";
+    for (size_t i = 0; i < steps.size(); ++i) std::cout << (i ? ", " : "") << steps[i];
+    if (!steps.empty())
+      std::cout << (width_adaptive(config) ? " (width-adaptive)" : " (not width-adaptive)");
+    std::cout << "\n";
     std::cout << "  parameters:\n";
     for (const auto& c : counts)
       std::cout << "    " << std::left << std::setw(12) << c.component << std::right

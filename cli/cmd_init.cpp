@@ -34,7 +34,7 @@ void add_init(CLI::App& app) {
                   "also add a pooler and an N-label classifier head (1 = regression)");
   cmd->add_option("--max-positions", opts->max_positions, "max_position_embeddings")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive_count());
   cmd->add_option("--seed", opts->seed, "initialisation seed")->capture_default_str();
   add_runtime_options(cmd, &opts->runtime);
   cmd->callback([opts] {

@@ -32,25 +32,27 @@ void add_tokenize(CLI::App& app) {
   cmd->callback([opts] {
     if (opts->jsonl) opts->input.format = "jsonl";
     const Tokenizer tokenizer = Tokenizer::from_dir(opts->dir);
-    const auto records = read_records(opts->input);
+    RecordReader reader(opts->input);
     Output out(opts->output);
-    for (const auto& r : records) {
-      EncodeOptions eo;
-      eo.truncation = parse_truncation(opts->truncation);
-      eo.add_special_tokens = !opts->no_special;
-      if (r.max_length)
-        eo.max_length = r.max_length;
-      else if (opts->max_length > 0)
-        eo.max_length = opts->max_length;
-      const Encoding e = tokenizer.encode(r.text, r.text_pair, eo);
-      nlohmann::json j;
-      if (!r.id.is_null()) j["id"] = r.id;
-      j["tokens"] = e.tokens;
-      j["input_ids"] = e.input_ids;
-      j["token_type_ids"] = e.token_type_ids;
-      if (opts->decode) j["decoded"] = tokenizer.decode(e.input_ids, /*skip_special_tokens=*/true);
-      out.stream() << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    }
+    for (auto records = reader.next(256); !records.empty(); records = reader.next(256), out.flush())
+      for (const auto& r : records) {
+        EncodeOptions eo;
+        eo.truncation = parse_truncation(opts->truncation);
+        eo.add_special_tokens = !opts->no_special;
+        if (r.max_length)
+          eo.max_length = r.max_length;
+        else if (opts->max_length > 0)
+          eo.max_length = opts->max_length;
+        const Encoding e = tokenizer.encode(r.text, r.text_pair, eo);
+        nlohmann::json j;
+        if (!r.id.is_null()) j["id"] = r.id;
+        j["tokens"] = e.tokens;
+        j["input_ids"] = e.input_ids;
+        j["token_type_ids"] = e.token_type_ids;
+        if (opts->decode)
+          j["decoded"] = tokenizer.decode(e.input_ids, /*skip_special_tokens=*/true);
+        out.stream() << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      }
     out.commit();
   });
 }

@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "common.h"
 #include "slimbert/core/dist.h"
+#include "slimbert/core/fs.h"
 #include "slimbert/data/corpus.h"
 #include "slimbert/infer/run.h"
 #include "slimbert/io/checkpoint.h"
@@ -99,6 +100,7 @@ void add_pretrain(CLI::App& app) {
   struct Opts {
     PretrainOptions p;
     std::string optimizer = "adamw";
+    bool verbose = false;
     RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
@@ -113,12 +115,12 @@ void add_pretrain(CLI::App& app) {
       ->check(CLI::IsMember({"adamw", "bert-adamw"}))
       ->capture_default_str();
   add_mlm_loop_options(cmd, &o->p);
+  add_verbose_flag(cmd, &o->verbose);
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o, cmd] {
     configure_training(o->runtime);
     o->p.optimizer = o->optimizer == "bert-adamw" ? AdamVariant::kBert : AdamVariant::kTorch;
-    std::cerr << "pretrain config:\n"
-              << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
+    record_run_config(cmd, o->verbose);
     const PretrainResult r = pretrain(o->p);
     if (!is_main_rank()) return;  // rank 0 reports
     std::cout << (r.finished ? "finished" : "stopped") << " at step " << r.step << "; "
@@ -177,7 +179,7 @@ void add_eval_mlm(CLI::App& app) {
 
 namespace slimbert::cli {
 
-void add_task_loop_options(CLI::App* cmd, FinetuneOptions* f) {
+void add_task_loop_options(CLI::App* cmd, FinetuneOptions* f, std::string* lrs) {
   cmd->add_option("--task", f->task,
                   "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli) or tsv, "
                   "csv, jsonl")
@@ -192,7 +194,13 @@ void add_task_loop_options(CLI::App* cmd, FinetuneOptions* f) {
   cmd->add_option("--max-length", f->max_length, "tokens per example (longest_first truncation)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
-  cmd->add_option("--lr", f->lr, "peak learning rate")->capture_default_str();
+  if (lrs)
+    cmd->add_option("--lr", *lrs,
+                    "peak learning rate; a list (1e-4,5e-4,1e-3) trains once per rate in "
+                    "OUT/lr-<rate> and keeps the best on dev as OUT/best")
+        ->capture_default_str();
+  else
+    cmd->add_option("--lr", f->lr, "peak learning rate")->capture_default_str();
   cmd->add_option("--weight-decay", f->weight_decay, "decoupled weight decay")
       ->capture_default_str();
   cmd->add_option("--warmup", f->warmup_fraction, "warm-up fraction of the steps")
@@ -216,13 +224,15 @@ void add_task_loop_options(CLI::App* cmd, FinetuneOptions* f) {
 void add_finetune(CLI::App& app) {
   struct Opts {
     FinetuneOptions f;
+    std::string lrs = "1e-4";
+    bool verbose = false;
     RuntimeConfig runtime;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd =
       app.add_subcommand("finetune", "fine-tune a classifier / regressor on a labelled task");
   cmd->add_option("--model", o->f.model_dir, "pretrained checkpoint")->required();
-  add_task_loop_options(cmd, &o->f);
+  add_task_loop_options(cmd, &o->f, &o->lrs);
   auto* distil =
       cmd->add_option("--distil-from", o->f.distil_from,
                       "a teacher fine-tuned on this task: its predictions become soft targets")
@@ -234,16 +244,31 @@ void add_finetune(CLI::App& app) {
   cmd->add_option("--kd-temperature", o->f.kd_temperature, "softmax temperature of distillation")
       ->capture_default_str()
       ->needs(distil);
+  add_verbose_flag(cmd, &o->verbose);
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o, cmd] {
+    const std::vector<double> lrs = parse_list(o->lrs, "--lr");
     configure_training(o->runtime);
-    std::cerr << "finetune config:\n"
-              << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
-    const FinetuneResult r = finetune(o->f);
+    record_run_config(cmd, o->verbose);
+    const LrChoice c = choose_lr_on_dev(o->f.out_dir, lrs, [&](double lr, const std::string& dir) {
+      FinetuneOptions f = o->f;
+      f.lr = lr;
+      f.out_dir = dir;
+      return finetune(f);
+    });
+    const FinetuneResult& r = c.result;
     if (!is_main_rank()) return;  // rank 0 reports
     if (!r.finished) {
       std::cout << "stopped at step " << r.step << "; --resume continues\n";
       return;
+    }
+    if (c.dir != o->f.out_dir) {  // the winner's model and report become OUT's
+      write_dir_atomic(o->f.out_dir + "/best", [&](const std::string& staging) {
+        std::filesystem::copy(c.dir + "/best", staging, std::filesystem::copy_options::recursive);
+      });
+      write_file_atomic(o->f.out_dir + "/eval.json", read_file(c.dir + "/eval.json"));
+      std::cout << "learning rate " << c.lr << " chosen on dev (" << o->f.out_dir
+                << "/lr-choice.json)\n";
     }
     std::cout << "best dev " << r.best_dev.metrics.at("main") << " (" << r.best_dev.task
               << ", step " << r.best_step << "); " << o->f.out_dir << "/best, report "

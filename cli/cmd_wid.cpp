@@ -38,21 +38,12 @@ void add_wid(CLI::App& app) {
     WidOptions w;
     std::string strategy = "dim", residual = "reference", scores = "compactors", target_params;
     RuntimeConfig runtime;
+    bool verbose = false;
     std::string merge_checkpoint, merge_out;
     bool merge_fp16 = false;
   };
   auto o = std::make_shared<Opts>();
-  // Defaults for short runs (thousands of steps), measured in docs/RESULTS.md: BERT-AdamW moves
-  // every compactor entry by ~lr per step, so a high compactor lr swamps the identity. Lambda
-  // stays the reference's 20: Adam normalises the pull, so removed entries oscillate around zero
-  // with amplitude ~lambda x lr, and lambda 100 collapsed a short run. The reference's 400k-step
-  // recipe (ALGORITHMS.md §A.8) is --lr 1e-6 --compactor-lr 5e-5 --lambda 20.
-  o->w.train.steps = 2000;
-  o->w.train.lr = 1e-4;
-  o->w.train.warmup_fraction = 0.01;
-  o->w.train.clip = 0;
-  o->w.compactor_lr = 1e-4;
-  o->w.surgery.lambda = 20;
+  o->w = short_run_wid_options();
   auto* cmd = app.add_subcommand(
       "wid", "Weight-Inherited Distillation: compress a teacher into a narrower HF student");
   cmd->add_option("--teacher", o->w.train.init_dir, "teacher checkpoint with its MLM head");
@@ -83,7 +74,6 @@ void add_wid(CLI::App& app) {
   cmd->add_option("--w-step", o->w.schedule.w_step,
                   "steps between mask updates (0 = steps / 32: the target at about half-way)")
       ->capture_default_str();
-  o->w.schedule.w_step = 0;
   cmd->add_option("--compactor-lr", o->w.compactor_lr, "compactor learning rate")
       ->capture_default_str();
   cmd->add_option("--lambda", o->w.surgery.lambda, "pull of removed rows/columns towards zero")
@@ -97,6 +87,7 @@ void add_wid(CLI::App& app) {
                   "L2 on every compactor entry before pruning starts")
       ->capture_default_str();
   add_mlm_loop_options(cmd, &o->w.train);
+  add_verbose_flag(cmd, &o->verbose);
   add_runtime_options(cmd, &o->runtime);
 
   auto* merge = cmd->add_subcommand("merge", "merge a WID compactor checkpoint into a student");
@@ -116,6 +107,10 @@ void add_wid(CLI::App& app) {
       "truncate",
       "baseline: cut the teacher to the target by weight magnitude, without compactor training");
   truncate->add_option("--out", o->merge_out, "student output directory")->required();
+  truncate->footer(
+      "The teacher and the target are options of wid, given before `truncate`:\n"
+      "  slimbert wid --teacher DIR (--target-hidden H | --target-params N | --preset P)\n"
+      "               [--strategy dim|head] truncate --out DIR");
   truncate->callback([o] {
     if (o->w.train.init_dir.empty()) fail("wid truncate: --teacher is required");
     if (!o->target_params.empty()) o->w.target.parameters = parse_count(o->target_params);
@@ -138,8 +133,7 @@ void add_wid(CLI::App& app) {
     o->w.schedule.residual_score = parse_residual_score(o->residual);
     o->w.schedule.scores = parse_mask_scores(o->scores);
     if (!o->target_params.empty()) o->w.target.parameters = parse_count(o->target_params);
-    std::cerr << "wid config:\n"
-              << cmd->config_to_str(true, false) << "threads: " << describe_threads() << "\n";
+    record_run_config(cmd, o->verbose);
     const WidResult r = wid_train(o->w);
     if (!is_main_rank()) return;  // rank 0 reports
     if (!r.train.finished) {

@@ -21,5 +21,6 @@ void add_dynabert(CLI::App& app);
 void add_serve(CLI::App& app);
 void add_profile(CLI::App& app);
 void add_launch(CLI::App& app);
+void add_compress(CLI::App& app);
 
 }  // namespace slimbert::cli

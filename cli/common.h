@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -60,7 +61,32 @@ struct InputOptions {
   bool skip_empty = false;
 };
 void add_input_options(CLI::App* cmd, InputOptions* options);
-// Reads every record; errors name the input and line. Empty lines are an error unless skipped.
+// Reads records a few at a time, so that commands can answer each batch before the rest of a
+// pipe arrives; errors name the input and line. Empty lines are an error unless skipped. Text
+// lines with invalid UTF-8 are read with each bad sequence replaced (U+FFFD, as decoding with
+// errors="replace" gives) and counted; the count is reported once, at the end.
+class RecordReader {
+ public:
+  explicit RecordReader(const InputOptions& options);
+  RecordReader(const RecordReader&) = delete;
+  RecordReader& operator=(const RecordReader&) = delete;
+  ~RecordReader();
+  // Up to `n` more records; empty at the end of the input (an input with none is an error).
+  std::vector<Record> next(size_t n);
+  const std::string& source() const { return source_; }
+
+ private:
+  bool read_line(std::string& line, bool wait);
+
+  InputOptions options_;
+  std::string source_, format_;
+  int fd_ = -1;
+  bool owned_ = false, eof_ = false;
+  std::string buffer_;  // read, not yet split into lines
+  size_t scanned_ = 0;  // buffer_[0, scanned_) holds no '\n'
+  size_t line_no_ = 0, records_ = 0, invalid_utf8_ = 0;
+};
+// Every record at once.
 std::vector<Record> read_records(const InputOptions& options);
 
 // Output to a file (written atomically when the command succeeds) or to standard output.
@@ -68,6 +94,7 @@ class Output {
  public:
   explicit Output(std::string path) : path_(std::move(path)) {}
   std::ostream& stream() { return buffer_; }
+  void flush();   // standard output: writes what is buffered now (a file waits for commit)
   void commit();  // writes the file, or flushes to stdout
 
  private:
@@ -92,6 +119,24 @@ std::string format_count(int64_t n);  // 4,385,280
 void add_mlm_loop_options(CLI::App* cmd, PretrainOptions* options);
 // The task loop's options (--task --data --out, epochs, batch, lr, schedule, evaluation,
 // checkpoints, resume), shared by `finetune` and the DynaBERT stages.
-void add_task_loop_options(CLI::App* cmd, FinetuneOptions* options);
+// With `lrs`, --lr takes a comma-separated list (each tried, the best on dev kept) into it.
+void add_task_loop_options(CLI::App* cmd, FinetuneOptions* options, std::string* lrs = nullptr);
+
+// A comma-separated list of numbers in (0, 1] (width and depth multipliers, learning rates);
+// errors name `flag` and the item.
+std::vector<double> parse_list(const std::string& text, const char* flag);
+
+// The command line as typed (arguments shell-quoted where needed), recorded by main().
+void set_command_line(int argc, char** argv);
+const std::string& command_line();
+
+// A count of at least 1, checked with a message people read ("--batch: 0 is not a count of at
+// least 1"); CLI11's PositiveNumber prints double's maximum in full.
+CLI::Validator positive_count();
+
+// Training commands record their configuration (command line, every option, threads) in their
+// run directory's config.json; --verbose also prints it.
+void add_verbose_flag(CLI::App* cmd, bool* verbose);
+void record_run_config(const CLI::App* cmd, bool verbose);
 
 }  // namespace slimbert::cli

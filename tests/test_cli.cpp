@@ -2,11 +2,15 @@
 // and every bad input from the foundation issue: a clear message, a non-zero exit, no output file.
 #include <ATen/ATen.h>
 
+#include <sys/stat.h>
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "mlm_world.h"
 #include "slimbert/core/fs.h"
@@ -422,6 +426,140 @@ TEST(CliBadInput, ShardsWithoutValidationSequencesSayWhy) {
 }
 
 // ---- WID from the command line ------------------------------------------------------------
+
+// What a new user tripped over, each with the behaviour it now has.
+TEST(NewUser, ExportOfAConfigThatDisagreesWithItsWeightsFails) {
+  TempDir dir;
+  // Larger than the weights: the config field is named; smaller: the tensor and both shapes.
+  for (const auto& [value, says] : {std::pair{128, "config.json says hidden_size 128"},
+                                    std::pair{32, "expected [1000, 32], file has [1000, 64]"}}) {
+    const std::string m = copy_model(dir);
+    auto config = nlohmann::json::parse(read_file(m + "/config.json"));
+    config["hidden_size"] = value;
+    write_file_atomic(m + "/config.json", config.dump());
+    EXPECT_FAILS_WITH(run("dynabert export --model " + m + " --width 0.5 --out " + (dir / "x")),
+                      "model.safetensors", says);
+    EXPECT_FALSE(fs::exists(dir / "x"));
+    fs::remove_all(m);
+  }
+}
+
+TEST(NewUser, SlicingAModelThatWasNeverRewiredWarnsAndInfoSaysWhatWasDone) {
+  const std::string m = tiny_model();
+  const Result sliced = run("predict " + m + " --width 0.5", "a short text\n");
+  ASSERT_EQ(sliced.code, 0) << sliced.err;
+  EXPECT_NE(sliced.err.find("was never rewired"), std::string::npos) << sliced.err;
+  const Result full = run("predict " + m, "a short text\n");
+  EXPECT_EQ(full.err.find("was never rewired"), std::string::npos) << full.err;
+  const Result info = run("info " + m);
+  EXPECT_NE(info.out.find("made by slimbert: nothing recorded"), std::string::npos) << info.out;
+}
+
+TEST(NewUser, ThreadCountsOutsideTheMachineAreRejectedOrWarned) {
+  const std::string m = tiny_model();
+  EXPECT_FAILS_WITH(run("bench " + m + " --threads -1 --iters 2"), "--threads");
+  const Result many = run("bench " + m + " --batch 1 --seq 8 --iters 2 --warmup 0 --threads 1000");
+  EXPECT_EQ(many.code, 0) << many.err;
+  EXPECT_NE(many.err.find("1000 threads on"), std::string::npos) << many.err;
+}
+
+TEST(NewUser, InvalidUtf8IsCountedAndReportedOnce) {
+  const Result r = run("tokenize " + tiny_model(), "caf\xe9\nfine\nna\xefve\n");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("2 lines had invalid UTF-8"), std::string::npos) << r.err;
+  size_t warnings = 0;
+  for (size_t at = r.err.find("invalid UTF-8"); at != std::string::npos;
+       at = r.err.find("invalid UTF-8", at + 1))
+    ++warnings;
+  EXPECT_EQ(warnings, 1u);
+}
+
+TEST(NewUser, RangesAreWrittenAsPeopleReadThem) {
+  const Result r = run("bench " + tiny_model() + " --batch 0");
+  EXPECT_FAILS_WITH(r, "--batch", "0 is not a count of at least 1");
+  EXPECT_EQ(r.err.find("17976931348623157"), std::string::npos) << r.err;
+}
+
+TEST(NewUser, TrainingWritesItsConfigurationInsteadOfPrintingIt) {
+  TempDir dir;
+  const std::string data = dir / "task";
+  test::write_word_count_task(data);
+  const std::string args = "finetune --model " + test::world().init + " --task tsv --data " + data +
+                           " --epochs 1 --batch-size 32 --max-length 16 --threads 1";
+  const Result quiet = run(args + " --out " + (dir / "quiet"));
+  ASSERT_EQ(quiet.code, 0) << quiet.err;
+  EXPECT_EQ(quiet.err.find("batch-size="), std::string::npos) << quiet.err;
+  const auto config = nlohmann::json::parse(read_file(dir / "quiet/config.json"));
+  EXPECT_EQ(config["subcommand"], "finetune");
+  EXPECT_EQ(config["options"]["batch-size"], "32");
+  EXPECT_NE(config["command"].get<std::string>().find("--max-length 16"), std::string::npos);
+  const Result verbose = run(args + " --out " + (dir / "verbose") + " --verbose");
+  ASSERT_EQ(verbose.code, 0) << verbose.err;
+  EXPECT_NE(verbose.err.find("batch-size=32"), std::string::npos) << verbose.err;
+  // --lr with a list chooses on dev and leaves the winner as OUT/best.
+  const Result lrs = run(args + " --out " + (dir / "lrs") + " --lr 1e-3,3e-3");
+  ASSERT_EQ(lrs.code, 0) << lrs.err;
+  const auto choice = nlohmann::json::parse(read_file(dir / "lrs/lr-choice.json"));
+  ASSERT_EQ(choice["tried"].size(), 2u);
+  const double best =
+      std::max(choice["tried"][0]["dev"].get<double>(), choice["tried"][1]["dev"].get<double>());
+  EXPECT_EQ(choice["tried"][choice["tried"][0]["dev"].get<double>() == best ? 0 : 1]["lr"],
+            choice["chosen"]);
+  EXPECT_TRUE(fs::exists(dir / "lrs/best/model.safetensors"));
+  EXPECT_NEAR(nlohmann::json::parse(read_file(dir / "lrs/eval.json"))["dev"]["main"].get<double>(),
+              best, 1e-12);
+}
+
+TEST(NewUser, ErrorsNameWhatIsWrongAndLeaveNothingBehind) {
+  TempDir dir;
+  EXPECT_FAILS_WITH(run("finetune --model " + tiny_model() + " --task nosuchtask --data " +
+                        dir.path() + " --out " + (dir / "out")),
+                    "unknown task format 'nosuchtask'");
+  EXPECT_FALSE(fs::exists(dir / "out"));
+  EXPECT_FAILS_WITH(run("eval " + tiny_model() + " --task tsv --data /missing --splits dev"),
+                    "/missing: task directory not found");
+  EXPECT_FAILS_WITH(run("predict /missing", "x\n"), "/missing: checkpoint directory not found");
+  // WID from a classifier: say which checkpoint it needs.
+  TempDir task;
+  test::write_word_count_task(task / "t");
+  const Result ft =
+      run("finetune --model " + test::world().init + " --task tsv --data " + (task / "t") +
+          " --out " + (task / "ft") + " --epochs 1 --max-length 16 --threads 1");
+  ASSERT_EQ(ft.code, 0) << ft.err;
+  EXPECT_FAILS_WITH(run("wid --teacher " + (task / "ft/best") + " --corpus " +
+                        test::world().shards + " --out " + (dir / "wid") + " --target-hidden 16"),
+                    "WID needs the pretrained masked LM", "fine-tuned classifier");
+  const Result help = run("wid truncate --help");
+  EXPECT_NE(help.out.find("--target-hidden"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("--teacher"), std::string::npos) << help.out;
+}
+
+TEST(NewUser, PredictAnswersEachChunkBeforeTheRestOfAPipeArrives) {
+  // The first line's answer must come out while the input is still open.
+  TempDir dir;
+  const std::string fifo = dir / "in";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const std::string out = dir / "out.jsonl";
+  const std::string cmd = std::string(SLIMBERT_CLI) + " predict " + tiny_model() +
+                          " --batch-size 1 --threads 1 -i " + fifo + " > " + out + " 2>" +
+                          (dir / "err") + " &";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::ofstream writer(fifo);
+  writer << "first line\n" << std::flush;
+  std::string got;
+  for (int i = 0; i < 600 && got.find('\n') == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    got = fs::exists(out) ? read_file(out) : "";
+  }
+  EXPECT_NE(got.find("\"line\":1"), std::string::npos) << got << read_file(dir / "err");
+  writer << "second line\n" << std::flush;
+  writer.close();
+  for (int i = 0; i < 600 && std::count(got.begin(), got.end(), '\n') < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    got = read_file(out);
+  }
+  EXPECT_NE(got.find("\"line\":2"), std::string::npos) << got;
+}
 
 TEST(CliWid, TrainMergeTruncateAndRandomBaseline) {
   const test::World& w = test::world();

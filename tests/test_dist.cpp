@@ -70,18 +70,7 @@ struct DistWorld {
     init = test::without_dropout(w.init, dir / "init");
     task = dir / "task";
     test::write_word_count_task(task);
-    FinetuneOptions f;
-    f.model_dir = init;
-    f.task = "tsv";
-    f.data_dir = task;
-    f.out_dir = dir / "teacher";
-    f.epochs = 2;
-    f.batch_size = 16;
-    f.max_length = 16;
-    f.lr = 1e-3;
-    f.log_every = 100;
-    finetune(f);
-    teacher = f.out_dir + "/best";
+    teacher = test::finetune_word_count_teacher(init, task, dir / "teacher");
   }
 };
 

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <thread>
 
 #include "slimbert/core/error.h"
@@ -86,12 +87,22 @@ void configure_runtime(const RuntimeConfig& config) {
   set_compute_device(parse_device(config.device));
   // 0: OMP_NUM_THREADS where set (torchrun and `slimbert launch` give each rank its share of the
   // cores there), else every core.
+  if (config.threads < 0)
+    fail("--threads must be 0 (every core) or a positive count, got ", config.threads);
   int n = config.threads;
   if (n <= 0) {
     const char* omp = std::getenv("OMP_NUM_THREADS");
     n = omp && std::atoi(omp) > 0
             ? std::atoi(omp)
             : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  }
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  static bool warned = false;
+  if (n > cores && !warned) {
+    warned = true;
+    std::cerr << "slimbert: warning: " << n << " threads on " << cores
+              << " cores: threads that wait for a core slow every matrix product down (--threads "
+                 "0 uses every core)\n";
   }
   SetThreads set = openblas_set();
   if (config.torch_intra) {

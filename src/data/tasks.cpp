@@ -163,6 +163,8 @@ TaskSpec TaskSpec::make(const std::string& name, const std::string& dir, bool sk
     fail("unknown task format '", name, "' (expected one of ", names, "tsv, csv, jsonl)");
   }
   spec.main_metric = "accuracy";
+  if (!std::filesystem::is_directory(dir))
+    fail(dir, ": task directory not found (expected its train, dev and test files there)");
   // The label set of a generic task: every label of the training split, sorted.
   TaskData train = spec.load("train");
   std::set<std::string> labels;

@@ -83,8 +83,8 @@ void warm_up(const infer::InferenceModel& model, const GridOptions& o) {
 // The checkpoint as the inference model runs it, and its weights under HF names (for the sizes
 // of the exported sub-networks).
 std::pair<std::shared_ptr<const infer::InferenceModel>, TensorMap> load_for_grid(
-    const std::string& dir) {
-  auto model = infer::InferenceModel::load(dir);
+    const std::string& dir, const GridOptions& o, const std::vector<double>& widths) {
+  auto model = infer::InferenceModel::load(dir, infer::ModelOptions{o.int8, widths});
   if (!model->has_classifier()) fail(dir, ": not a fine-tuned classifier (no classifier.weight)");
   return {model, state_dict(*load_classifier(dir))};
 }
@@ -92,7 +92,7 @@ std::pair<std::shared_ptr<const infer::InferenceModel>, TensorMap> load_for_grid
 }  // namespace
 
 std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOptions& o) {
-  const auto [model, weights] = load_for_grid(model_dir);
+  const auto [model, weights] = load_for_grid(model_dir, o, o.widths);
   const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
   const TaskSpec spec = task_for_model(model->config(), o.task, o.data_dir, o.skip_bad_rows);
   std::vector<std::string> splits = present_splits(spec, o);
@@ -128,7 +128,7 @@ std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptio
   std::vector<std::string> splits;
   std::optional<TaskSpec> spec;
   for (const auto& [subnet, model_dir] : find_separate_models(dir, o)) {
-    const auto [model, weights] = load_for_grid(model_dir);
+    const auto [model, weights] = load_for_grid(model_dir, o, {1.0});
     const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
     if (!spec) {
       spec = task_for_model(model->config(), o.task, o.data_dir, o.skip_bad_rows);

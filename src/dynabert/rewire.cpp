@@ -3,13 +3,17 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <iostream>
 #include <optional>
+#include <random>
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/dynabert/dynabert.h"
 #include "slimbert/io/checkpoint.h"
+#include "slimbert/model/history.h"
 #include "slimbert/model/names.h"
+#include "slimbert/text/tokenizer.h"
 
 namespace slimbert {
 namespace {
@@ -28,6 +32,27 @@ std::map<std::string, at::Tensor> params_of(torch::nn::Module& module) {
 // Layer l's `module`.`tensor` inside BertModel.
 std::string layer_name(int64_t l, const char* module, const char* tensor) {
   return hf::path({hf::layer(l), module, tensor});
+}
+
+// A config.json that disagrees with its weights would otherwise be sliced into an unloadable
+// checkpoint: the weights are loaded into the model the config describes (with the head they
+// carry), which names every tensor whose shape differs.
+void require_weights_fit_config(const BertConfig& c, const TensorMap& weights,
+                                const std::string& source) {
+  check_config_matches_weights(c, weights, source);
+  at::NoGradGuard no_grad;
+  if (weights.count(hf::path({hf::kClassifier, "weight"}))) {
+    BertForSequenceClassification m(c);
+    load_state(*m, weights, source);
+  } else if (weights.count(hf::kMlmBias)) {
+    BertForMaskedLM m(c);
+    load_state(*m, weights, source);
+  } else {
+    const bool pooler = weights.count(hf::encoder(hf::path({hf::kPooler, "weight"}))) ||
+                        weights.count(hf::path({hf::kPooler, "weight"}));
+    BertModel m(c, pooler);
+    load_state(*m, weights, source);
+  }
 }
 
 void require_unpruned(const BertConfig& c, const char* what) {
@@ -90,7 +115,10 @@ std::pair<BertConfig, TensorMap> extract_subnet(const BertConfig& c, const Tenso
 BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet, const std::string& out,
                          DroppedHeads heads) {
   const BertConfig config = load_config_dir(model_dir);
-  auto [small, weights] = extract_subnet(config, load_weights(model_dir), subnet, heads);
+  const TensorMap all = load_weights(model_dir);
+  require_weights_fit_config(config, all, weights_path(model_dir));
+  auto [small, weights] = extract_subnet(config, all, subnet, heads);
+  add_history(small, "exported " + subnet_name(subnet));
   // The tokenizer travels with the model when the source has one (weights-only dirs export too).
   std::optional<Tokenizer> tokenizer;
   if (std::filesystem::exists(std::filesystem::path(model_dir) / "vocab.txt")) {
@@ -154,6 +182,57 @@ Importance compute_importance(BertForSequenceClassification& model, const Encode
 }
 
 // ---- Rewiring ---------------------------------------------------------------------------------
+
+namespace {
+
+nlohmann::json rows_of(const at::Tensor& t) {
+  nlohmann::json out = nlohmann::json::array();
+  for (int64_t r = 0; r < t.size(0); ++r) {
+    const at::Tensor row = t[r].to(at::kCPU, at::kDouble).contiguous();
+    out.push_back(
+        std::vector<double>(row.data_ptr<double>(), row.data_ptr<double>() + row.numel()));
+  }
+  return out;
+}
+
+}  // namespace
+
+RewireResult rewire_model(const RewireOptions& o) {
+  BertForSequenceClassification model = load_classifier(o.model_dir);
+  const BertConfig& config = model->bert->config();
+  const Tokenizer tokenizer = Tokenizer::from_dir(o.model_dir);
+  const TaskSpec spec = task_for_model(config, o.task, o.data_dir, o.skip_bad_rows);
+  TaskData data = spec.load(o.split);
+  if (o.examples > 0 && static_cast<int64_t>(data.examples.size()) > o.examples) {
+    std::mt19937_64 rng(o.seed);
+    std::shuffle(data.examples.begin(), data.examples.end(), rng);
+    data.examples.resize(static_cast<size_t>(o.examples));
+  }
+  const EncodedTask enc = encode_task(tokenizer, spec, data, o.max_length, true);
+  std::cerr << "dynabert rewire: scoring " << enc.inputs.size() << " examples of " << data.source
+            << "\n";
+  RewireResult r;
+  r.source = data.source;
+  r.examples = static_cast<int64_t>(enc.inputs.size());
+  r.importance = compute_importance(model, enc, spec.regression, o.batch_size, tokenizer.pad_id(),
+                                    o.importance);
+  rewire(model->bert, r.importance);
+  BertConfig rewired = config;
+  add_history(rewired, "rewired");
+  save_checkpoint(o.out_dir, rewired, *model, tokenizer);
+  nlohmann::json report = {{"source", data.source},
+                           {"examples", enc.inputs.size()},
+                           {"cumulative_gradients", o.importance.cumulative_gradients},
+                           {"head_importance", rows_of(r.importance.heads)},
+                           {"neuron_importance", rows_of(r.importance.neurons)}};
+  for (const auto& order : head_order(r.importance)) {
+    const at::Tensor o64 = order.cpu().contiguous();
+    report["head_order"].push_back(
+        std::vector<int64_t>(o64.data_ptr<int64_t>(), o64.data_ptr<int64_t>() + o64.numel()));
+  }
+  write_file_atomic(o.out_dir + "/importance.json", report.dump() + "\n");
+  return r;
+}
 
 namespace {
 

@@ -8,6 +8,7 @@
 #include "slimbert/dynabert/dynabert.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/flops.h"
+#include "slimbert/model/history.h"
 #include "slimbert/train/checkpointing.h"
 #include "slimbert/train/optimizer.h"
 
@@ -146,13 +147,25 @@ class DynaStageMethod : public TrainingMethod {
 
 }  // namespace
 
+DynaTrainOptions stage_defaults(DynaStage stage) {
+  // The reference recipe (ALGORITHMS.md §B.9): AdamW 2e-5, no warm-up, no decay.
+  DynaTrainOptions o;
+  o.stage = stage;
+  o.train.lr = 2e-5;
+  o.train.warmup_fraction = 0;
+  o.train.weight_decay = 0;
+  o.lambda2 = stage == DynaStage::kWidth ? 0.1 : 1.0;
+  return o;
+}
+
 FinetuneResult dynabert_train(const DynaTrainOptions& o) {
   const FinetuneOptions& t = o.train;
   if (o.widths.empty() || o.depths.empty()) fail("dynabert: empty width or depth list");
   const Tokenizer tokenizer = Tokenizer::from_dir(t.model_dir);
   at::manual_seed(t.seed);
   BertForSequenceClassification student = load_classifier(t.model_dir);
-  const BertConfig config = student->bert->config();
+  BertConfig config = student->bert->config();
+  add_history(config, "dynabert " + to_string(o.stage));
   const TaskSpec spec = task_for_model(config, t.task, t.data_dir, t.skip_bad_rows);
   const TaskData train_data = load_train_split(spec, t);
   const EncodedTask train = encode_task(tokenizer, spec, train_data, t.max_length, true);

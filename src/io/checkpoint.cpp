@@ -155,8 +155,10 @@ BertConfig load_config_dir(const std::string& dir) {
 
 std::string weights_path(const std::string& dir) {
   const fs::path single = fs::path(dir) / "model.safetensors";
-  return fs::exists(single) ? single.string()
-                            : (fs::path(dir) / "model.safetensors.index.json").string();
+  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+  const fs::path bin = fs::path(dir) / "pytorch_model.bin";
+  if (fs::exists(single)) return single.string();
+  return fs::exists(index) || !fs::exists(bin) ? index.string() : bin.string();
 }
 
 namespace {

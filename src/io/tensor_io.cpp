@@ -69,6 +69,7 @@ DType from_scalar(at::ScalarType s, const std::string& name) {
 
 constexpr const char* kSingleFile = "model.safetensors";
 constexpr const char* kIndexFile = "model.safetensors.index.json";
+constexpr const char* kTorchFile = "pytorch_model.bin";
 
 }  // namespace
 
@@ -110,10 +111,14 @@ TensorMap load_weights(const std::string& dir) {
   if (fs::exists(single)) return load_safetensors(single.string());
   if (!fs::exists(index)) {
     if (!fs::is_directory(dir)) fail(dir, ": checkpoint directory not found");
+    const fs::path bin = fs::path(dir) / kTorchFile;
+    if (fs::exists(bin)) return load_torch_save(bin.string());
     std::string hint;
-    if (fs::exists(fs::path(dir) / "pytorch_model.bin"))
-      hint = " (pytorch_model.bin is not supported: re-save with safe_serialization=True)";
-    fail(dir, ": no ", kSingleFile, " or ", kIndexFile, hint);
+    if (fs::exists(fs::path(dir) / "pytorch_model.bin.index.json"))
+      hint =
+          " (sharded pytorch_model-*.bin files are not supported: re-save with "
+          "safe_serialization=True)";
+    fail(dir, ": no ", kSingleFile, ", ", kIndexFile, " or ", kTorchFile, hint);
   }
   const nlohmann::json j = read_json_file(index.string());
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include "slimbert/core/dist.h"
 #include "slimbert/core/error.h"
@@ -355,13 +356,14 @@ class Finetuning : public TrainingMethod {
 
 FinetuneResult finetune(const FinetuneOptions& o) {
   if (o.epochs <= 0 || o.batch_size <= 0) fail("epochs and batch size must be positive");
-  require_writable_dir(o.out_dir);
+  // Inputs are checked before the output directory exists: a typo leaves nothing behind.
   const Tokenizer tokenizer = Tokenizer::from_dir(o.model_dir);
   const TaskSpec spec = TaskSpec::make(o.task, o.data_dir, o.skip_bad_rows);
   BertConfig config = load_config_dir(o.model_dir);
   if (o.max_length > config.max_position_embeddings)
     fail("--max-length ", o.max_length, " exceeds max_position_embeddings ",
          config.max_position_embeddings);
+  require_writable_dir(o.out_dir);
   if (spec.regression) {
     config.set_num_labels(1);
     config.problem_type = "regression";
@@ -443,6 +445,43 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   }
   write_file_atomic((fs::path(o.out_dir) / "eval.json").string(), report.dump(2) + "\n");
   return result;
+}
+
+LrChoice choose_lr_on_dev(
+    const std::string& out_dir, const std::vector<double>& lrs,
+    const std::function<FinetuneResult(double lr, const std::string& dir)>& train) {
+  if (lrs.empty()) fail("no learning rate to try");
+  LrChoice best;
+  bool first = true;
+  nlohmann::json tried = nlohmann::json::array();
+  for (double lr : lrs) {
+    std::ostringstream name;
+    name << "lr-" << lr;
+    const std::string dir = lrs.size() == 1 ? out_dir : (fs::path(out_dir) / name.str()).string();
+    if (lrs.size() > 1 && is_main_rank())
+      std::cerr << "learning rate " << lr << ": " << dir << "\n";
+    const FinetuneResult r = train(lr, dir);
+    if (!r.finished) return {lr, dir, r, best.tried};  // stopped early: resume continues here
+    const double score = r.best_dev.metrics.count("main") ? r.best_dev.metrics.at("main") : 0.0;
+    best.tried.emplace_back(lr, score);
+    tried.push_back({{"lr", lr}, {"dir", dir}, {"dev", score}, {"best_step", r.best_step}});
+    if (first || score > best.result.best_dev.metrics.at("main")) {
+      best.lr = lr;
+      best.dir = dir;
+      best.result = r;
+      first = false;
+    }
+  }
+  if (lrs.size() > 1 && is_main_rank()) {
+    write_file_atomic(
+        (fs::path(out_dir) / "lr-choice.json").string(),
+        nlohmann::json({{"chosen", best.lr}, {"dir", best.dir}, {"tried", tried}}).dump(2) + "\n");
+    std::cerr << "learning rate chosen on dev: " << best.lr << " (";
+    for (size_t i = 0; i < best.tried.size(); ++i)
+      std::cerr << (i ? ", " : "") << best.tried[i].first << ": " << best.tried[i].second;
+    std::cerr << ")\n";
+  }
+  return best;
 }
 
 }  // namespace slimbert

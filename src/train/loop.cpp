@@ -9,6 +9,7 @@
 
 #include "slimbert/core/dist.h"
 #include "slimbert/core/error.h"
+#include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
 #include "slimbert/core/runtime.h"
 #include "slimbert/data/mlm.h"
@@ -106,8 +107,11 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
 
   const int64_t warmup = static_cast<int64_t>(o.warmup_fraction * static_cast<double>(o.steps));
   std::optional<Progress> progress;
-  if (is_main_rank())
+  if (is_main_rank()) {
     progress.emplace(o.what, o.steps, (fs::path(o.out_dir) / "metrics.jsonl").string(), step);
+    if (!run_config().empty())
+      write_file_atomic((fs::path(o.out_dir) / "config.json").string(), run_config());
+  }
   const double peak = measure_matmul_gflops() * 1e9;
   const auto started = std::chrono::steady_clock::now();
   const int64_t first_step = step;

@@ -14,6 +14,21 @@
 
 namespace slimbert {
 
+namespace {
+std::string& stored_run_config() {
+  static std::string config;
+  return config;
+}
+}  // namespace
+
+void set_run_config(const std::string& json) {
+  stored_run_config() = json;
+}
+
+const std::string& run_config() {
+  return stored_run_config();
+}
+
 std::string format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   char buf[32];

@@ -6,6 +6,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/io/checkpoint.h"
+#include "slimbert/model/history.h"
 #include "slimbert/model/names.h"
 #include "slimbert/wid/wid.h"
 
@@ -25,7 +26,8 @@ std::pair<BertConfig, BertForMaskedLM> merge_student(const WidModelImpl& model,
   if (!masks.active()) fail("WID merge: no masks yet (pruning has not started)");
   const at::Tensor ih = kept_index(masks.residual);
   const int64_t hidden = ih.size(0);
-  const BertConfig config = student_config(t, hidden, strategy);
+  BertConfig config = student_config(t, hidden, strategy);
+  add_history(config, "wid student");
   const int64_t heads = config.num_attention_heads, head_size = config.attention_head_size();
 
   TensorMap w;

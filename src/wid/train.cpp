@@ -11,6 +11,7 @@
 #include "slimbert/core/json.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/flops.h"
+#include "slimbert/model/names.h"
 #include "slimbert/train/checkpointing.h"
 #include "slimbert/wid/wid.h"
 
@@ -174,6 +175,40 @@ class WidTraining : public MlmMethod {
 
 }  // namespace
 
+namespace {
+
+// WID trains the masked LM: a task model fine-tuned from it has no MLM head to start from.
+BertForMaskedLM load_mlm_teacher(const std::string& dir) {
+  try {
+    return load_masked_lm(dir);
+  } catch (const Error&) {
+    const TensorMap w = load_weights(dir);
+    if (!w.count(hf::kMlmBias) && w.count(hf::path({hf::kClassifier, "weight"})))
+      fail("WID needs the pretrained masked LM (with its MLM head, cls.predictions.*), but ", dir,
+           " is a fine-tuned classifier (classifier.weight): give the checkpoint it was "
+           "fine-tuned from");
+    throw;
+  }
+}
+
+}  // namespace
+
+WidOptions short_run_wid_options() {
+  // BERT-AdamW moves every compactor entry by ~lr per step, so a high compactor lr swamps the
+  // identity. Lambda stays the reference's 20: Adam normalises the pull, so removed entries
+  // oscillate around zero with amplitude ~lambda x lr, and lambda 100 collapsed a short run. The
+  // reference's 400k-step recipe (ALGORITHMS.md §A.8) is lr 1e-6, compactor lr 5e-5, lambda 20.
+  WidOptions o;
+  o.train.steps = 2000;
+  o.train.lr = 1e-4;
+  o.train.warmup_fraction = 0.01;
+  o.train.clip = 0;
+  o.compactor_lr = 1e-4;
+  o.surgery.lambda = 20;
+  o.schedule.w_step = 0;  // steps / 32: the target at about half-way
+  return o;
+}
+
 WidResult wid_train(WidOptions o) {
   const PretrainOptions& t = o.train;
   // compute_masks ignores the residual rule under weight scores; say so before any work.
@@ -194,7 +229,7 @@ WidResult wid_train(WidOptions o) {
     fail("--steps ", t.steps, " ends before the masks reach the target (step ", needed,
          " with --w-step ", s.w_step, "); use more steps or a smaller --w-step");
 
-  WidModel model(load_masked_lm(t.init_dir));
+  WidModel model(load_mlm_teacher(t.init_dir));
   // Groups (§A.8): teacher weights at the base rate with decay, their biases/LayerNorms without,
   // compactors at their own rate with decay.
   ParamGroup weights{"weights", {}, {}, t.lr, t.weight_decay};
@@ -281,7 +316,7 @@ BertConfig wid_truncate(const std::string& teacher_dir, WidStrategy strategy,
   WidSchedule s;
   s.strategy = strategy;
   s.target_hidden = resolve_target(config, strategy, target);
-  WidModel model(load_masked_lm(teacher_dir));
+  WidModel model(load_mlm_teacher(teacher_dir));
   auto [student_config_, student] = merge_student(*model, magnitude_masks(*model, s), strategy);
   write_student(out, student_config_, student, Tokenizer::from_dir(teacher_dir), false);
   return student_config_;

@@ -60,6 +60,25 @@ Importance compute_importance(BertForSequenceClassification& model, const Encode
 // unchanged; prefixes of the new order are the most important heads and neurons.
 void rewire(BertModel& model, const Importance& importance);
 
+struct RewireOptions {
+  std::string model_dir;  // the fine-tuned task model
+  std::string task, data_dir;
+  std::string out_dir;          // the rewired model and importance.json
+  std::string split = "train";  // examples scored: train (a seeded subset) or dev
+  int64_t examples = 2000;      // 0 = the whole split
+  int64_t batch_size = 32, max_length = 128;
+  uint64_t seed = 0;  // subset seed
+  ImportanceOptions importance;
+  bool skip_bad_rows = false;
+};
+struct RewireResult {
+  std::string source;  // the split's file
+  int64_t examples = 0;
+  Importance importance;
+};
+// Scores `model_dir` on the task, rewires it and writes it with importance.json to `out_dir`.
+RewireResult rewire_model(const RewireOptions& options);
+
 // The orders rewire applies: per layer, head and neuron indices by descending importance
 // (stable: ties keep their index order).
 std::vector<at::Tensor> head_order(const Importance& importance);
@@ -85,6 +104,10 @@ struct DynaTrainOptions {
   // Stage 2 teacher: full width (the reference code) or the student's width (the paper).
   bool same_width_teacher = false;
 };
+
+// A stage's defaults: the reference's lr 2e-5 without warmup or weight decay, lambda2 0.1 in
+// stage 1 and 1.0 after.
+DynaTrainOptions stage_defaults(DynaStage stage);
 
 // Teacher hidden-state index matched to each student hidden state at depth `depth` (§B.6):
 // kept_layers(depth) followed by num_layers (the final output).
@@ -152,6 +175,7 @@ struct GridOptions {
   int64_t max_length = 128;
   std::vector<int64_t> latency_batches = {1, 8};
   int64_t latency_seq = 128, latency_iters = 10;
+  bool int8 = false;  // score and time the int8 runtime (weights packed for `widths`)
   bool skip_bad_rows = false;
 };
 

@@ -15,6 +15,9 @@ using TensorMap = std::map<std::string, at::Tensor>;
 
 // Loads every tensor; floating-point tensors (F16, BF16, F64) become F32, integers keep their type.
 TensorMap load_safetensors(const std::string& path);
+// A state dict written by torch.save (zip format; transformers' pytorch_model.bin), floats as
+// float32, through libtorch's unpickler; errors name the file.
+TensorMap load_torch_save(const std::string& path);
 // Writes contiguous CPU copies; with `float_dtype` F16 or BF16, F32 tensors are stored narrowed.
 void save_safetensors(const std::string& path, const TensorMap& tensors,
                       DType float_dtype = DType::F32,

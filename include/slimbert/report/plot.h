@@ -21,10 +21,20 @@ struct PlotSeries {
 // one strictly), sorted by x.
 std::vector<size_t> pareto_front(const std::vector<PlotPoint>& points);
 
+// A horizontal line across the plot at y (e.g. the teacher's score), labelled.
+struct PlotReference {
+  double y = 0;
+  std::string label;
+};
+
 // An SVG scatter plot; each series gets a colour, a legend entry and its Pareto front as a line.
+// Point labels are placed beside their points where they overlap no other label and stay inside
+// the frame (class "point-label"; a label that fits nowhere is left to the point's tooltip); the
+// frame is the rect of class "frame".
 std::string scatter_svg(const std::string& title, const std::string& x_label,
                         const std::string& y_label, const std::vector<PlotSeries>& series,
-                        int width = 560, int height = 380);
+                        int width = 560, int height = 380,
+                        const std::vector<PlotReference>& references = {});
 
 // Escapes text for XML/HTML.
 std::string xml_escape(const std::string& text);

@@ -54,6 +54,19 @@ struct FinetuneResult {
 
 FinetuneResult finetune(const FinetuneOptions& options);
 
+// The learning rate chosen on dev: `train(lr, dir)` runs once per rate, in `out_dir` itself for
+// a single rate, else in out_dir/lr-<rate> (lr-choice.json lists the scores); the best dev score
+// wins, the first rate on ties. Runs that finished before are resumed at their end (cheap).
+struct LrChoice {
+  double lr = 0;
+  std::string dir;  // the winning run's directory (its best/ is the model)
+  FinetuneResult result;
+  std::vector<std::pair<double, double>> tried;  // (lr, best dev score)
+};
+LrChoice choose_lr_on_dev(
+    const std::string& out_dir, const std::vector<double>& lrs,
+    const std::function<FinetuneResult(double lr, const std::string& dir)>& train);
+
 // A split tokenized, with class indices (or regression targets) in example order.
 struct EncodedTask {
   std::vector<Encoding> inputs;

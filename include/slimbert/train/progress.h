@@ -9,6 +9,12 @@
 
 namespace slimbert {
 
+// The configuration of the running command (its command line, every option, the threads),
+// given by the CLI; every training run writes it to its run directory as config.json instead of
+// printing it. Empty by default: library callers write none.
+void set_run_config(const std::string& json);
+const std::string& run_config();
+
 // Keeps the lines of the JSONL metrics file `path` whose step is at most `step` (atomically).
 void truncate_metrics(const std::string& path, int64_t step);
 

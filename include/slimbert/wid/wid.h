@@ -228,6 +228,8 @@ struct WidResult {
   MlmValidation student_validation;  // the merged student's, on the same validation batches
 };
 
+// Defaults for short runs (thousands of steps), measured in docs/RESULTS.md.
+WidOptions short_run_wid_options();
 WidResult wid_train(WidOptions options);
 // Merges the compactor checkpoint `checkpoint_dir` (a WID checkpoint) into a student at `out`.
 BertConfig wid_merge(const std::string& checkpoint_dir, const std::string& out, bool float16);
