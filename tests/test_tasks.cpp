@@ -182,7 +182,9 @@ TEST(LoaderErrors, MalformedRowsUnknownLabelsAndSingleClass) {
   EXPECT_ERROR_CONTAINS(TaskSpec::make("tsv", d / "one"), "only one label");
   write(d / "nohdr/train.tsv", "foo\tbar\n");
   EXPECT_ERROR_CONTAINS(TaskSpec::make("tsv", d / "nohdr"), "header needs a text column");
-  EXPECT_ERROR_CONTAINS(TaskSpec::make("tsv", d / "missing"), "train.tsv", "not found");
+  EXPECT_ERROR_CONTAINS(TaskSpec::make("tsv", d / "missing"), "missing: task directory not found");
+  write(d / "notrain/dev.tsv", "sentence\tlabel\na\tpos\n");
+  EXPECT_ERROR_CONTAINS(TaskSpec::make("tsv", d / "notrain"), "train.tsv", "not found");
 }
 
 // ---- Fine-tuning
