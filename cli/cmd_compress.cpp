@@ -87,6 +87,9 @@ void add_compress(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--resume", o->c.resume,
                 "continue a run in --out: finished stages are skipped, the running one resumes");
+  cmd->add_flag("--keep-stages", o->c.keep_stages,
+                "keep every stage's model (by default only model/, exports/, the report and "
+                "the stages' logs stay)");
   cmd->add_flag("--skip-bad-rows", o->c.skip_bad_rows, "skip malformed rows instead of failing");
   add_verbose_flag(cmd, &o->verbose);
   add_runtime_options(cmd, &o->runtime);

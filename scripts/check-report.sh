@@ -14,8 +14,9 @@ flags=(--headless --no-sandbox --disable-gpu --hide-scrollbars --virtual-time-bu
 dom=$(chromium "${flags[@]}" --dump-dom "file://$report#check" 2>/dev/null)
 chromium "${flags[@]}" --window-size=1200,2400 --screenshot="${report%.html}.png" \
   "file://$report" >/dev/null 2>&1 || true
-check=$(printf '%s' "$dom" | sed -n '/<pre id="layout-check">/,/<\/pre>/p' |
-  sed -e 's/<pre id="layout-check">//' -e 's/<\/pre>.*//')
+# The check's text: between <pre id="layout-check"> and the next </pre>, lines kept.
+check=$(printf '%s' "$dom" | tr '\n' '\r' |
+  sed -n 's|.*<pre id="layout-check">\([^<]*\)</pre>.*|\1|p' | tr '\r' '\n')
 echo "check-report: $report"
 printf '%s\n' "$check" | sed 's/^/  /'
 plots=$(printf '%s\n' "$check" | sed -n 's/^plots \([0-9]*\)$/\1/p')

@@ -68,6 +68,8 @@ TEST(Compress, DynaBertPipelineRunsEndToEndAndItsExportsEqualTheSlices) {
   EXPECT_TRUE(fs::exists(out + "/model/profile.json"));
   EXPECT_FALSE(fs::exists(out + "/stage1/checkpoints"));
   EXPECT_FALSE(fs::exists(out + "/stage2/model"));
+  EXPECT_FALSE(fs::exists(out + "/stage3/best/model.safetensors"));
+  EXPECT_TRUE(fs::exists(out + "/stage3/metrics.jsonl"));
   const std::string html = read_file(out + "/report.html");
   size_t svgs = 0;
   for (size_t at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1))

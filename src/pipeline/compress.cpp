@@ -164,10 +164,27 @@ class Pipeline {
       ledger_.finish(name, result);
       std::cerr << head << ": done in " << std::round(seconds) << " s\n";
     }
+    if (!o_.keep_stages) drop_stage_models();
     return result_from_ledger();
   }
 
  private:
+  // What a user looks at stays (model/, exports/, report.html, grid/, each stage's logs); the
+  // stages' own models go once the exports exist: a finished run is not resumed into them.
+  void drop_stage_models() const {
+    for (const char* stage : {"rewired", "stage1", "stage2", "stage3", "wid", "student"}) {
+      const fs::path dir = out(stage);
+      if (!fs::exists(dir)) continue;
+      std::vector<fs::path> doomed;
+      for (const auto& e : fs::recursive_directory_iterator(dir)) {
+        const std::string name = e.path().filename().string();
+        if (name.rfind("model.safetensors", 0) == 0 || name == "optimizer.safetensors")
+          doomed.push_back(e.path());
+      }
+      for (const auto& p : doomed) remove_tree(p.string());
+    }
+  }
+
   std::string out(const std::string& sub) const { return (fs::path(o_.out_dir) / sub).string(); }
 
   FinetuneOptions task_options(const std::string& model_dir) const {

@@ -173,7 +173,8 @@ std::string compress_report_html(const ReportInput& in) {
 
   html +=
       "<h2>Stages</h2><table><tr><th class=l>stage</th><th>seconds</th><th>lr</th>"
-      "<th>best dev</th><th class=l>result</th></tr>";
+      "<th>best dev (DynaBERT stages: summed over the sub-networks)</th><th "
+      "class=l>result</th></tr>";
   for (const auto& [name, r] : in.stages)
     html += "<tr><td class=l>" + xml_escape(name) + "</td><td>" +
             fixed(r.value("seconds", 0.0), 0) + "</td><td>" +

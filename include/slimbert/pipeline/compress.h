@@ -44,6 +44,7 @@ struct CompressOptions {
   uint64_t seed = 0;
   int64_t log_every = 50;
   bool resume = false;
+  bool keep_stages = false;  // keep each stage's model (by default only their logs stay)
   bool skip_bad_rows = false;
   std::string command;  // the command line, for the report
 };
