@@ -100,6 +100,7 @@ void add_compress(CLI::App& app) {
     o->c.lrs = parse_list(o->lrs, "--lr");
     o->c.stage3 = !o->no_stage3;
     o->c.command = command_line();
+    o->c.runtime = o->runtime;
     configure_runtime(o->runtime);
     record_run_config(cmd, o->verbose);
     const CompressResult r = compress(o->c);

@@ -8,6 +8,7 @@
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "slimbert/core/error.h"
@@ -140,6 +141,22 @@ void drop_training_state(const std::string& dir) {
     if (entry.is_directory() && entry.path().filename().string().rfind("lr-", 0) == 0)
       drop_training_state(entry.path().string());
 }
+
+// While alive, the threads run libtorch's pool (int8 products) instead of OpenBLAS.
+class Int8Threads {
+ public:
+  explicit Int8Threads(const RuntimeConfig& runtime) : runtime_(runtime) {
+    RuntimeConfig r = runtime;
+    r.torch_intra = true;
+    configure_runtime(r);
+  }
+  ~Int8Threads() { configure_runtime(runtime_); }
+  Int8Threads(const Int8Threads&) = delete;
+  Int8Threads& operator=(const Int8Threads&) = delete;
+
+ private:
+  RuntimeConfig runtime_;
+};
 
 class Pipeline {
  public:
@@ -352,6 +369,7 @@ class Pipeline {
     if (o_.int8) {
       GridOptions g = grid_options();
       g.int8 = true;
+      Int8Threads threads(o_.runtime);
       series.push_back({name + " int8", evaluate_grid(out("model"), g)});
     }
     GridOptions t = grid_options();
@@ -366,6 +384,8 @@ class Pipeline {
     nlohmann::json written = nlohmann::json::array();
     for (bool int8 : {false, true}) {
       if (int8 && !o_.int8) continue;
+      std::optional<Int8Threads> threads;
+      if (int8) threads.emplace(o_.runtime);
       std::vector<SubNet> subnets;
       for (double d : depths())
         for (double w : widths()) subnets.push_back({w, d});

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "slimbert/core/runtime.h"
 #include "slimbert/model/bert.h"
 
 namespace slimbert {
@@ -47,6 +48,9 @@ struct CompressOptions {
   bool keep_stages = false;  // keep each stage's model (by default only their logs stay)
   bool skip_bad_rows = false;
   std::string command;  // the command line, for the report
+  // Threads: training and fp32 products on OpenBLAS; the int8 parts give them to libtorch's
+  // pool (its quantized products run there) and hand them back after.
+  RuntimeConfig runtime;
 };
 
 struct CompressedModel {
