@@ -6,9 +6,9 @@
 # "spam debsec para wngloss") picks tasks; a task whose OUT_DIR/TASK/eval.json exists is not run
 # again.
 # DISTIL=DIR distils from the fine-tuned teachers DIR/TASK/best (--distil-from; KD_WEIGHT,
-# default 1, and --kd-temperature 1). LRS="1e-4 5e-4" runs each learning rate into
-# OUT_DIR/lr-LR/TASK and keeps, per task, the one with the best dev score (test is not looked at):
-# OUT_DIR/TASK is a link to it. Default LRS: 1e-4. With DISTIL, LRS=teacher uses the learning
+# default 1, and --kd-temperature 1). LRS="1e-4 5e-4" is passed on as `finetune --lr 1e-4,5e-4`,
+# which trains each rate in OUT_DIR/TASK/lr-LR and keeps the best on dev (test is not looked at)
+# as OUT_DIR/TASK/best. Default LRS: 1e-4. With DISTIL, LRS=teacher uses the learning
 # rate the teacher of each task was trained with (its eval.json).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,22 +34,14 @@ lr = json.load(open(sys.argv[1])).get("training", {}).get("lr")
 sys.exit(f"{sys.argv[1]}: no training.lr recorded (a report older than that field); give LRS") if lr is None else print(lr)' \
       "$(realpath "$DISTIL")/$task/eval.json"))
   fi
-  for lr in "${task_lrs[@]}"; do
-    dir="$out/$task"
-    (( ${#task_lrs[@]} > 1 )) && dir="$out/lr-$lr/$task"
-    [[ -f "$dir/eval.json" ]] && continue
-    mkdir -p "$(dirname "$dir")"
-    start=$(date +%s)
-    "$slimbert" finetune --model "$model" --task tsv --data "$root/data/tasks/$task" --out "$dir" \
-      --epochs $epochs --batch-size 32 --max-length 128 --lr "$lr" --warmup 0.1 --seed "${SEED:-0}" \
-      --log-every 100 "${kd[@]}" "$@" 2>"$dir.log" | tail -n 1
-    echo "$task lr $lr: $(( $(date +%s) - start )) s" | tee -a "$out-times.txt"
-  done
-  if (( ${#task_lrs[@]} > 1 )); then
-    # In LRS order, so a tie goes to the first rate listed.
-    /usr/bin/python3 "$root/scripts/pick-on-dev.py" --tasks "$task" "$out" "${task_lrs[@]/#/$out/lr-}" |
-      tee -a "$out-times.txt"
-  fi
+  # One finetune call: with several rates it trains each in $out/$task/lr-<rate> and keeps the
+  # best on dev as $out/$task/best and eval.json (ties: the first rate listed).
+  dir="$out/$task"
+  start=$(date +%s)
+  "$slimbert" finetune --model "$model" --task tsv --data "$root/data/tasks/$task" --out "$dir" \
+    --epochs $epochs --batch-size 32 --max-length 128 --lr "$(IFS=,; echo "${task_lrs[*]}")" \
+    --warmup 0.1 --seed "${SEED:-0}" --log-every 100 "${kd[@]}" "$@" 2>"$dir.log" | tail -n 2
+  echo "$task lr ${task_lrs[*]}: $(( $(date +%s) - start )) s" | tee -a "$out-times.txt"
 done
 /usr/bin/python3 - "$out" ${TASKS:-spam debsec para wngloss} <<'PY'
 import json, sys, os

@@ -7,8 +7,9 @@ Each RUN_DIR holds TASK/eval.json (a finetune-tasks.sh output, e.g. one per lear
 OUT_DIR/TASK becomes a link to the TASK run with the highest dev "main" score (ties: the
 first RUN_DIR given); test scores are not looked at. Every task found in a RUN_DIR is linked,
 or only those of --tasks (a task the grid did not cover for this seed stays out). This is
-finetune-tasks.sh's LRS grid selection, for runs made separately (another learning rate added
-later, a run reused from an earlier protocol). Prints the choice per task.
+the learning-rate choice on dev for runs made separately (another learning rate added
+later, a run reused from an earlier protocol); within one run, `slimbert finetune --lr A,B,C`
+chooses (finetune-tasks.sh passes LRS to it). Prints the choice per task.
 """
 import argparse, json, os, sys
 

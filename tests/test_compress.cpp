@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -149,6 +150,28 @@ TEST(Compress, WidPipelineMergesAndFinetunesTheStudent) {
   EXPECT_EQ(load_config_dir(dir).num_labels(), 2);
   EXPECT_NEAR(dev_score(dir), ledger(out)["stages"]["student"]["dev"].get<double>(), 1e-9);
   EXPECT_TRUE(fs::exists(out + "/report.html"));
+}
+
+// WID's student made width x depth adaptive: the ten stages, and a history that says so.
+TEST(Compress, WidThenDynaBertMakesTheStudentAdaptive) {
+  const CompressWorld& w = compress_world();
+  const std::string out = w.dir / "wid-dyna";
+  const test::CliResult r = test::run_cli(
+      "compress --method wid+dynabert --model " + w.teacher + " --task tsv --data " + w.task +
+      " --out " + out + " --corpus " + test::world().shards + " --mlm-teacher " +
+      test::world().init +
+      " --wid-steps 40 --target-hidden 16 --student-epochs 1 --widths 1,0.5 --depths 1,0.5"
+      " --batch-size 16 --max-length 16 --lr 1e-3 --rewire-examples 64 --latency-iters 2"
+      " --log-every 100 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("[3/10] rewire"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("[10/10] report"), std::string::npos) << r.err;
+  const nlohmann::json history =
+      nlohmann::json::parse(read_file(out + "/model/config.json")).at("slimbert_history");
+  EXPECT_EQ(history.front(), "wid student");
+  EXPECT_NE(std::find(history.begin(), history.end(), "rewired"), history.end()) << history;
+  EXPECT_EQ(history.back(), "dynabert finetune") << history;
+  EXPECT_EQ(load_config_dir(out + "/model").hidden_size, 16);
 }
 
 TEST(Compress, WidWithoutCorpusIsAClearError) {

@@ -267,8 +267,11 @@ class Pipeline {
                            w.train.batch_size = o_.batch_size;
                            w.train.seed = o_.seed;
                            w.train.log_every = o_.log_every;
-                           w.train.eval_every = std::max<int64_t>(1, o_.wid_steps / 4);
-                           w.train.save_every = w.train.eval_every;
+                           // One validation, at the end (it scores the merged student too);
+                           // checkpoints four times a run, for --resume.
+                           w.train.eval_every = o_.wid_steps;
+                           w.train.eval_batches = 5;
+                           w.train.save_every = std::max<int64_t>(1, o_.wid_steps / 4);
                            w.train.resume = o_.resume;
                            w.target.hidden = target_hidden();
                            const WidResult r = wid_train(w);
