@@ -204,8 +204,8 @@ class Pipeline {
 
   std::string out(const std::string& sub) const { return (fs::path(o_.out_dir) / sub).string(); }
 
-  FinetuneOptions task_options(const std::string& model_dir) const {
-    FinetuneOptions f;
+  // `base` with this run's task, data and loop settings (a stage's own defaults stay).
+  FinetuneOptions task_options(FinetuneOptions f, const std::string& model_dir) const {
     f.model_dir = model_dir;
     f.task = o_.task;
     f.data_dir = o_.data_dir;
@@ -236,10 +236,8 @@ class Pipeline {
                             const std::string& teacher) {
     return train_stage(dir, [&](double lr, const std::string& run_dir) {
       DynaTrainOptions d = stage_defaults(stage);
-      d.train = task_options(from);
+      d.train = task_options(d.train, from);
       d.train.lr = lr;
-      d.train.warmup_fraction = 0;
-      d.train.weight_decay = 0;
       d.train.out_dir = run_dir;
       d.teacher_dir = teacher;
       d.widths = o_.widths;
@@ -282,15 +280,15 @@ class Pipeline {
                                                  {"mlm_loss", r.student_validation.loss}};
                          }});
       stages_.push_back({"student", [this] {
-                           return train_stage(out("student"),
-                                              [&](double lr, const std::string& dir) {
-                                                FinetuneOptions f = task_options(model_of("wid"));
-                                                f.epochs = o_.student_epochs;
-                                                f.lr = lr;
-                                                f.out_dir = dir;
-                                                f.distil_from = o_.model_dir;
-                                                return finetune(f);
-                                              });
+                           return train_stage(
+                               out("student"), [&](double lr, const std::string& dir) {
+                                 FinetuneOptions f = task_options({}, model_of("wid"));
+                                 f.epochs = o_.student_epochs;
+                                 f.lr = lr;
+                                 f.out_dir = dir;
+                                 f.distil_from = o_.model_dir;
+                                 return finetune(f);
+                               });
                          }});
     }
     if (dyna) {

@@ -14,6 +14,12 @@ std::string fixed(double v, int digits) {
   return s.str();
 }
 
+std::string general(double v) {  // 0.0001 -> "0.0001", 1e-05 -> "1e-05", as %g writes them
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
 std::string point_label(const nlohmann::json& p) {
   std::ostringstream l;
   l << "w" << p.at("width").get<double>() << ",d" << p.at("depth").get<double>();
@@ -176,13 +182,12 @@ std::string compress_report_html(const ReportInput& in) {
       "<th>best dev (DynaBERT stages: summed over the sub-networks)</th><th "
       "class=l>result</th></tr>";
   for (const auto& [name, r] : in.stages)
-    html += "<tr><td class=l>" + xml_escape(name) + "</td><td>" +
-            fixed(r.value("seconds", 0.0), 0) + "</td><td>" +
-            (r.contains("lr") ? fixed(r.at("lr").get<double>() * 1e4, 1) + "e-4" : "") +
-            "</td><td>" + (r.contains("dev") ? fixed(r.at("dev").get<double>(), 4) : "") +
-            "</td><td class=l><code>" +
-            xml_escape(r.contains("model") ? r.at("model").get<std::string>() : "") +
-            "</code></td></tr>";
+    html +=
+        "<tr><td class=l>" + xml_escape(name) + "</td><td>" + fixed(r.value("seconds", 0.0), 0) +
+        "</td><td>" + (r.contains("lr") ? general(r.at("lr").get<double>()) : "") + "</td><td>" +
+        (r.contains("dev") ? fixed(r.at("dev").get<double>(), 4) : "") + "</td><td class=l><code>" +
+        xml_escape(r.contains("model") ? r.at("model").get<std::string>() : "") +
+        "</code></td></tr>";
   html += "</table><h2>Command</h2><pre>" + xml_escape(in.command) + "</pre>";
   html += "<pre id=\"layout-check\"></pre>";
   html += kLayoutCheck;
