@@ -134,6 +134,16 @@ const std::string& command_line();
 // least 1"); CLI11's PositiveNumber prints double's maximum in full.
 CLI::Validator positive_count();
 
+// An option whose absence means "the library's default": `target` stays empty unless given.
+template <typename T>
+CLI::Option* optional_option(CLI::App* cmd, const std::string& name, std::optional<T>& target,
+                             const std::string& help, const CLI::Validator& check) {
+  return cmd
+      ->add_option_function<T>(
+          name, [&target](const T& v) { target = v; }, help)
+      ->check(check);
+}
+
 // Training commands record their configuration (command line, every option, threads) in their
 // run directory's config.json; --verbose also prints it.
 void add_verbose_flag(CLI::App* cmd, bool* verbose);

@@ -8,7 +8,9 @@
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
+#include <vector>
 
 #include "mlm_world.h"
 #include "slimbert/io/checkpoint.h"
@@ -36,11 +38,12 @@ const CompressWorld& compress_world() {
   return w;
 }
 
-std::string dyna_args(const std::string& out) {
+std::string dyna_args(const std::string& out, int log_every = 100) {
   const CompressWorld& w = compress_world();
   return "compress --model " + w.teacher + " --task tsv --data " + w.task + " --out " + out +
          " --widths 1,0.5 --depths 1,0.5 --batch-size 16 --max-length 16 --lr 1e-3"
-         " --rewire-examples 64 --latency-iters 2 --log-every 100 --threads 1";
+         " --rewire-examples 64 --latency-iters 2 --threads 1 --log-every " +
+         std::to_string(log_every);
 }
 
 nlohmann::json ledger(const std::string& out) {
@@ -109,6 +112,50 @@ TEST(Compress, DynaBertPipelineRunsEndToEndAndItsExportsEqualTheSlices) {
   EXPECT_NE(other.err.find("--resume: epochs is 2 but"), std::string::npos) << other.err;
 }
 
+// Each logged training line of a stage's metrics.jsonl.
+std::vector<nlohmann::json> step_lines(const std::string& metrics) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(read_file(metrics));
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    if (j.contains("loss")) lines.push_back(std::move(j));
+  }
+  return lines;
+}
+
+TEST(Compress, HyperParameterOverridesReachTheirStagesAndBindTheResume) {
+  const std::string out = compress_world().dir / "overrides";
+  // No logit and no hidden-state loss in stage 1 (its loss is exactly 0), stage 2's own lambda2;
+  // a warm-up in every stage (the first step runs below the peak rate).
+  const std::string args = dyna_args(out, 1) + " --no-stage3 --warmup 0.5 --lambda1 0";
+  const test::CliResult r = test::run_cli(args + " --stage1-lambda2 0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto stage1 = step_lines(out + "/stage1/metrics.jsonl");
+  const auto stage2 = step_lines(out + "/stage2/metrics.jsonl");
+  ASSERT_GE(stage1.size(), 2u);
+  ASSERT_GE(stage2.size(), 2u);
+  for (const auto& line : stage1) EXPECT_EQ(line.at("loss").get<double>(), 0.0) << line;
+  for (const auto& line : stage2) EXPECT_GT(line.at("loss").get<double>(), 0.0) << line;
+  for (const auto* lines : {&stage1, &stage2}) {
+    EXPECT_LT(lines->front().at("lr").get<double>(), 0.99e-3) << lines->front();
+    EXPECT_GT(lines->at(1).at("lr").get<double>(), lines->front().at("lr").get<double>());
+  }
+  const test::CliResult other = test::run_cli(args + " --stage1-lambda2 0.5 --resume");
+  EXPECT_NE(other.code, 0);
+  EXPECT_NE(other.err.find("--resume: stage1_lambda2 is 0.5 but"), std::string::npos) << other.err;
+  const test::CliResult unset = test::run_cli(dyna_args(out, 1) + " --resume --no-stage3");
+  EXPECT_NE(unset.code, 0);
+  EXPECT_NE(unset.err.find("--resume: lambda1 is not set but"), std::string::npos) << unset.err;
+  // An override of a stage the method does not run is a usage error, before any work.
+  const CompressWorld& w = compress_world();
+  const test::CliResult wrong =
+      test::run_cli("compress --method dynabert --model " + w.teacher + " --task tsv --data " +
+                    w.task + " --out " + (w.dir / "wrong-method") + " --wid-lambda 5");
+  EXPECT_NE(wrong.code, 0);
+  EXPECT_NE(wrong.err.find("--method dynabert does not run"), std::string::npos) << wrong.err;
+  EXPECT_FALSE(fs::exists(w.dir / "wrong-method"));
+}
+
 TEST(Compress, AKilledRunResumesToTheUninterruptedOne) {
   const std::string straight = compress_world().dir / "straight",
                     killed = compress_world().dir / "killed";
@@ -141,10 +188,19 @@ TEST(Compress, WidPipelineMergesAndFinetunesTheStudent) {
       "compress --method wid --model " + w.teacher + " --task tsv --data " + w.task + " --out " +
       out + " --corpus " + test::world().shards + " --mlm-teacher " + test::world().init +
       " --wid-steps 40 --target-hidden 16 --student-epochs 1 --batch-size 16 --max-length 16"
-      " --lr 1e-3 --latency-iters 2 --log-every 100 --threads 1");
+      " --lr 1e-3 --latency-iters 2 --log-every 100 --threads 1 --zero-by 0.5 --kd-weight 0.7");
   ASSERT_EQ(r.code, 0) << r.err;
   for (const char* stage : {"[1/6] wid", "[2/6] student", "[3/6] grid", "[6/6] report"})
     EXPECT_NE(r.err.find(stage), std::string::npos) << stage << "\n" << r.err;
+  // --zero-by reached WID: removed entries end at exactly zero, so the merge changes nothing.
+  const std::string said = "merged student validation loss ";
+  const size_t at = r.err.find(said);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const double merged = std::stod(r.err.substr(at + said.size()));
+  const size_t before = r.err.find("(compactor model ", at);
+  ASSERT_NE(before, std::string::npos) << r.err;
+  EXPECT_NEAR(merged, std::stod(r.err.substr(before + 17)), 1e-4) << r.err.substr(at, 120);
+  EXPECT_EQ(ledger(out)["options"]["kd_weight"], 0.7);
   const std::string dir = out + "/exports/w1_d1";
   EXPECT_EQ(load_config_dir(dir).hidden_size, 16);
   EXPECT_EQ(load_config_dir(dir).num_labels(), 2);

@@ -52,8 +52,14 @@ const CompressedModel& CompressResult::chosen() const {
 
 namespace {
 
+template <typename T>
+nlohmann::json or_null(const std::optional<T>& value) {
+  return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
+}
+
 // The options that define a run's results: a resumed run must repeat them.
 nlohmann::json signature(const CompressOptions& o) {
+  const CompressOptions::Overrides& s = o.set;
   nlohmann::json j = {{"model", o.model_dir},
                       {"task", o.task},
                       {"data", o.data_dir},
@@ -67,8 +73,25 @@ nlohmann::json signature(const CompressOptions& o) {
                       {"max_length", o.max_length},
                       {"max_train_examples", o.max_train_examples},
                       {"rewire_examples", o.rewire_examples},
-                      {"seed", o.seed}};
+                      {"seed", o.seed},
+                      {"warmup", or_null(s.warmup)},
+                      {"weight_decay", or_null(s.weight_decay)},
+                      {"clip", or_null(s.clip)}};
+  if (o.method != CompressMethod::kWid) {
+    j["lambda1"] = or_null(s.lambda1);
+    j["stage1_lambda2"] = or_null(s.stage1_lambda2);
+    j["stage2_lambda2"] = or_null(s.stage2_lambda2);
+    j["same_width_teacher"] = or_null(s.same_width_teacher);
+  }
   if (o.method != CompressMethod::kDynaBert) {
+    j["kd_weight"] = or_null(s.kd_weight);
+    j["kd_temperature"] = or_null(s.kd_temperature);
+    j["wid_lr"] = or_null(s.wid_lr);
+    j["compactor_lr"] = or_null(s.compactor_lr);
+    j["wid_lambda"] = or_null(s.wid_lambda);
+    j["zero_by"] = or_null(s.zero_by);
+    j["w_step"] = or_null(s.w_step);
+    j["strategy"] = or_null(s.strategy);
     j["corpus"] = o.corpus;
     j["mlm_teacher"] = o.mlm_teacher;
     j["wid_steps"] = o.wid_steps;
@@ -76,6 +99,11 @@ nlohmann::json signature(const CompressOptions& o) {
     j["student_epochs"] = o.student_epochs;
   }
   return j;
+}
+
+// An option's value as a resume error shows it; null is an override left at the stage default.
+std::string shown(const nlohmann::json& value) {
+  return value.is_null() ? "not set" : value.dump();
 }
 
 // OUT/compress.json: the run's signature and each finished stage's result, rewritten atomically
@@ -100,8 +128,8 @@ class Ledger {
         fail(path_, ": expected {\"options\": ..., \"stages\": {...}}");
       for (const auto& [key, value] : sig.items())
         if (!saved["options"].contains(key) || saved["options"][key] != value)
-          fail("--resume: ", key, " is ", value.dump(), " but ", o.out_dir, " was started with ",
-               saved["options"].contains(key) ? saved["options"][key].dump() : "none");
+          fail("--resume: ", key, " is ", shown(value), " but ", o.out_dir, " was started with ",
+               saved["options"].contains(key) ? shown(saved["options"][key]) : "none");
       state_ = saved;
     } else {
       if (fs::exists(o.out_dir) && !fs::is_empty(o.out_dir) && !o.resume)
@@ -157,6 +185,11 @@ class Int8Threads {
  private:
   RuntimeConfig runtime_;
 };
+
+template <typename T>
+void set_if(T& field, const std::optional<T>& value) {
+  if (value) field = *value;
+}
 
 class Pipeline {
  public:
@@ -217,6 +250,9 @@ class Pipeline {
     f.resume = o_.resume;
     f.skip_bad_rows = o_.skip_bad_rows;
     f.max_train_examples = o_.max_train_examples;
+    set_if(f.warmup_fraction, o_.set.warmup);
+    set_if(f.weight_decay, o_.set.weight_decay);
+    set_if(f.clip, o_.set.clip);
     return f;
   }
 
@@ -242,6 +278,13 @@ class Pipeline {
       d.teacher_dir = teacher;
       d.widths = o_.widths;
       d.depths = o_.depths;
+      const CompressOptions::Overrides& set = o_.set;
+      if (stage != DynaStage::kFinetune) set_if(d.lambda1, set.lambda1);
+      if (stage == DynaStage::kWidth) set_if(d.lambda2, set.stage1_lambda2);
+      if (stage == DynaStage::kWidthDepth) {
+        set_if(d.lambda2, set.stage2_lambda2);
+        set_if(d.same_width_teacher, set.same_width_teacher);
+      }
       return dynabert_train(d);
     });
   }
@@ -272,6 +315,13 @@ class Pipeline {
                            w.train.save_every = std::max<int64_t>(1, o_.wid_steps / 4);
                            w.train.resume = o_.resume;
                            w.target.hidden = target_hidden();
+                           const CompressOptions::Overrides& set = o_.set;
+                           set_if(w.train.lr, set.wid_lr);
+                           set_if(w.compactor_lr, set.compactor_lr);
+                           set_if(w.surgery.lambda, set.wid_lambda);
+                           set_if(w.schedule.zero_by, set.zero_by);
+                           set_if(w.schedule.w_step, set.w_step);
+                           w.schedule.strategy = strategy();
                            const WidResult r = wid_train(w);
                            if (!r.train.finished) fail("WID stopped at step ", r.train.step);
                            remove_tree(out("wid/checkpoints"));
@@ -287,6 +337,8 @@ class Pipeline {
                                  f.lr = lr;
                                  f.out_dir = dir;
                                  f.distil_from = o_.model_dir;
+                                 set_if(f.kd_weight, o_.set.kd_weight);
+                                 set_if(f.kd_temperature, o_.set.kd_temperature);
                                  return finetune(f);
                                });
                          }});
@@ -327,9 +379,14 @@ class Pipeline {
     stages_.push_back({"report", [this] { return report(); }});
   }
 
+  WidStrategy strategy() const {
+    return o_.set.strategy ? parse_wid_strategy(*o_.set.strategy)
+                           : short_run_wid_options().schedule.strategy;
+  }
+
   int64_t target_hidden() const {
     const BertConfig t = load_config_dir(o_.mlm_teacher);
-    const std::vector<int64_t> valid = valid_target_hiddens(t, WidStrategy::kDim);
+    const std::vector<int64_t> valid = valid_target_hiddens(t, strategy());
     const int64_t want = o_.target_hidden > 0 ? o_.target_hidden : t.hidden_size / 2;
     int64_t best = valid.front();
     for (int64_t v : valid)
@@ -523,6 +580,18 @@ CompressResult compress(const CompressOptions& options) {
          " needs --corpus (MLM shards) and --mlm-teacher (the pretrained masked LM the task model "
          "was fine-tuned from)");
   if (options.lrs.empty()) fail("--lr: no learning rate");
+  const CompressOptions::Overrides& s = options.set;
+  if (options.method == CompressMethod::kWid &&
+      (s.lambda1 || s.stage1_lambda2 || s.stage2_lambda2 || s.same_width_teacher))
+    fail(
+        "--lambda1, --stage1-lambda2, --stage2-lambda2 and --teacher-width set the DynaBERT "
+        "stages, which --method wid does not run");
+  if (options.method == CompressMethod::kDynaBert &&
+      (s.kd_weight || s.kd_temperature || s.wid_lr || s.compactor_lr || s.wid_lambda || s.zero_by ||
+       s.w_step || s.strategy))
+    fail(
+        "--kd-weight, --kd-temperature, --wid-lr, --compactor-lr, --wid-lambda, --zero-by, "
+        "--w-step and --strategy set the WID stages, which --method dynabert does not run");
   Pipeline pipeline(options);
   return pipeline.run();
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,19 @@ struct CompressOptions {
   int64_t student_epochs = 3;  // the WID student's fine-tuning
   int64_t batch_size = 32, max_length = 128;
   int64_t max_train_examples = 0;  // > 0: a seeded subset of the training set
+  // Hyper-parameters past the recipes: unset, each stage keeps its own default (stage_defaults,
+  // short_run_wid_options, finetune's), the values docs/RESULTS.md measured.
+  struct Overrides {
+    std::optional<double> warmup, weight_decay, clip;      // every task-training stage
+    std::optional<double> lambda1;                         // DynaBERT stages 1 and 2: logit loss
+    std::optional<double> stage1_lambda2, stage2_lambda2;  // hidden-state + embedding loss
+    std::optional<bool> same_width_teacher;           // stage 2's teacher at the student's width
+    std::optional<double> kd_weight, kd_temperature;  // the WID student's fine-tuning
+    // WID: base and compactor learning rates, the pull on removed entries, the mask schedule.
+    std::optional<double> wid_lr, compactor_lr, wid_lambda, zero_by;
+    std::optional<int64_t> w_step;
+    std::optional<std::string> strategy;  // dim | head
+  } set;
   int64_t rewire_examples = 2000;
   double budget_ms = 0;  // > 0: choose the most accurate sub-network under it at batch 1
   bool int8 = false;     // also score, time and profile the int8 runtime
