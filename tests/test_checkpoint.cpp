@@ -200,6 +200,26 @@ TEST(Checkpoint, DamagedOrHostileTorchSaveFilesAreNamedErrors) {
                         "not a torch.save zip archive");
   EXPECT_ERROR_CONTAINS(load_torch_save(test::fixture("torch-save/evil.bin")), "evil.bin",
                         "calls posix.system, which is not allowed");
+  // A record whose headers claim about 4 GB in a file of 3 KB: refused before any allocation.
+  std::string claims = bytes;
+  auto u16 = [&](size_t at) {
+    return static_cast<size_t>(static_cast<uint8_t>(claims[at])) |
+           static_cast<size_t>(static_cast<uint8_t>(claims[at + 1])) << 8;
+  };
+  bool patched = false;
+  for (size_t at = claims.find("PK\x01\x02"); at != std::string::npos;
+       at = claims.find("PK\x01\x02", at + 4)) {
+    if (claims.compare(at + 46, u16(at + 28), "pytorch_model/data/0") != 0) continue;
+    const size_t local = static_cast<size_t>(static_cast<uint8_t>(claims[at + 42])) |
+                         u16(at + 43) << 8;  // < 64 KiB here
+    for (size_t header : {at + 20, local + 18})
+      claims.replace(header, 8, std::string("\xf0\xff\xff\xff\xf0\xff\xff\xff", 8));
+    patched = true;
+  }
+  ASSERT_TRUE(patched);
+  write_file_atomic(dir / "claims.bin", claims);
+  EXPECT_ERROR_CONTAINS(load_torch_save(dir / "claims.bin"), "claims.bin",
+                        "not a torch.save zip archive");
 }
 
 }  // namespace

@@ -11,8 +11,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <thread>
+#include <vector>
 
 #include "mlm_world.h"
 #include "slimbert/io/checkpoint.h"
@@ -95,6 +98,39 @@ TEST(Dist, PretrainingOnTwoRanksEqualsOneRank) {
   EXPECT_NE(b.err.find("rank 0 exit 0, rank 1 exit 0"), std::string::npos) << b.err;
   expect_close_weights(one + "/model", two + "/model", 1e-5);
   test::expect_same_losses(one, two, 1e-5);  // rank 0 logs the global batch's loss
+}
+
+// The share of the gradients reduced while backward ran, as rank 0 logged it.
+std::vector<double> logged_overlap(const std::string& run_dir) {
+  std::vector<double> out;
+  for (const std::string& line : split_lines(read_file(run_dir + "/metrics.jsonl"), true)) {
+    if (line.empty()) continue;
+    const nlohmann::json row = nlohmann::json::parse(line);
+    if (row.contains("allreduce_overlap")) out.push_back(row.at("allreduce_overlap"));
+  }
+  return out;
+}
+
+// In buckets of 4 KB, the gradients' all-reduce runs in many pieces, most started while backward
+// still computes the earlier layers' gradients, in the same order on both ranks; the result is
+// one rank's. (The tiny model fits in one default bucket: nothing to overlap.)
+TEST(Dist, GradientAllReduceInSmallBucketsOverlapsBackwardAndEqualsOneRank) {
+  const DistWorld& w = dist_world();
+  const std::string one = w.dir / "pt-1-small-buckets", two = w.dir / "pt-2-small-buckets",
+                    whole = w.dir / "pt-2-one-bucket";
+  ASSERT_EQ(test::run_cli(pretrain_args(w.init, one) + " --threads 1").code, 0);
+  setenv("SLIMBERT_DIST_BUCKET_KB", "4", 1);
+  const test::CliResult b = launch2(pretrain_args(w.init, two));
+  unsetenv("SLIMBERT_DIST_BUCKET_KB");
+  ASSERT_EQ(b.code, 0) << b.err;
+  expect_close_weights(one + "/model", two + "/model", 1e-5);
+  test::expect_same_losses(one, two, 1e-5);
+  const std::vector<double> overlap = logged_overlap(two);
+  ASSERT_EQ(overlap.size(), 3u);  // steps 2, 4 and 6
+  for (double o : overlap) EXPECT_GT(o, 0.5);
+  ASSERT_EQ(launch2(pretrain_args(w.init, whole)).code, 0);
+  for (double o : logged_overlap(whole)) EXPECT_EQ(o, 0.0);
+  EXPECT_TRUE(logged_overlap(one).empty());  // one process reduces nothing
 }
 
 // A checkpoint saved by one rank resumes on two: the same data order and global batch.

@@ -13,9 +13,14 @@
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/variable.h>
+
 #include <atomic>
 #include <cstdlib>
+#include <exception>
 #include <iostream>
+#include <mutex>
 #include <thread>
 
 #include "slimbert/core/error.h"
@@ -117,15 +122,19 @@ std::string lost_ranks() {
 }
 
 // Waits for `work`; a failure names the lost rank instead of passing on Gloo's socket error.
+[[noreturn]] void collective_failed(const char* what, const std::exception& e) {
+  std::string cause = e.what();
+  if (const size_t nl = cause.find('\n'); nl != std::string::npos) cause.resize(nl);
+  if (const size_t br = cause.rfind("] "); br != std::string::npos) cause = cause.substr(br + 2);
+  fail("rank ", group().info.rank, " of ", group().info.world, ": ", what, " failed: lost ",
+       lost_ranks(), " (", cause, ")");
+}
+
 void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
   try {
     work->wait();
   } catch (const std::exception& e) {
-    std::string cause = e.what();
-    if (const size_t nl = cause.find('\n'); nl != std::string::npos) cause.resize(nl);
-    if (const size_t br = cause.rfind("] "); br != std::string::npos) cause = cause.substr(br + 2);
-    fail("rank ", group().info.rank, " of ", group().info.world, ": ", what, " failed: lost ",
-         lost_ranks(), " (", cause, ")");
+    collective_failed(what, e);
   }
 }
 
@@ -199,36 +208,164 @@ const DistInfo& dist() {
   return group().info;
 }
 
-void all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
-  if (!distributed() || tensors.empty()) return;
-  // Buckets of consecutive tensors; each flattened, reduced, and copied back.
-  std::vector<std::vector<at::Tensor>> buckets(1);
+struct GradientReducer::State {
+  struct Bucket {
+    std::vector<size_t> params;  // indices into `params`
+    int64_t numel = 0;
+    size_t pending = 0;            // parameters backward has not completed since arm()
+    std::vector<at::Tensor> flat;  // the gradients, then per parameter the ranks that had one
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  std::vector<at::Tensor> params;
+  std::vector<size_t> bucket_of;
+  std::vector<Bucket> buckets;
+  std::vector<bool> ready;
+  size_t next = 0;     // the next bucket to start: they start in order on every rank
+  size_t pending = 0;  // parameters backward has not completed since arm(), over all buckets
+  int64_t early = 0;   // gradient elements whose all-reduce started while others were pending
+  bool armed = false;
+  std::exception_ptr error;  // from a start inside backward, raised by finish()
+  std::mutex mutex;
+  std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks;
+
+  void start(Bucket& b) {
+    std::vector<at::Tensor> parts;
+    std::vector<double> had(b.params.size());
+    for (size_t k = 0; k < b.params.size(); ++k) {
+      const at::Tensor& p = params[b.params[k]];
+      const at::Tensor& g = p.grad();
+      had[k] = g.defined() ? 1 : 0;
+      parts.push_back(g.defined() ? g.reshape(-1) : at::zeros({p.numel()}, p.options()));
+    }
+    parts.push_back(at::tensor(had, at::kDouble).to(parts.front().scalar_type()));
+    // On the compute device: NCCL reduces device tensors only (a no-op for Gloo on the CPU).
+    b.flat = {at::cat(parts).to(compute_device())};
+    b.work = group().pg->allreduce(b.flat);
+  }
+
+  // A parameter's gradient accumulated (called inside backward).
+  void completed(size_t i) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!armed || ready[i] || error) return;
+    ready[i] = true;
+    --buckets[bucket_of[i]].pending;
+    --pending;
+    try {
+      while (next < buckets.size() && buckets[next].pending == 0) {
+        start(buckets[next]);
+        if (pending > 0) early += buckets[next].numel;
+        ++next;
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+};
+
+namespace {
+
+// Runs after a parameter's gradient accumulator has added this backward's gradient to .grad.
+class CompletedHook : public torch::autograd::FunctionPostHook {
+ public:
+  CompletedHook(std::weak_ptr<GradientReducer::State> state, size_t index)
+      : state_(std::move(state)), index_(index) {}
+  torch::autograd::variable_list operator()(
+      const torch::autograd::variable_list& outputs,
+      const torch::autograd::variable_list& /*inputs*/) override {
+    if (auto state = state_.lock()) state->completed(index_);
+    return outputs;
+  }
+
+ private:
+  std::weak_ptr<GradientReducer::State> state_;
+  size_t index_;
+};
+
+}  // namespace
+
+GradientReducer::GradientReducer(const std::vector<at::Tensor>& params)
+    : state_(std::make_shared<State>()) {
+  State& s = *state_;
+  s.params = params;
+  s.bucket_of.resize(params.size());
+  s.ready.assign(params.size(), false);
+  s.pending = params.size();
+  const int64_t kb = env_int("SLIMBERT_DIST_BUCKET_KB", 1, 1 << 22, 0, false);
   int64_t bytes = 0;
-  for (const at::Tensor& t : tensors) {
-    if (bytes > 0 && bytes + static_cast<int64_t>(t.nbytes()) > bucket_bytes) {
-      buckets.emplace_back();
+  for (size_t n = params.size(); n-- > 0;) {
+    const at::Tensor& p = params[n];
+    const int64_t cap = kb > 0 ? kb << 10 : s.buckets.size() <= 1 ? int64_t{1} << 20 : 25 << 20;
+    const bool other_type =
+        !s.buckets.empty() &&
+        params[s.buckets.back().params.front()].scalar_type() != p.scalar_type();
+    if (s.buckets.empty() || other_type ||
+        (bytes > 0 && bytes + static_cast<int64_t>(p.nbytes()) > cap)) {
+      s.buckets.emplace_back();
       bytes = 0;
     }
-    buckets.back().push_back(t);
-    bytes += static_cast<int64_t>(t.nbytes());
+    State::Bucket& b = s.buckets.back();
+    b.params.push_back(n);
+    b.numel += p.numel();
+    b.pending = b.params.size();
+    bytes += static_cast<int64_t>(p.nbytes());
+    s.bucket_of[n] = s.buckets.size() - 1;
+    // Held here: a parameter keeps only a weak reference to its accumulator, and the hook must
+    // stay on the one every later graph uses.
+    std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(p);
+    if (!acc) fail("gradient all-reduce: parameter ", n, " is not a leaf that requires grad");
+    const uintptr_t key = acc->add_post_hook(std::make_unique<CompletedHook>(state_, n));
+    s.hooks.emplace_back(std::move(acc), key);
   }
-  std::vector<std::vector<at::Tensor>> flats;
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
-  for (const auto& b : buckets) {
-    std::vector<at::Tensor> parts;
-    for (const at::Tensor& t : b) parts.push_back(t.reshape(-1));
-    // On the compute device: NCCL reduces device tensors only (a no-op for Gloo on the CPU).
-    flats.push_back({at::cat(parts).to(compute_device())});
-    works.push_back(group().pg->allreduce(flats.back()));
-  }
-  for (size_t i = 0; i < buckets.size(); ++i) {
-    wait(works[i], "gradient all-reduce");
-    int64_t at = 0;
-    for (const at::Tensor& t : buckets[i]) {
-      t.copy_(flats[i][0].narrow(0, at, t.numel()).view_as(t));
-      at += t.numel();
+}
+
+GradientReducer::~GradientReducer() {
+  for (auto& [acc, key] : state_->hooks) acc->del_post_hook(key);
+}
+
+void GradientReducer::arm() {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->armed = true;
+}
+
+double GradientReducer::finish() {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (s.error) {
+    try {
+      std::rethrow_exception(s.error);
+    } catch (const std::exception& e) {
+      collective_failed("gradient all-reduce", e);
     }
   }
+  int64_t all = 0;
+  for (const State::Bucket& b : s.buckets) all += b.numel;
+  const double overlap = all > 0 ? static_cast<double>(s.early) / static_cast<double>(all) : 0.0;
+  while (s.next < s.buckets.size()) s.start(s.buckets[s.next++]);
+  for (State::Bucket& b : s.buckets) {
+    wait(b.work, "gradient all-reduce");
+    const at::Tensor flat = b.flat[0];
+    const at::Tensor had =
+        flat.narrow(0, b.numel, static_cast<int64_t>(b.params.size())).to(at::kCPU, at::kDouble);
+    const double* ranks = had.data_ptr<double>();
+    int64_t at = 0;
+    for (size_t k = 0; k < b.params.size(); ++k) {
+      at::Tensor& p = s.params[b.params[k]];
+      if (ranks[k] > 0) {
+        if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+        p.mutable_grad().copy_(flat.narrow(0, at, p.numel()).view_as(p));
+      }
+      at += p.numel();
+    }
+    b.work.reset();
+    b.flat.clear();
+    b.pending = b.params.size();
+  }
+  std::fill(s.ready.begin(), s.ready.end(), false);
+  s.next = 0;
+  s.pending = s.params.size();
+  s.early = 0;
+  s.armed = false;
+  return overlap;
 }
 
 double all_reduce_sum(double value) {

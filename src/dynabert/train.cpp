@@ -91,7 +91,7 @@ class DynaStageMethod : public TrainingMethod {
                                          tout.hidden.at(static_cast<size_t>(targets[j])));
         loss = o_.lambda1 * pred + o_.lambda2 * hidden;
       }
-      for_backward(loss, batch, micro_batches).backward();
+      backward_pass(loss, batch, micro_batches, &s == &subnets_.back());
       const double l = loss.item<double>();
       auto& acc = subnet_losses_[subnet_name(s)];
       acc.first += l;

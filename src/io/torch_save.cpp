@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <new>
 #include <variant>
 
 #include "slimbert/core/error.h"
@@ -372,6 +373,10 @@ TensorMap load_torch_save(const std::string& path) {
     std::string why = e.what_without_backtrace();
     if (const size_t nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
     fail(path, ": cannot be read as a torch.save state dict (", why, ")");
+  } catch (const std::bad_alloc&) {
+    // The archive's headers bound stored records by the file's size; a compressed one may claim
+    // any size.
+    fail(path, ": a record claims more memory than can be allocated (a damaged archive)");
   }
   const Dict* dict = std::get_if<Dict>(&root->v);
   if (!dict) fail(path, ": expected a state dict (tensor name -> tensor)");

@@ -319,7 +319,7 @@ class Finetuning : public TrainingMethod {
       ++parts_n_;
       loss = (1 - o_.kd_weight) * loss + o_.kd_weight * kd;
     }
-    for_backward(loss, batch, micro_batches).backward();
+    backward_pass(loss, batch, micro_batches);
     return loss.item<double>();
   }
 

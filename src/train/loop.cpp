@@ -21,36 +21,12 @@ namespace fs = std::filesystem;
 
 namespace slimbert {
 
-at::Tensor for_backward(const at::Tensor& loss, const TrainBatch& batch, double micro_batches) {
+void backward_pass(const at::Tensor& loss, const TrainBatch& batch, double micro_batches,
+                   bool last_pass) {
   const at::Tensor scaled = loss / micro_batches;
-  return batch.share == 1 ? scaled : scaled * batch.share;
+  if (last_pass && batch.reducer) batch.reducer->arm();
+  (batch.share == 1 ? scaled : scaled * batch.share).backward();
 }
-
-namespace {
-
-// Sums the gradients over the ranks. A parameter some rank has no gradient for (a rank that got
-// no rows, a branch its batch did not reach) takes part with zeros, so that every rank reduces
-// the same list.
-void reduce_gradients(torch::nn::Module& model) {
-  std::vector<at::Tensor> params;
-  for (const auto& p : model.parameters())
-    if (p.requires_grad()) params.push_back(p);
-  // Filled and read through the pointer: per-element indexing would be two tensor ops per
-  // parameter on every step.
-  at::Tensor defined = at::zeros({static_cast<int64_t>(params.size())}, at::kInt);
-  int* flag = defined.data_ptr<int>();
-  for (size_t i = 0; i < params.size(); ++i) flag[i] = params[i].grad().defined() ? 1 : 0;
-  all_reduce_sum({defined});
-  std::vector<at::Tensor> grads;
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (flag[i] == 0) continue;
-    if (!params[i].grad().defined()) params[i].mutable_grad() = at::zeros_like(params[i]);
-    grads.push_back(params[i].grad());
-  }
-  all_reduce_sum(grads);
-}
-
-}  // namespace
 
 LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
                         TrainingMethod& method) {
@@ -66,6 +42,14 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
     // Every rank starts from rank 0's weights, whatever each initialised.
     broadcast_from_main(t.model.parameters());
     if (!is_main_rank()) at::manual_seed(mix_seed(o.seed, static_cast<uint64_t>(dist().rank), 11));
+  }
+  // Gradients are summed over the ranks while the last backward of each step runs.
+  std::optional<GradientReducer> reducer;
+  if (distributed()) {
+    std::vector<at::Tensor> trained;
+    for (const auto& p : t.model.parameters())
+      if (p.requires_grad()) trained.push_back(p);
+    reducer.emplace(trained);
   }
   LoopResult result;
   // No validation yet: -inf, which state.json stores as null.
@@ -116,7 +100,7 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
   const auto started = std::chrono::steady_clock::now();
   const int64_t first_step = step;
   int64_t tokens = 0, loss_n = 0;
-  double flops = 0, loss_sum = 0;
+  double flops = 0, loss_sum = 0, overlap_sum = 0;
   while (step < o.steps) {
     t.optimizer.zero_grad();
     double step_loss = 0;
@@ -129,7 +113,8 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
            ". Try a lower --lr or stronger --clip.");
     };
     for (int64_t micro = 0; micro < o.accumulation; ++micro) {
-      const TrainBatch batch = data.next();
+      TrainBatch batch = data.next();
+      if (reducer && micro == o.accumulation - 1) batch.reducer = &*reducer;
       if (batch.empty()) continue;
       const double l = method.backward(batch, static_cast<double>(o.accumulation));
       if (!distributed()) stop_if_not_finite(l);
@@ -139,7 +124,7 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
     }
     if (distributed()) {
       // Before anything reads a gradient: clipping, WID's masks and surgery see the global batch.
-      reduce_gradients(t.model);
+      overlap_sum += reducer->finish();
       step_loss = all_reduce_sum(step_loss);
       stop_if_not_finite(step_loss);  // the same value on every rank: all stop together
     }
@@ -158,13 +143,15 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
                                               {"lr", o.lr * lr_scale},
                                               {"grad_norm", grad_norm}};
       values.merge(method.report());
+      // The share of the gradients whose all-reduce started while backward still ran.
+      if (reducer) values["allreduce_overlap"] = overlap_sum / static_cast<double>(loss_n);
       if (distributed()) {
         tokens = static_cast<int64_t>(all_reduce_sum(static_cast<double>(tokens)));
         flops = all_reduce_sum(flops);
       }
       if (progress) progress->report(step, values, tokens, flops, peak * dist().world);
       tokens = loss_n = 0;
-      flops = loss_sum = 0;
+      flops = loss_sum = overlap_sum = 0;
     }
     if (o.validate.due(step, o.steps, epoch_end) && is_main_rank()) {
       result.validation = method.validate();

@@ -125,7 +125,7 @@ MlmMethod::MlmMethod(torch::nn::Module& model, const BertConfig& config,
 
 double MlmMethod::backward(const TrainBatch& batch, double micro_batches) {
   const MlmOutput out = forward(batch.mlm);
-  for_backward(out.loss, batch, micro_batches).backward();
+  backward_pass(out.loss, batch, micro_batches);
   correct_ += out.correct;
   count_ += out.count;
   return out.loss.item<double>();

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,10 +39,35 @@ inline bool distributed() {
   return dist().world > 1;
 }
 
-// Sums each tensor over the ranks, in place: packed into flat buckets of about `bucket_bytes`,
-// launched together, then waited for. Every rank passes tensors of the same shapes in the same
-// order.
-void all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes = 32 << 20);
+// Sums a model's gradients over the ranks while backward runs, as DDP does. The parameters go
+// into flat buckets in reverse order (about the order backward reaches them); once armed, each
+// bucket's all-reduce starts as soon as backward has accumulated every gradient in it (hooks on
+// the parameters' gradient accumulators), buckets in the same order on every rank, so the last
+// layers' sums travel while the first layers' gradients are computed. finish() starts the
+// buckets backward did not complete (parameters it did not reach, a rank that got no rows),
+// waits for all and writes the sums back. A parameter with no gradient on some rank takes part
+// with zeros; one with no gradient on any rank keeps none (an optimizer skips it), as in one
+// process. Buckets hold 1 MiB first (it starts soonest), then 25 MiB (DDP's sizes), or
+// SLIMBERT_DIST_BUCKET_KB each where set. Every rank passes the same parameters.
+class GradientReducer {
+ public:
+  explicit GradientReducer(const std::vector<at::Tensor>& params);
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+  // The next backward is the last before the update: its completed buckets are reduced at once.
+  void arm();
+  // After that backward, before anything reads a gradient. Returns the share of the gradient
+  // elements whose all-reduce started while backward still had gradients to accumulate (the
+  // overlap, 0 to 1: 0 with one bucket).
+  double finish();
+
+  struct State;  // defined with the hooks that share it
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
 double all_reduce_sum(double value);
 // The same tensor from every rank, in rank order (same shape on every rank).
 std::vector<at::Tensor> all_gather(const at::Tensor& tensor);

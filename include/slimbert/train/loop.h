@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "slimbert/core/dist.h"
 #include "slimbert/data/mlm.h"
 #include "slimbert/model/bert.h"
 #include "slimbert/train/optimizer.h"
@@ -40,11 +41,16 @@ struct TrainBatch {
   // batch's mean. 1 in a single process; 0 for a rank that got no rows of a short last batch.
   double share = 1;
   bool empty() const { return share == 0; }
+  // Set by the loop on a step's last micro-batch when ranks sum their gradients: the last
+  // backward pass over it starts their all-reduce bucket by bucket.
+  GradientReducer* reducer = nullptr;
 };
 
-// The tensor a method calls backward() on: its mean loss over the micro-batch, divided by the
-// micro-batches per step and weighted by the rank's share.
-at::Tensor for_backward(const at::Tensor& loss, const TrainBatch& batch, double micro_batches);
+// A method's backward over its mean loss on the micro-batch, divided by the micro-batches per
+// step and weighted by the rank's share. A method with several passes per micro-batch says which
+// is the last: no gradient may change after it until the update.
+void backward_pass(const at::Tensor& loss, const TrainBatch& batch, double micro_batches,
+                   bool last_pass = true);
 
 // The training data in a fixed, seeded order, with a cursor that checkpoints save and restore.
 // Global batches and the order do not depend on the number of ranks; each rank draws its part of
