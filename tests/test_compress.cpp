@@ -68,6 +68,8 @@ TEST(Compress, DynaBertPipelineRunsEndToEndAndItsExportsEqualTheSlices) {
        {"[1/8] rewire", "[2/8] stage1-width", "[3/8] stage2-width-depth", "[4/8] stage3-labels",
         "[5/8] grid", "[6/8] profile", "[7/8] export", "[8/8] report"})
     EXPECT_NE(r.err.find(stage), std::string::npos) << stage << "\n" << r.err;
+  // The stages' own progress lines say where the job is.
+  EXPECT_NE(r.err.find("compress [3/8] dynabert train done in"), std::string::npos) << r.err;
   // What a user looks at stays; optimizer state of finished stages goes.
   EXPECT_TRUE(fs::exists(out + "/model/profile.json"));
   EXPECT_FALSE(fs::exists(out + "/stage1/checkpoints"));

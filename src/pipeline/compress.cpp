@@ -19,6 +19,7 @@
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/pipeline/report.h"
 #include "slimbert/report/plot.h"
+#include "slimbert/train/progress.h"
 #include "slimbert/wid/wid.h"
 
 namespace fs = std::filesystem;
@@ -186,6 +187,15 @@ class Int8Threads {
   RuntimeConfig runtime_;
 };
 
+// The running stage's name on every progress line while alive.
+class StageLabel {
+ public:
+  explicit StageLabel(const std::string& label) { set_progress_stage(label); }
+  ~StageLabel() { set_progress_stage(""); }
+  StageLabel(const StageLabel&) = delete;
+  StageLabel& operator=(const StageLabel&) = delete;
+};
+
 template <typename T>
 void set_if(T& field, const std::optional<T>& value) {
   if (value) field = *value;
@@ -207,7 +217,12 @@ class Pipeline {
       }
       std::cerr << head << "\n";
       const auto start = std::chrono::steady_clock::now();
-      nlohmann::json result = body();
+      nlohmann::json result;
+      {
+        const StageLabel label("compress [" + std::to_string(k + 1) + "/" +
+                               std::to_string(stages_.size()) + "]");
+        result = body();
+      }
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       result["seconds"] = std::round(seconds * 10) / 10;

@@ -19,7 +19,15 @@ std::string& stored_run_config() {
   static std::string config;
   return config;
 }
+std::string& stored_stage() {
+  static std::string stage;
+  return stage;
+}
 }  // namespace
+
+void set_progress_stage(const std::string& stage) {
+  stored_stage() = stage;
+}
 
 void set_run_config(const std::string& json) {
   stored_run_config() = json;
@@ -59,7 +67,7 @@ std::string format_values(const std::map<std::string, double>& values) {
 
 Progress::Progress(std::string what, int64_t total_steps, std::string metrics_path,
                    int64_t start_step)
-    : what_(std::move(what)),
+    : what_(stored_stage().empty() ? std::move(what) : stored_stage() + " " + what),
       total_(total_steps),
       start_step_(start_step),
       metrics_path_(std::move(metrics_path)),

@@ -15,6 +15,10 @@ namespace slimbert {
 void set_run_config(const std::string& json);
 const std::string& run_config();
 
+// A job of several runs (compress) names the one running ("compress [3/8]"): every progress line
+// starts with it, so the bar and its ETA say where the job is. Empty: none.
+void set_progress_stage(const std::string& stage);
+
 // Keeps the lines of the JSONL metrics file `path` whose step is at most `step` (atomically).
 void truncate_metrics(const std::string& path, int64_t step);
 
