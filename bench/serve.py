@@ -11,6 +11,9 @@
   bench/serve.py slo SLIMBERT MODEL [--seconds 20] [--overload 3]
       Open-loop arrivals at `overload` x the full model's capacity, each with a budget of 2 x the
       full model's batch-1 latency: share of requests within budget, sub-networks used (P5).
+  bench/serve.py memory SLIMBERT MODEL [--requests 200] [--int8]
+      Peak RSS of the server over a sequential mix of valid requests against the P4 goal
+      (1.2 x the fp32 weights + 100 MB), beside the RSS of `slimbert --help` (the libraries alone).
 Prints one JSON object (and a short table on stderr).
 """
 import argparse
@@ -304,9 +307,38 @@ def slo(a):
     return 0
 
 
+def memory(a):
+    weights_mb = os.path.getsize(os.path.join(a.model, "model.safetensors")) / 1e6
+    # The process with nothing loaded: libtorch and its 290 shared libraries.
+    child = subprocess.Popen([a.slimbert, "--help"], stdout=subprocess.DEVNULL)
+    _, _, usage = os.wait4(child.pid, 0)
+    bare_mb = usage.ru_maxrss / 1024
+    p, port, _ = start(a.slimbert, a.model, ["--int8"] if a.int8 else [])
+    loaded_mb = rss_mb(p.pid)
+    rng = random.Random(0)
+    statuses = {}
+    for _ in range(a.requests):
+        body = good_request(rng)
+        body["inputs"] = [text(rng, rng.randint(1, 120)) for _ in range(rng.randint(1, 8))]
+        status, _, _ = post(port, "/predict", json.dumps(body).encode())
+        statuses[status] = statuses.get(status, 0) + 1
+    end_mb, peak_mb = rss_mb(p.pid), peak_rss_mb(p.pid)
+    rc = stop(p)
+    goal_mb = 1.2 * weights_mb + 100
+    out = {"model": a.model, "int8": a.int8, "weights_mb": round(weights_mb, 1),
+           "bare_process_mb": round(bare_mb, 1), "rss_loaded_mb": round(loaded_mb, 1),
+           "rss_end_mb": round(end_mb, 1), "peak_rss_mb": round(peak_mb, 1),
+           "goal_mb": round(goal_mb, 1), "met": peak_mb <= goal_mb, "statuses": statuses,
+           "exit_code": rc}
+    print(f"weights {weights_mb:.0f} MB, bare process {bare_mb:.0f} MB, loaded {loaded_mb:.0f} MB, "
+          f"peak {peak_mb:.0f} MB (goal {goal_mb:.0f} MB)", file=sys.stderr)
+    print(json.dumps(out))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["load", "throughput", "slo"])
+    ap.add_argument("mode", choices=["load", "throughput", "slo", "memory"])
     ap.add_argument("slimbert")
     ap.add_argument("model")
     ap.add_argument("--requests", type=int, default=None)
@@ -315,10 +347,14 @@ def main():
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--overload", type=float, default=3)
     ap.add_argument("--no-shed", action="store_true", help="slo: serve with --no-shed")
+    ap.add_argument("--int8", action="store_true", help="memory: serve with --int8")
     a = ap.parse_args()
     if a.mode == "load":
         a.requests, a.clients = a.requests or 10000, a.clients or 64
         return load(a)
+    if a.mode == "memory":
+        a.requests = a.requests or 200
+        return memory(a)
     if a.mode == "throughput":
         a.requests, a.clients = a.requests or 400, a.clients or 16
         return throughput(a)

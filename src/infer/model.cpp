@@ -4,6 +4,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
 #include <c10/core/InferenceMode.h>
+#include <malloc.h>
 
 #include <cmath>
 #include <limits>
@@ -252,6 +253,10 @@ std::shared_ptr<const InferenceModel> InferenceModel::load(const std::string& di
            ": a classifier without pooler.dense (BERT classifies the pooled "
            "[CLS] vector)");
   }
+  // The runtime keeps freed blocks in the heap (configure_runtime: forward passes reuse them
+  // instead of faulting pages in); what loading freed (the fp32 copies fused or packed away)
+  // would stay resident for good otherwise.
+  malloc_trim(0);
   return m;
 }
 
