@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(cmake ninja-build g++ ccache pkg-config
   libtorch-dev libopenblas0-pthread  # libtorch; OpenBLAS makes its matmuls ~35x faster than reference BLAS
   nlohmann-json3-dev libutf8proc-dev libcli11-dev libcpp-httplib-dev libgloo-dev
+  libdnnl-dev  # oneDNN's headers: fp32 products called directly (--gemm onednn)
   libgtest-dev libgmock-dev curl)
 bench=0
 [[ "${1:-}" == "--bench" ]] && bench=1

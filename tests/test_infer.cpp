@@ -103,6 +103,17 @@ TEST(InferenceModel, OnednnGemmMatchesTheBlasPath) {
     const infer::Output a = blas->forward(batch, subnet), b = onednn->forward(batch, subnet);
     EXPECT_LE(max_diff_unpadded(a.last, b.last, batch.attention_mask), 1e-5) << width;
   }
+  // Every number of rows gets its own kernel (more than the 16 kept per map: some are rebuilt)
+  // on the weights packed once.
+  for (int64_t rows = 1; rows <= 2 * batch.input_ids.size(1); ++rows) {
+    const int64_t b = rows <= batch.input_ids.size(1) ? 1 : 2;
+    const int64_t t = (rows + b - 1) / b;
+    if (t > batch.input_ids.size(1) || t * b != rows) continue;
+    const Batch part{batch.input_ids.narrow(0, 0, b).narrow(1, 0, t),
+                     batch.token_type_ids.narrow(0, 0, b).narrow(1, 0, t),
+                     at::ones({b, t}, at::kLong)};
+    EXPECT_LE(max_diff(blas->forward(part).last, onednn->forward(part).last), 1e-5) << rows;
+  }
   EXPECT_FALSE(onednn->supports(SubNet{0.25, 1.0}));
   EXPECT_ERROR_CONTAINS(
       infer::InferenceModel::load(model_dir(), {true, {1.0}, infer::Gemm::kOnednn}),

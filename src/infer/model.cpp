@@ -4,10 +4,15 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
 #include <c10/core/InferenceMode.h>
+#if SLIMBERT_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
 #include <malloc.h>
 
 #include <cmath>
 #include <limits>
+#include <map>
+#include <mutex>
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/runtime.h"
@@ -81,8 +86,92 @@ class Int8Linear : public PackedLinear {
   int64_t rows_ = 0, cols_ = 0;
 };
 
-// fp32 through oneDNN: it picks the CPU's widest vector kernels itself (AVX-512 where OpenBLAS
-// may be pinned to AVX2); the weights are kept in its blocked layout.
+#if SLIMBERT_HAVE_DNNL
+// fp32 through oneDNN's inner product, called directly: its kernels use the CPU's widest
+// vectors (AVX-512 where OpenBLAS may be pinned to AVX2), and the weights are reordered once, at
+// load, into the blocked layout the kernel reads. (libtorch's mkldnn_linear reorders them on
+// every call, which cost it about half its speed.) A primitive is built per number of input
+// rows and kept, a few per map.
+class OnednnLinear : public PackedLinear {
+ public:
+  OnednnLinear(const at::Tensor& weight, const at::Tensor& bias)
+      : bias_(bias.contiguous()), rows_(weight.size(0)), cols_(weight.size(1)) {
+    const at::Tensor w = weight.contiguous();
+    const dnnl::inner_product_forward::primitive_desc pd = describe(kPackRows, true);
+    weights_desc_ = pd.weights_desc();
+    dnnl::memory plain({{rows_, cols_}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::oi},
+                       engine(), w.data_ptr());
+    packed_ = dnnl::memory(weights_desc_, engine());
+    dnnl::stream s(engine());
+    dnnl::reorder(plain, packed_).execute(s, plain, packed_);
+    s.wait();
+  }
+  at::Tensor operator()(const at::Tensor& x) const override {
+    auto sizes = x.sizes().vec();
+    const at::Tensor in = x.reshape({-1, cols_}).contiguous();
+    const int64_t m = in.size(0);
+    at::Tensor y = at::empty({m, rows_}, in.options());
+    if (m > 0) {
+      const dnnl::memory::desc src_md({m, cols_}, dnnl::memory::data_type::f32,
+                                      dnnl::memory::format_tag::nc);
+      const dnnl::memory::desc dst_md({m, rows_}, dnnl::memory::data_type::f32,
+                                      dnnl::memory::format_tag::nc);
+      dnnl::memory src(src_md, engine(), in.data_ptr()), dst(dst_md, engine(), y.data_ptr());
+      dnnl::memory bias(bias_desc(), engine(), bias_.data_ptr());
+      dnnl::stream s(engine());
+      primitive(m).execute(s, {{DNNL_ARG_SRC, src},
+                               {DNNL_ARG_WEIGHTS, packed_},
+                               {DNNL_ARG_BIAS, bias},
+                               {DNNL_ARG_DST, dst}});
+      s.wait();
+    }
+    sizes.back() = rows_;
+    return y.view(sizes);
+  }
+  int64_t bytes() const override { return (rows_ * cols_ + rows_) * 4; }
+
+ private:
+  static constexpr int64_t kPackRows = 128;  // the layout is chosen for a 128-row input
+  static constexpr size_t kKeptPrimitives = 16;
+
+  static const dnnl::engine& engine() {
+    static const dnnl::engine e(dnnl::engine::kind::cpu, 0);
+    return e;
+  }
+  dnnl::memory::desc bias_desc() const {
+    return {{rows_}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a};
+  }
+  // With `any_layout` the kernel picks the weights' layout; otherwise it reads the packed one.
+  dnnl::inner_product_forward::primitive_desc describe(int64_t m, bool any_layout) const {
+    const dnnl::memory::desc src({m, cols_}, dnnl::memory::data_type::f32,
+                                 dnnl::memory::format_tag::nc);
+    const dnnl::memory::desc dst({m, rows_}, dnnl::memory::data_type::f32,
+                                 dnnl::memory::format_tag::nc);
+    const dnnl::memory::desc weights =
+        any_layout ? dnnl::memory::desc({rows_, cols_}, dnnl::memory::data_type::f32,
+                                        dnnl::memory::format_tag::any)
+                   : weights_desc_;
+    return {{dnnl::prop_kind::forward_inference, src, weights, bias_desc(), dst}, engine()};
+  }
+  // Callers share the model across threads.
+  dnnl::inner_product_forward primitive(int64_t m) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = primitives_.find(m);
+    if (it != primitives_.end()) return it->second;
+    if (primitives_.size() >= kKeptPrimitives) primitives_.erase(primitives_.begin());
+    return primitives_.emplace(m, dnnl::inner_product_forward(describe(m, false))).first->second;
+  }
+
+  at::Tensor bias_;
+  int64_t rows_ = 0, cols_ = 0;
+  dnnl::memory::desc weights_desc_;
+  dnnl::memory packed_;
+  mutable std::mutex mutex_;
+  mutable std::map<int64_t, dnnl::inner_product_forward> primitives_;
+};
+#else
+// fp32 through oneDNN (libtorch's mkldnn_linear; this build found no oneDNN headers to call it
+// directly): it picks the CPU's widest vector kernels itself.
 class OnednnLinear : public PackedLinear {
  public:
   OnednnLinear(const at::Tensor& weight, const at::Tensor& bias)
@@ -104,6 +193,7 @@ class OnednnLinear : public PackedLinear {
   at::Tensor weight_, bias_;
   int64_t rows_ = 0, cols_ = 0;
 };
+#endif
 
 }  // namespace
 
