@@ -121,7 +121,7 @@ std::string lost_ranks() {
   }
 }
 
-// Waits for `work`; a failure names the lost rank instead of passing on Gloo's socket error.
+// A failed collective names the lost rank instead of passing on Gloo's socket error.
 [[noreturn]] void collective_failed(const char* what, const std::exception& e) {
   std::string cause = e.what();
   if (const size_t nl = cause.find('\n'); nl != std::string::npos) cause.resize(nl);
@@ -130,6 +130,7 @@ std::string lost_ranks() {
        lost_ranks(), " (", cause, ")");
 }
 
+// Waits for `work`.
 void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
   try {
     work->wait();
