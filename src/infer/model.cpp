@@ -151,7 +151,12 @@ class OnednnLinear : public PackedLinear {
         any_layout ? dnnl::memory::desc({rows_, cols_}, dnnl::memory::data_type::f32,
                                         dnnl::memory::format_tag::any)
                    : weights_desc_;
-    return {{dnnl::prop_kind::forward_inference, src, weights, bias_desc(), dst}, engine()};
+    try {
+      return {{dnnl::prop_kind::forward_inference, src, weights, bias_desc(), dst}, engine()};
+    } catch (const dnnl::error& e) {
+      fail("--gemm onednn: oneDNN has no fp32 kernel for ", m, " rows x ", cols_, " -> ", rows_,
+           " (", e.what(), "); --gemm openblas runs every shape");
+    }
   }
   // Callers share the model across threads.
   dnnl::inner_product_forward primitive(int64_t m) const {
