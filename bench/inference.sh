@@ -29,10 +29,11 @@ for preset in "${presets[@]}"; do
     if [[ $preset == base ]]; then iters=$((batch == 1 ? 12 : 5)); else iters=$((batch == 1 ? 40 : 15)); fi
     tag() { sed "s/^{/{\"preset\":\"$preset\",\"setting\":\"$1\",/" >>"$results"; }
     echo "== $preset batch $batch x 128 ($iters iterations per setting)" >&2
-    "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 2 --json | tag "openblas 2, torch 1"
-    "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 2 --torch-threads --json | tag "torch 2, openblas 1"
-    "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 1 --json | tag "1 thread"
+    "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 2 --gemm openblas --json | tag "openblas 2, torch 1"
+    "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 2 --gemm openblas --torch-threads --json | tag "torch 2, openblas 1"
+    "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 1 --gemm openblas --json | tag "1 thread"
     "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 2 --gemm onednn --json | tag "onednn, torch 2"
+    "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads 2 --json | tag "auto, threads 2"
     for t in 1 2; do
       "$slimbert" bench "$model" --batch $batch --seq 128 --iters $iters --warmup 2 --threads $t --int8 --json |
         sed 's/^{/{"engine":"slimbert-int8",/' | tag "int8, threads $t"

@@ -220,14 +220,26 @@ def throughput(a):
         lat, idx, lock = [], [0], threading.Lock()
 
         def worker():
+            # --keep-alive: one connection per client, as pooled HTTP clients do; otherwise a
+            # new connection per request.
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60) if a.keep_alive else None
             while True:
                 with lock:
                     i = idx[0]
                     idx[0] += 1
                 if i >= len(bodies):
+                    if conn:
+                        conn.close()
                     return
                 t = time.perf_counter()
-                status, _, _ = post(port, "/predict", bodies[i])
+                if conn:
+                    conn.request("POST", "/predict", body=bodies[i],
+                                 headers={"content-type": "application/json"})
+                    r = conn.getresponse()
+                    r.read()
+                    status = r.status
+                else:
+                    status, _, _ = post(port, "/predict", bodies[i])
                 assert status == 200, status
                 with lock:
                     lat.append((time.perf_counter() - t) * 1e3)
@@ -246,7 +258,7 @@ def throughput(a):
     serial = timed(1)
     concurrent = timed(a.clients)
     rc = stop(p)
-    out = {"bench": "throughput", "serial": serial, "concurrent": concurrent,
+    out = {"bench": "throughput", "keep_alive": a.keep_alive, "serial": serial, "concurrent": concurrent,
            "speedup": concurrent["requests_per_s"] / serial["requests_per_s"], "exit_code": rc}
     print(json.dumps(out))
     return 0
@@ -354,6 +366,8 @@ def main():
     ap.add_argument("--overload", type=float, default=3)
     ap.add_argument("--no-shed", action="store_true", help="slo: serve with --no-shed")
     ap.add_argument("--int8", action="store_true", help="memory: serve with --int8")
+    ap.add_argument("--keep-alive", action="store_true",
+                    help="throughput: one connection per client instead of one per request")
     a = ap.parse_args()
     if a.mode == "load":
         a.requests, a.clients = a.requests or 10000, a.clients or 64

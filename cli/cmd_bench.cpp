@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "slimbert/core/error.h"
 #include "slimbert/infer/run.h"
 #include "slimbert/model/flops.h"
 
@@ -60,7 +61,7 @@ void add_bench(CLI::App& app) {
                           {"depth", opts->depth},
                           {"threads", describe_threads()},
                           {"int8", opts->engine.int8},
-                          {"gemm", opts->engine.gemm},
+                          {"gemm", opts->engine.int8 ? "int8" : infer::gemm_name(model->gemm())},
                           {"weight_mb", static_cast<double>(model->weight_bytes()) / 1e6},
                           {"iters", opts->iters},
                           {"p50_ms", p50},
@@ -68,13 +69,15 @@ void add_bench(CLI::App& app) {
                           {"p99_ms", p99},
                           {"mean_ms", mean},
                           {"gflop_per_s", gflops / (p50 / 1e3)}};
+      if (const auto& m = model->options().measured)
+        j["gemm_measured_ms"] = {{"openblas", m->blas_ms}, {"onednn", m->onednn_ms}};
       std::cout << j.dump() << "\n";
       return;
     }
     std::cout << std::fixed << std::setprecision(2) << opts->dir << ": batch " << opts->batch
               << " x seq " << opts->seq << " (width " << opts->width << ", depth " << opts->depth
-              << (opts->engine.int8 ? ", int8" : "") << "), threads " << describe_threads() << ", "
-              << opts->iters << " iterations\n"
+              << (opts->engine.int8 ? ", int8" : cat(", fp32 on ", infer::gemm_name(model->gemm())))
+              << "), threads " << describe_threads() << ", " << opts->iters << " iterations\n"
               << "  p50 " << p50 << " ms   p90 " << p90 << " ms   p99 " << p99 << " ms   mean "
               << mean << " ms   " << std::setprecision(1) << gflops / (p50 / 1e3) << " GFLOP/s\n";
   });

@@ -154,6 +154,7 @@ void add_grid(CLI::App* dyna) {
     std::string out, widths = "1,0.75,0.5,0.25", depths = "1,0.75,0.5", splits = "dev,test";
     GridOptions g;
     RuntimeConfig runtime;
+    EngineOptions engine;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = dyna->add_subcommand(
@@ -180,9 +181,9 @@ void add_grid(CLI::App* dyna) {
   cmd->add_option("--latency-seq", o->g.latency_seq, "tokens per sequence in the timed passes")
       ->capture_default_str();
   cmd->add_flag("--skip-bad-rows", o->g.skip_bad_rows, "skip malformed rows instead of failing");
+  add_engine_options(cmd, &o->engine);
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o] {
-    configure_runtime(o->runtime);
     o->g.widths = parse_list(o->widths, "--widths");
     o->g.depths = parse_list(o->depths, "--depths");
     o->g.splits.clear();
@@ -196,6 +197,12 @@ void add_grid(CLI::App* dyna) {
     };
     for (const auto& spec : o->separate)  // fail before the long evaluations, not after
       find_separate_models(split_spec(spec).second, o->g);
+    // One engine for every series, measured on the first model's shapes.
+    const infer::ModelOptions engine = infer::configure_engine(
+        load_config_dir(split_spec(o->models.front()).second),
+        {o->engine.int8, o->g.widths, infer::parse_gemm(o->engine.gemm)}, o->runtime);
+    o->g.int8 = engine.int8;
+    o->g.gemm = engine.gemm;
     for (const auto& spec : o->models) {
       const auto [name, dir] = split_spec(spec);
       series.push_back({name, evaluate_grid(dir, o->g)});

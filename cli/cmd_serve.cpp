@@ -154,6 +154,16 @@ void add_serve(CLI::App& app) {
       if (profile->int8 != o->engine.int8)
         fail(profile_path, ": a profile measured ", profile->int8 ? "with" : "without",
              " --int8; this server runs ", o->engine.int8 ? "int8" : "fp32");
+      // The budgets rest on the profile's timings: run the engine they were measured on.
+      if (!o->engine.int8 && !profile->gemm.empty()) {
+        if (o->engine.gemm == "auto")
+          o->engine.gemm = profile->gemm;
+        else if (o->engine.gemm != profile->gemm)
+          fail(profile_path, ": a profile measured with --gemm ", profile->gemm,
+               "; this server would run --gemm ", o->engine.gemm,
+               " (its budgets would rest on another engine's timings: profile again, or drop "
+               "--gemm)");
+      }
     } else if (!o->profile.empty()) {
       fail(o->profile, ": file not found");
     }
@@ -196,8 +206,9 @@ void add_serve(CLI::App& app) {
       }
     });
     std::cerr << "serve: listening on http://" << o->server.host << ":" << port << " (" << o->model
-              << (o->engine.int8 ? ", int8" : "") << ", " << profile->subnets.size()
-              << " sub-networks, threads " << describe_threads() << ")" << std::endl;
+              << (o->engine.int8 ? ", int8" : cat(", fp32 on ", infer::gemm_name(model->gemm())))
+              << ", " << profile->subnets.size() << " sub-networks, threads " << describe_threads()
+              << ")" << std::endl;
     server.run();
     done = true;
     watcher.join();

@@ -18,6 +18,7 @@
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
+#include "slimbert/io/checkpoint.h"
 #include "slimbert/model/history.h"
 #include "slimbert/text/unicode.h"
 #include "slimbert/train/progress.h"
@@ -41,10 +42,11 @@ void add_runtime_options(CLI::App* cmd, RuntimeConfig* config) {
 void add_engine_options(CLI::App* cmd, EngineOptions* options) {
   cmd->add_flag("--int8", options->int8,
                 "run the encoder's linear maps in int8 (dynamic quantization, oneDNN; CPU)");
-  cmd->add_option("--gemm", options->gemm,
-                  "where fp32 matrix products run: openblas, or onednn (weights packed at load; "
-                  "CPU)")
-      ->check(CLI::IsMember({"openblas", "onednn"}))
+  cmd->add_option(
+         "--gemm", options->gemm,
+         "where fp32 matrix products run: openblas, onednn (weights packed at load per "
+         "width; CPU), or auto: the faster of the two, timed at load on the model's shapes")
+      ->check(CLI::IsMember({"auto", "openblas", "onednn"}))
       ->capture_default_str();
 }
 
@@ -67,10 +69,9 @@ void configure_training(const RuntimeConfig& config) {
 std::shared_ptr<const infer::InferenceModel> load_inference_model(
     const std::string& dir, RuntimeConfig runtime, const EngineOptions& engine,
     const std::vector<double>& widths) {
-  const infer::Gemm gemm = infer::parse_gemm(engine.gemm);
-  if (engine.int8 || gemm == infer::Gemm::kOnednn) runtime.torch_intra = true;
-  configure_runtime(runtime);
-  auto model = infer::InferenceModel::load(dir, infer::ModelOptions{engine.int8, widths, gemm});
+  const infer::ModelOptions options = infer::configure_engine(
+      load_config_dir(dir), {engine.int8, widths, infer::parse_gemm(engine.gemm)}, runtime);
+  auto model = infer::InferenceModel::load(dir, options);
   if (std::any_of(widths.begin(), widths.end(), [](double w) { return w < 1.0; }) &&
       !width_adaptive(model->config()))
     std::cerr << "slimbert: warning: " << dir

@@ -30,14 +30,15 @@ void add_runtime_options(CLI::App* cmd, RuntimeConfig* config);
 void configure_training(const RuntimeConfig& config);
 
 // --int8 (the encoder's linear maps in int8, oneDNN dynamic quantization) and --gemm (where fp32
-// products run: openblas or onednn).
+// products run: auto, the faster of openblas and onednn measured at load, or one of them).
 struct EngineOptions {
   bool int8 = false;
-  std::string gemm = "openblas";
+  std::string gemm = "auto";
 };
 void add_engine_options(CLI::App* cmd, EngineOptions* options);
-// Applies the runtime options and loads DIR for inference. int8 and oneDNN pack the weights of
-// `widths` and give the threads to libtorch's pool, which runs their products.
+// Applies the runtime options and loads DIR for inference (infer::configure_engine: --gemm auto
+// is measured here). int8 and oneDNN pack the weights of `widths` and give the threads to
+// libtorch's pool, which runs their products.
 std::shared_ptr<const infer::InferenceModel> load_inference_model(
     const std::string& dir, RuntimeConfig runtime, const EngineOptions& engine,
     const std::vector<double>& widths = {1.0});

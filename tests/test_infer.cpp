@@ -1,4 +1,5 @@
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include "slimbert/infer/model.h"
 #include "slimbert/io/checkpoint.h"
@@ -118,6 +119,37 @@ TEST(InferenceModel, OnednnGemmMatchesTheBlasPath) {
   EXPECT_ERROR_CONTAINS(
       infer::InferenceModel::load(model_dir(), {true, {1.0}, infer::Gemm::kOnednn}),
       "--gemm onednn is the fp32 path");
+}
+
+TEST(InferenceModel, AutoGemmTimesBothEnginesAndSetsTheThreadsOfTheOneItPicks) {
+  const BertConfig config = load_config_dir(model_dir());
+  RuntimeConfig runtime;
+  runtime.threads = 2;
+  const infer::ModelOptions o =
+      infer::configure_engine(config, {false, {1.0}, infer::Gemm::kAuto}, runtime);
+  ASSERT_TRUE(o.measured.has_value());
+  EXPECT_GT(o.measured->blas_ms, 0.0);
+  EXPECT_GT(o.measured->onednn_ms, 0.0);
+  const bool onednn = o.measured->onednn_ms < o.measured->blas_ms;
+  EXPECT_EQ(o.gemm, onednn ? infer::Gemm::kOnednn : infer::Gemm::kBlas);
+  // oneDNN's products run on libtorch's pool, OpenBLAS's on its own threads.
+  EXPECT_EQ(at::get_num_threads(), onednn ? 2 : 1);
+  const auto model = infer::InferenceModel::load(model_dir(), o);
+  EXPECT_EQ(model->gemm(), o.gemm);
+  EXPECT_LE(max_diff(model->forward(golden_batch()).logits, golden().at("cls_logits")), 1e-5);
+  // A chosen engine is not measured; int8 has its own and runs on libtorch's pool.
+  const infer::ModelOptions fixed =
+      infer::configure_engine(config, {false, {1.0}, infer::Gemm::kBlas}, runtime);
+  EXPECT_FALSE(fixed.measured.has_value());
+  EXPECT_EQ(at::get_num_threads(), 1);
+  const infer::ModelOptions int8 =
+      infer::configure_engine(config, {true, {1.0}, infer::Gemm::kAuto}, runtime);
+  EXPECT_FALSE(int8.measured.has_value());
+  EXPECT_EQ(int8.gemm, infer::Gemm::kBlas);
+  EXPECT_EQ(at::get_num_threads(), 2);
+  EXPECT_ERROR_CONTAINS(
+      infer::InferenceModel::load(model_dir(), {false, {1.0}, infer::Gemm::kAuto}),
+      "resolved by configure_engine");
 }
 
 TEST(InferenceModel, BadInputsAreNamedErrors) {

@@ -411,6 +411,34 @@ TEST(LatencyProfile, FitsChoosesAndRoundTrips) {
                         "width");
 }
 
+TEST(LatencyProfile, TheFitKeepsEveryCostNonNegative) {
+  // Exact timings of c0 = 0.5, c1 = 0.01, c2 = 1e-4 are recovered.
+  infer::SubnetProfile exact;
+  for (const infer::Shape s : {infer::Shape{1, 8}, {1, 32}, {4, 16}, {4, 32}, {8, 64}}) {
+    const double b = static_cast<double>(s.batch), t = static_cast<double>(s.seq);
+    exact.fitted.push_back({s, 0.5 + 0.01 * b * t + 1e-4 * b * t * t, 0.0, 0.0});
+  }
+  infer::fit_latency_model(exact);
+  EXPECT_NEAR(exact.c0, 0.5, 1e-6);
+  EXPECT_NEAR(exact.c1, 0.01, 1e-8);
+  EXPECT_NEAR(exact.c2, 1e-4, 1e-10);
+  // Timings of a tiny model where the first shape caught a stall, larger than any growth with
+  // shape: fitted without the constraint, c0 = 6.85, c1 = -0.116 and c2 = 1.77e-3 (solved
+  // exactly in rationals), predicting -0.74 ms at (4, 32). Every term must stay a cost, and every
+  // fitted shape gets a time.
+  infer::SubnetProfile noisy;
+  noisy.fitted = {{{1, 8}, 10.0, 11.0, 0.0},
+                  {{1, 32}, 0.5, 0.6, 0.0},
+                  {{4, 16}, 0.5, 0.6, 0.0},
+                  {{4, 32}, 0.5, 0.6, 0.0}};
+  infer::fit_latency_model(noisy);
+  EXPECT_GE(noisy.c0, 0.0);
+  EXPECT_GE(noisy.c1, 0.0);
+  EXPECT_GE(noisy.c2, 0.0);
+  for (const auto& t : noisy.fitted) EXPECT_GT(t.predicted_ms, 0.0) << t.shape.batch;
+  EXPECT_GE(noisy.tail, 1.0);
+}
+
 TEST(Cli, ProfileWritesWhatServeReadsAndBenchRunsInt8) {
   TempDir tmp;
   const std::string out = tmp / "profile.json";
@@ -422,6 +450,22 @@ TEST(Cli, ProfileWritesWhatServeReadsAndBenchRunsInt8) {
   const infer::LatencyProfile p = infer::LatencyProfile::load(out);
   EXPECT_EQ(p.subnets.size(), 2u);
   EXPECT_FALSE(p.int8);
+  // --gemm auto measured an engine; a server on the profile runs it, and refuses another by name.
+  ASSERT_TRUE(p.gemm == "openblas" || p.gemm == "onednn") << p.gemm;
+  const std::string other = p.gemm == "openblas" ? "onednn" : "openblas";
+  const auto mismatch =
+      test::run_cli("serve " + model() + " --gemm " + other + " --port 0 --profile " + out);
+  EXPECT_NE(mismatch.code, 0);
+  EXPECT_NE(mismatch.err.find(out + ": a profile measured with --gemm " + p.gemm),
+            std::string::npos)
+      << mismatch.err;
+  const auto fp32 = test::run_cli("bench " + model() + " --json --iters 2 --seq 16");
+  ASSERT_EQ(fp32.code, 0) << fp32.err;
+  const json timed = json::parse(fp32.out);
+  EXPECT_TRUE(timed["gemm"] == "openblas" || timed["gemm"] == "onednn") << timed;
+  EXPECT_GT(timed["gemm_measured_ms"]["openblas"].get<double>(), 0.0) << timed;
+  EXPECT_EQ(timed["gemm"] == "onednn", timed["gemm_measured_ms"]["onednn"].get<double>() <
+                                           timed["gemm_measured_ms"]["openblas"].get<double>());
   // An fp32 profile is refused by an int8 server, by name.
   const auto refused = test::run_cli("serve " + model() + " --int8 --port 0 --profile " + out);
   EXPECT_NE(refused.code, 0);

@@ -84,7 +84,7 @@ void warm_up(const infer::InferenceModel& model, const GridOptions& o) {
 // of the exported sub-networks).
 std::pair<std::shared_ptr<const infer::InferenceModel>, TensorMap> load_for_grid(
     const std::string& dir, const GridOptions& o, const std::vector<double>& widths) {
-  auto model = infer::InferenceModel::load(dir, infer::ModelOptions{o.int8, widths});
+  auto model = infer::InferenceModel::load(dir, infer::ModelOptions{o.int8, widths, o.gemm});
   if (!model->has_classifier()) fail(dir, ": not a fine-tuned classifier (no classifier.weight)");
   return {model, state_dict(*load_classifier(dir))};
 }

@@ -1,6 +1,7 @@
 #include "slimbert/infer/model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
 #include <c10/core/InferenceMode.h>
@@ -9,7 +10,9 @@
 #endif
 #include <malloc.h>
 
+#include <chrono>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -23,9 +26,22 @@
 namespace slimbert::infer {
 
 Gemm parse_gemm(const std::string& name) {
+  if (name == "auto") return Gemm::kAuto;
   if (name == "openblas" || name == "blas") return Gemm::kBlas;
   if (name == "onednn") return Gemm::kOnednn;
-  fail("--gemm must be openblas or onednn, got '", name, "'");
+  fail("--gemm must be auto, openblas or onednn, got '", name, "'");
+}
+
+const char* gemm_name(Gemm gemm) {
+  switch (gemm) {
+    case Gemm::kAuto:
+      return "auto";
+    case Gemm::kBlas:
+      return "openblas";
+    case Gemm::kOnednn:
+      return "onednn";
+  }
+  return "?";
 }
 
 bool select_int8_engine() {
@@ -202,6 +218,68 @@ class OnednnLinear : public PackedLinear {
 
 }  // namespace
 
+RuntimeConfig runtime_for(const ModelOptions& options, RuntimeConfig runtime) {
+  if (options.int8 || options.gemm == Gemm::kOnednn) runtime.torch_intra = true;
+  return runtime;
+}
+
+GemmTiming measure_gemm(const BertConfig& c, const RuntimeConfig& runtime) {
+  c10::InferenceMode guard;
+  // A private generator: measuring must not advance the global one.
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  const int64_t rows = 128, H = c.hidden_size, F = c.intermediate_size;
+  const int64_t inner = std::max<int64_t>(1, c.heads_in_layer(0)) * c.attention_head_size();
+  struct Map {
+    at::Tensor w, b, x;
+  };
+  std::vector<Map> maps;
+  for (const auto& [out, in] :
+       std::vector<std::pair<int64_t, int64_t>>{{3 * inner, H}, {H, inner}, {F, H}, {H, F}})
+    maps.push_back({at::randn({out, in}, gen).mul_(0.02), at::randn({out}, gen).mul_(0.02),
+                    at::randn({rows, in}, gen)});
+  // Best of a few passes over the four maps, after one untimed pass.
+  auto best_ms = [](const std::function<void()>& pass) {
+    pass();
+    double best = std::numeric_limits<double>::infinity();
+    for (int r = 0; r < 3; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      pass();
+      best = std::min(
+          best,
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  GemmTiming t;
+  ModelOptions o;
+  o.gemm = Gemm::kBlas;
+  configure_runtime(runtime_for(o, runtime));
+  t.blas_ms = best_ms([&] {
+    for (const Map& m : maps) at::linear(m.x, m.w, m.b);
+  });
+  o.gemm = Gemm::kOnednn;
+  configure_runtime(runtime_for(o, runtime));
+  std::vector<std::unique_ptr<OnednnLinear>> packed;
+  for (const Map& m : maps) packed.push_back(std::make_unique<OnednnLinear>(m.w, m.b));
+  t.onednn_ms = best_ms([&] {
+    for (size_t i = 0; i < maps.size(); ++i) (*packed[i])(maps[i].x);
+  });
+  return t;
+}
+
+ModelOptions configure_engine(const BertConfig& config, ModelOptions options,
+                              const RuntimeConfig& runtime) {
+  if (options.gemm == Gemm::kAuto) {
+    options.gemm = Gemm::kBlas;
+    if (!options.int8 && parse_device(runtime.device).is_cpu() && at::hasMKLDNN()) {
+      options.measured = measure_gemm(config, runtime);
+      if (options.measured->onednn_ms < options.measured->blas_ms) options.gemm = Gemm::kOnednn;
+    }
+  }
+  configure_runtime(runtime_for(options, runtime));
+  return options;
+}
+
 struct InferenceModel::Layer {
   int64_t heads = 0;
   at::Tensor qkv_w, qkv_b;  // (heads * 3 * head_size, H), rows grouped by head
@@ -269,6 +347,8 @@ std::shared_ptr<const InferenceModel> InferenceModel::load(const std::string& di
   const BertConfig& c = m->config_;
   c.validate(dir + "/config.json");
   const c10::Device device = compute_device();
+  if (options.gemm == Gemm::kAuto)
+    fail("InferenceModel::load: Gemm::kAuto is resolved by configure_engine before loading");
   if (options.int8 && options.gemm == Gemm::kOnednn)
     fail("--gemm onednn is the fp32 path; --int8 runs its own (oneDNN's int8 kernels)");
   if (m->packs() && !device.is_cpu())

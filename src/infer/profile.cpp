@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <ctime>
+#include <limits>
 #include <sstream>
 
 #include "slimbert/core/error.h"
@@ -31,34 +33,6 @@ namespace {
 
 double accuracy_key(const SubnetProfile& p) {
   return p.score ? *p.score : p.gflops;
-}
-
-// Least squares for p50 = c0 + c1 x1 + c2 x2 through the 3 x 3 normal equations (in double; the
-// features differ by orders of magnitude, so they are scaled to unit size first).
-void fit(SubnetProfile& p) {
-  const int64_t n = static_cast<int64_t>(p.fitted.size());
-  at::Tensor X = at::empty({n, 3}, at::kDouble), y = at::empty({n}, at::kDouble);
-  for (int64_t i = 0; i < n; ++i) {
-    const Shape& s = p.fitted[static_cast<size_t>(i)].shape;
-    const double b = static_cast<double>(s.batch), t = static_cast<double>(s.seq);
-    X[i][0] = 1.0;
-    X[i][1] = b * t;
-    X[i][2] = b * t * t;
-    y[i] = p.fitted[static_cast<size_t>(i)].p50_ms;
-  }
-  const at::Tensor scale = X.abs().amax(0).clamp_min(1e-12);
-  const at::Tensor Xs = X / scale;
-  const at::Tensor A = Xs.t().mm(Xs) + 1e-9 * at::eye(3, at::kDouble);
-  const at::Tensor c = at::linalg_solve(A, Xs.t().mv(y)) / scale;
-  p.c0 = c[0].item<double>();
-  p.c1 = c[1].item<double>();
-  p.c2 = c[2].item<double>();
-  p.tail = 1.0;
-  for (Timing& t : p.fitted) {
-    t.predicted_ms = p.predict_ms(t.shape);
-    if (t.predicted_ms > 0) p.tail = std::max(p.tail, t.p99_ms / t.predicted_ms);
-  }
-  for (Timing& t : p.held_out) t.predicted_ms = p.predict_ms(t.shape);
 }
 
 json timing_json(const Timing& t) {
@@ -107,6 +81,57 @@ std::vector<std::pair<SubNet, double>> grid_scores(const std::string& path) {
 
 }  // namespace
 
+// Least squares for p50 = c0 + c1 x1 + c2 x2 with every coefficient >= 0: each term is a cost
+// (fixed overhead, linear maps, attention), and an unconstrained fit to noisy timings of a small
+// model can trade a negative term for a larger one and predict nothing, or less than nothing, at a
+// shape it was fitted on. With three terms the constrained optimum is the best feasible solution
+// of the unconstrained problems over the 7 non-empty sets of terms. Each is solved through its
+// normal equations in double, the features scaled to unit size first (they differ by orders of
+// magnitude).
+void fit_latency_model(SubnetProfile& p) {
+  const int64_t n = static_cast<int64_t>(p.fitted.size());
+  at::Tensor X = at::empty({n, 3}, at::kDouble), y = at::empty({n}, at::kDouble);
+  for (int64_t i = 0; i < n; ++i) {
+    const Shape& s = p.fitted[static_cast<size_t>(i)].shape;
+    const double b = static_cast<double>(s.batch), t = static_cast<double>(s.seq);
+    X[i][0] = 1.0;
+    X[i][1] = b * t;
+    X[i][2] = b * t * t;
+    y[i] = p.fitted[static_cast<size_t>(i)].p50_ms;
+  }
+  const at::Tensor scale = X.abs().amax(0).clamp_min(1e-12);
+  const at::Tensor Xs = X / scale;
+  double best_residual = std::numeric_limits<double>::infinity();
+  std::array<double, 3> best{0.0, 0.0, 0.0};
+  for (int terms = 7; terms >= 1; --terms) {
+    std::vector<int64_t> cols;
+    for (int64_t k = 0; k < 3; ++k)
+      if (terms & (1 << k)) cols.push_back(k);
+    const at::Tensor index = at::tensor(cols, at::kLong);
+    const at::Tensor Xk = Xs.index_select(1, index);
+    const int64_t m = static_cast<int64_t>(cols.size());
+    const at::Tensor A = Xk.t().mm(Xk) + 1e-9 * at::eye(m, at::kDouble);
+    const at::Tensor ck = at::linalg_solve(A, Xk.t().mv(y));
+    if (ck.min().item<double>() < 0.0) continue;
+    const double residual = (Xk.mv(ck) - y).square().sum().item<double>();
+    if (residual >= best_residual) continue;
+    best_residual = residual;
+    best = {0.0, 0.0, 0.0};
+    const at::Tensor c = ck / scale.index_select(0, index);
+    for (int64_t j = 0; j < m; ++j)
+      best[static_cast<size_t>(cols[static_cast<size_t>(j)])] = c[j].item<double>();
+  }
+  p.c0 = best[0];
+  p.c1 = best[1];
+  p.c2 = best[2];
+  p.tail = 1.0;
+  for (Timing& t : p.fitted) {
+    t.predicted_ms = p.predict_ms(t.shape);
+    if (t.predicted_ms > 0) p.tail = std::max(p.tail, t.p99_ms / t.predicted_ms);
+  }
+  for (Timing& t : p.held_out) t.predicted_ms = p.predict_ms(t.shape);
+}
+
 const SubnetProfile& LatencyProfile::choose(double budget_ms, const Shape& shape) const {
   if (subnets.empty()) fail("latency profile: no sub-networks");
   const SubnetProfile* best = nullptr;
@@ -144,6 +169,7 @@ json LatencyProfile::to_json() const {
           {"model", model},
           {"int8", int8},
           {"threads", threads},
+          {"gemm", gemm},
           {"created", created},
           {"subnets", subs}};
 }
@@ -159,6 +185,9 @@ LatencyProfile LatencyProfile::from_json(const json& j, const std::string& where
   if (!int8.is_boolean()) top.bad("int8", "true or false");
   p.int8 = int8.get<bool>();
   p.threads = top.has("threads") ? top.string("threads") : "";
+  p.gemm = top.has("gemm") ? top.string("gemm") : "";
+  if (!p.gemm.empty() && p.gemm != "openblas" && p.gemm != "onednn" && p.gemm != "int8")
+    top.bad("gemm", "openblas, onednn or int8");
   p.created = top.has("created") ? top.string("created") : "";
   const json& subs = top.at("subnets");
   if (!subs.is_array() || subs.empty() || subs.size() > 4096)
@@ -223,6 +252,7 @@ LatencyProfile measure_profile(
   out.model = model.dir();
   out.int8 = model.int8();
   out.threads = describe_threads();
+  out.gemm = model.int8() ? "int8" : gemm_name(model.gemm());
   out.created = now_utc();
   // One untimed round: thread pools and the allocator warm up on the first passes.
   measure_latency(model, 4, std::min<int64_t>(64, max_seq), o.subnets.front(), 1, 3);
@@ -239,7 +269,7 @@ LatencyProfile measure_profile(
         const Latency l = measure_latency(model, shape.batch, shape.seq, p.subnet, o.iters, 1);
         (shapes == &fit_shapes ? p.fitted : p.held_out).push_back({shape, l.p50, l.p99, 0});
       }
-    fit(p);
+    fit_latency_model(p);
     out.subnets.push_back(std::move(p));
     if (progress) progress(i + 1, o.subnets.size(), out.subnets.back().name());
   }

@@ -171,17 +171,17 @@ void drop_training_state(const std::string& dir) {
       drop_training_state(entry.path().string());
 }
 
-// While alive, the threads run libtorch's pool (int8 products) instead of OpenBLAS.
-class Int8Threads {
+// While alive, the threads are set for a model loaded with `engine` (int8 and oneDNN products
+// run on libtorch's pool, OpenBLAS's on its own); training's setting is restored after.
+class EngineThreads {
  public:
-  explicit Int8Threads(const RuntimeConfig& runtime) : runtime_(runtime) {
-    RuntimeConfig r = runtime;
-    r.torch_intra = true;
-    configure_runtime(r);
+  EngineThreads(const infer::ModelOptions& engine, const RuntimeConfig& runtime)
+      : runtime_(runtime) {
+    configure_runtime(infer::runtime_for(engine, runtime));
   }
-  ~Int8Threads() { configure_runtime(runtime_); }
-  Int8Threads(const Int8Threads&) = delete;
-  Int8Threads& operator=(const Int8Threads&) = delete;
+  ~EngineThreads() { configure_runtime(runtime_); }
+  EngineThreads(const EngineThreads&) = delete;
+  EngineThreads& operator=(const EngineThreads&) = delete;
 
  private:
   RuntimeConfig runtime_;
@@ -416,6 +416,17 @@ class Pipeline {
     return o_.method == CompressMethod::kWid ? std::vector<double>{1.0} : o_.depths;
   }
 
+  // The fp32 engine the grid and the profile time, and so the one the server runs (it follows
+  // the profile): --gemm auto's measurement on the model's shapes, made once.
+  const infer::ModelOptions& fp32_engine() {
+    if (!fp32_engine_) {
+      fp32_engine_ = infer::configure_engine(load_config_dir(out("model")),
+                                             {false, widths(), infer::Gemm::kAuto}, o_.runtime);
+      configure_runtime(o_.runtime);
+    }
+    return *fp32_engine_;
+  }
+
   GridOptions grid_options() const {
     GridOptions g;
     g.task = o_.task;
@@ -438,17 +449,25 @@ class Pipeline {
     });
     std::vector<GridSeries> series;
     const std::string name = o_.method == CompressMethod::kWid ? "WID student" : "DynaBERT";
-    series.push_back({name, evaluate_grid(out("model"), grid_options())});
-    if (o_.int8) {
-      GridOptions g = grid_options();
-      g.int8 = true;
-      Int8Threads threads(o_.runtime);
-      series.push_back({name + " int8", evaluate_grid(out("model"), g)});
-    }
-    GridOptions t = grid_options();
+    GridOptions g = grid_options();
+    g.gemm = fp32_engine().gemm;
+    GridOptions t = g;
     t.widths = {1.0};
     t.depths = {1.0};
-    series.push_back({"teacher", evaluate_grid(o_.model_dir, t)});
+    {
+      EngineThreads threads(fp32_engine(), o_.runtime);
+      series.push_back({name, evaluate_grid(out("model"), g)});
+    }
+    if (o_.int8) {
+      GridOptions q = grid_options();
+      q.int8 = true;
+      EngineThreads threads({true, q.widths}, o_.runtime);
+      series.push_back({name + " int8", evaluate_grid(out("model"), q)});
+    }
+    {
+      EngineThreads threads(fp32_engine(), o_.runtime);
+      series.push_back({"teacher", evaluate_grid(o_.model_dir, t)});
+    }
     write_grid_report(series, TaskSpec::make(o_.task, o_.data_dir).display_name(), out("grid"));
     return {{"model", out("model")}, {"grid", out("grid/grid.json")}};
   }
@@ -457,13 +476,12 @@ class Pipeline {
     nlohmann::json written = nlohmann::json::array();
     for (bool int8 : {false, true}) {
       if (int8 && !o_.int8) continue;
-      std::optional<Int8Threads> threads;
-      if (int8) threads.emplace(o_.runtime);
+      const infer::ModelOptions engine = int8 ? infer::ModelOptions{true, widths()} : fp32_engine();
+      EngineThreads threads(engine, o_.runtime);
       std::vector<SubNet> subnets;
       for (double d : depths())
         for (double w : widths()) subnets.push_back({w, d});
-      const auto model =
-          infer::InferenceModel::load(out("model"), infer::ModelOptions{int8, widths()});
+      const auto model = infer::InferenceModel::load(out("model"), engine);
       infer::ProfileOptions po;
       po.subnets = subnets;
       po.iters = std::max<int64_t>(2, o_.latency_iters);
@@ -584,6 +602,7 @@ class Pipeline {
   Ledger ledger_;
   std::vector<std::pair<std::string, std::function<nlohmann::json()>>> stages_;
   std::string final_stage_;
+  std::optional<infer::ModelOptions> fp32_engine_;
 };
 
 }  // namespace

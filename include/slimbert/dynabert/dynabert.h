@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "slimbert/infer/model.h"
 #include "slimbert/io/tensor_io.h"
 #include "slimbert/model/bert.h"
 #include "slimbert/train/finetune.h"
@@ -176,6 +177,9 @@ struct GridOptions {
   std::vector<int64_t> latency_batches = {1, 8};
   int64_t latency_seq = 128, latency_iters = 10;
   bool int8 = false;  // score and time the int8 runtime (weights packed for `widths`)
+  // Where fp32 products run (resolved: infer::configure_engine turns kAuto into an engine and
+  // sets the threads for it).
+  infer::Gemm gemm = infer::Gemm::kBlas;
   bool skip_bad_rows = false;
 };
 

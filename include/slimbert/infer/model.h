@@ -18,24 +18,46 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "slimbert/core/runtime.h"
 #include "slimbert/model/bert.h"
 #include "slimbert/model/config.h"
 
 namespace slimbert::infer {
 
-// Where fp32 products run: libtorch's BLAS (OpenBLAS here), or oneDNN with weights packed at load.
-enum class Gemm { kBlas, kOnednn };
-Gemm parse_gemm(const std::string& name);  // "openblas" | "onednn"
+// Where fp32 products run: libtorch's BLAS (OpenBLAS here), or oneDNN with weights packed at load;
+// kAuto is resolved by measurement (configure_engine) before a model is loaded.
+enum class Gemm { kAuto, kBlas, kOnednn };
+Gemm parse_gemm(const std::string& name);  // "auto" | "openblas" | "onednn"
+const char* gemm_name(Gemm gemm);
+
+// Both fp32 engines timed on a model's four linear maps at full width, 128 rows each, each under
+// the thread setting it runs with (milliseconds for one layer's maps, best of a few passes).
+struct GemmTiming {
+  double blas_ms = 0, onednn_ms = 0;
+};
 
 struct ModelOptions {
   bool int8 = false;
   // Width multipliers to pack weights for (int8 and oneDNN; OpenBLAS fp32 runs any width).
   std::vector<double> widths = {1.0};
   Gemm gemm = Gemm::kBlas;
+  std::optional<GemmTiming> measured = std::nullopt;  // why kAuto chose `gemm`, when it did
 };
+
+// The thread setting a model loaded with `options` runs best under: int8 and oneDNN products run
+// on libtorch's intra-op pool, OpenBLAS products on OpenBLAS's threads.
+RuntimeConfig runtime_for(const ModelOptions& options, RuntimeConfig runtime);
+
+// Resolves Gemm::kAuto to the engine measured faster here for `config`'s shapes (fp32 on a CPU;
+// OpenBLAS elsewhere, and where oneDNN is missing), then applies runtime_for(options, runtime).
+// Returns the options to load the model with.
+ModelOptions configure_engine(const BertConfig& config, ModelOptions options,
+                              const RuntimeConfig& runtime);
+GemmTiming measure_gemm(const BertConfig& config, const RuntimeConfig& runtime);
 
 // What a forward pass returns. `logits` is defined for a classification checkpoint.
 struct Output {
@@ -59,6 +81,7 @@ class InferenceModel {
   const std::string& dir() const { return dir_; }
   bool int8() const { return options_.int8; }
   Gemm gemm() const { return options_.gemm; }
+  const ModelOptions& options() const { return options_; }
   c10::Device device() const;
   bool has_classifier() const { return classifier_w_.defined(); }
   bool has_pooler() const { return pooler_w_.defined(); }

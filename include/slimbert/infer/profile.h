@@ -26,8 +26,8 @@ struct Timing {
 
 struct SubnetProfile {
   SubNet subnet;
-  // p50 ms = c0 + c1 * tokens + c2 * batch * seq^2 (tokens = batch * seq): the linear maps grow
-  // with tokens, attention with each sequence's length squared.
+  // p50 ms = c0 + c1 * tokens + c2 * batch * seq^2 (tokens = batch * seq), each c >= 0: the linear
+  // maps grow with tokens, attention with each sequence's length squared.
   double c0 = 0, c1 = 0, c2 = 0;
   double tail = 1.0;            // largest p99 / predicted p50 seen: predictions are scaled by it
   std::optional<double> score;  // dev score from a grid report
@@ -41,6 +41,9 @@ struct LatencyProfile {
   std::string model;
   bool int8 = false;
   std::string threads, created;
+  // Where the fp32 products ran ("openblas", "onednn"; "int8"): a server on this profile runs the
+  // same engine, or its budgets would rest on another engine's timings. Empty in older files.
+  std::string gemm;
   std::vector<SubnetProfile> subnets;
 
   // Most accurate sub-network (dev score, else FLOPs) whose predicted p99 (p50 x tail) fits in
@@ -64,6 +67,10 @@ struct ProfileOptions {
 
 // The sub-networks of the default DynaBERT grid (widths 1, .75, .5, .25 x depths 1, .75, .5).
 std::vector<SubNet> default_grid();
+
+// Sets c0, c1, c2 (least squares on p.fitted's p50, each >= 0) and tail, and the predictions of
+// p.fitted and p.held_out.
+void fit_latency_model(SubnetProfile& p);
 
 // Measures and fits; `progress(done, total, name)` after each sub-network.
 LatencyProfile measure_profile(

@@ -62,8 +62,8 @@ struct CompressOptions {
   bool keep_stages = false;  // keep each stage's model (by default only their logs stay)
   bool skip_bad_rows = false;
   std::string command;  // the command line, for the report
-  // Threads: training and fp32 products on OpenBLAS; the int8 parts give them to libtorch's
-  // pool (its quantized products run there) and hand them back after.
+  // Threads: training on OpenBLAS; the grid and the profile run the fp32 engine measured faster
+  // here (infer::configure_engine) and int8 on libtorch's pool, and hand the threads back after.
   RuntimeConfig runtime;
 };
 
