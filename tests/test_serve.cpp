@@ -8,6 +8,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -199,6 +200,26 @@ TEST(Serve, BudgetsChooseSubNetworksAndTheAnswerNamesThem) {
   EXPECT_EQ(r->get_header_value("x-subnet"), "w0.5_d1");
   for (const char* h : {"x-queue-time", "x-tokenization-time", "x-inference-time"})
     EXPECT_TRUE(r->has_header(h)) << h;
+}
+
+TEST(Serve, AKeptAliveConnectionIsNotStalledByDelayedAcks) {
+  LiveServer server;
+  httplib::Client c = server.client();
+  c.set_keep_alive(true);
+  c.set_tcp_nodelay(true);  // its own writes must not wait for ACKs either: this tests the server
+  std::vector<double> ms;
+  for (int i = 0; i < 15; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = c.Post("/predict", R"({"inputs": "one short text"})", "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  // The tiny model answers in about a millisecond; a response held back by Nagle's algorithm
+  // until the client's delayed ACK takes 40 ms or more, every time.
+  std::nth_element(ms.begin(), ms.begin() + 7, ms.end());
+  EXPECT_LT(ms[7], 30.0);
 }
 
 TEST(Serve, BadRequestsGetTheRightStatusAndNameTheField) {
