@@ -70,7 +70,9 @@ void add_bench(CLI::App& app) {
                           {"mean_ms", mean},
                           {"gflop_per_s", gflops / (p50 / 1e3)}};
       if (const auto& m = model->options().measured)
-        j["gemm_measured_ms"] = {{"openblas", m->blas_ms}, {"onednn", m->onednn_ms}};
+        j["gemm_measured"] = {{"openblas_ms", m->blas_ms},
+                              {"onednn_ms", m->onednn_ms},
+                              {"onednn_speedup", m->onednn_speedup}};
       std::cout << j.dump() << "\n";
       return;
     }

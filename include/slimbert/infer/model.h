@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "slimbert/core/runtime.h"
+#include "slimbert/io/tensor_io.h"
 #include "slimbert/model/bert.h"
 #include "slimbert/model/config.h"
 
@@ -34,10 +35,13 @@ enum class Gemm { kAuto, kBlas, kOnednn };
 Gemm parse_gemm(const std::string& name);  // "auto" | "openblas" | "onednn"
 const char* gemm_name(Gemm gemm);
 
-// Both fp32 engines timed on a model's four linear maps at full width, 128 rows each, each under
-// the thread setting it runs with (milliseconds for one layer's maps, best of a few passes).
+// Both fp32 engines timed on one encoder layer of a model's shape (random weights), whole passes
+// at a few batch shapes from one short sequence to a batch of long ones, each engine under the
+// thread setting it runs with: the products, and the attention and elementwise work whose threads
+// differ between the two settings.
 struct GemmTiming {
-  double blas_ms = 0, onednn_ms = 0;
+  double blas_ms = 0, onednn_ms = 0;  // p50 summed over the shapes
+  double onednn_speedup = 0;          // geometric mean over the shapes of blas / onednn
 };
 
 struct ModelOptions {
@@ -52,7 +56,8 @@ struct ModelOptions {
 // on libtorch's intra-op pool, OpenBLAS products on OpenBLAS's threads.
 RuntimeConfig runtime_for(const ModelOptions& options, RuntimeConfig runtime);
 
-// Resolves Gemm::kAuto to the engine measured faster here for `config`'s shapes (fp32 on a CPU;
+// Resolves Gemm::kAuto to the engine measured faster here for `config`'s shapes (onednn_speedup
+// > 1; fp32 on a CPU;
 // OpenBLAS elsewhere, and where oneDNN is missing), then applies runtime_for(options, runtime).
 // Returns the options to load the model with.
 ModelOptions configure_engine(const BertConfig& config, ModelOptions options,
@@ -73,6 +78,10 @@ class InferenceModel {
   // DIR: a slimbert or HF checkpoint directory (config.json + model.safetensors or shards).
   static std::shared_ptr<const InferenceModel> load(const std::string& dir,
                                                     const ModelOptions& options = {});
+  // From weights in memory under HF names (a base model's, or a head model's with "bert.").
+  static std::shared_ptr<const InferenceModel> from_weights(const BertConfig& config,
+                                                            TensorMap tensors,
+                                                            const ModelOptions& options = {});
   ~InferenceModel();
 
   Output forward(const Batch& batch, const SubNet& subnet = {}) const;
@@ -92,6 +101,10 @@ class InferenceModel {
 
  private:
   InferenceModel();
+  static std::shared_ptr<const InferenceModel> build(const std::string& dir,
+                                                     const BertConfig& config, TensorMap tensors,
+                                                     const std::string& source,
+                                                     const ModelOptions& options);
   struct Layer;
   // Weights packed per width at load (int8, or fp32 for oneDNN).
   bool packs() const { return options_.int8 || options_.gemm == Gemm::kOnednn; }
