@@ -10,6 +10,10 @@
 #define USE_C10D_NCCL 1
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
+#if defined(SLIMBERT_EXPECT_NCCL) && !defined(USE_C10D_NCCL)
+#error \
+    "slimbert_nccl_check: NCCL's or c10d's NCCL headers are not found; the branch is not compiled"
+#endif
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 

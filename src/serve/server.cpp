@@ -625,6 +625,13 @@ Server::Server(std::shared_ptr<const infer::InferenceModel> model, Tokenizer tok
       impl_->options.max_queue < 1 || impl_->options.http_threads < 1)
     fail("serve: batch, queue and thread limits must be positive");
   impl_->routes();
+  // One pass per sub-network at a short and a long sequence before the first request: a shape's
+  // first pass pays for thread start-up, heap growth and oneDNN's kernel creation, which budgets
+  // planned on warm timings do not cover.
+  const int64_t max_length = impl_->max_length;
+  for (const infer::SubnetProfile& p : impl_->profile.subnets)
+    for (int64_t len : {std::min<int64_t>(16, max_length), std::min<int64_t>(128, max_length)})
+      infer::measure_latency(*impl_->model, 1, len, p.subnet, 1, 0);
 }
 
 Server::~Server() {
