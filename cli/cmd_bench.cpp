@@ -61,7 +61,7 @@ void add_bench(CLI::App& app) {
                           {"depth", opts->depth},
                           {"threads", describe_threads()},
                           {"int8", opts->engine.int8},
-                          {"gemm", opts->engine.int8 ? "int8" : infer::gemm_name(model->gemm())},
+                          {"gemm", model->engine_name()},
                           {"weight_mb", static_cast<double>(model->weight_bytes()) / 1e6},
                           {"iters", opts->iters},
                           {"p50_ms", p50},

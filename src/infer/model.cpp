@@ -1,7 +1,6 @@
 #include "slimbert/infer/model.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
 #include <c10/core/InferenceMode.h>
@@ -219,14 +218,19 @@ class OnednnLinear : public PackedLinear {
 
 }  // namespace
 
+bool packs_weights(const ModelOptions& options) {
+  return options.int8 || options.gemm == Gemm::kOnednn;
+}
+
 RuntimeConfig runtime_for(const ModelOptions& options, RuntimeConfig runtime) {
-  if (options.int8 || options.gemm == Gemm::kOnednn) runtime.torch_intra = true;
+  if (packs_weights(options)) runtime.torch_intra = true;
   return runtime;
 }
 
 namespace {
 
-// Random weights of one encoder layer of `config`'s shape (layer 0's heads), under HF names.
+// One encoder layer of `config`'s shape (layer 0's heads), initialised as `slimbert init` does
+// (init_weights draws from its own generator: the global one is not advanced).
 std::pair<BertConfig, TensorMap> one_random_layer(const BertConfig& config) {
   BertConfig c = config;
   c.num_hidden_layers = 1;
@@ -235,34 +239,9 @@ std::pair<BertConfig, TensorMap> one_random_layer(const BertConfig& config) {
   if (auto it = config.pruned_heads.find(0); it != config.pruned_heads.end())
     c.pruned_heads[0] = it->second;
   c.id2label.clear();
-  // A private generator: measuring must not advance the global one (exact resume depends on it).
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
-  auto random = [&](std::vector<int64_t> shape) { return at::randn(shape, gen).mul_(0.02); };
-  const int64_t H = c.hidden_size, F = c.intermediate_size;
-  const int64_t inner = c.heads_in_layer(0) * c.attention_head_size();
-  auto weight = [](const std::string& module) { return hf::path({module, "weight"}); };
-  auto bias = [](const std::string& module) { return hf::path({module, "bias"}); };
-  auto in_layer = [](const char* module) { return hf::path({hf::layer(0), module}); };
-  TensorMap w;
-  w[weight(hf::kWordEmbeddings)] = random({c.vocab_size, H});
-  w[weight(hf::kPositionEmbeddings)] = random({c.max_position_embeddings, H});
-  w[weight(hf::kTokenTypeEmbeddings)] = random({c.type_vocab_size, H});
-  for (const std::string& norm :
-       {std::string(hf::kEmbeddingNorm), in_layer(hf::kAttentionNorm), in_layer(hf::kOutputNorm)}) {
-    w[weight(norm)] = at::ones({H});
-    w[bias(norm)] = at::zeros({H});
-  }
-  for (const char* m : {hf::kQuery, hf::kKey, hf::kValue}) {
-    w[weight(in_layer(m))] = random({inner, H});
-    w[bias(in_layer(m))] = random({inner});
-  }
-  w[weight(in_layer(hf::kAttentionOutput))] = random({H, inner});
-  w[bias(in_layer(hf::kAttentionOutput))] = random({H});
-  w[weight(in_layer(hf::kIntermediate))] = random({F, H});
-  w[bias(in_layer(hf::kIntermediate))] = random({F});
-  w[weight(in_layer(hf::kOutput))] = random({H, F});
-  w[bias(in_layer(hf::kOutput))] = random({H});
-  return {c, std::move(w)};
+  BertModel bert(c);
+  init_weights(*bert, c, 0);
+  return {c, state_dict(*bert)};
 }
 
 }  // namespace
@@ -375,7 +354,7 @@ void check_options(const ModelOptions& options) {
     fail("InferenceModel::load: Gemm::kAuto is resolved by configure_engine before loading");
   if (options.int8 && options.gemm == Gemm::kOnednn)
     fail("--gemm onednn is the fp32 path; --int8 runs its own (oneDNN's int8 kernels)");
-  if ((options.int8 || options.gemm == Gemm::kOnednn) && !compute_device().is_cpu())
+  if (packs_weights(options) && !compute_device().is_cpu())
     fail(options.int8 ? "--int8" : "--gemm onednn", " runs on the CPU only");
   if (options.int8) {
     if (!select_int8_engine())
@@ -489,6 +468,10 @@ std::shared_ptr<const InferenceModel> InferenceModel::build(const std::string& d
   // would stay resident for good otherwise.
   malloc_trim(0);
   return m;
+}
+
+const char* InferenceModel::engine_name() const {
+  return options_.int8 ? "int8" : gemm_name(options_.gemm);
 }
 
 c10::Device InferenceModel::device() const {

@@ -252,7 +252,7 @@ LatencyProfile measure_profile(
   out.model = model.dir();
   out.int8 = model.int8();
   out.threads = describe_threads();
-  out.gemm = model.int8() ? "int8" : gemm_name(model.gemm());
+  out.gemm = model.engine_name();
   out.created = now_utc();
   // One untimed round: thread pools and the allocator warm up on the first passes.
   measure_latency(model, 4, std::min<int64_t>(64, max_seq), o.subnets.front(), 1, 3);

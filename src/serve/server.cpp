@@ -549,7 +549,7 @@ struct Server::Impl {
     return {{"model_id", model->dir()},
             {"model_type", c.model_type},
             {"int8", model->int8()},
-            {"gemm", model->int8() ? "int8" : infer::gemm_name(model->gemm())},
+            {"gemm", model->engine_name()},
             {"hidden_size", c.hidden_size},
             {"layers", c.num_hidden_layers},
             {"labels", model->has_classifier() ? c.num_labels() : 0},

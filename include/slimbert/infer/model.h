@@ -52,14 +52,15 @@ struct ModelOptions {
   std::optional<GemmTiming> measured = std::nullopt;  // why kAuto chose `gemm`, when it did
 };
 
+// int8 and oneDNN pack the encoder's weights at load, per width, for their own kernels.
+bool packs_weights(const ModelOptions& options);
 // The thread setting a model loaded with `options` runs best under: int8 and oneDNN products run
 // on libtorch's intra-op pool, OpenBLAS products on OpenBLAS's threads.
 RuntimeConfig runtime_for(const ModelOptions& options, RuntimeConfig runtime);
 
-// Resolves Gemm::kAuto to the engine measured faster here for `config`'s shapes (onednn_speedup
-// > 1; fp32 on a CPU;
-// OpenBLAS elsewhere, and where oneDNN is missing), then applies runtime_for(options, runtime).
-// Returns the options to load the model with.
+// Resolves Gemm::kAuto to the engine measured faster here for `config`'s shapes (fp32 on a CPU:
+// oneDNN when onednn_speedup > 1; OpenBLAS elsewhere, and where oneDNN is missing), then applies
+// runtime_for(options, runtime). Returns the options to load the model with.
 ModelOptions configure_engine(const BertConfig& config, ModelOptions options,
                               const RuntimeConfig& runtime);
 GemmTiming measure_gemm(const BertConfig& config, const RuntimeConfig& runtime);
@@ -91,6 +92,7 @@ class InferenceModel {
   bool int8() const { return options_.int8; }
   Gemm gemm() const { return options_.gemm; }
   const ModelOptions& options() const { return options_; }
+  const char* engine_name() const;  // "int8", "openblas" or "onednn"
   c10::Device device() const;
   bool has_classifier() const { return classifier_w_.defined(); }
   bool has_pooler() const { return pooler_w_.defined(); }
@@ -107,7 +109,7 @@ class InferenceModel {
                                                      const ModelOptions& options);
   struct Layer;
   // Weights packed per width at load (int8, or fp32 for oneDNN).
-  bool packs() const { return options_.int8 || options_.gemm == Gemm::kOnednn; }
+  bool packs() const { return packs_weights(options_); }
   at::Tensor layer_forward(const Layer& layer, const at::Tensor& x, const at::Tensor& mask_bias,
                            const LayerShape& shape) const;
 
