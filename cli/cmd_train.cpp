@@ -94,6 +94,12 @@ void add_mlm_loop_options(CLI::App* cmd, PretrainOptions* p) {
                   "checkpoint and stop after this many steps (0 = run to the end)");
   cmd->add_flag("--resume", p->resume, "continue from the newest checkpoint in --out");
   cmd->add_flag("--fp16-final", p->float16_final, "store the final model in float16");
+  cmd->add_option_function<std::string>(
+         "--dtype",
+         [p](const std::string& d) { p->dtype = d == "float64" ? at::kDouble : at::kFloat; },
+         "training precision; float64 for numerical checks (slower; the final model is float32)")
+      ->check(CLI::IsMember({"float32", "float64"}))
+      ->default_str("float32");
 }
 
 void add_pretrain(CLI::App& app) {

@@ -68,8 +68,10 @@ std::string cpu_model() {
   return "unknown";
 }
 
-// The runs, one thread, AVX2 kernels in libtorch (OpenBLAS follows OPENBLAS_CORETYPE), so that
-// machines with and without AVX-512 produce the same bits.
+// The runs, one thread, AVX2 kernels in libtorch and in OpenBLAS (ctest sets OPENBLAS_CORETYPE,
+// which OpenBLAS reads when it loads), so that machines with and without AVX-512 produce the same
+// bits. Run by hand: OPENBLAS_CORETYPE=Haswell build/tests/slimbert_tests
+// --gtest_filter='Golden.*'.
 json record_runs() {
   const test::World& w = test::world();
   json runs;

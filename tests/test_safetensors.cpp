@@ -61,6 +61,23 @@ TEST(Safetensors, HalfPrecisionFilesLoadAsFloat32) {
   EXPECT_LT((h - x).abs().max().item<float>(), 5e-3);
 }
 
+// A float64 training run: its checkpoints keep F64 and load back bit for bit as float64; its
+// final model is stored as F32 like every other; float32 files widen exactly.
+TEST(Safetensors, Float64IsKeptWhenAskedAndNarrowedByDefault) {
+  TempDir dir;
+  const at::Tensor x = at::randn({4, 6}, at::kDouble);
+  save_safetensors(dir / "d.safetensors", {{"x", x}}, DType::F64);
+  save_safetensors(dir / "f.safetensors", {{"x", x}});
+  EXPECT_EQ(SafetensorsFile::open(dir / "d.safetensors")->find("x")->dtype, DType::F64);
+  EXPECT_EQ(SafetensorsFile::open(dir / "f.safetensors")->find("x")->dtype, DType::F32);
+  const at::Tensor d = load_safetensors(dir / "d.safetensors", at::kDouble)["x"];
+  EXPECT_EQ(d.scalar_type(), at::kDouble);
+  EXPECT_TRUE(at::equal(d, x));
+  EXPECT_TRUE(at::equal(load_safetensors(dir / "d.safetensors")["x"], x.to(at::kFloat)));
+  const at::Tensor f = load_safetensors(dir / "f.safetensors", at::kDouble)["x"];
+  EXPECT_TRUE(at::equal(f, x.to(at::kFloat).to(at::kDouble)));
+}
+
 TEST(Safetensors, ReadsTheGoldenFixture) {
   auto file = SafetensorsFile::open(test::fixture("hf/model/model.safetensors"));
   EXPECT_EQ(file->tensors().size(), 46u);

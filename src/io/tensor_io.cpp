@@ -89,7 +89,7 @@ void drop_mapped_pages(const uint8_t* p, size_t n) {
 
 }  // namespace
 
-TensorMap load_safetensors(const std::string& path) {
+TensorMap load_safetensors(const std::string& path, at::ScalarType float_type) {
   auto file = SafetensorsFile::open(path);
   TensorMap out;
   for (const auto& info : file->tensors()) {
@@ -99,7 +99,7 @@ TensorMap load_safetensors(const std::string& path) {
                           info.dtype == DType::F64 || info.dtype == DType::F32;
     // Own the data: the mapping goes away with `file`.
     out[info.name] =
-        is_float ? view.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true) : view.clone();
+        is_float ? view.to(float_type, /*non_blocking=*/false, /*copy=*/true) : view.clone();
     drop_mapped_pages(file->data(info), info.end - info.begin);
   }
   return out;
@@ -112,7 +112,7 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, DType f
   for (const auto& [name, t] : tensors) {
     if (!t.defined()) throw Error(cat(path, ": tensor '", name, "' is undefined"));
     at::Tensor c = t.detach().to(at::kCPU);
-    if (c.scalar_type() == at::kFloat && float_dtype != DType::F32)
+    if (c.is_floating_point() && c.scalar_type() != to_scalar(float_dtype))
       c = c.to(to_scalar(float_dtype));
     c = c.contiguous();
     owned[name] = c;
@@ -122,14 +122,20 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, DType f
   write_safetensors(path, bytes, metadata);
 }
 
-TensorMap load_weights(const std::string& dir) {
+TensorMap load_weights(const std::string& dir, at::ScalarType float_type) {
   const fs::path single = fs::path(dir) / kSingleFile;
   const fs::path index = fs::path(dir) / kIndexFile;
-  if (fs::exists(single)) return load_safetensors(single.string());
+  if (fs::exists(single)) return load_safetensors(single.string(), float_type);
   if (!fs::exists(index)) {
     if (!fs::is_directory(dir)) fail(dir, ": checkpoint directory not found");
     const fs::path bin = fs::path(dir) / kTorchFile;
-    if (fs::exists(bin)) return load_torch_save(bin.string());
+    if (fs::exists(bin)) {
+      TensorMap weights = load_torch_save(bin.string());
+      if (float_type != at::kFloat)
+        for (auto& [name, t] : weights)
+          if (t.is_floating_point()) t = t.to(float_type);
+      return weights;
+    }
     std::string hint;
     if (fs::exists(fs::path(dir) / "pytorch_model.bin.index.json"))
       hint =
@@ -152,7 +158,7 @@ TensorMap load_weights(const std::string& dir) {
   }
   TensorMap out;
   for (const auto& [file, names] : by_file) {
-    TensorMap shard = load_safetensors((fs::path(dir) / file).string());
+    TensorMap shard = load_safetensors((fs::path(dir) / file).string(), float_type);
     for (const auto& name : names) {
       auto it = shard.find(name);
       if (it == shard.end())
@@ -169,8 +175,8 @@ void save_weights(const std::string& dir, const TensorMap& tensors, DType float_
   size_t total = 0;
   const size_t float_size = dtype_size(float_dtype);
   auto stored_bytes = [&](const at::Tensor& t) {
-    return t.scalar_type() == at::kFloat ? static_cast<size_t>(t.numel()) * float_size
-                                         : static_cast<size_t>(t.nbytes());
+    return t.is_floating_point() ? static_cast<size_t>(t.numel()) * float_size
+                                 : static_cast<size_t>(t.nbytes());
   };
   for (const auto& [name, t] : tensors) total += stored_bytes(t);
   if (max_shard_bytes == 0 || total <= max_shard_bytes) {

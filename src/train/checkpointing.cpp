@@ -72,11 +72,15 @@ void save_training_checkpoint(const std::string& out_dir, const TrainerCursor& c
       rank_states.push_back(s.cpu());
     if (!is_main_rank()) return;
   }
+  // In the training precision: a float64 run resumes bit for bit.
+  SaveOptions precision;
+  precision.float_dtype = parameter_dtype(model) == at::kDouble ? DType::F64 : DType::F32;
   write_dir_atomic(checkpoint_dir(out_dir, cursor.step), [&](const std::string& staging) {
-    write_checkpoint_files(staging, config, model, tokenizer);
+    write_checkpoint_files(staging, config, model, tokenizer, precision);
     const std::string state_dir = staging + "/trainer_state";
     fs::create_directories(state_dir);
-    save_safetensors(state_dir + "/optimizer.safetensors", optimizer.state());
+    save_safetensors(state_dir + "/optimizer.safetensors", optimizer.state(),
+                     precision.float_dtype);
     TensorMap rng = {{"torch_cpu", cpu_state}};
     for (size_t r = 1; r < rank_states.size(); ++r)
       rng["torch_cpu.rank" + std::to_string(r)] = rank_states[r];
@@ -93,7 +97,8 @@ void save_training_checkpoint(const std::string& out_dir, const TrainerCursor& c
 }
 
 ResumedState load_training_state(const std::string& dir, const RunSignature& run,
-                                 const StateLimits& limits, AdamW& optimizer) {
+                                 const StateLimits& limits, AdamW& optimizer,
+                                 at::ScalarType float_type) {
   const std::string state_dir = (fs::path(dir) / "trainer_state").string();
   const std::string state_path = state_dir + "/state.json";
   ResumedState resumed;
@@ -101,7 +106,8 @@ ResumedState load_training_state(const std::string& dir, const RunSignature& run
   std::vector<std::string> notes;
   resumed.cursor = read_trainer_state(resumed.state, run, limits, state_path, &notes);
   for (const auto& n : notes) std::cerr << run.command << ": " << state_path << ": " << n << "\n";
-  optimizer.load_state(load_safetensors(state_dir + "/optimizer.safetensors"), state_dir);
+  optimizer.load_state(load_safetensors(state_dir + "/optimizer.safetensors", float_type),
+                       state_dir);
   const TensorMap rng = load_safetensors(state_dir + "/rng.safetensors");
   const int rank = dist().rank;
   const std::string key = rank == 0 ? "torch_cpu" : "torch_cpu.rank" + std::to_string(rank);
@@ -148,6 +154,12 @@ double clip_grad_norm(torch::nn::Module& module, double max_norm) {
     for (auto& p : module.parameters())
       if (p.grad().defined()) p.mutable_grad().mul_(max_norm / (norm + 1e-6));
   return norm;
+}
+
+at::ScalarType parameter_dtype(const torch::nn::Module& module) {
+  for (const auto& p : module.parameters())
+    if (p.is_floating_point()) return p.scalar_type();
+  return at::kFloat;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> named_parameters(torch::nn::Module& module) {

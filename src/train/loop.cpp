@@ -61,10 +61,12 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
               << "/checkpoints, starting fresh\n";
   t.model.train();
   if (!resume_dir.empty()) {
-    load_state(t.model, load_weights(resume_dir), weights_path(resume_dir));
+    const at::ScalarType precision = parameter_dtype(t.model);
+    load_state(t.model, load_weights(resume_dir, precision), weights_path(resume_dir));
     // Epochs advance once per micro-batch at most.
     const StateLimits limits{o.steps, o.steps * o.accumulation, data.examples()};
-    const ResumedState resumed = load_training_state(resume_dir, o.run, limits, t.optimizer);
+    const ResumedState resumed =
+        load_training_state(resume_dir, o.run, limits, t.optimizer, precision);
     step = resumed.cursor.step;
     data.seek(resumed.cursor.epoch, resumed.cursor.offset);
     if (o.keep_best) {

@@ -98,9 +98,10 @@ void AdamW::load_state(const TensorMap& state, const std::string& source) {
           fail(source, ": moments of '", name, "' must be floating-point, got ",
                at::toString(moment.scalar_type()));
       }
-      const at::Device device = groups_[gi].params[i].device();
-      moments_[gi][i] = {m->second.to(device, /*non_blocking=*/false, /*copy=*/true),
-                         v->second.to(device, /*non_blocking=*/false, /*copy=*/true)};
+      // On the parameter's device and in its precision (a float64 run's moments stay float64).
+      const at::TensorOptions like = groups_[gi].params[i].options();
+      moments_[gi][i] = {m->second.to(like, /*non_blocking=*/false, /*copy=*/true),
+                         v->second.to(like, /*non_blocking=*/false, /*copy=*/true)};
     }
 }
 

@@ -185,7 +185,8 @@ PretrainResult train_mlm(const std::string& what, const PretrainOptions& o, cons
                          {"weight_decay", o.weight_decay},
                          {"warmup_fraction", o.warmup_fraction},
                          {"clip", o.clip},
-                         {"optimizer", o.optimizer == AdamVariant::kTorch ? "torch" : "bert"}};
+                         {"optimizer", o.optimizer == AdamVariant::kTorch ? "torch" : "bert"},
+                         {"dtype", o.dtype == at::kDouble ? "float64" : "float32"}};
   loop.seed = o.seed;
   MlmSampler data(std::move(train), o.batch_size, mlm_masking(t.tokenizer, t.config), o.seed);
   at::manual_seed(o.seed);  // dropout
@@ -219,6 +220,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   const Tokenizer tokenizer = Tokenizer::from_dir(o.init_dir);
   const BertConfig config = load_config_dir(o.init_dir);
   BertForMaskedLM model = load_masked_lm(o.init_dir);
+  model->to(o.dtype);
   AdamW optimizer(
       bert_param_groups(named_parameters(*model), o.lr, o.weight_decay),
       AdamOptions{o.optimizer, 0.9, 0.999, o.optimizer == AdamVariant::kBert ? 1e-6 : 1e-8});

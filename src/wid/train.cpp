@@ -230,6 +230,7 @@ WidResult wid_train(WidOptions o) {
          " with --w-step ", s.w_step, "); use more steps or a smaller --w-step");
 
   WidModel model(load_mlm_teacher(t.init_dir));
+  model->to(t.dtype);
   // Groups (§A.8): teacher weights at the base rate with decay, their biases/LayerNorms without,
   // compactors at their own rate with decay.
   ParamGroup weights{"weights", {}, {}, t.lr, t.weight_decay};

@@ -13,18 +13,20 @@ namespace slimbert {
 
 using TensorMap = std::map<std::string, at::Tensor>;
 
-// Loads every tensor; floating-point tensors (F16, BF16, F64) become F32, integers keep their type.
-TensorMap load_safetensors(const std::string& path);
+// Loads every tensor; floating-point tensors (F16, BF16, F32, F64) become `float_type` (float32
+// unless a float64 training run resumes), integers keep their type.
+TensorMap load_safetensors(const std::string& path, at::ScalarType float_type = at::kFloat);
 // A state dict written by torch.save (zip format; transformers' pytorch_model.bin), floats as
 // float32, through libtorch's unpickler; errors name the file.
 TensorMap load_torch_save(const std::string& path);
-// Writes contiguous CPU copies; with `float_dtype` F16 or BF16, F32 tensors are stored narrowed.
+// Writes contiguous CPU copies, every floating-point tensor stored as `float_dtype` (F16 or BF16
+// halve the file; a float64 model's final weights are stored as F32, its checkpoints as F64).
 void save_safetensors(const std::string& path, const TensorMap& tensors,
                       DType float_dtype = DType::F32,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
 // Weights of a checkpoint directory, sharded or not.
-TensorMap load_weights(const std::string& dir);
+TensorMap load_weights(const std::string& dir, at::ScalarType float_type = at::kFloat);
 // Writes DIR/model.safetensors, or shards of at most `max_shard_bytes` plus the index when the
 // weights are larger (0 = never shard).
 void save_weights(const std::string& dir, const TensorMap& tensors, DType float_dtype = DType::F32,

@@ -30,9 +30,11 @@ struct ResumedState {
 
 // Checks `dir`'s state.json for a resume of `run` within `limits` (read_trainer_state), then
 // restores the optimizer state and the global RNG. Notes (changed adjustable options) go to
-// stderr. The caller loads the model weights from `dir` (an ordinary HF checkpoint).
+// stderr. The caller loads the model weights from `dir` (an ordinary HF checkpoint). Floating
+// state is read as `float_type`, the training precision.
 ResumedState load_training_state(const std::string& dir, const RunSignature& run,
-                                 const StateLimits& limits, AdamW& optimizer);
+                                 const StateLimits& limits, AdamW& optimizer,
+                                 at::ScalarType float_type = at::kFloat);
 
 // Removes what runs killed in the middle of a write left in OUT and OUT/checkpoints: staging
 // directories and temporary files of processes that no longer exist. Says what it removed.
@@ -42,6 +44,8 @@ void remove_stale_checkpoint_staging(const std::string& out_dir);
 double clip_grad_norm(torch::nn::Module& module, double max_norm);
 
 std::vector<std::pair<std::string, at::Tensor>> named_parameters(torch::nn::Module& module);
+// The precision a model trains in: that of its floating-point parameters (float32 if none).
+at::ScalarType parameter_dtype(const torch::nn::Module& module);
 
 // Fails unless `dir` can be created and written (before hours of training, not after).
 void require_writable_dir(const std::string& dir);

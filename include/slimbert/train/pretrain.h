@@ -36,6 +36,9 @@ struct PretrainOptions {
   double max_minutes = 0;      // > 0: checkpoint and stop after this much wall time
   int64_t stop_after = 0;      // > 0: checkpoint and stop after this many steps of this run
   bool float16_final = false;  // store the final model in F16 (half the size)
+  // Training precision. float64 is for numerical checks (~2x slower): checkpoints keep it, the
+  // final model is stored as float32 (or F16).
+  at::ScalarType dtype = at::kFloat;
 };
 
 struct PretrainResult {
