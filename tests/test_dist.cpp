@@ -40,6 +40,12 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
+int occurrences(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
 test::CliResult launch2(const std::string& command) {
   return test::run_cli("launch --nproc 2 --master-port " + std::to_string(free_port()) + " -- " +
                        command + " --threads 1");
@@ -185,6 +191,8 @@ TEST(Dist, WidOnTwoRanksEqualsOneRankAcrossMaskUpdates) {
   ASSERT_EQ(a.code, 0) << a.err;
   const test::CliResult b = launch2(args + " --out " + two);
   ASSERT_EQ(b.code, 0) << b.err;
+  // Rank 0 alone describes the run.
+  EXPECT_EQ(occurrences(b.err, "wid: teacher"), 1) << b.err;
   // The masks come from the reduced gradients on every rank: the same kept sizes at every step
   // and the same removed dims at the end; the loss of every step within 1e-5.
   test::expect_same_losses(one, two, 1e-5);

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "slimbert/core/dist.h"
 #include "slimbert/core/error.h"
 #include "slimbert/dynabert/dynabert.h"
 #include "slimbert/io/checkpoint.h"
@@ -189,13 +190,15 @@ FinetuneResult dynabert_train(const DynaTrainOptions& o) {
 
   AdamW optimizer(bert_param_groups(named_parameters(*student), t.lr, t.weight_decay),
                   AdamOptions{});
-  std::cerr << "dynabert " << to_string(o.stage) << ": " << subnets.size()
-            << " sub-networks per batch";
-  if (o.stage != DynaStage::kFinetune)
-    std::cerr << ", teacher " << o.teacher_dir
-              << (o.same_width_teacher ? " at each width" : " at full width") << ", lambda1 "
-              << o.lambda1 << ", lambda2 " << o.lambda2;
-  std::cerr << "\n";
+  if (is_main_rank()) {
+    std::cerr << "dynabert " << to_string(o.stage) << ": " << subnets.size()
+              << " sub-networks per batch";
+    if (o.stage != DynaStage::kFinetune)
+      std::cerr << ", teacher " << o.teacher_dir
+                << (o.same_width_teacher ? " at each width" : " at full width") << ", lambda1 "
+                << o.lambda1 << ", lambda2 " << o.lambda2;
+    std::cerr << "\n";
+  }
   DynaStageMethod method(o, student, teacher, subnets, spec, tokenizer, train);
   return train_task("dynabert " + to_string(o.stage), t,
                     Trainee{*student, optimizer, config, tokenizer}, train, method);

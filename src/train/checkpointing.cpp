@@ -105,7 +105,8 @@ ResumedState load_training_state(const std::string& dir, const RunSignature& run
   resumed.state = read_json_file(state_path);
   std::vector<std::string> notes;
   resumed.cursor = read_trainer_state(resumed.state, run, limits, state_path, &notes);
-  for (const auto& n : notes) std::cerr << run.command << ": " << state_path << ": " << n << "\n";
+  if (is_main_rank())
+    for (const auto& n : notes) std::cerr << run.command << ": " << state_path << ": " << n << "\n";
   optimizer.load_state(load_safetensors(state_dir + "/optimizer.safetensors", float_type),
                        state_dir);
   const TensorMap rng = load_safetensors(state_dir + "/rng.safetensors");

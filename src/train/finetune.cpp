@@ -376,7 +376,8 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   config.architectures = {"BertForSequenceClassification"};
 
   const TaskData train_data = load_train_split(spec, o);
-  if (train_data.skipped_rows)
+  // Every rank reads the same data and options: rank 0 alone says so.
+  if (train_data.skipped_rows && is_main_rank())
     std::cerr << "finetune: skipped " << train_data.skipped_rows << " malformed rows in "
               << train_data.source << "\n";
   const EncodedTask train = encode_task(tokenizer, spec, train_data, o.max_length, true);
@@ -407,8 +408,9 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   at::Tensor soft_targets;
   if (distil) {
     soft_targets = teacher_logits(o.distil_from, spec, train_data, o.max_length);
-    std::cerr << "finetune: distilling from " << o.distil_from << " (weight " << o.kd_weight
-              << ", temperature " << o.kd_temperature << ")\n";
+    if (is_main_rank())
+      std::cerr << "finetune: distilling from " << o.distil_from << " (weight " << o.kd_weight
+                << ", temperature " << o.kd_temperature << ")\n";
   }
   Finetuning method(model, o, spec, tokenizer, train, soft_targets);
   FinetuneResult result = train_task("finetune " + spec.display_name(), o,

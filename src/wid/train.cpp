@@ -250,12 +250,13 @@ WidResult wid_train(WidOptions o) {
   AdamW optimizer(std::move(groups), AdamOptions{AdamVariant::kBert, 0.9, 0.999, 1e-6});
   o.surgery.beta1 = 0.9;
 
-  std::cerr << "wid: teacher " << t.init_dir << " (hidden " << config.hidden_size << ", "
-            << encoder_parameters(config) << " encoder parameters) -> hidden " << s.target_hidden
-            << " (" << encoder_parameters(student_config(config, s.target_hidden, s.strategy))
-            << "), strategy " << to_string(s.strategy) << ", residual scoring "
-            << to_string(s.residual_score) << ", mask scores from " << to_string(s.scores)
-            << ", w_step " << s.w_step << " (target reached at step " << needed << ")\n";
+  if (is_main_rank())
+    std::cerr << "wid: teacher " << t.init_dir << " (hidden " << config.hidden_size << ", "
+              << encoder_parameters(config) << " encoder parameters) -> hidden " << s.target_hidden
+              << " (" << encoder_parameters(student_config(config, s.target_hidden, s.strategy))
+              << "), strategy " << to_string(s.strategy) << ", residual scoring "
+              << to_string(s.residual_score) << ", mask scores from " << to_string(s.scores)
+              << ", w_step " << s.w_step << " (target reached at step " << needed << ")\n";
 
   WidTraining method(model, config, o, tokenizer, optimizer, std::move(slot), needed);
   WidResult result;
