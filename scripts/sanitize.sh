@@ -18,6 +18,8 @@ supp=$(pwd)/tests/sanitizers
 export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:check_initialization_order=1:strict_string_checks=1"
 export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsan.supp"
+# The AVX2 kernels of OpenBLAS, as under ctest (tests/CMakeLists.txt): the training golden's bits.
+export OPENBLAS_CORETYPE=Haswell
 shards=$(nproc)
 cd "$BUILD"
 pids=()
