@@ -42,6 +42,26 @@ at::ScalarType to_scalar(DType d) {
   return at::kFloat;
 }
 
+constexpr const char* kSingleFile = "model.safetensors";
+constexpr const char* kIndexFile = "model.safetensors.index.json";
+constexpr const char* kTorchFile = "pytorch_model.bin";
+
+}  // namespace
+
+namespace {
+
+// The whole pages of a read-only file mapping in [p, p + n), which were copied out: dropped, so
+// that loading a model peaks at about its size instead of twice it (the mapping's pages count as
+// resident until unmapped). Reading them again would fetch them from the file.
+void drop_mapped_pages(const uint8_t* p, size_t n) {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+}  // namespace
+
 DType from_scalar(at::ScalarType s, const std::string& name) {
   switch (s) {
     case at::kDouble:
@@ -68,26 +88,6 @@ DType from_scalar(at::ScalarType s, const std::string& name) {
       throw Error(cat("tensor '", name, "': dtype ", at::toString(s), " cannot be saved"));
   }
 }
-
-constexpr const char* kSingleFile = "model.safetensors";
-constexpr const char* kIndexFile = "model.safetensors.index.json";
-constexpr const char* kTorchFile = "pytorch_model.bin";
-
-}  // namespace
-
-namespace {
-
-// The whole pages of a read-only file mapping in [p, p + n), which were copied out: dropped, so
-// that loading a model peaks at about its size instead of twice it (the mapping's pages count as
-// resident until unmapped). Reading them again would fetch them from the file.
-void drop_mapped_pages(const uint8_t* p, size_t n) {
-  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
-}  // namespace
 
 TensorMap load_safetensors(const std::string& path, at::ScalarType float_type) {
   auto file = SafetensorsFile::open(path);

@@ -74,7 +74,7 @@ void save_training_checkpoint(const std::string& out_dir, const TrainerCursor& c
   }
   // In the training precision: a float64 run resumes bit for bit.
   SaveOptions precision;
-  precision.float_dtype = parameter_dtype(model) == at::kDouble ? DType::F64 : DType::F32;
+  precision.float_dtype = from_scalar(parameter_dtype(model), "the model's parameters");
   write_dir_atomic(checkpoint_dir(out_dir, cursor.step), [&](const std::string& staging) {
     write_checkpoint_files(staging, config, model, tokenizer, precision);
     const std::string state_dir = staging + "/trainer_state";

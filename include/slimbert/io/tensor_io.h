@@ -25,6 +25,10 @@ void save_safetensors(const std::string& path, const TensorMap& tensors,
                       DType float_dtype = DType::F32,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
+// The safetensors dtype of a libtorch scalar type; fails naming tensor `name` for types the
+// format cannot hold.
+DType from_scalar(at::ScalarType s, const std::string& name);
+
 // Weights of a checkpoint directory, sharded or not.
 TensorMap load_weights(const std::string& dir, at::ScalarType float_type = at::kFloat);
 // Writes DIR/model.safetensors, or shards of at most `max_shard_bytes` plus the index when the
