@@ -205,11 +205,11 @@ void add_grid(CLI::App* dyna) {
     o->g.gemm = engine.gemm;
     for (const auto& spec : o->models) {
       const auto [name, dir] = split_spec(spec);
-      series.push_back({name, evaluate_grid(dir, o->g)});
+      series.push_back({name, evaluate_grid(dir, o->g, name)});
     }
     for (const auto& spec : o->separate) {
       const auto [name, dir] = split_spec(spec);
-      series.push_back({name, evaluate_separate(dir, o->g)});
+      series.push_back({name, evaluate_separate(dir, o->g, name)});
     }
     const std::string html =
         write_grid_report(series, TaskSpec::make(o->g.task, o->g.data_dir).display_name(), o->out);

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 BUILD=${SANITIZE_BUILD:-build-asan}
 scripts/install-deps.sh
 # -O0 -g1 (line tables for the reports): the instrumented torch headers make this build twice
-# as slow as the release one; optimising it would add a fifth for nothing the sanitizers need.
+# as slow as the release one; optimising it would cost a fifth more for nothing the sanitizers need.
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O0 -g1" -DSLIMBERT_SANITIZE=address,undefined >/dev/null
 cmake --build "$BUILD" -j "$(nproc)"

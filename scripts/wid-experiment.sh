@@ -18,9 +18,9 @@
 #   RESIDUAL=all METHODS=wid scripts/wid-experiment.sh x067all 172
 #   WID_LR=5e-4 WID_WARMUP=0.06 WID_CLIP=1.0 METHODS=wid scripts/wid-experiment.sh x025v2 64
 #   FINETUNE=kd FT_EPOCHS=3 STEPS=2000 LAMBDA=20 WID_STEP=12 MASK_SCORES=weights METHODS=wid \
-#     scripts/wid-experiment.sh x025s2kw 64   (the fifth protocol)
+#     scripts/wid-experiment.sh x025s2kw 64
 #   FINETUNE=kd FT_EPOCHS=3 LAMBDA=20 WID_STEP=12 ZERO_BY=0.5 MASK_SCORES=weights METHODS=wid \
-#     scripts/wid-experiment.sh x067wz 172    (the sixth protocol; x067w without ZERO_BY)
+#     scripts/wid-experiment.sh x067wz 172    (x067w: the same without ZERO_BY)
 #   FINETUNE=kd FT_EPOCHS=3 STEPS=2000 WID_STEPS=400 LAMBDA=20 WID_STEP=12 MASK_SCORES=weights \
 #     METHODS=widd scripts/wid-experiment.sh x025s2kw 64
 #   wid    slimbert wid from models/teacher-mini (dim strategy, reference residual scoring)
@@ -70,7 +70,7 @@ has wid && [[ ! -f $out-wid/student/config.json ]] && timed wid wid_run "$out-wi
 
 # widd: WID for WID_STEPS of the STEPS (default a fifth), merged, then dense MLM for the rest with
 # the baselines' recipe (data seed 1, so the dense part does not replay the WID part's batches).
-# At x0.25 a long WID run's loss drifts up after the target (docs/RESULTS.md, fourth protocol);
+# At x0.25 a long WID run's loss drifts up after the target (docs/RESULTS.md);
 # this keeps the inheritance and gives the recovery to the optimiser that trains dense models.
 wid_steps=${WID_STEPS:-$((steps / 5))}
 has widd && [[ ! -f $out-widd-wid/student/config.json ]] &&

@@ -60,8 +60,7 @@ def shape(model_dir):
 def validation_loss(log):
     """The exported model's MLM validation loss, and whether it is only the compactor model's.
 
-    A WID log states the merged student's loss; logs written before that line (before ae4ca87)
-    end on the compactor model's, whose removed entries are pulled towards zero but not cut."""
+    A WID log states the merged student's loss; older logs end on the compactor model's, whose removed entries are pulled towards zero but not cut."""
     if not os.path.exists(log):
         return None, False
     text = open(log).read()

@@ -13,6 +13,8 @@
 #include "slimbert/core/json.h"
 #include "slimbert/data/corpus.h"
 #include "slimbert/data/tasks.h"
+#include "slimbert/dynabert/dynabert.h"
+#include "slimbert/infer/profile.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/io/safetensors.h"
 #include "slimbert/io/tensor_io.h"
@@ -333,6 +335,63 @@ TEST(HostileShards, MalformedShardIndex) {
   meta.erase("train");
   write_file_atomic(d / "s/shards.json", meta.dump());
   EXPECT_ERROR_CONTAINS(ShardSet::open(d / "s", "train"), "no split 'train'");
+}
+
+// Every state file slimbert reads back is stamped with its schema_version; a file from a newer
+// slimbert is refused by name before its fields are read, and an unstamped one reads as version 1.
+TEST(HostileSchemaVersion, StateFilesAreStampedAndANewerVersionIsRefused) {
+  const RunSignature run = signature();
+  const StateLimits limits{100, 100, 50};
+  std::vector<std::string> notes;
+  json state = trainer_state_json({10, 1, 8}, run);
+  EXPECT_EQ(state.at("schema_version"), 1);
+  state["schema_version"] = 2;
+  EXPECT_ERROR_CONTAINS(read_trainer_state(state, run, limits, "s.json", &notes), "s.json",
+                        "schema_version 2 is newer than this slimbert reads (at most 1)");
+  state["schema_version"] = "1";
+  EXPECT_ERROR_CONTAINS(read_trainer_state(state, run, limits, "s.json", &notes), "s.json",
+                        "field 'schema_version'", "a positive integer");
+  state.erase("schema_version");
+  EXPECT_EQ(read_trainer_state(state, run, limits, "s.json", &notes).step, 10);
+
+  const test::World& w = test::world();
+  TempDir d;
+  fs::copy(w.shards, d / "s");
+  json meta = json::parse(read_file(d / "s/shards.json"));
+  EXPECT_EQ(meta.at("schema_version"), 1);
+  meta["schema_version"] = 7;
+  write_file_atomic(d / "s/shards.json", meta.dump());
+  EXPECT_ERROR_CONTAINS(ShardSet::open(d / "s", "train"), "shards.json", "schema_version 7");
+  meta.erase("schema_version");
+  write_file_atomic(d / "s/shards.json", meta.dump());
+  EXPECT_GT(ShardSet::open(d / "s", "train").size(), 0);
+
+  infer::LatencyProfile profile;
+  profile.model = "m";
+  infer::SubnetProfile sp;
+  sp.tail = 1.5;
+  profile.subnets.push_back(sp);
+  json pj = profile.to_json();
+  EXPECT_EQ(pj.at("schema_version"), 1);
+  EXPECT_EQ(infer::LatencyProfile::from_json(pj, "p.json").subnets.size(), 1u);
+  pj["schema_version"] = 3;
+  EXPECT_ERROR_CONTAINS(infer::LatencyProfile::from_json(pj, "p.json"), "p.json",
+                        "schema_version 3");
+
+  GridPoint point;
+  point.scores["dev"] = 0.5;
+  point.latency_p50_ms[1] = 2.0;
+  write_grid_report({{"model", {point}}}, "task", d / "grid");
+  json grid = json::parse(read_file(d / "grid/grid.json"));
+  EXPECT_EQ(grid.at("schema_version"), 1);
+  // A profile scored from a newer grid report refuses it before measuring anything.
+  grid["schema_version"] = 2;
+  write_file_atomic(d / "grid/grid.json", grid.dump());
+  infer::ProfileOptions po;
+  po.subnets = {SubNet{}};
+  po.grid_json = d / "grid/grid.json";
+  const auto model = infer::InferenceModel::load(w.init);
+  EXPECT_ERROR_CONTAINS(infer::measure_profile(*model, po, {}), "grid.json", "schema_version 2");
 }
 
 // A kill leaves staging directories and metrics lines past the last checkpoint: the resumed run

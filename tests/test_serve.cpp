@@ -9,6 +9,9 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -18,6 +21,7 @@
 #include <thread>
 #include <tuple>
 
+#include "slimbert/core/json.h"
 #include "slimbert/infer/profile.h"
 #include "slimbert/serve/request.h"
 #include "slimbert/serve/server.h"
@@ -220,6 +224,90 @@ TEST(Serve, AKeptAliveConnectionIsNotStalledByDelayedAcks) {
   // until the client's delayed ACK takes 40 ms or more, every time.
   std::nth_element(ms.begin(), ms.begin() + 7, ms.end());
   EXPECT_LT(ms[7], 30.0);
+}
+
+// Recorded answers: each request's status, body and chosen sub-network, as the server gave them
+// when this test was written (tests/fixtures/serve/recorded.json). A change of the server's inside
+// keeps them; a change of its interface records them again (SLIMBERT_RECORD_SERVE=1).
+// Numbers agree to 1e-5 relative: other CPUs' kernels may round the last bits differently.
+TEST(Serve, AnswersEqualTheRecordedOnes) {
+  serve::ServerOptions o;
+  o.max_client_batch = 4;
+  o.max_length = 12;
+  LiveServer server(o, fixed_profile());
+  const std::vector<std::tuple<std::string, std::string, std::string>> requests = {
+      {"POST", "/predict", R"({"inputs": "the cat sat on the mat"})"},
+      {"POST", "/predict", R"({"inputs": ["hello", "a b c"], "width": 0.5, "depth": 0.5})"},
+      {"POST", "/predict", R"({"inputs": [["a question", "an answer"]], "raw_scores": true})"},
+      {"POST", "/predict", R"({"inputs": "budget", "latency_budget_ms": 100000})"},
+      {"POST", "/predict", "{\"inputs\": \"caf\xe9 au lait\"}"},
+      {"POST", "/predict",
+       R"({"inputs": "one two three four five six seven eight nine ten eleven twelve"})"},
+      {"POST", "/embed", R"({"inputs": ["hello world", "x"]})"},
+      {"POST", "/embed", R"({"inputs": "hello", "pooling": "mean", "normalize": false})"},
+      {"POST", "/embed", R"({"inputs": "hello", "width": 0.5})"},
+      {"POST", "/tokenize", R"({"inputs": ["Hello, World!", "caf\u00e9"]})"},
+      {"POST", "/tokenize", R"({"inputs": "no specials", "add_special_tokens": false})"},
+      {"POST", "/v1/embeddings", R"({"input": ["hello"], "model": "m"})"},
+      {"POST", "/v1/embeddings", R"({"input": "hello", "encoding_format": "float"})"},
+      {"POST", "/predict", "{not json"},
+      {"POST", "/predict", R"({"inputs": 3})"},
+      {"POST", "/predict", R"({"inputs": []})"},
+      {"POST", "/predict", R"({"text": "x"})"},
+      {"POST", "/predict", R"({"inputs": "x", "width": 2})"},
+      {"POST", "/predict", R"({"inputs": "x", "width": 0.5, "latency_budget_ms": 9})"},
+      {"POST", "/predict", R"({"inputs": ["a", "b", "c", "d", "e"]})"},
+      {"POST", "/predict",
+       R"({"inputs": "one two three four five six seven eight nine ten eleven", "truncate": false})"},
+      {"POST", "/embed", R"({"inputs": "x", "raw_scores": true})"},
+      {"POST", "/v1/embeddings", R"({"input": "x", "encoding_format": "base64"})"},
+      {"GET", "/nothing-here", ""},
+      {"GET", "/health", ""},
+  };
+  json got = json::array();
+  for (const auto& [method, path, body] : requests) {
+    httplib::Client c = server.client();
+    const httplib::Result r =
+        method == "GET" ? c.Get(path.c_str()) : c.Post(path.c_str(), body, "application/json");
+    ASSERT_TRUE(r) << path << " " << body;
+    std::string text = r->body;
+    // The model's directory is a temporary one.
+    for (size_t at; (at = text.find(model())) != std::string::npos;)
+      text.replace(at, model().size(), "<model>");
+    // The label with invalid UTF-8 replaced, as it reads back from the file.
+    const json label = json::parse(json_text(json(method + " " + path + " " + body)));
+    got.push_back({{"request", label},
+                   {"status", r->status},
+                   {"subnet", r->get_header_value("x-subnet")},
+                   {"body", json::parse(text)}});
+  }
+  const std::string path = test::fixture("serve/recorded.json");
+  if (std::getenv("SLIMBERT_RECORD_SERVE")) {
+    write_file_atomic(path, got.dump(1) + "\n");
+    GTEST_SKIP() << "recorded " << path;
+  }
+  const json want = json::parse(read_file(path));
+  ASSERT_EQ(got.size(), want.size());
+  double max_diff = 0;
+  std::function<void(const json&, const json&, const std::string&)> same =
+      [&](const json& g, const json& w, const std::string& where) {
+        if (w.is_number() && g.is_number() && !w.is_number_integer()) {
+          const double a = g.get<double>(), b = w.get<double>();
+          max_diff = std::max(max_diff, std::abs(a - b));
+          EXPECT_LE(std::abs(a - b), 1e-5 * std::max(1.0, std::abs(b))) << where;
+        } else if (w.is_object() && g.is_object()) {
+          EXPECT_EQ(g.size(), w.size()) << where << ": " << g.dump() << " vs " << w.dump();
+          for (auto it = w.begin(); it != w.end(); ++it)
+            if (g.contains(it.key())) same(g[it.key()], *it, where + "." + it.key());
+            else ADD_FAILURE() << where << ": no field " << it.key();
+        } else if (w.is_array() && g.is_array() && g.size() == w.size()) {
+          for (size_t i = 0; i < w.size(); ++i) same(g[i], w[i], where + "[" + std::to_string(i) + "]");
+        } else {
+          EXPECT_EQ(g, w) << where;
+        }
+      };
+  for (size_t i = 0; i < want.size(); ++i) same(got[i], want[i], want[i]["request"].get<std::string>());
+  std::cerr << "recorded answers: largest difference " << max_diff << "\n";
 }
 
 TEST(Serve, BadRequestsGetTheRightStatusAndNameTheField) {

@@ -93,4 +93,20 @@ std::string JsonFields::string(const char* key) const {
   return v.get<std::string>();
 }
 
+int64_t check_schema_version(const json& j, const std::string& where, int64_t supported) {
+  if (!j.is_object()) fail(where, ": expected a JSON object, got ", excerpt(json_text(j)));
+  auto it = j.find(kSchemaVersionKey);
+  if (it == j.end()) return 1;
+  const json& v = *it;
+  if (!v.is_number_integer() || v.get<int64_t>() < 1)
+    fail(where, ": field '", kSchemaVersionKey, "': expected a positive integer, got ",
+         excerpt(json_text(v)));
+  const int64_t version = v.get<int64_t>();
+  if (version > supported)
+    fail(where, ": ", kSchemaVersionKey, " ", version,
+         " is newer than this slimbert reads (at most ", supported,
+         "): written by a later version; upgrade slimbert to read it");
+  return version;
+}
+
 }  // namespace slimbert

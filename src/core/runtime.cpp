@@ -143,15 +143,4 @@ double measure_matmul_gflops(int size, int repeats) {
   return best;
 }
 
-void check_blas(bool verbose) {
-  const double gflops = measure_matmul_gflops();
-  if (verbose)
-    std::fprintf(stderr, "matmul: %.1f GFLOP/s (%s)\n", gflops, describe_threads().c_str());
-  if (gflops < 15.0)
-    std::fprintf(stderr,
-                 "warning: float32 matmul runs at %.1f GFLOP/s; an optimised BLAS gives ~100+. "
-                 "Install libopenblas0-pthread (scripts/install-deps.sh).\n",
-                 gflops);
-}
-
 }  // namespace slimbert

@@ -191,7 +191,8 @@ ShardStats build_shards(const std::vector<std::string>& inputs, const Tokenizer&
     if (train.total() == 0) fail("corpus is empty: no tokens in ", inputs.size(), " file(s)");
     stats.train_sequences = train.total();
     stats.validation_sequences = val.total();
-    nlohmann::json j = {{"seq_len", o.seq_len},
+    nlohmann::json j = {{kSchemaVersionKey, kShardsVersion},
+                        {"seq_len", o.seq_len},
                         {"vocab_size", tokenizer.vocab().size()},
                         {"documents", stats.documents},
                         {"tokens", stats.tokens},
@@ -217,6 +218,7 @@ struct ShardSet::File {
 ShardSet ShardSet::open(const std::string& dir, const std::string& split) {
   const std::string meta_path = (fs::path(dir) / "shards.json").string();
   const nlohmann::json meta = read_json_file(meta_path);
+  check_schema_version(meta, meta_path, kShardsVersion);
   const JsonFields fields(meta, meta_path);
   if (!fields.has(split.c_str())) fail(meta_path, ": no split '", split, "'");
   ShardSet set;

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "slimbert/core/error.h"
+#include "slimbert/core/json.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/dynabert/dynabert.h"
 #include "slimbert/infer/run.h"
@@ -24,11 +25,13 @@ namespace slimbert {
 namespace {
 
 // Scores and times one model at `run` (a slice of it, or (1, 1) for a static model) and reports
-// the point as `label`. `splits` drops the unlabelled splits the first point finds.
+// the point as `label`. `splits` drops the unlabelled splits the first point finds. Progress
+// lines start with `series`: one command may score the student and its teacher on one grid.
 GridPoint evaluate_point(const infer::InferenceModel& model, const TensorMap& weights,
                          const Tokenizer& tokenizer, const TaskSpec& spec, const GridOptions& o,
                          const SubNet& run, const SubNet& label, std::vector<std::string>& splits,
-                         bool first) {
+                         bool first, const std::string& series) {
+  const std::string prefix = series.empty() ? "dynabert grid: " : "dynabert grid [" + series + "]: ";
   const BertConfig& config = model.config();
   GridPoint p;
   p.subnet = label;
@@ -49,7 +52,7 @@ GridPoint evaluate_point(const infer::InferenceModel& model, const TensorMap& we
     } catch (const InputError& e) {
       // GLUE test files have no labels: the first point finds out, later ones skip the split.
       if (!first) throw;
-      std::cerr << "dynabert grid: " << split << " not scored: " << e.what() << "\n";
+      std::cerr << prefix << split << " not scored: " << e.what() << "\n";
       splits.erase(std::find(splits.begin(), splits.end(), split));
       continue;
     }
@@ -61,7 +64,7 @@ GridPoint evaluate_point(const infer::InferenceModel& model, const TensorMap& we
   for (int64_t b : o.latency_batches)
     p.latency_p50_ms[b] =
         infer::measure_latency(model, b, o.latency_seq, run, o.latency_iters, 2).p50;
-  std::cerr << "dynabert grid: " << subnet_name(p.subnet);
+  std::cerr << prefix << subnet_name(p.subnet);
   for (const auto& [split, v] : p.scores) std::cerr << " " << split << " " << v;
   for (const auto& [b, ms] : p.latency_p50_ms) std::cerr << " b" << b << " " << ms << " ms";
   std::cerr << "\n";
@@ -91,7 +94,8 @@ std::pair<std::shared_ptr<const infer::InferenceModel>, TensorMap> load_for_grid
 
 }  // namespace
 
-std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOptions& o) {
+std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOptions& o,
+                                     const std::string& series) {
   const auto [model, weights] = load_for_grid(model_dir, o, o.widths);
   const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
   const TaskSpec spec = task_for_model(model->config(), o.task, o.data_dir, o.skip_bad_rows);
@@ -101,7 +105,7 @@ std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOpt
   for (double d : o.depths)
     for (double w : o.widths)
       points.push_back(evaluate_point(*model, weights, tokenizer, spec, o, {w, d}, {w, d}, splits,
-                                      points.empty()));
+                                      points.empty(), series));
   return points;
 }
 
@@ -123,7 +127,8 @@ std::vector<std::pair<SubNet, std::string>> find_separate_models(const std::stri
   return found;
 }
 
-std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptions& o) {
+std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptions& o,
+                                         const std::string& series) {
   std::vector<GridPoint> points;
   std::vector<std::string> splits;
   std::optional<TaskSpec> spec;
@@ -136,7 +141,7 @@ std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptio
     }
     warm_up(*model, o);
     points.push_back(evaluate_point(*model, weights, tokenizer, *spec, o, {1, 1}, subnet, splits,
-                                    points.empty()));
+                                    points.empty(), series));
   }
   return points;
 }
@@ -191,7 +196,8 @@ std::string write_grid_report(const std::vector<GridSeries>& series, const std::
                               const std::string& out_dir) {
   if (series.empty() || series.front().points.empty()) fail("dynabert grid: nothing to report");
   fs::create_directories(out_dir);
-  nlohmann::json j = {{"task", task}, {"series", nlohmann::json::array()}};
+  nlohmann::json j = {
+      {kSchemaVersionKey, kGridVersion}, {"task", task}, {"series", nlohmann::json::array()}};
   std::string md = "## " + task + ": accuracy x latency grid\n\n";
   std::vector<PlotSeries> by_latency, by_params;
   const bool test_scored = series.front().points.front().scores.count("test") > 0;

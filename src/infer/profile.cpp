@@ -63,6 +63,7 @@ std::string now_utc() {
 // Dev scores (else the first split's) of a grid report's first series, by sub-network.
 std::vector<std::pair<SubNet, double>> grid_scores(const std::string& path) {
   const json j = read_json_file(path);
+  check_schema_version(j, path, kGridVersion);
   const JsonFields top(j, path);
   const json& series = top.at("series");
   if (!series.is_array() || series.empty()) top.bad("series", "a non-empty list");
@@ -165,7 +166,7 @@ json LatencyProfile::to_json() const {
     subs.push_back(s);
   }
   return {{"format", "slimbert-latency-profile"},
-          {"version", 1},
+          {kSchemaVersionKey, kProfileVersion},
           {"model", model},
           {"int8", int8},
           {"threads", threads},
@@ -175,10 +176,10 @@ json LatencyProfile::to_json() const {
 }
 
 LatencyProfile LatencyProfile::from_json(const json& j, const std::string& where) {
+  check_schema_version(j, where, kProfileVersion);
   const JsonFields top(j, where);
   if (top.string("format") != "slimbert-latency-profile")
     top.bad("format", "\"slimbert-latency-profile\"");
-  top.integer("version", 1, 1);
   LatencyProfile p;
   p.model = top.string("model");
   const json& int8 = top.at("int8");
@@ -224,13 +225,6 @@ LatencyProfile LatencyProfile::load(const std::string& path) {
 
 void LatencyProfile::save(const std::string& path) const {
   write_file_atomic(path, json_text(to_json(), 2) + "\n");
-}
-
-std::vector<SubNet> default_grid() {
-  std::vector<SubNet> out;
-  for (double d : {1.0, 0.75, 0.5})
-    for (double w : {1.0, 0.75, 0.5, 0.25}) out.push_back({w, d});
-  return out;
 }
 
 LatencyProfile measure_profile(

@@ -104,18 +104,6 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) const {
   return at::linear(x, weight, bias);
 }
 
-at::Tensor LinearImpl::forward_sliced(const at::Tensor& x, int64_t out_rows,
-                                      int64_t in_cols) const {
-  at::Tensor w = weight;
-  at::Tensor b = bias;
-  if (out_rows >= 0 && out_rows < w.size(0)) {
-    w = w.narrow(0, 0, out_rows);
-    if (b.defined()) b = b.narrow(0, 0, out_rows);
-  }
-  if (in_cols >= 0 && in_cols < w.size(1)) w = w.narrow(1, 0, in_cols);
-  return at::linear(x, w, b);
-}
-
 LayerNormImpl::LayerNormImpl(int64_t size, double eps_) : eps(eps_) {
   weight = register_parameter("weight", at::ones({size}));
   bias = register_parameter("bias", at::zeros({size}));

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "slimbert/core/error.h"
+#include "slimbert/core/json.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/data/tasks.h"
 #include "slimbert/dynabert/dynabert.h"
@@ -124,7 +125,8 @@ class Ledger {
       } catch (const nlohmann::json::exception&) {
         fail(path_, ": not valid JSON (a damaged run directory; remove it to start again)");
       }
-      if (!saved.is_object() || !saved.contains("options") || !saved.contains("stages") ||
+      check_schema_version(saved, path_, kLedgerVersion);
+      if (!saved.contains("options") || !saved.contains("stages") ||
           !saved["stages"].is_object())
         fail(path_, ": expected {\"options\": ..., \"stages\": {...}}");
       for (const auto& [key, value] : sig.items())
@@ -138,7 +140,9 @@ class Ledger {
              " exists and is not empty: choose a new --out (compress writes several "
              "directories there)");
       fs::create_directories(o.out_dir);
-      state_ = {{"options", sig}, {"stages", nlohmann::json::object()}};
+      state_ = {{kSchemaVersionKey, kLedgerVersion},
+                {"options", sig},
+                {"stages", nlohmann::json::object()}};
     }
     state_["command"] = o.command;
   }
@@ -251,6 +255,13 @@ class Pipeline {
   }
 
   std::string out(const std::string& sub) const { return (fs::path(o_.out_dir) / sub).string(); }
+
+  nlohmann::json read_grid() const {
+    const std::string path = out("grid/grid.json");
+    nlohmann::json grid = read_json_file(path);
+    check_schema_version(grid, path, kGridVersion);
+    return grid;
+  }
 
   // `base` with this run's task, data and loop settings (a stage's own defaults stay).
   FinetuneOptions task_options(FinetuneOptions f, const std::string& model_dir) const {
@@ -456,17 +467,17 @@ class Pipeline {
     t.depths = {1.0};
     {
       EngineThreads threads(fp32_engine(), o_.runtime);
-      series.push_back({name, evaluate_grid(out("model"), g)});
+      series.push_back({name, evaluate_grid(out("model"), g, name)});
     }
     if (o_.int8) {
       GridOptions q = grid_options();
       q.int8 = true;
       EngineThreads threads({true, q.widths}, o_.runtime);
-      series.push_back({name + " int8", evaluate_grid(out("model"), q)});
+      series.push_back({name + " int8", evaluate_grid(out("model"), q, name + " int8")});
     }
     {
       EngineThreads threads(fp32_engine(), o_.runtime);
-      series.push_back({"teacher", evaluate_grid(o_.model_dir, t)});
+      series.push_back({"teacher", evaluate_grid(o_.model_dir, t, "teacher")});
     }
     write_grid_report(series, TaskSpec::make(o_.task, o_.data_dir).display_name(), out("grid"));
     return {{"model", out("model")}, {"grid", out("grid/grid.json")}};
@@ -501,7 +512,7 @@ class Pipeline {
   // the one chosen: under --budget-ms the profile's choice, else the fastest that keeps 99% of
   // the teacher's dev score (the most accurate when none does).
   nlohmann::json exports() {
-    const nlohmann::json grid = nlohmann::json::parse(read_file(out("grid/grid.json")));
+    const nlohmann::json grid = read_grid();
     std::vector<PlotPoint> points;
     std::vector<SubNet> subnets;
     double teacher = 0;
@@ -564,7 +575,7 @@ class Pipeline {
     in.command = o_.command;
     in.teacher_dir = o_.model_dir;
     in.model_dir = out("model");
-    in.grid = nlohmann::json::parse(read_file(out("grid/grid.json")));
+    in.grid = read_grid();
     in.exports = ledger_.result("export").at("models");
     in.budget_ms = o_.budget_ms;
     in.max_length = o_.max_length;

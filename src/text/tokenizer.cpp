@@ -125,13 +125,6 @@ Truncation parse_truncation(const std::string& name) {
   fail("unknown truncation '", name, "' (expected longest_first, only_first, only_second or none)");
 }
 
-Padding parse_padding(const std::string& name) {
-  if (name == "longest") return Padding::kLongest;
-  if (name == "max_length") return Padding::kMaxLength;
-  if (name == "none" || name == "do_not_pad") return Padding::kNone;
-  fail("unknown padding '", name, "' (expected longest, max_length or none)");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tokenizer
 

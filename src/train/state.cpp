@@ -9,6 +9,7 @@ using json = nlohmann::json;
 
 json trainer_state_json(const TrainerCursor& cursor, const RunSignature& run, const json& extra) {
   json state = extra.is_object() ? extra : json::object();
+  state[kSchemaVersionKey] = kTrainerStateVersion;
   state["step"] = cursor.step;
   state["epoch"] = cursor.epoch;
   state["offset"] = cursor.offset;
@@ -45,6 +46,7 @@ std::string joined(const std::vector<std::string>& parts) {
 TrainerCursor read_trainer_state(const json& state, const RunSignature& run,
                                  const StateLimits& limits, const std::string& where,
                                  std::vector<std::string>* notes) {
+  check_schema_version(state, where, kTrainerStateVersion);
   const JsonFields f(state, where);
   if (f.has("run")) {
     const JsonFields r(f.at("run"), where + ": field 'run'");

@@ -298,7 +298,8 @@ BertConfig wid_merge(const std::string& checkpoint_dir, const std::string& out, 
   if (!fs::exists(state_path))
     fail(checkpoint_dir, ": not a training checkpoint (no ", state_path, ")");
   const nlohmann::json state = read_json_file(state_path);
-  if (!state.is_object() || !state.contains("wid"))
+  check_schema_version(state, state_path, kTrainerStateVersion);
+  if (!state.contains("wid"))
     fail(state_path, ": not a WID checkpoint (no 'wid' state)");
   const WidSchedule s = schedule_from_json(state.at("wid"), state_path);
   const BertConfig config = load_config_dir(checkpoint_dir);

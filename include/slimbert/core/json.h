@@ -43,4 +43,21 @@ class JsonFields {
   std::string where_;
 };
 
+// The state files slimbert writes and reads back (trainer state, compress.json, profile.json,
+// grid.json, shards.json) carry "schema_version". A reader checks it before any other field: a
+// file from a newer slimbert may give its fields other meanings. A file without the field was
+// written before versions were stamped, and reads as version 1.
+constexpr const char* kSchemaVersionKey = "schema_version";
+// The version each file is written with and the newest each reader accepts: a change of a
+// file's fields that an older reader would misread raises its number.
+constexpr int64_t kTrainerStateVersion = 1;  // checkpoint-*/trainer_state/state.json
+constexpr int64_t kLedgerVersion = 1;        // compress.json
+constexpr int64_t kProfileVersion = 1;       // profile.json, profile-int8.json
+constexpr int64_t kGridVersion = 1;          // grid.json
+constexpr int64_t kShardsVersion = 1;        // shards.json
+// Fails with "<where>: schema_version N is newer than this slimbert reads (at most M)..." unless
+// `j`'s version is an integer in [1, supported]; returns it.
+int64_t check_schema_version(const nlohmann::json& j, const std::string& where,
+                             int64_t supported);
+
 }  // namespace slimbert

@@ -39,9 +39,7 @@ void synchronize(c10::Device device);
 // OPENBLAS_CORETYPE in the environment overrides its CPU detection (docs/PERFORMANCE.md).
 std::string blas_core_name();
 
-// Measures a float32 matrix product and returns GFLOP/s; warns on stderr when it is far below
-// what an optimised BLAS gives (the reference BLAS runs ~35x slower).
+// Measures a float32 matrix product and returns GFLOP/s.
 double measure_matmul_gflops(int size = 512, int repeats = 3);
-void check_blas(bool verbose = false);
 
 }  // namespace slimbert

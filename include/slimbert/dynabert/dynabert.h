@@ -194,11 +194,14 @@ struct GridPoint {
 };
 
 // Scores every (width, depth) of the task model at `model_dir` and measures it.
-std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOptions& options);
+// `series` names the model on the progress lines (stderr).
+std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOptions& options,
+                                     const std::string& series = "");
 // Baseline series of separately trained static models, one per grid point: scores
 // `dir`/<subnet_name>/best (or `dir`/<subnet_name>) at its full size, labelled with that point.
 // Points without a model are left out.
-std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptions& options);
+std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptions& options,
+                                         const std::string& series = "");
 // The models evaluate_separate scores, with their grid points; fails when there is none.
 std::vector<std::pair<SubNet, std::string>> find_separate_models(const std::string& dir,
                                                                  const GridOptions& options);

@@ -65,8 +65,6 @@ struct ProfileOptions {
   std::string grid_json;  // dynabert grid's grid.json: dev scores per sub-network
 };
 
-// The sub-networks of the default DynaBERT grid (widths 1, .75, .5, .25 x depths 1, .75, .5).
-std::vector<SubNet> default_grid();
 
 // Sets c0, c1, c2 (least squares on p.fitted's p50, each >= 0) and tail, and the predictions of
 // p.fitted and p.held_out.

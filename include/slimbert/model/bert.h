@@ -74,8 +74,6 @@ struct Encoded {
 struct LinearImpl : torch::nn::Module {
   LinearImpl(int64_t in, int64_t out, bool with_bias = true);
   at::Tensor forward(const at::Tensor& x) const;
-  // Uses only the first `out_rows` outputs and/or `in_cols` inputs (-1 = all), as views.
-  at::Tensor forward_sliced(const at::Tensor& x, int64_t out_rows, int64_t in_cols) const;
   at::Tensor weight;  // (out, in)
   at::Tensor bias;    // (out)
 };

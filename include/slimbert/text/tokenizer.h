@@ -42,9 +42,8 @@ struct TokenizerOptions {
 enum class Truncation { kNone, kLongestFirst, kOnlyFirst, kOnlySecond };
 enum class Padding { kNone, kLongest, kMaxLength };
 
-Truncation parse_truncation(
-    const std::string& name);                    // longest_first | only_first | only_second | none
-Padding parse_padding(const std::string& name);  // longest | max_length | none
+// longest_first | only_first | only_second | none
+Truncation parse_truncation(const std::string& name);
 
 struct Encoding {
   std::vector<std::string> tokens;

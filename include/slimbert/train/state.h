@@ -34,7 +34,7 @@ struct StateLimits {
 };
 
 // state.json: the cursor, the run's signature and the trainer's own fields (`extra`, an object
-// whose keys must not be step, epoch, offset or run).
+// whose keys must not be step, epoch, offset, run or schema_version).
 nlohmann::json trainer_state_json(const TrainerCursor& cursor, const RunSignature& run,
                                   const nlohmann::json& extra = nlohmann::json::object());
 
