@@ -9,7 +9,7 @@
 #include "commands.h"
 #include "common.h"
 #include "slimbert/core/error.h"
-#include "slimbert/infer/run.h"
+#include "slimbert/infer/latency.h"
 #include "slimbert/model/flops.h"
 
 namespace slimbert::cli {

@@ -9,6 +9,29 @@
 
 namespace slimbert::cli {
 
+namespace {
+
+// An override's flag, as its declaration (CompressOptions::Overrides::each) gives it.
+void add_override(CLI::App* cmd, const OverrideSpec& spec, std::optional<double>& value) {
+  optional_option(cmd, spec.flag, value, spec.help, CLI::Range(spec.lo, spec.hi));
+}
+void add_override(CLI::App* cmd, const OverrideSpec& spec, std::optional<int64_t>& value) {
+  optional_option(cmd, spec.flag, value, spec.help,
+                  CLI::Range(static_cast<int64_t>(spec.lo), static_cast<int64_t>(spec.hi)));
+}
+void add_override(CLI::App* cmd, const OverrideSpec& spec, std::optional<std::string>& value) {
+  optional_option(cmd, spec.flag, value, spec.help, CLI::IsMember(spec.choices));
+}
+// A boolean is chosen by name: the second choice is true.
+void add_override(CLI::App* cmd, const OverrideSpec& spec, std::optional<bool>& value) {
+  const std::string yes = spec.choices.at(1);
+  cmd->add_option_function<std::string>(
+         spec.flag, [&value, yes](const std::string& v) { value = v == yes; }, spec.help)
+      ->check(CLI::IsMember(spec.choices));
+}
+
+}  // namespace
+
 void add_compress(CLI::App& app) {
   struct Opts {
     CompressOptions c;
@@ -92,58 +115,8 @@ void add_compress(CLI::App& app) {
                 "the stages' logs stay)");
   cmd->add_flag("--skip-bad-rows", o->c.skip_bad_rows, "skip malformed rows instead of failing");
   // Past the recipes: each unset one keeps its stage's own default.
-  CompressOptions::Overrides& set = o->c.set;
-  auto fraction = CLI::Range(0.0, 1.0);
-  auto nonnegative = CLI::Range(0.0, 1e9);
-  optional_option(cmd, "--warmup", set.warmup,
-                  "warm-up fraction of every task-training stage (default: DynaBERT stages 0, the "
-                  "WID student 0.1)",
-                  fraction);
-  optional_option(cmd, "--weight-decay", set.weight_decay,
-                  "decoupled weight decay of every task-training stage (default: DynaBERT stages "
-                  "0, the WID student 0.01)",
-                  nonnegative);
-  optional_option(cmd, "--clip", set.clip,
-                  "max gradient norm of every task-training stage (default 1; 0 = off)",
-                  nonnegative);
-  optional_option(cmd, "--lambda1", set.lambda1,
-                  "dynabert: weight of the logit loss in stages 1 and 2 (default 1)", nonnegative);
-  optional_option(
-      cmd, "--stage1-lambda2", set.stage1_lambda2,
-      "dynabert: weight of the hidden-state and embedding loss in stage 1 (default 0.1)",
-      nonnegative);
-  optional_option(cmd, "--stage2-lambda2", set.stage2_lambda2,
-                  "dynabert: weight of the hidden-state and embedding loss in stage 2 (default 1)",
-                  nonnegative);
-  cmd->add_option_function<std::string>(
-         "--teacher-width", [&set](const std::string& v) { set.same_width_teacher = v == "same"; },
-         "dynabert: stage 2's teacher at full width (default, the reference code) or at the "
-         "student's width (same, the paper)")
-      ->check(CLI::IsMember({"full", "same"}));
-  optional_option(cmd, "--kd-weight", set.kd_weight,
-                  "wid: share of the teacher's soft targets in the student's fine-tuning loss "
-                  "(default 0.5)",
-                  fraction);
-  optional_option(cmd, "--kd-temperature", set.kd_temperature,
-                  "wid: softmax temperature of those soft targets (default 1)",
-                  CLI::Range(1e-3, 1e3));
-  optional_option(cmd, "--wid-lr", set.wid_lr,
-                  "wid: peak learning rate of the teacher's weights (default 1e-4)",
-                  CLI::Range(0.0, 1.0));
-  optional_option(cmd, "--compactor-lr", set.compactor_lr,
-                  "wid: learning rate of the compactors (default 1e-4)", CLI::Range(0.0, 1.0));
-  optional_option(cmd, "--wid-lambda", set.wid_lambda,
-                  "wid: pull of removed rows and columns towards zero (default 20)", nonnegative);
-  optional_option(cmd, "--zero-by", set.zero_by,
-                  "wid: after the target, removed entries also fall linearly to exactly zero, "
-                  "reached this fraction of the way to the last step (default 0 = off)",
-                  fraction);
-  optional_option(cmd, "--w-step", set.w_step,
-                  "wid: steps between mask updates (default: --wid-steps / 32)",
-                  CLI::Range(int64_t{1}, int64_t{1} << 40));
-  optional_option(cmd, "--strategy", set.strategy,
-                  "wid: dim (fewer dims per head, default) or head (fewer heads) for attention",
-                  CLI::IsMember({"dim", "head"}));
+  CompressOptions::Overrides::each(
+      o->c.set, [cmd](const OverrideSpec& spec, auto& value) { add_override(cmd, spec, value); });
   add_verbose_flag(cmd, &o->verbose);
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o, cmd] {

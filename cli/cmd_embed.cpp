@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "common.h"
 #include "slimbert/infer/run.h"
+#include "slimbert/io/checkpoint.h"
 
 namespace slimbert::cli {
 namespace {
@@ -53,8 +54,9 @@ std::vector<float> row(const at::Tensor& t) {
 template <typename Rows>
 void run_records(const RunOpts& o, const infer::InferenceModel& model, Rows rows) {
   const Tokenizer tokenizer = Tokenizer::from_dir(o.dir);
+  check_tokenizer_fits(tokenizer, model.config(), o.dir);
   RecordReader reader(o.input);
-  const int64_t max_length = max_input_length(model.config(), tokenizer, o.max_length);
+  const int64_t max_length = infer::max_input_length(model.config(), tokenizer, o.max_length);
   const SubNet subnet{o.width, o.depth};
   Output output(o.output);
   // A few batches per chunk: sorting by length within it still saves most of the padding.
@@ -64,7 +66,7 @@ void run_records(const RunOpts& o, const infer::InferenceModel& model, Rows rows
     const auto encodings =
         encode_records(tokenizer, records, max_length, o.no_truncate, reader.source());
     std::vector<nlohmann::json> lines(records.size());
-    for (const auto& idx : length_sorted_batches(encodings, static_cast<size_t>(o.batch_size))) {
+    for (const auto& idx : length_sorted_batches(encodings, {o.batch_size, 0})) {
       const Batch batch = collate(encodings, idx, tokenizer.pad_id());
       const infer::Output out = model.forward(batch, subnet);
       for (size_t k = 0; k < idx.size(); ++k) {
@@ -118,8 +120,7 @@ void add_embed_and_predict(CLI::App& app) {
                     j["score"] = logits[0].item<float>();
                     return;
                   }
-                  const bool multi = config.problem_type == "multi_label_classification";
-                  const at::Tensor probs = multi ? at::sigmoid(logits) : at::softmax(logits, -1);
+                  const at::Tensor probs = infer::label_scores(config, logits, false);
                   nlohmann::json p = nlohmann::json::object();
                   for (int64_t c = 0; c < config.num_labels(); ++c)
                     p[config.label_name(c)] = probs[c].item<float>();

@@ -40,10 +40,6 @@ void add_subnet_options(CLI::App* cmd, SubnetOptions* o) {
       ->capture_default_str();
 }
 
-std::string default_profile_path(const std::string& model, bool int8) {
-  return (std::filesystem::path(model) / (int8 ? "profile-int8.json" : "profile.json")).string();
-}
-
 std::vector<double> widths_of(const std::vector<SubNet>& subnets) {
   std::vector<double> w{1.0};
   for (const SubNet& s : subnets) w.push_back(s.width);
@@ -146,45 +142,18 @@ void add_serve(CLI::App& app) {
     o->server.truncate = !o->no_truncate;
     o->server.log_json = o->log_format == "json";
     o->server.quiet = o->log_format == "none";
-    const std::string profile_path =
-        o->profile.empty() ? default_profile_path(o->model, o->engine.int8) : o->profile;
-    std::optional<infer::LatencyProfile> profile;
-    if (std::filesystem::exists(profile_path)) {
-      profile = infer::LatencyProfile::load(profile_path);
-      if (profile->int8 != o->engine.int8)
-        fail(profile_path, ": a profile measured ", profile->int8 ? "with" : "without",
-             " --int8; this server runs ", o->engine.int8 ? "int8" : "fp32");
-      // The budgets rest on the profile's timings: run the engine they were measured on.
-      if (!o->engine.int8 && !profile->gemm.empty()) {
-        if (o->engine.gemm == "auto")
-          o->engine.gemm = profile->gemm;
-        else if (o->engine.gemm != profile->gemm)
-          fail(profile_path, ": a profile measured with --gemm ", profile->gemm,
-               "; this server would run --gemm ", o->engine.gemm,
-               " (its budgets would rest on another engine's timings: profile again, or drop "
-               "--gemm)");
-      }
-    } else if (!o->profile.empty()) {
-      fail(o->profile, ": file not found");
-    }
-    std::vector<SubNet> subnets;
-    if (profile)
-      for (const auto& s : profile->subnets) subnets.push_back(s.subnet);
-    else
-      subnets = o->subnets.list();
-    const auto model = load_inference_model(o->model, o->runtime, o->engine, widths_of(subnets));
-    if (!profile) {
-      std::cerr << "serve: no " << profile_path << ": measuring a short profile of "
-                << subnets.size() << " sub-networks (`slimbert profile` makes a better one)\n";
-      infer::ProfileOptions po;
-      po.subnets = subnets;
-      po.fit = {{1, 16}, {1, 128}, {8, 32}, {8, 128}};
-      po.held_out = {};
-      po.iters = 3;
-      po.grid_json = o->grid;
-      profile = infer::measure_profile(*model, po);
-    }
-    serve::Server server(model, Tokenizer::from_dir(o->model), *profile, o->server);
+    serve::ServeSetup setup;
+    setup.model_dir = o->model;
+    setup.profile = o->profile;
+    setup.grid = o->grid;
+    setup.int8 = o->engine.int8;
+    setup.gemm = o->engine.gemm;
+    setup.subnets = o->subnets.list();
+    setup.runtime = o->runtime;
+    serve::ServedModel served = serve::load_served(setup);
+    const auto model = served.model;
+    const size_t subnets = served.profile.subnets.size();
+    serve::Server server(model, std::move(served.tokenizer), std::move(served.profile), o->server);
     const int port = server.bind();
     // SIGINT and SIGTERM only raise a flag (any thread may take them: OpenBLAS starts its own
     // before main); a watcher thread stops the server, which finishes what is in flight.
@@ -207,8 +176,8 @@ void add_serve(CLI::App& app) {
     });
     std::cerr << "serve: listening on http://" << o->server.host << ":" << port << " (" << o->model
               << (o->engine.int8 ? ", int8" : cat(", fp32 on ", infer::gemm_name(model->gemm())))
-              << ", " << profile->subnets.size() << " sub-networks, threads " << describe_threads()
-              << ")" << std::endl;
+              << ", " << subnets << " sub-networks, threads " << describe_threads() << ")"
+              << std::endl;
     server.run();
     done = true;
     watcher.join();
@@ -260,7 +229,7 @@ void add_profile(CLI::App& app) {
           std::cerr << "profile: " << done << "/" << total << " " << name << "\n";
         });
     const std::string out =
-        o->out.empty() ? default_profile_path(o->model, o->engine.int8) : o->out;
+        o->out.empty() ? infer::default_profile_path(o->model, o->engine.int8) : o->out;
     p.save(out);
     print_profile(p);
     std::cout << "\nwrote " << out << " (threads " << p.threads << ")\n";

@@ -161,6 +161,7 @@ void add_eval_mlm(CLI::App& app) {
       fail("eval-mlm: --batch-size and --batches must be positive");
     BertForMaskedLM model = load_masked_lm(o->model);
     const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
+    check_tokenizer_fits(tokenizer, model->bert->config(), o->model);
     const ShardSet val = ShardSet::open(o->shards, "validation");
     if (val.size() == 0) fail(o->shards, ": the shards hold no validation sequences");
     require_fits_positions(val, o->shards, model->bert->config(), o->model);
@@ -312,6 +313,7 @@ void add_eval(CLI::App& app) {
   cmd->callback([o] {
     const auto model = load_inference_model(o->model, o->runtime, o->engine, {o->width});
     const Tokenizer tokenizer = Tokenizer::from_dir(o->model);
+    check_tokenizer_fits(tokenizer, model->config(), o->model);
     const TaskSpec spec = task_for_model(model->config(), o->task, o->data, o->skip_bad_rows);
     nlohmann::json report = {{"model", o->model}, {"task", spec.display_name()},
                              {"format", o->task}, {"width", o->width},

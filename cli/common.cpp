@@ -69,17 +69,8 @@ void configure_training(const RuntimeConfig& config) {
 std::shared_ptr<const infer::InferenceModel> load_inference_model(
     const std::string& dir, RuntimeConfig runtime, const EngineOptions& engine,
     const std::vector<double>& widths) {
-  const infer::ModelOptions options = infer::configure_engine(
-      load_config_dir(dir), {engine.int8, widths, infer::parse_gemm(engine.gemm)}, runtime);
-  auto model = infer::InferenceModel::load(dir, options);
-  if (std::any_of(widths.begin(), widths.end(), [](double w) { return w < 1.0; }) &&
-      !width_adaptive(model->config()))
-    std::cerr << "slimbert: warning: " << dir
-              << " was never rewired (its config.json's slimbert_history has no \"rewired\"): "
-                 "its first heads are not its most important, so a width below 1 loses far more "
-                 "accuracy than on a DynaBERT model (slimbert compress, or dynabert rewire and "
-                 "its stages, make one)\n";
-  return model;
+  return infer::load_configured(dir, {engine.int8, widths, infer::parse_gemm(engine.gemm)},
+                                runtime);
 }
 
 std::string describe_validation(double loss, double accuracy) {
@@ -222,12 +213,6 @@ void Output::commit() {
   } else {
     write_file_atomic(path_, buffer_.str());
   }
-}
-
-int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, int64_t user_max) {
-  int64_t m = std::min(config.max_position_embeddings, tokenizer.options().model_max_length);
-  if (user_max > 0) m = std::min(m, user_max);
-  return m;
 }
 
 std::vector<Encoding> encode_records(const Tokenizer& tokenizer, const std::vector<Record>& records,

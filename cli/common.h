@@ -103,10 +103,6 @@ class Output {
   std::ostringstream buffer_;
 };
 
-// Longest input the model accepts: max_position_embeddings, capped by the tokenizer and
-// --max-length.
-int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, int64_t user_max);
-
 // Encodes records; sequences over `max_length` are truncated with a warning, or rejected
 // when `no_truncate`.
 std::vector<Encoding> encode_records(const Tokenizer& tokenizer, const std::vector<Record>& records,

@@ -8,7 +8,7 @@ OUT_DIR/TASK becomes a link to the TASK run with the highest dev "main" score (t
 first RUN_DIR given); test scores are not looked at. Every task found in a RUN_DIR is linked,
 or only those of --tasks (a task the grid did not cover for this seed stays out). This is
 the learning-rate choice on dev for runs made separately (another learning rate added
-later, a run reused from an earlier protocol); within one run, `slimbert finetune --lr A,B,C`
+later, a run reused from an earlier experiment); within one run, `slimbert finetune --lr A,B,C`
 chooses (finetune-tasks.sh passes LRS to it). Prints the choice per task.
 """
 import argparse, json, os, sys

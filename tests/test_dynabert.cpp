@@ -323,6 +323,23 @@ TEST(DynaBert, ResumedStageEqualsUninterruptedStage) {
   test::expect_same_weights(load_weights(straight + "/model"), load_weights(split + "/model"));
 }
 
+// The stage's own options take part in the resume signature: other widths are refused, another
+// lambda1 is allowed and reported.
+TEST(DynaBert, ResumingAStageComparesItsOwnOptions) {
+  const TaskWorld& tw = task_world();
+  DynaTrainOptions first = stage_options(DynaStage::kWidthDepth, tw.rewired, tw.teacher, "sign");
+  first.train.stop_after = 4;
+  EXPECT_FALSE(dynabert_train(first).finished);
+  first.train.stop_after = 0;
+  first.train.resume = true;
+  DynaTrainOptions other = first;
+  other.widths = {1.0, 0.5};
+  EXPECT_ERROR_CONTAINS(dynabert_train(other), "other options than this one", "widths");
+  DynaTrainOptions adjusted = first;
+  adjusted.lambda1 = 0.5;
+  EXPECT_TRUE(dynabert_train(adjusted).finished);
+}
+
 TEST(DynaBert, StagesOnTheGpuEqualTheCpuAndResumeThere) {
   SKIP_WITHOUT_CUDA();
   const TaskWorld& tw = task_world();

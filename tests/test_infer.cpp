@@ -2,6 +2,7 @@
 #include <ATen/Parallel.h>
 
 #include "slimbert/infer/model.h"
+#include "slimbert/infer/run.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/io/tensor_io.h"
 #include "test_util.h"
@@ -169,6 +170,80 @@ TEST(InferenceModel, BadInputsAreNamedErrors) {
                         "exceeds max_position_embeddings");
   test::TempDir tmp;
   EXPECT_ERROR_CONTAINS(infer::InferenceModel::load(tmp / "missing"), "not found");
+}
+
+}  // namespace
+}  // namespace slimbert
+
+namespace slimbert {
+namespace {
+
+// Rows of varied lengths with ids the fixture's vocabulary holds.
+std::vector<Encoding> varied_rows(int64_t vocab) {
+  std::vector<Encoding> rows;
+  for (int64_t n : {7, 3, 12, 3, 9, 1, 12, 5}) {
+    Encoding e;
+    for (int64_t t = 0; t < n; ++t) {
+      e.input_ids.push_back((n * 31 + t * 7) % vocab);
+      e.token_type_ids.push_back(t >= n / 2 ? 1 : 0);
+    }
+    rows.push_back(e);
+  }
+  return rows;
+}
+
+TEST(Batching, LengthSortedBatchesKeepTheirRowAndTokenLimits) {
+  const std::vector<Encoding> rows = varied_rows(100);
+  for (const BatchLimits limits : {BatchLimits{3, 0}, BatchLimits{0, 24}, BatchLimits{2, 20},
+                                   BatchLimits{0, 5}, BatchLimits{0, 0}}) {
+    std::vector<size_t> seen;
+    size_t last_len = 0;
+    for (const auto& batch : length_sorted_batches(rows, limits)) {
+      ASSERT_FALSE(batch.empty());
+      size_t longest = 0;
+      for (size_t i : batch) {
+        EXPECT_GE(rows[i].input_ids.size(), last_len);  // shortest first, across batches too
+        last_len = rows[i].input_ids.size();
+        longest = std::max(longest, last_len);
+        seen.push_back(i);
+      }
+      const auto n = static_cast<int64_t>(batch.size());
+      if (limits.max_rows > 0) {
+        EXPECT_LE(n, limits.max_rows);
+      }
+      // A row longer than the token budget is a batch of its own.
+      if (limits.max_tokens > 0 && n > 1) {
+        EXPECT_LE(n * static_cast<int64_t>(longest), limits.max_tokens);
+      }
+    }
+    std::sort(seen.begin(), seen.end());
+    for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(seen[i], i);
+  }
+  // Stable: rows of equal length keep their input order.
+  const auto all = length_sorted_batches(rows, {0, 0});
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0], (std::vector<size_t>{5, 1, 3, 7, 0, 4, 2, 6}));
+}
+
+// Batched and padded in any grouping, every row's outputs are those of the row run alone.
+TEST(Batching, RunRowsEqualsEachRowAlone) {
+  const auto model = infer::InferenceModel::load(model_dir());
+  const std::vector<Encoding> rows = varied_rows(model->config().vocab_size);
+  const SubNet subnet{0.5, 0.5};
+  const infer::RowOutputs batched = infer::run_rows(*model, rows, subnet, 0, {0, 30});
+  ASSERT_EQ(batched.cls.size(0), static_cast<int64_t>(rows.size()));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const infer::RowOutputs alone = infer::run_rows(*model, {rows[i]}, subnet, 0, {1, 0});
+    const auto r = static_cast<int64_t>(i);
+    EXPECT_LT((batched.cls[r] - alone.cls[0]).abs().max().item<double>(), 1e-5) << i;
+    EXPECT_LT((batched.mean[r] - alone.mean[0]).abs().max().item<double>(), 1e-5) << i;
+    EXPECT_EQ(batched.logits.defined(), model->has_classifier());
+  }
+  // Unit rows, and a zero row stays zero.
+  const at::Tensor unit =
+      infer::normalize(at::cat({batched.mean, at::zeros({1, batched.mean.size(1)})}));
+  EXPECT_NEAR(unit[0].norm().item<double>(), 1.0, 1e-6);
+  EXPECT_EQ(unit[-1].abs().sum().item<double>(), 0.0);
 }
 
 }  // namespace

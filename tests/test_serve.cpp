@@ -9,11 +9,11 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
-#include <atomic>
-#include <chrono>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -289,25 +289,31 @@ TEST(Serve, AnswersEqualTheRecordedOnes) {
   const json want = json::parse(read_file(path));
   ASSERT_EQ(got.size(), want.size());
   double max_diff = 0;
+  std::string max_where;
   std::function<void(const json&, const json&, const std::string&)> same =
       [&](const json& g, const json& w, const std::string& where) {
         if (w.is_number() && g.is_number() && !w.is_number_integer()) {
           const double a = g.get<double>(), b = w.get<double>();
+          if (std::abs(a - b) > max_diff) max_where = where;
           max_diff = std::max(max_diff, std::abs(a - b));
           EXPECT_LE(std::abs(a - b), 1e-5 * std::max(1.0, std::abs(b))) << where;
         } else if (w.is_object() && g.is_object()) {
           EXPECT_EQ(g.size(), w.size()) << where << ": " << g.dump() << " vs " << w.dump();
           for (auto it = w.begin(); it != w.end(); ++it)
-            if (g.contains(it.key())) same(g[it.key()], *it, where + "." + it.key());
-            else ADD_FAILURE() << where << ": no field " << it.key();
+            if (g.contains(it.key()))
+              same(g[it.key()], *it, where + "." + it.key());
+            else
+              ADD_FAILURE() << where << ": no field " << it.key();
         } else if (w.is_array() && g.is_array() && g.size() == w.size()) {
-          for (size_t i = 0; i < w.size(); ++i) same(g[i], w[i], where + "[" + std::to_string(i) + "]");
+          for (size_t i = 0; i < w.size(); ++i)
+            same(g[i], w[i], where + "[" + std::to_string(i) + "]");
         } else {
           EXPECT_EQ(g, w) << where;
         }
       };
-  for (size_t i = 0; i < want.size(); ++i) same(got[i], want[i], want[i]["request"].get<std::string>());
-  std::cerr << "recorded answers: largest difference " << max_diff << "\n";
+  for (size_t i = 0; i < want.size(); ++i)
+    same(got[i], want[i], want[i]["request"].get<std::string>());
+  std::cerr << "recorded answers: largest difference " << max_diff << " (" << max_where << ")\n";
 }
 
 TEST(Serve, BadRequestsGetTheRightStatusAndNameTheField) {
@@ -351,6 +357,37 @@ TEST(Serve, BadRequestsGetTheRightStatusAndNameTheField) {
         "slimbert_requests_total{endpoint=\"predict\",status=\"400\"} 1", "slimbert_queue_size 0",
         "slimbert_batch_size_count 2", "slimbert_subnet_chosen_total"})
     EXPECT_NE(metrics->body.find(series), std::string::npos) << series << "\n" << metrics->body;
+}
+
+// A fault of the server's own (here a tokenizer whose ids the model has no embedding for, which
+// load_served refuses but a library caller can still build) is a 500, not a client error.
+TEST(Serve, AnInternalFaultAnswers500) {
+  const Tokenizer real = Tokenizer::from_dir(model());
+  std::vector<std::string> tokens;
+  for (int64_t i = 0; i < real.vocab().size(); ++i) tokens.push_back(real.vocab().token(i));
+  tokens.push_back("zzzextra");
+  auto m = infer::InferenceModel::load(model());
+  serve::ServerOptions o;
+  o.port = 0;
+  o.quiet = true;
+  serve::Server server(m, Tokenizer(Vocab::from_tokens(tokens), real.options()), quick_profile(*m),
+                       o);
+  const int port = server.bind();
+  std::thread thread([&] { server.run(); });
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(30, 0);
+  const auto ok = c.Post("/predict", R"({"inputs": "hello"})", "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  const auto r = c.Post("/predict", R"({"inputs": "zzzextra"})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 500) << r->body;
+  const json body = json::parse(r->body);
+  EXPECT_NE(body.at("error").get<std::string>().find("internal error"), std::string::npos);
+  EXPECT_NE(body.at("error").get<std::string>().find("outside the model's vocabulary"),
+            std::string::npos);
+  server.stop();
+  thread.join();
 }
 
 TEST(Serve, AFullQueueAnswers429AndBatchesFormWhileWaiting) {

@@ -223,6 +223,8 @@ ShardSet ShardSet::open(const std::string& dir, const std::string& split) {
   if (!fields.has(split.c_str())) fail(meta_path, ": no split '", split, "'");
   ShardSet set;
   set.seq_len_ = fields.integer("seq_len", 1, 65535);
+  // Ids are stored in 16 bits.
+  if (fields.has("vocab_size")) set.vocab_size_ = fields.integer("vocab_size", 1, 65536);
   const JsonFields split_fields(fields.at(split.c_str()), meta_path + ": split '" + split + "'");
   const nlohmann::json& files = split_fields.at("files");
   if (!files.is_array()) split_fields.bad("files", "a list of shard file names");

@@ -189,6 +189,7 @@ AugmentResult augment_task(const AugmentOptions& o) {
   BertForMaskedLM mlm = load_masked_lm(o.mlm_dir);
   mlm->eval();
   const Tokenizer tokenizer = Tokenizer::from_dir(o.mlm_dir);
+  check_tokenizer_fits(tokenizer, mlm->bert->config(), o.mlm_dir);
 
   AugmentResult result;
   write_dir_atomic(o.out_dir, [&](const std::string& dir) {

@@ -10,8 +10,8 @@
 #include <sstream>
 
 #include "slimbert/core/error.h"
-#include "slimbert/core/json.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 #include "slimbert/dynabert/dynabert.h"
 #include "slimbert/infer/run.h"
 #include "slimbert/io/checkpoint.h"
@@ -31,7 +31,8 @@ GridPoint evaluate_point(const infer::InferenceModel& model, const TensorMap& we
                          const Tokenizer& tokenizer, const TaskSpec& spec, const GridOptions& o,
                          const SubNet& run, const SubNet& label, std::vector<std::string>& splits,
                          bool first, const std::string& series) {
-  const std::string prefix = series.empty() ? "dynabert grid: " : "dynabert grid [" + series + "]: ";
+  const std::string prefix =
+      series.empty() ? "dynabert grid: " : "dynabert grid [" + series + "]: ";
   const BertConfig& config = model.config();
   GridPoint p;
   p.subnet = label;
@@ -98,6 +99,7 @@ std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOpt
                                      const std::string& series) {
   const auto [model, weights] = load_for_grid(model_dir, o, o.widths);
   const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
+  check_tokenizer_fits(tokenizer, model->config(), model_dir);
   const TaskSpec spec = task_for_model(model->config(), o.task, o.data_dir, o.skip_bad_rows);
   std::vector<std::string> splits = present_splits(spec, o);
   warm_up(*model, o);
@@ -135,6 +137,7 @@ std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptio
   for (const auto& [subnet, model_dir] : find_separate_models(dir, o)) {
     const auto [model, weights] = load_for_grid(model_dir, o, {1.0});
     const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
+    check_tokenizer_fits(tokenizer, model->config(), model_dir);
     if (!spec) {
       spec = task_for_model(model->config(), o.task, o.data_dir, o.skip_bad_rows);
       splits = present_splits(*spec, o);

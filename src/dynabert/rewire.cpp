@@ -201,6 +201,7 @@ RewireResult rewire_model(const RewireOptions& o) {
   BertForSequenceClassification model = load_classifier(o.model_dir);
   const BertConfig& config = model->bert->config();
   const Tokenizer tokenizer = Tokenizer::from_dir(o.model_dir);
+  check_tokenizer_fits(tokenizer, config, o.model_dir);
   const TaskSpec spec = task_for_model(config, o.task, o.data_dir, o.skip_bad_rows);
   TaskData data = spec.load(o.split);
   if (o.examples > 0 && static_cast<int64_t>(data.examples.size()) > o.examples) {

@@ -166,6 +166,7 @@ FinetuneResult dynabert_train(const DynaTrainOptions& o) {
   at::manual_seed(t.seed);
   BertForSequenceClassification student = load_classifier(t.model_dir);
   BertConfig config = student->bert->config();
+  check_tokenizer_fits(tokenizer, config, t.model_dir);
   add_history(config, "dynabert " + to_string(o.stage));
   const TaskSpec spec = task_for_model(config, t.task, t.data_dir, t.skip_bad_rows);
   const TaskData train_data = load_train_split(spec, t);
@@ -200,8 +201,9 @@ FinetuneResult dynabert_train(const DynaTrainOptions& o) {
     std::cerr << "\n";
   }
   DynaStageMethod method(o, student, teacher, subnets, spec, tokenizer, train);
-  return train_task("dynabert " + to_string(o.stage), t,
-                    Trainee{*student, optimizer, config, tokenizer}, train, method);
+  RunSignature run{"dynabert " + to_string(o.stage)};
+  o.sign(run);
+  return train_task(run, t, Trainee{*student, optimizer, config, tokenizer}, train, method);
 }
 
 }  // namespace slimbert

@@ -9,18 +9,21 @@
 #endif
 #include <malloc.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <iostream>
 #include <limits>
 #include <map>
 #include <mutex>
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/runtime.h"
-#include "slimbert/infer/run.h"
+#include "slimbert/infer/latency.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/io/tensor_io.h"
+#include "slimbert/model/history.h"
 #include "slimbert/model/names.h"
 
 namespace slimbert::infer {
@@ -585,6 +588,20 @@ Output InferenceModel::forward(const Batch& input, const SubNet& subnet) const {
   if (has_pooler()) out.pooled = at::tanh(at::linear(x.select(1, 0), pooler_w_, pooler_b_));
   if (has_classifier()) out.logits = at::linear(out.pooled, classifier_w_, classifier_b_);
   return out;
+}
+
+std::shared_ptr<const InferenceModel> load_configured(const std::string& dir,
+                                                      const ModelOptions& request,
+                                                      const RuntimeConfig& runtime) {
+  auto model = InferenceModel::load(dir, configure_engine(load_config_dir(dir), request, runtime));
+  if (std::any_of(request.widths.begin(), request.widths.end(), [](double w) { return w < 1.0; }) &&
+      !width_adaptive(model->config()))
+    std::cerr << "slimbert: warning: " << dir
+              << " was never rewired (its config.json's slimbert_history has no \"rewired\"): "
+                 "its first heads are not its most important, so a width below 1 loses far more "
+                 "accuracy than on a DynaBERT model (slimbert compress, or dynabert rewire and "
+                 "its stages, make one)\n";
+  return model;
 }
 
 }  // namespace slimbert::infer

@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <ctime>
+#include <filesystem>
 #include <limits>
 #include <sstream>
 
@@ -13,7 +14,7 @@
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
 #include "slimbert/core/runtime.h"
-#include "slimbert/infer/run.h"
+#include "slimbert/infer/latency.h"
 #include "slimbert/model/flops.h"
 
 namespace slimbert::infer {
@@ -217,6 +218,11 @@ LatencyProfile LatencyProfile::from_json(const json& j, const std::string& where
     p.subnets.push_back(std::move(s));
   }
   return p;
+}
+
+std::string default_profile_path(const std::string& model_dir, bool int8) {
+  return (std::filesystem::path(model_dir) / (int8 ? "profile-int8.json" : "profile.json"))
+      .string();
 }
 
 LatencyProfile LatencyProfile::load(const std::string& path) {

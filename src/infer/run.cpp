@@ -1,16 +1,57 @@
 #include "slimbert/infer/run.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cmath>
 
 #include "slimbert/core/error.h"
-#include "slimbert/core/runtime.h"
+#include "slimbert/data/metrics.h"
+
+namespace slimbert {
+
+at::Tensor predict_logits(const LogitsFn& logits_of, const std::vector<Encoding>& inputs,
+                          int64_t pad_id, int64_t batch_size) {
+  std::vector<at::Tensor> parts;
+  std::vector<int64_t> rows;
+  for (const auto& idx : length_sorted_batches(inputs, {batch_size, 0})) {
+    // One copy to the host per batch, not a device sync per row.
+    parts.push_back(logits_of(collate(inputs, idx, pad_id)).cpu());
+    rows.insert(rows.end(), idx.begin(), idx.end());
+  }
+  const at::Tensor sorted = at::cat(parts);
+  at::Tensor out = at::empty_like(sorted);
+  out.index_copy_(0, at::tensor(rows), sorted);
+  return out;
+}
+
+EvalReport evaluate_task(const LogitsFn& logits_of, const Tokenizer& tokenizer,
+                         const TaskSpec& spec, const std::string& split, int64_t max_length,
+                         int64_t batch_size) {
+  const TaskData data = spec.load(split);
+  const EncodedTask enc = encode_task(tokenizer, spec, data, max_length, true);
+  const at::Tensor logits = predict_logits(logits_of, enc.inputs, tokenizer.pad_id(), batch_size);
+  EvalReport r{spec.display_name(), split, static_cast<int64_t>(enc.inputs.size()), {}};
+  if (spec.regression) {
+    const at::Tensor v = logits.select(1, 0).to(at::kDouble).contiguous();
+    const std::vector<double> scores(v.data_ptr<double>(), v.data_ptr<double>() + v.numel());
+    r.metrics = regression_metrics(scores, enc.values);
+  } else {
+    const at::Tensor p = logits.argmax(1).contiguous();
+    const std::vector<int64_t> pred(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel());
+    r.metrics = classification_metrics(pred, enc.labels, spec.main_metric);
+  }
+  return r;
+}
+
+}  // namespace slimbert
 
 namespace slimbert::infer {
+
+int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, int64_t user_max) {
+  int64_t m = std::min(config.max_position_embeddings, tokenizer.options().model_max_length);
+  if (user_max > 0) m = std::min(m, user_max);
+  return m;
+}
 
 Pooling parse_pooling(const std::string& name) {
   if (name == "cls") return Pooling::kCls;
@@ -26,6 +67,33 @@ at::Tensor pool(const Output& output, const Batch& batch, Pooling pooling) {
   return (h * mask).sum(1) / mask.sum(1);
 }
 
+at::Tensor normalize(const at::Tensor& rows) {
+  return rows / rows.norm(2, 1, true).clamp_min(1e-12);
+}
+
+at::Tensor label_scores(const BertConfig& config, const at::Tensor& logits, bool raw) {
+  if (raw || config.is_regression()) return logits;
+  if (config.problem_type == "multi_label_classification") return at::sigmoid(logits);
+  return at::softmax(logits, -1);
+}
+
+RowOutputs run_rows(const InferenceModel& model, const std::vector<Encoding>& inputs,
+                    const SubNet& subnet, int64_t pad_id, const BatchLimits& limits) {
+  const auto rows = static_cast<int64_t>(inputs.size());
+  const int64_t H = model.config().hidden_size;
+  RowOutputs out{at::empty({rows, H}), at::empty({rows, H}), {}};
+  if (model.has_classifier()) out.logits = at::empty({rows, model.config().num_labels()});
+  for (const auto& idx : length_sorted_batches(inputs, limits)) {
+    const Batch batch = collate(inputs, idx, pad_id);
+    const Output o = model.forward(batch, subnet);
+    const at::Tensor at_rows = at::tensor(std::vector<int64_t>(idx.begin(), idx.end()));
+    out.cls.index_copy_(0, at_rows, pool(o, batch, Pooling::kCls).cpu());
+    out.mean.index_copy_(0, at_rows, pool(o, batch, Pooling::kMean).cpu());
+    if (out.logits.defined()) out.logits.index_copy_(0, at_rows, o.logits.cpu());
+  }
+  return out;
+}
+
 LogitsFn logits_fn(const InferenceModel& model, const SubNet& subnet) {
   if (!model.has_classifier())
     fail(model.dir(), ": no classifier in this checkpoint (classifier.weight): fine-tune it first");
@@ -36,42 +104,6 @@ EvalReport evaluate(const InferenceModel& model, const Tokenizer& tokenizer, con
                     const std::string& split, int64_t max_length, int64_t batch_size,
                     const SubNet& subnet) {
   return evaluate_task(logits_fn(model, subnet), tokenizer, spec, split, max_length, batch_size);
-}
-
-double percentile(std::vector<double> values, double p) {
-  std::sort(values.begin(), values.end());
-  const size_t rank =
-      static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(values.size())));
-  return values[std::min(values.size() - 1, rank == 0 ? 0 : rank - 1)];
-}
-
-Latency measure_latency(const InferenceModel& model, int64_t batch, int64_t seq,
-                        const SubNet& subnet, int64_t iters, int64_t warmup) {
-  const BertConfig& config = model.config();
-  if (seq > config.max_position_embeddings)
-    fail("sequence length ", seq, " exceeds max_position_embeddings ",
-         config.max_position_embeddings);
-  if (iters <= 0) fail("latency: iterations must be positive");
-  // Its own generator: timing must not change the global random stream.
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
-  const c10::Device device = model.device();
-  const Batch input = Batch{at::randint(std::min<int64_t>(1000, config.vocab_size - 1),
-                                        config.vocab_size, {batch, seq}, gen, at::kLong),
-                            at::zeros({batch, seq}, at::kLong), at::ones({batch, seq}, at::kLong)}
-                          .to(device);
-  for (int64_t i = 0; i < warmup; ++i) model.forward(input, subnet);
-  synchronize(device);
-  std::vector<double> ms;
-  for (int64_t i = 0; i < iters; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    model.forward(input, subnet);
-    synchronize(device);  // the timed pass ends when the device has finished it
-    ms.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  Latency l{percentile(ms, 50), percentile(ms, 90), percentile(ms, 99), 0};
-  for (double m : ms) l.mean += m / static_cast<double>(ms.size());
-  return l;
 }
 
 }  // namespace slimbert::infer

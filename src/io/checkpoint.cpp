@@ -153,6 +153,14 @@ BertConfig load_config_dir(const std::string& dir) {
   return BertConfig::load((fs::path(dir) / "config.json").string());
 }
 
+void check_tokenizer_fits(const Tokenizer& tokenizer, const BertConfig& config,
+                          const std::string& dir) {
+  if (tokenizer.vocab().size() > config.vocab_size)
+    fail(dir, ": the tokenizer's vocabulary (vocab.txt) has ", tokenizer.vocab().size(),
+         " tokens, ids outside the model's vocabulary of ", config.vocab_size,
+         " (config.json's vocab_size): is vocab.txt longer than config.json's vocab_size?");
+}
+
 std::string weights_path(const std::string& dir) {
   const fs::path single = fs::path(dir) / "model.safetensors";
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";

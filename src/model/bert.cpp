@@ -52,45 +52,9 @@ bool same_subnet(const SubNet& a, const SubNet& b) {
   return std::abs(a.width - b.width) < 1e-9 && std::abs(a.depth - b.depth) < 1e-9;
 }
 
-std::vector<std::vector<size_t>> length_sorted_batches(const std::vector<Encoding>& encodings,
-                                                       size_t batch_size) {
-  std::vector<size_t> order(encodings.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return encodings[a].input_ids.size() < encodings[b].input_ids.size();
-  });
-  std::vector<std::vector<size_t>> batches;
-  for (size_t b = 0; b < order.size(); b += batch_size)
-    batches.emplace_back(
-        order.begin() + static_cast<std::ptrdiff_t>(b),
-        order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), b + batch_size)));
-  return batches;
-}
-
 Batch Batch::to(c10::Device device) const {
   auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
   return {move(input_ids), move(token_type_ids), move(attention_mask)};
-}
-
-Batch collate(const std::vector<Encoding>& encodings, const std::vector<size_t>& indices,
-              int64_t pad_id) {
-  size_t T = 0;
-  for (size_t i : indices) T = std::max(T, encodings.at(i).input_ids.size());
-  const int64_t B = static_cast<int64_t>(indices.size()), L = static_cast<int64_t>(T);
-  at::Tensor ids = at::full({B, L}, pad_id, at::kLong);
-  at::Tensor types = at::zeros({B, L}, at::kLong);
-  at::Tensor mask = at::zeros({B, L}, at::kLong);
-  int64_t *pi = ids.data_ptr<int64_t>(), *pt = types.data_ptr<int64_t>(),
-          *pm = mask.data_ptr<int64_t>();
-  for (size_t r = 0; r < indices.size(); ++r) {
-    const Encoding& e = encodings[indices[r]];
-    for (size_t t = 0; t < e.input_ids.size(); ++t) {
-      pi[r * T + t] = e.input_ids[t];
-      pt[r * T + t] = e.token_type_ids[t];
-      pm[r * T + t] = 1;
-    }
-  }
-  return Batch{ids, types, mask};
 }
 
 // ---- Building blocks ---------------------------------------------------------------------------
@@ -223,16 +187,8 @@ at::Tensor BertEmbeddingsImpl::sum(const at::Tensor& input_ids,
   const int64_t seq = input_ids.size(1);
   const int64_t max_pos = position_embeddings->weight.size(0);
   if (seq > max_pos) fail("sequence length ", seq, " exceeds max_position_embeddings ", max_pos);
-  // Ids past a table would surface as libtorch's "index out of range in self", naming nothing.
-  const int64_t vocab = word_embeddings->weight.size(0);
-  if (input_ids.numel() && input_ids.max().item<int64_t>() >= vocab)
-    fail("token id ", input_ids.max().item<int64_t>(), " is outside the model's vocabulary of ",
-         vocab, " (is vocab.txt longer than config.json's vocab_size?)");
-  if (token_type_ids.defined() && token_type_ids.numel() &&
-      token_type_ids.max().item<int64_t>() >= token_type_embeddings->weight.size(0))
-    fail("token type ", token_type_ids.max().item<int64_t>(), " is outside the model's ",
-         token_type_embeddings->weight.size(0),
-         " token types (type_vocab_size; a text pair needs 2)");
+  // Token ids are not checked here (a device sync every step): they were, once, where the
+  // tokenizer met the model (check_tokenizer_fits) or the shards met it (require_fits_positions).
   // (T, H) position rows broadcast over the batch.
   at::Tensor x =
       word_embeddings->forward(input_ids) + position_embeddings->weight.narrow(0, 0, seq);

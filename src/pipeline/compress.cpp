@@ -12,8 +12,8 @@
 #include <sstream>
 
 #include "slimbert/core/error.h"
-#include "slimbert/core/json.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 #include "slimbert/data/tasks.h"
 #include "slimbert/dynabert/dynabert.h"
 #include "slimbert/infer/profile.h"
@@ -46,6 +46,18 @@ std::string to_string(CompressMethod m) {
   return "wid+dynabert";
 }
 
+bool OverrideSpec::applies_to(CompressMethod method) const {
+  switch (applies) {
+    case Applies::kDynaBert:
+      return method != CompressMethod::kWid;
+    case Applies::kWid:
+      return method != CompressMethod::kDynaBert;
+    case Applies::kAll:
+      break;
+  }
+  return true;
+}
+
 const CompressedModel& CompressResult::chosen() const {
   for (const auto& m : exports)
     if (m.chosen) return m;
@@ -61,7 +73,6 @@ nlohmann::json or_null(const std::optional<T>& value) {
 
 // The options that define a run's results: a resumed run must repeat them.
 nlohmann::json signature(const CompressOptions& o) {
-  const CompressOptions::Overrides& s = o.set;
   nlohmann::json j = {{"model", o.model_dir},
                       {"task", o.task},
                       {"data", o.data_dir},
@@ -75,25 +86,11 @@ nlohmann::json signature(const CompressOptions& o) {
                       {"max_length", o.max_length},
                       {"max_train_examples", o.max_train_examples},
                       {"rewire_examples", o.rewire_examples},
-                      {"seed", o.seed},
-                      {"warmup", or_null(s.warmup)},
-                      {"weight_decay", or_null(s.weight_decay)},
-                      {"clip", or_null(s.clip)}};
-  if (o.method != CompressMethod::kWid) {
-    j["lambda1"] = or_null(s.lambda1);
-    j["stage1_lambda2"] = or_null(s.stage1_lambda2);
-    j["stage2_lambda2"] = or_null(s.stage2_lambda2);
-    j["same_width_teacher"] = or_null(s.same_width_teacher);
-  }
+                      {"seed", o.seed}};
+  CompressOptions::Overrides::each(o.set, [&](const OverrideSpec& spec, const auto& value) {
+    if (spec.applies_to(o.method)) j[spec.key] = or_null(value);
+  });
   if (o.method != CompressMethod::kDynaBert) {
-    j["kd_weight"] = or_null(s.kd_weight);
-    j["kd_temperature"] = or_null(s.kd_temperature);
-    j["wid_lr"] = or_null(s.wid_lr);
-    j["compactor_lr"] = or_null(s.compactor_lr);
-    j["wid_lambda"] = or_null(s.wid_lambda);
-    j["zero_by"] = or_null(s.zero_by);
-    j["w_step"] = or_null(s.w_step);
-    j["strategy"] = or_null(s.strategy);
     j["corpus"] = o.corpus;
     j["mlm_teacher"] = o.mlm_teacher;
     j["wid_steps"] = o.wid_steps;
@@ -126,8 +123,7 @@ class Ledger {
         fail(path_, ": not valid JSON (a damaged run directory; remove it to start again)");
       }
       check_schema_version(saved, path_, kLedgerVersion);
-      if (!saved.contains("options") || !saved.contains("stages") ||
-          !saved["stages"].is_object())
+      if (!saved.contains("options") || !saved.contains("stages") || !saved["stages"].is_object())
         fail(path_, ": expected {\"options\": ..., \"stages\": {...}}");
       for (const auto& [key, value] : sig.items())
         if (!saved["options"].contains(key) || saved["options"][key] != value)

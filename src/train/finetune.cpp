@@ -35,37 +35,6 @@ std::string join_labels(const std::vector<std::string>& labels) {
 
 }  // namespace
 
-EncodedTask encode_task(const Tokenizer& tokenizer, const TaskSpec& spec, const TaskData& data,
-                        int64_t max_length, bool need_labels) {
-  EncodedTask out;
-  for (const auto& e : data.examples) {
-    out.inputs.push_back(
-        tokenizer.encode(e.text_a, e.text_b, EncodeOptions{max_length, Truncation::kLongestFirst}));
-    if (!need_labels) continue;
-    if (e.label.empty()) fail(data.source, ":", e.line, ": example has no label");
-    if (spec.regression) {
-      char* end = nullptr;
-      const double v = std::strtod(e.label.c_str(), &end);
-      if (!end || *end != '\0')
-        fail(data.source, ":", e.line, ": label '", e.label, "' is not a number");
-      out.values.push_back(v);
-    } else {
-      out.labels.push_back(spec.label_index(e, data.source));
-    }
-  }
-  if (out.inputs.empty()) fail(data.source, ": no examples");
-  return out;
-}
-
-// Rows [begin, end) of `order` as one batch.
-Batch batch_of(const std::vector<Encoding>& enc, const std::vector<size_t>& order, size_t begin,
-               size_t end, int64_t pad_id) {
-  return collate(enc,
-                 std::vector<size_t>(order.begin() + static_cast<std::ptrdiff_t>(begin),
-                                     order.begin() + static_cast<std::ptrdiff_t>(end)),
-                 pad_id);
-}
-
 at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data,
                      const std::vector<size_t>& idx, size_t begin, size_t end, bool regression) {
   if (regression) {
@@ -109,21 +78,6 @@ TaskSpec task_for_model(const BertConfig& config, const std::string& task,
   return spec;
 }
 
-at::Tensor predict_logits(const LogitsFn& logits_of, const std::vector<Encoding>& inputs,
-                          int64_t pad_id, int64_t batch_size) {
-  std::vector<at::Tensor> parts;
-  std::vector<int64_t> rows;
-  for (const auto& idx : length_sorted_batches(inputs, static_cast<size_t>(batch_size))) {
-    // One copy to the host per batch, not a device sync per row.
-    parts.push_back(logits_of(collate(inputs, idx, pad_id)).cpu());
-    rows.insert(rows.end(), idx.begin(), idx.end());
-  }
-  const at::Tensor sorted = at::cat(parts);
-  at::Tensor out = at::empty_like(sorted);
-  out.index_copy_(0, at::tensor(rows), sorted);
-  return out;
-}
-
 at::Tensor predict_logits(BertForSequenceClassification& model, const std::vector<Encoding>& inputs,
                           int64_t pad_id, int64_t batch_size, const SubNet& subnet) {
   const bool was_training = model->is_training();
@@ -134,25 +88,6 @@ at::Tensor predict_logits(BertForSequenceClassification& model, const std::vecto
                      pad_id, batch_size);
   if (was_training) model->train();
   return out;
-}
-
-EvalReport evaluate_task(const LogitsFn& logits_of, const Tokenizer& tokenizer,
-                         const TaskSpec& spec, const std::string& split, int64_t max_length,
-                         int64_t batch_size) {
-  const TaskData data = spec.load(split);
-  const EncodedTask enc = encode_task(tokenizer, spec, data, max_length, true);
-  const at::Tensor logits = predict_logits(logits_of, enc.inputs, tokenizer.pad_id(), batch_size);
-  EvalReport r{spec.display_name(), split, static_cast<int64_t>(enc.inputs.size()), {}};
-  if (spec.regression) {
-    const at::Tensor v = logits.select(1, 0).to(at::kDouble).contiguous();
-    const std::vector<double> scores(v.data_ptr<double>(), v.data_ptr<double>() + v.numel());
-    r.metrics = regression_metrics(scores, enc.values);
-  } else {
-    const at::Tensor p = logits.argmax(1).contiguous();
-    const std::vector<int64_t> pred(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel());
-    r.metrics = classification_metrics(pred, enc.labels, spec.main_metric);
-  }
-  return r;
 }
 
 EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer,
@@ -197,6 +132,7 @@ at::Tensor teacher_logits(const std::string& teacher_dir, const TaskSpec& spec,
                          : "has " + std::to_string(spec.labels.size()) + " labels {" +
                                join_labels(spec.labels) + "}");
   const Tokenizer tokenizer = Tokenizer::from_dir(teacher_dir);
+  check_tokenizer_fits(tokenizer, tc, teacher_dir);
   std::vector<Encoding> inputs;
   for (const auto& e : data.examples)
     inputs.push_back(
@@ -251,8 +187,9 @@ TrainBatch TaskSampler::next() {
   return batch;
 }
 
-FinetuneResult train_task(const std::string& what, const FinetuneOptions& o, const Trainee& t,
+FinetuneResult train_task(RunSignature run, const FinetuneOptions& o, const Trainee& t,
                           const EncodedTask& train, TrainingMethod& method) {
+  const std::string what = run.command;
   const int64_t examples = static_cast<int64_t>(train.inputs.size());
   const int64_t per_epoch = (examples + o.batch_size - 1) / o.batch_size;
   LoopOptions loop;
@@ -269,14 +206,9 @@ FinetuneResult train_task(const std::string& what, const FinetuneOptions& o, con
   loop.keep_best = true;
   loop.resume = o.resume;
   loop.stop_after = o.stop_after;
-  loop.run.command = what;
-  loop.run.defining = {
-      {"seed", o.seed},      {"batch_size", o.batch_size}, {"epochs", o.epochs},
-      {"steps", loop.steps}, {"train_examples", examples}, {"max_length", o.max_length}};
-  loop.run.adjustable = {{"lr", o.lr},
-                         {"weight_decay", o.weight_decay},
-                         {"warmup_fraction", o.warmup_fraction},
-                         {"clip", o.clip}};
+  run.add("steps", loop.steps, OnResume::kDefining);
+  run.add("train_examples", examples, OnResume::kDefining);
+  loop.run = std::move(run);
   loop.seed = o.seed;
   TaskSampler data(train, o.batch_size, o.seed, t.tokenizer.pad_id());
   const LoopResult r = run_training(loop, t, data, method);
@@ -360,6 +292,7 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   const Tokenizer tokenizer = Tokenizer::from_dir(o.model_dir);
   const TaskSpec spec = TaskSpec::make(o.task, o.data_dir, o.skip_bad_rows);
   BertConfig config = load_config_dir(o.model_dir);
+  check_tokenizer_fits(tokenizer, config, o.model_dir);
   if (o.max_length > config.max_position_embeddings)
     fail("--max-length ", o.max_length, " exceeds max_position_embeddings ",
          config.max_position_embeddings);
@@ -413,8 +346,10 @@ FinetuneResult finetune(const FinetuneOptions& o) {
                 << ", temperature " << o.kd_temperature << ")\n";
   }
   Finetuning method(model, o, spec, tokenizer, train, soft_targets);
-  FinetuneResult result = train_task("finetune " + spec.display_name(), o,
-                                     Trainee{*model, optimizer, config, tokenizer}, train, method);
+  RunSignature run{"finetune " + spec.display_name()};
+  o.sign(run);
+  FinetuneResult result =
+      train_task(run, o, Trainee{*model, optimizer, config, tokenizer}, train, method);
   if (!result.finished || !is_main_rank()) return result;
 
   // Report the best model on dev, and on test when the test split is labelled.

@@ -47,6 +47,10 @@ void require_fits_positions(const ShardSet& shards, const std::string& shards_di
   if (shards.seq_len() > config.max_position_embeddings)
     fail(shards_dir, ": sequences of ", shards.seq_len(), " tokens exceed max_position_embeddings ",
          config.max_position_embeddings, " of ", model_dir);
+  if (shards.vocab_size() > config.vocab_size)
+    fail(shards_dir, ": tokenized with a vocabulary of ", shards.vocab_size(),
+         " tokens, ids outside the vocabulary of ", config.vocab_size, " of ", model_dir,
+         " (config.json's vocab_size)");
 }
 
 MaskingOptions mlm_masking(const Tokenizer& tokenizer, const BertConfig& config) {
@@ -178,15 +182,9 @@ PretrainResult train_mlm(const std::string& what, const PretrainOptions& o, cons
   loop.max_minutes = o.max_minutes;
   loop.stop_after = o.stop_after;
   loop.run.command = what;
-  loop.run.defining = {
-      {"seed", o.seed},   {"batch_size", o.batch_size},      {"accumulation", o.accumulation},
-      {"steps", o.steps}, {"train_sequences", train.size()}, {"seq_len", train.seq_len()}};
-  loop.run.adjustable = {{"lr", o.lr},
-                         {"weight_decay", o.weight_decay},
-                         {"warmup_fraction", o.warmup_fraction},
-                         {"clip", o.clip},
-                         {"optimizer", o.optimizer == AdamVariant::kTorch ? "torch" : "bert"},
-                         {"dtype", o.dtype == at::kDouble ? "float64" : "float32"}};
+  o.sign(loop.run);
+  loop.run.add("train_sequences", train.size(), OnResume::kDefining);
+  loop.run.add("seq_len", train.seq_len(), OnResume::kDefining);
   loop.seed = o.seed;
   MlmSampler data(std::move(train), o.batch_size, mlm_masking(t.tokenizer, t.config), o.seed);
   at::manual_seed(o.seed);  // dropout
@@ -219,6 +217,7 @@ class Pretraining : public MlmMethod {
 PretrainResult pretrain(const PretrainOptions& o) {
   const Tokenizer tokenizer = Tokenizer::from_dir(o.init_dir);
   const BertConfig config = load_config_dir(o.init_dir);
+  check_tokenizer_fits(tokenizer, config, o.init_dir);
   BertForMaskedLM model = load_masked_lm(o.init_dir);
   model->to(o.dtype);
   AdamW optimizer(

@@ -219,6 +219,7 @@ WidResult wid_train(WidOptions o) {
         "the residual mask is already scored from every weight on the residual stream");
   const Tokenizer tokenizer = Tokenizer::from_dir(t.init_dir);
   const BertConfig config = load_config_dir(t.init_dir);
+  check_tokenizer_fits(tokenizer, config, t.init_dir);
   WidSchedule& s = o.schedule;
   s.target_hidden = resolve_target(config, s.strategy, o.target);
   if (s.w_step <= 0) s.w_step = std::max<int64_t>(1, t.steps / 32);
@@ -299,8 +300,7 @@ BertConfig wid_merge(const std::string& checkpoint_dir, const std::string& out, 
     fail(checkpoint_dir, ": not a training checkpoint (no ", state_path, ")");
   const nlohmann::json state = read_json_file(state_path);
   check_schema_version(state, state_path, kTrainerStateVersion);
-  if (!state.contains("wid"))
-    fail(state_path, ": not a WID checkpoint (no 'wid' state)");
+  if (!state.contains("wid")) fail(state_path, ": not a WID checkpoint (no 'wid' state)");
   const WidSchedule s = schedule_from_json(state.at("wid"), state_path);
   const BertConfig config = load_config_dir(checkpoint_dir);
   const WidMasks masks = WidMasks::from_json(state.at("wid").at("masks"), config, state_path);

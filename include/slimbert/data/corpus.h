@@ -38,6 +38,8 @@ class ShardSet {
   static ShardSet open(const std::string& dir, const std::string& split);  // "train" | "validation"
   int64_t size() const { return static_cast<int64_t>(index_.size()); }
   int64_t seq_len() const { return seq_len_; }
+  // The vocabulary size of the tokenizer that made them (shards.json), 0 when not recorded.
+  int64_t vocab_size() const { return vocab_size_; }
   // Copies sequence i into `out` (length seq_len, padded with 0); returns its length.
   int64_t read(int64_t i, int64_t* out) const;
 
@@ -45,7 +47,7 @@ class ShardSet {
   struct File;
   std::vector<std::shared_ptr<File>> files_;
   std::vector<std::pair<uint32_t, uint32_t>> index_;  // (file, row)
-  int64_t seq_len_ = 0;
+  int64_t seq_len_ = 0, vocab_size_ = 0;
 };
 
 }  // namespace slimbert

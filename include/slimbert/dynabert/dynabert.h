@@ -104,6 +104,16 @@ struct DynaTrainOptions {
   double lambda2 = 0.1;  // hidden-state + embedding MSE (stage 2: 1.0)
   // Stage 2 teacher: full width (the reference code) or the student's width (the paper).
   bool same_width_teacher = false;
+
+  // The options a resume compares: the task loop's and the stage's own.
+  void sign(RunSignature& run) const {
+    train.sign(run);
+    run.add("widths", widths, OnResume::kDefining);
+    run.add("depths", depths, OnResume::kDefining);
+    run.add("lambda1", lambda1, OnResume::kAdjustable);
+    run.add("lambda2", lambda2, OnResume::kAdjustable);
+    run.add("same_width_teacher", same_width_teacher, OnResume::kAdjustable);
+  }
 };
 
 // A stage's defaults: the reference's lr 2e-5 without warmup or weight decay, lambda2 0.1 in

@@ -65,6 +65,14 @@ ModelOptions configure_engine(const BertConfig& config, ModelOptions options,
                               const RuntimeConfig& runtime);
 GemmTiming measure_gemm(const BertConfig& config, const RuntimeConfig& runtime);
 
+class InferenceModel;
+// configure_engine for DIR's config.json, then InferenceModel::load with the options it returns.
+// Warns on stderr when widths below 1 are asked of a model that was never rewired (its first
+// heads are not its most important).
+std::shared_ptr<const InferenceModel> load_configured(const std::string& dir,
+                                                      const ModelOptions& request,
+                                                      const RuntimeConfig& runtime);
+
 // What a forward pass returns. `logits` is defined for a classification checkpoint.
 struct Output {
   at::Tensor last;    // (B, T, H) last hidden layer

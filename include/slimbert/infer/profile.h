@@ -57,6 +57,10 @@ struct LatencyProfile {
   void save(const std::string& path) const;  // atomic
 };
 
+// Where a profile of the model in `model_dir` lives unless told otherwise: profile.json, or
+// profile-int8.json for the int8 engine.
+std::string default_profile_path(const std::string& model_dir, bool int8);
+
 struct ProfileOptions {
   std::vector<SubNet> subnets;
   std::vector<Shape> fit = {{1, 16}, {1, 64}, {1, 128}, {4, 32}, {4, 128}, {16, 64}, {16, 128}};
@@ -64,7 +68,6 @@ struct ProfileOptions {
   int64_t iters = 10;
   std::string grid_json;  // dynabert grid's grid.json: dev scores per sub-network
 };
-
 
 // Sets c0, c1, c2 (least squares on p.fitted's p50, each >= 0) and tail, and the predictions of
 // p.fitted and p.held_out.

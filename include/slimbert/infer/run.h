@@ -1,37 +1,73 @@
-// Running the inference model over many inputs: pooling, task evaluation, latency measurement.
-// predict, embed, eval, bench, the DynaBERT grid, profile and the server all go through here.
+// Running the inference model over many inputs: the one path that predict, embed, eval, the
+// DynaBERT grid, the trainers' evaluation and the server share. Tokenized rows go in batches
+// (data/batching.h) through a model; out come pooled vectors, label scores and task metrics.
 #pragma once
 
 #include <ATen/Tensor.h>
 
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "slimbert/data/batching.h"
+#include "slimbert/data/tasks.h"
+#include "slimbert/infer/latency.h"
 #include "slimbert/infer/model.h"
-#include "slimbert/train/finetune.h"
+#include "slimbert/model/config.h"
+#include "slimbert/text/tokenizer.h"
+
+namespace slimbert {
+
+// Logits of one padded batch: a training model in eval mode, or the inference model.
+using LogitsFn = std::function<at::Tensor(const Batch&)>;
+// Logits for every row of `inputs` ([rows, outputs], host, row order), computed in length order
+// in batches of `batch_size`.
+at::Tensor predict_logits(const LogitsFn& logits_of, const std::vector<Encoding>& inputs,
+                          int64_t pad_id, int64_t batch_size);
+
+struct EvalReport {
+  std::string task, split;
+  int64_t examples = 0;
+  std::map<std::string, double> metrics;  // includes "main"
+};
+// Scores the logits of a split; the label order is the model's id2label.
+EvalReport evaluate_task(const LogitsFn& logits_of, const Tokenizer& tokenizer,
+                         const TaskSpec& spec, const std::string& split, int64_t max_length,
+                         int64_t batch_size);
+
+}  // namespace slimbert
 
 namespace slimbert::infer {
+
+// Longest input the model accepts: max_position_embeddings, capped by the tokenizer's
+// model_max_length and by `user_max` when positive.
+int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, int64_t user_max);
 
 enum class Pooling { kCls, kMean };
 Pooling parse_pooling(const std::string& name);  // "cls" | "mean"
 // Sentence vectors (B, H) of the last layer: [CLS], or the mean over the unpadded tokens.
 at::Tensor pool(const Output& output, const Batch& batch, Pooling pooling);
+// Rows scaled to unit length (a zero row stays zero).
+at::Tensor normalize(const at::Tensor& rows);
+// What a classifier's logits (rows, labels) say per label: the logits themselves for a
+// regressor or when `raw`, else sigmoid for multi-label and softmax for single-label problems.
+at::Tensor label_scores(const BertConfig& config, const at::Tensor& logits, bool raw);
 
-// The model's logits at `subnet`, for the task code (predict_logits, evaluate_task).
+// Every row of `inputs` through `model` at `subnet`, in length-sorted batches within `limits`;
+// outputs on the host in row order.
+struct RowOutputs {
+  at::Tensor cls, mean;  // (rows, H): [CLS] and mean pooling of the last layer
+  at::Tensor logits;     // (rows, labels); undefined without a classifier
+};
+RowOutputs run_rows(const InferenceModel& model, const std::vector<Encoding>& inputs,
+                    const SubNet& subnet, int64_t pad_id, const BatchLimits& limits);
+
+// The model's logits at `subnet`, for predict_logits and evaluate_task.
 LogitsFn logits_fn(const InferenceModel& model, const SubNet& subnet);
-
 // Scores `model` at `subnet` on a split of a task.
 EvalReport evaluate(const InferenceModel& model, const Tokenizer& tokenizer, const TaskSpec& spec,
                     const std::string& split, int64_t max_length, int64_t batch_size,
                     const SubNet& subnet = {});
-
-// Forward latency at `subnet` on random tokens (batch x seq, no padding), in ms.
-struct Latency {
-  double p50 = 0, p90 = 0, p99 = 0, mean = 0;
-};
-Latency measure_latency(const InferenceModel& model, int64_t batch, int64_t seq,
-                        const SubNet& subnet, int64_t iters, int64_t warmup);
-// Nearest-rank percentile p (0-100) of `values` (not empty).
-double percentile(std::vector<double> values, double p);
 
 }  // namespace slimbert::infer

@@ -50,6 +50,11 @@ void save_checkpoint(const std::string& dir, const BertConfig& config,
                      const SaveOptions& options = {});
 
 BertConfig load_config_dir(const std::string& dir);  // DIR/config.json
+// Where a tokenizer meets a model, token ids are checked once: fails when the tokenizer of `dir`
+// holds ids past config.json's vocab_size (they would have no embedding row). Training forwards
+// then take their ids unchecked.
+void check_tokenizer_fits(const Tokenizer& tokenizer, const BertConfig& config,
+                          const std::string& dir);
 
 // Fails when a size `config` gives (vocabulary, hidden size, positions, token types, layers, FFN
 // width, labels) exceeds that of the tensors in `weights` (read from `source`) that carry it: a

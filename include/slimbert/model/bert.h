@@ -54,15 +54,6 @@ struct Batch {
   Batch to(c10::Device device) const;
 };
 
-// Stacks the encodings `indices` (in that order) into one batch padded to the longest with
-// `pad_id`, attention mask 0 on padding.
-Batch collate(const std::vector<Encoding>& encodings, const std::vector<size_t>& indices,
-              int64_t pad_id);
-// Row indices of `encodings` in batches of at most `batch_size`, shortest first (stable): less
-// padding, the same result per row.
-std::vector<std::vector<size_t>> length_sorted_batches(const std::vector<Encoding>& encodings,
-                                                       size_t batch_size);
-
 struct Encoded {
   std::vector<at::Tensor> hidden_states;  // [0] = embedding output, [i] = layer i: (B, T, H)
   at::Tensor pooled;                      // (B, H); undefined without a pooler

@@ -20,6 +20,18 @@ enum class CompressMethod { kDynaBert, kWid, kWidDynaBert };
 CompressMethod parse_compress_method(const std::string& name);  // dynabert | wid | wid+dynabert
 std::string to_string(CompressMethod method);
 
+// A hyper-parameter override of `compress`, as declared once in CompressOptions::Overrides.
+struct OverrideSpec {
+  enum class Applies { kAll, kDynaBert, kWid };  // the methods whose stages it sets
+  const char* key;   // its name in compress.json's options (the resume signature)
+  const char* flag;  // its command-line flag
+  const char* help;
+  Applies applies;
+  double lo = 0, hi = 0;                  // a number: the accepted range
+  std::vector<std::string> choices = {};  // a string: the values; a boolean: false, then true
+  bool applies_to(CompressMethod method) const;
+};
+
 struct CompressOptions {
   std::string model_dir;  // the fine-tuned task model (the teacher)
   std::string task, data_dir;
@@ -51,6 +63,88 @@ struct CompressOptions {
     std::optional<double> wid_lr, compactor_lr, wid_lambda, zero_by;
     std::optional<int64_t> w_step;
     std::optional<std::string> strategy;  // dim | head
+
+    // Every override once, as f(spec, field): the command line's flags and the resume signature
+    // (compress.json) are both made from this list; the stages read the fields.
+    template <typename Self, typename F>
+    static void each(Self& s, F&& f) {
+      using A = OverrideSpec::Applies;
+      const double frac = 1.0, big = 1e9;
+      f(OverrideSpec{"warmup", "--warmup",
+                     "warm-up fraction of every task-training stage (default: DynaBERT stages 0, "
+                     "the WID student 0.1)",
+                     A::kAll, 0, frac},
+        s.warmup);
+      f(OverrideSpec{"weight_decay", "--weight-decay",
+                     "decoupled weight decay of every task-training stage (default: DynaBERT "
+                     "stages 0, the WID student 0.01)",
+                     A::kAll, 0, big},
+        s.weight_decay);
+      f(OverrideSpec{"clip", "--clip",
+                     "max gradient norm of every task-training stage (default 1; 0 = off)", A::kAll,
+                     0, big},
+        s.clip);
+      f(OverrideSpec{"lambda1", "--lambda1",
+                     "dynabert: weight of the logit loss in stages 1 and 2 (default 1)",
+                     A::kDynaBert, 0, big},
+        s.lambda1);
+      f(OverrideSpec{"stage1_lambda2", "--stage1-lambda2",
+                     "dynabert: weight of the hidden-state and embedding loss in stage 1 (default "
+                     "0.1)",
+                     A::kDynaBert, 0, big},
+        s.stage1_lambda2);
+      f(OverrideSpec{"stage2_lambda2", "--stage2-lambda2",
+                     "dynabert: weight of the hidden-state and embedding loss in stage 2 (default "
+                     "1)",
+                     A::kDynaBert, 0, big},
+        s.stage2_lambda2);
+      f(OverrideSpec{"same_width_teacher",
+                     "--teacher-width",
+                     "dynabert: stage 2's teacher at full width (default, the reference code) or "
+                     "at the student's width (same, the paper)",
+                     A::kDynaBert,
+                     0,
+                     0,
+                     {"full", "same"}},
+        s.same_width_teacher);
+      f(OverrideSpec{"kd_weight", "--kd-weight",
+                     "wid: share of the teacher's soft targets in the student's fine-tuning loss "
+                     "(default 0.5)",
+                     A::kWid, 0, frac},
+        s.kd_weight);
+      f(OverrideSpec{"kd_temperature", "--kd-temperature",
+                     "wid: softmax temperature of those soft targets (default 1)", A::kWid, 1e-3,
+                     1e3},
+        s.kd_temperature);
+      f(OverrideSpec{"wid_lr", "--wid-lr",
+                     "wid: peak learning rate of the teacher's weights (default 1e-4)", A::kWid, 0,
+                     1},
+        s.wid_lr);
+      f(OverrideSpec{"compactor_lr", "--compactor-lr",
+                     "wid: learning rate of the compactors (default 1e-4)", A::kWid, 0, 1},
+        s.compactor_lr);
+      f(OverrideSpec{"wid_lambda", "--wid-lambda",
+                     "wid: pull of removed rows and columns towards zero (default 20)", A::kWid, 0,
+                     big},
+        s.wid_lambda);
+      f(OverrideSpec{"zero_by", "--zero-by",
+                     "wid: after the target, removed entries also fall linearly to exactly zero, "
+                     "reached this fraction of the way to the last step (default 0 = off)",
+                     A::kWid, 0, frac},
+        s.zero_by);
+      f(OverrideSpec{"w_step", "--w-step",
+                     "wid: steps between mask updates (default: --wid-steps / 32)", A::kWid, 1,
+                     static_cast<double>(int64_t{1} << 40)},
+        s.w_step);
+      f(OverrideSpec{"strategy",
+                     "--strategy",
+                     "wid: dim (fewer dims per head, default) or head (fewer heads) for attention",
+                     A::kWid,
+                     0,
+                     0,
+                     {"dim", "head"}},
+        s.strategy);
+    }
   } set;
   int64_t rewire_examples = 2000;
   double budget_ms = 0;  // > 0: choose the most accurate sub-network under it at batch 1

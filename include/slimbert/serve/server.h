@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "slimbert/infer/model.h"
 #include "slimbert/infer/profile.h"
@@ -33,6 +34,30 @@ struct ServerOptions {
   bool log_json = false;  // one JSON object per request instead of a text line
   bool quiet = false;     // no request log
 };
+
+// What a server runs: the model on its engine, its tokenizer, and the latency profile its budgets
+// rest on.
+struct ServedModel {
+  std::shared_ptr<const infer::InferenceModel> model;
+  Tokenizer tokenizer;
+  infer::LatencyProfile profile;
+};
+
+struct ServeSetup {
+  std::string model_dir;
+  std::string profile;  // a profile file; empty: infer::default_profile_path, if it exists
+  std::string grid;     // dynabert grid's grid.json: dev scores for a profile measured at start
+  bool int8 = false;
+  std::string gemm = "auto";  // auto | openblas | onednn; auto follows the profile's engine
+  // Sub-networks to measure when there is no profile file (the profile's otherwise).
+  std::vector<SubNet> subnets;
+  RuntimeConfig runtime;
+};
+
+// Loads what `setup` names. With a profile file, its engine is the server's (a profile measured
+// on another engine or precision is an error naming both); without one, a short profile of
+// `setup.subnets` is measured here (`slimbert profile` makes a better one).
+ServedModel load_served(const ServeSetup& setup);
 
 class Server {
  public:

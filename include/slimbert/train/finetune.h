@@ -5,7 +5,9 @@
 #include <map>
 #include <string>
 
+#include "slimbert/data/batching.h"
 #include "slimbert/data/tasks.h"
+#include "slimbert/infer/run.h"
 #include "slimbert/model/bert.h"
 #include "slimbert/text/tokenizer.h"
 #include "slimbert/train/loop.h"
@@ -37,12 +39,15 @@ struct FinetuneOptions {
   std::string distil_from;
   double kd_weight = 0.5;
   double kd_temperature = 1.0;
-};
 
-struct EvalReport {
-  std::string task, split;
-  int64_t examples = 0;
-  std::map<std::string, double> metrics;  // includes "main"
+  // The options a resume compares (the loop adds the steps and the training set's size).
+  void sign(RunSignature& run) const {
+    run.add_common(*this);
+    run.add("epochs", epochs, OnResume::kDefining);
+    run.add("max_length", max_length, OnResume::kDefining);
+    run.add("kd_weight", kd_weight, OnResume::kAdjustable);
+    run.add("kd_temperature", kd_temperature, OnResume::kAdjustable);
+  }
 };
 
 struct FinetuneResult {
@@ -67,17 +72,6 @@ LrChoice choose_lr_on_dev(
     const std::string& out_dir, const std::vector<double>& lrs,
     const std::function<FinetuneResult(double lr, const std::string& dir)>& train);
 
-// A split tokenized, with class indices (or regression targets) in example order.
-struct EncodedTask {
-  std::vector<Encoding> inputs;
-  std::vector<int64_t> labels;  // class index
-  std::vector<double> values;   // regression targets
-};
-EncodedTask encode_task(const Tokenizer& tokenizer, const TaskSpec& spec, const TaskData& data,
-                        int64_t max_length, bool need_labels);
-// Rows order[begin, end) as one padded batch.
-Batch batch_of(const std::vector<Encoding>& enc, const std::vector<size_t>& order, size_t begin,
-               size_t end, int64_t pad_id);
 // The training split, or a subset of `options.max_train_examples` drawn with `options.seed`.
 TaskData load_train_split(const TaskSpec& spec, const FinetuneOptions& options);
 // Cross-entropy (or MSE for regression) of `logits` against rows idx[begin, end).
@@ -89,13 +83,7 @@ at::Tensor task_loss(const at::Tensor& logits, const EncodedTask& data,
 at::Tensor distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
                              double temperature, bool regression);
 
-// Logits of one padded batch: a training model in eval mode, or the inference model.
-using LogitsFn = std::function<at::Tensor(const Batch&)>;
-// Logits for every row of `inputs` ([rows, outputs], host, row order), computed in length order
-// in batches of `batch_size`.
-at::Tensor predict_logits(const LogitsFn& logits_of, const std::vector<Encoding>& inputs,
-                          int64_t pad_id, int64_t batch_size);
-// The same with `model` at `subnet`, without dropout or gradients.
+// predict_logits (infer/run.h) with a training model at `subnet`, without dropout or gradients.
 at::Tensor predict_logits(BertForSequenceClassification& model, const std::vector<Encoding>& inputs,
                           int64_t pad_id, int64_t batch_size, const SubNet& subnet = {});
 
@@ -104,10 +92,7 @@ at::Tensor predict_logits(BertForSequenceClassification& model, const std::vecto
 at::Tensor teacher_logits(const std::string& teacher_dir, const TaskSpec& spec,
                           const TaskData& data, int64_t max_length);
 
-// Scores the logits of a split; the label order is the model's id2label.
-EvalReport evaluate_task(const LogitsFn& logits_of, const Tokenizer& tokenizer,
-                         const TaskSpec& spec, const std::string& split, int64_t max_length,
-                         int64_t batch_size);
+// evaluate_task (infer/run.h) with a training model at `subnet`.
 EvalReport evaluate_task(BertForSequenceClassification& model, const Tokenizer& tokenizer,
                          const TaskSpec& spec, const std::string& split, int64_t max_length,
                          int64_t batch_size, const SubNet& subnet = {});
@@ -137,8 +122,9 @@ class TaskSampler : public Sampler {
 
 // Runs `method` on the loop over `train` with the epochs, schedule, dev evaluation (best/ by
 // "main", at each epoch's end or every eval_every steps) and checkpoints of `options`; writes
-// model/ when it finishes.
-FinetuneResult train_task(const std::string& what, const FinetuneOptions& options,
-                          const Trainee& trainee, const EncodedTask& train, TrainingMethod& method);
+// model/ when it finishes. `run` names the run and holds the options its method declared
+// (options.sign() and the method's own); the steps and the training set's size are added.
+FinetuneResult train_task(RunSignature run, const FinetuneOptions& options, const Trainee& trainee,
+                          const EncodedTask& train, TrainingMethod& method);
 
 }  // namespace slimbert

@@ -39,6 +39,16 @@ struct PretrainOptions {
   // Training precision. float64 is for numerical checks (~2x slower): checkpoints keep it, the
   // final model is stored as float32 (or F16).
   at::ScalarType dtype = at::kFloat;
+
+  // The options a resume compares (the loop adds the corpus's size and sequence length).
+  void sign(RunSignature& run) const {
+    run.add_common(*this);
+    run.add("accumulation", accumulation, OnResume::kDefining);
+    run.add("steps", steps, OnResume::kDefining);
+    run.add("optimizer", optimizer == AdamVariant::kTorch ? "torch" : "bert",
+            OnResume::kAdjustable);
+    run.add("dtype", dtype == at::kDouble ? "float64" : "float32", OnResume::kAdjustable);
+  }
 };
 
 struct PretrainResult {
@@ -62,8 +72,8 @@ MlmOutput mlm_loss(const at::Tensor& hidden, const MlmBatch& batch,
 
 class Tokenizer;
 
-// Fails unless the sequences of `shards` (from `shards_dir`) fit the positions of the model in
-// `model_dir`.
+// Fails unless the sequences of `shards` (from `shards_dir`) fit the positions and the
+// vocabulary of the model in `model_dir`.
 void require_fits_positions(const ShardSet& shards, const std::string& shards_dir,
                             const BertConfig& config, const std::string& model_dir);
 

@@ -10,6 +10,10 @@
 
 namespace slimbert {
 
+// How an option takes part in --resume: a defining option fixes the data order, the schedule or
+// the model, so a resume that changes it is refused; an adjustable one may change (reported).
+enum class OnResume { kDefining, kAdjustable };
+
 // What makes two runs the same run.
 struct RunSignature {
   std::string command;  // "pretrain", "wid", "finetune spam", "dynabert width", ...
@@ -18,6 +22,21 @@ struct RunSignature {
   nlohmann::json defining = nlohmann::json::object();
   // Options a resume may change (learning rate, clipping, ...): the change is reported.
   nlohmann::json adjustable = nlohmann::json::object();
+
+  // Records option `name`: the options structs declare theirs with it (their sign()), once.
+  void add(const std::string& name, const nlohmann::json& value, OnResume role) {
+    (role == OnResume::kDefining ? defining : adjustable)[name] = value;
+  }
+  // The options every training command has (the seed, the batch, the schedule), signed alike.
+  template <typename Options>
+  void add_common(const Options& o) {
+    add("seed", o.seed, OnResume::kDefining);
+    add("batch_size", o.batch_size, OnResume::kDefining);
+    add("lr", o.lr, OnResume::kAdjustable);
+    add("weight_decay", o.weight_decay, OnResume::kAdjustable);
+    add("warmup_fraction", o.warmup_fraction, OnResume::kAdjustable);
+    add("clip", o.clip, OnResume::kAdjustable);
+  }
 };
 
 struct TrainerCursor {
