@@ -50,9 +50,9 @@ std::vector<float> row(const at::Tensor& t) {
 
 // Reads the input a chunk at a time, runs each chunk in batches of similar length and writes one
 // JSON line per record, in input order, before reading on (a pipe gets answers as it goes):
-// `rows(output, batch, k)` gives the fields of the batch's row k.
-template <typename Rows>
-void run_records(const RunOpts& o, const infer::InferenceModel& model, Rows rows) {
+// `fields(outputs, i, json)` adds the fields of the chunk's row i.
+template <typename Fields>
+void run_records(const RunOpts& o, const infer::InferenceModel& model, Fields fields) {
   const Tokenizer tokenizer = Tokenizer::from_dir(o.dir);
   check_tokenizer_fits(tokenizer, model.config(), o.dir);
   RecordReader reader(o.input);
@@ -65,19 +65,15 @@ void run_records(const RunOpts& o, const infer::InferenceModel& model, Rows rows
        records = reader.next(chunk_size)) {
     const auto encodings =
         encode_records(tokenizer, records, max_length, o.no_truncate, reader.source());
-    std::vector<nlohmann::json> lines(records.size());
-    for (const auto& idx : length_sorted_batches(encodings, {o.batch_size, 0})) {
-      const Batch batch = collate(encodings, idx, tokenizer.pad_id());
-      const infer::Output out = model.forward(batch, subnet);
-      for (size_t k = 0; k < idx.size(); ++k) {
-        nlohmann::json j;
-        j["line"] = records[idx[k]].line;
-        if (!records[idx[k]].id.is_null()) j["id"] = records[idx[k]].id;
-        rows(out, batch, static_cast<int64_t>(k), j);
-        lines[idx[k]] = std::move(j);
-      }
+    const infer::RowOutputs out =
+        infer::run_rows(model, encodings, subnet, tokenizer.pad_id(), {o.batch_size, 0});
+    for (size_t i = 0; i < records.size(); ++i) {
+      nlohmann::json j;
+      j["line"] = records[i].line;
+      if (!records[i].id.is_null()) j["id"] = records[i].id;
+      fields(out, static_cast<int64_t>(i), j);
+      output.stream() << j.dump() << "\n";
     }
-    for (const auto& j : lines) output.stream() << j.dump() << "\n";
     output.flush();
   }
   output.commit();
@@ -96,12 +92,10 @@ void add_embed_and_predict(CLI::App& app) {
       ->capture_default_str();
   embed->callback([eo, pooling] {
     const auto model = load_inference_model(eo->dir, eo->runtime, eo->engine, {eo->width});
-    run_records(*eo, *model,
-                [&](const infer::Output& out, const Batch& batch, int64_t k, nlohmann::json& j) {
-                  if (*pooling != "mean") j["cls"] = row(out.last[k][0]);
-                  if (*pooling != "cls")
-                    j["mean"] = row(infer::pool(out, batch, infer::Pooling::kMean)[k]);
-                });
+    run_records(*eo, *model, [&](const infer::RowOutputs& out, int64_t i, nlohmann::json& j) {
+      if (*pooling != "mean") j["cls"] = row(out.cls[i]);
+      if (*pooling != "cls") j["mean"] = row(out.mean[i]);
+    });
   });
 
   auto po = std::make_shared<RunOpts>();
@@ -113,20 +107,19 @@ void add_embed_and_predict(CLI::App& app) {
     if (!model->has_classifier())
       fail(po->dir, ": no classifier in this checkpoint (classifier.weight): fine-tune it first");
     const BertConfig& config = model->config();
-    run_records(*po, *model,
-                [&](const infer::Output& out, const Batch&, int64_t k, nlohmann::json& j) {
-                  const at::Tensor logits = out.logits[k];
-                  if (config.is_regression()) {
-                    j["score"] = logits[0].item<float>();
-                    return;
-                  }
-                  const at::Tensor probs = infer::label_scores(config, logits, false);
-                  nlohmann::json p = nlohmann::json::object();
-                  for (int64_t c = 0; c < config.num_labels(); ++c)
-                    p[config.label_name(c)] = probs[c].item<float>();
-                  j["label"] = config.label_name(probs.argmax().item<int64_t>());
-                  j["probs"] = p;
-                });
+    run_records(*po, *model, [&](const infer::RowOutputs& out, int64_t i, nlohmann::json& j) {
+      const at::Tensor logits = out.logits[i];
+      if (config.is_regression()) {
+        j["score"] = logits[0].item<float>();
+        return;
+      }
+      const at::Tensor probs = infer::label_scores(config, logits, false);
+      nlohmann::json p = nlohmann::json::object();
+      for (int64_t c = 0; c < config.num_labels(); ++c)
+        p[config.label_name(c)] = probs[c].item<float>();
+      j["label"] = config.label_name(probs.argmax().item<int64_t>());
+      j["probs"] = p;
+    });
   });
 }
 

@@ -291,14 +291,16 @@ struct Server::Impl {
       res.set_content(metrics.text(batcher.queued()), "text/plain; version=0.0.4");
     });
     // Statuses the library sets itself (404, 405, 413 for a body over the limit, 400) get a
-    // JSON body too.
+    // JSON body too. It calls this for every status from 400 on, ours included: an answer that
+    // already has its body (a 413 for too many inputs) keeps it.
     http.set_error_handler(httplib::Server::HandlerWithResponse(
         [this](const httplib::Request& req, httplib::Response& res) {
+          if (!res.body.empty()) return httplib::Server::HandlerResponse::Handled;
           if (res.status == 413) {
             error(res, 413,
                   cat("request body over the limit of ", options.max_body_bytes,
                       " bytes (--max-body-bytes)"));
-          } else if (res.body.empty()) {
+          } else {
             error(res, res.status,
                   cat(res.status == 404 ? "no such endpoint" : "request refused", ": ", req.method,
                       " ", excerpt(req.path, 100)));

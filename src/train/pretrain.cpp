@@ -167,25 +167,17 @@ PretrainResult train_mlm(const std::string& what, const PretrainOptions& o, cons
   ShardSet train = ShardSet::open(o.shards_dir, "train");
   require_fits_positions(train, o.shards_dir, t.config, o.init_dir);
   LoopOptions loop;
+  loop.take_common(o);
   loop.what = what;
-  loop.out_dir = o.out_dir;
   loop.steps = o.steps;
   loop.accumulation = o.accumulation;
-  loop.lr = o.lr;
-  loop.warmup_fraction = o.warmup_fraction;
-  loop.clip = o.clip;
-  loop.log_every = o.log_every;
   loop.validate = Every{o.eval_every, false, o.eval_every > 0};
   loop.save = Every{o.save_every, false, true};
-  loop.keep_last = o.keep_last;
-  loop.resume = o.resume;
   loop.max_minutes = o.max_minutes;
-  loop.stop_after = o.stop_after;
   loop.run.command = what;
   o.sign(loop.run);
   loop.run.add("train_sequences", train.size(), OnResume::kDefining);
   loop.run.add("seq_len", train.seq_len(), OnResume::kDefining);
-  loop.seed = o.seed;
   MlmSampler data(std::move(train), o.batch_size, mlm_masking(t.tokenizer, t.config), o.seed);
   at::manual_seed(o.seed);  // dropout
   const LoopResult r = run_training(loop, t, data, method);

@@ -120,6 +120,20 @@ struct LoopOptions {
   // With several ranks, rank r > 0 draws its dropout from a stream of its own (derived from this
   // seed); rank 0 keeps the one the caller seeded.
   uint64_t seed = 0;
+
+  // The settings every training command's options struct holds under these names.
+  template <typename Options>
+  void take_common(const Options& o) {
+    out_dir = o.out_dir;
+    lr = o.lr;
+    warmup_fraction = o.warmup_fraction;
+    clip = o.clip;
+    log_every = o.log_every;
+    keep_last = o.keep_last;
+    resume = o.resume;
+    stop_after = o.stop_after;
+    seed = o.seed;
+  }
 };
 
 // What the loop works on. The model's weights are reloaded from the checkpoint on --resume.
