@@ -40,12 +40,6 @@ void add_subnet_options(CLI::App* cmd, SubnetOptions* o) {
       ->capture_default_str();
 }
 
-std::vector<double> widths_of(const std::vector<SubNet>& subnets) {
-  std::vector<double> w{1.0};
-  for (const SubNet& s : subnets) w.push_back(s.width);
-  return w;
-}
-
 std::string fixed(double v, int precision) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(precision) << v;
@@ -219,7 +213,8 @@ void add_profile(CLI::App& app) {
   add_runtime_options(cmd, &o->runtime);
   cmd->callback([o] {
     const std::vector<SubNet> subnets = o->subnets.list();
-    const auto model = load_inference_model(o->model, o->runtime, o->engine, widths_of(subnets));
+    const auto model =
+        load_inference_model(o->model, o->runtime, o->engine, infer::widths_to_pack(subnets));
     infer::ProfileOptions po;
     po.subnets = subnets;
     po.iters = o->iters;

@@ -18,6 +18,7 @@
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
+#include "slimbert/infer/run.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/history.h"
 #include "slimbert/text/unicode.h"
@@ -221,22 +222,18 @@ std::vector<Encoding> encode_records(const Tokenizer& tokenizer, const std::vect
   std::vector<Encoding> out;
   out.reserve(records.size());
   for (const auto& r : records) {
-    Encoding full =
-        tokenizer.encode(r.text, r.text_pair, EncodeOptions{std::nullopt, Truncation::kNone});
     const int64_t limit = r.max_length ? std::min(*r.max_length, max_length) : max_length;
-    const int64_t n = static_cast<int64_t>(full.input_ids.size());
-    if (n > limit) {
+    infer::FittedEncoding e =
+        infer::encode_within(tokenizer, r.text, r.text_pair, limit, !no_truncate);
+    if (e.tokens > limit) {
       if (no_truncate)
-        fail(source, ":", r.line, ": input has ", n, " tokens, more than the limit of ", limit,
-             " (max_position_embeddings / --max-length); drop --no-truncate to truncate");
+        fail(source, ":", r.line, ": input has ", e.tokens, " tokens, more than the limit of ",
+             limit, " (max_position_embeddings / --max-length); drop --no-truncate to truncate");
       if (!r.max_length || *r.max_length > max_length)
-        std::cerr << "warning: " << source << ":" << r.line << ": " << n << " tokens truncated to "
-                  << limit << "\n";
-      out.push_back(
-          tokenizer.encode(r.text, r.text_pair, EncodeOptions{limit, Truncation::kLongestFirst}));
-    } else {
-      out.push_back(std::move(full));
+        std::cerr << "warning: " << source << ":" << r.line << ": " << e.tokens
+                  << " tokens truncated to " << limit << "\n";
     }
+    out.push_back(std::move(e.encoding));
   }
   return out;
 }

@@ -225,6 +225,12 @@ std::string default_profile_path(const std::string& model_dir, bool int8) {
       .string();
 }
 
+std::vector<double> widths_to_pack(const std::vector<SubNet>& subnets) {
+  std::vector<double> widths{1.0};
+  for (const SubNet& s : subnets) widths.push_back(s.width);
+  return widths;
+}
+
 LatencyProfile LatencyProfile::load(const std::string& path) {
   return from_json(read_json_file(path), path);
 }

@@ -53,6 +53,16 @@ int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, i
   return m;
 }
 
+FittedEncoding encode_within(const Tokenizer& tokenizer, const std::string& text,
+                             const std::optional<std::string>& pair, int64_t limit, bool truncate) {
+  FittedEncoding out;
+  out.encoding = tokenizer.encode(text, pair, EncodeOptions{std::nullopt, Truncation::kNone});
+  out.tokens = static_cast<int64_t>(out.encoding.input_ids.size());
+  if (out.tokens > limit && truncate)
+    out.encoding = tokenizer.encode(text, pair, EncodeOptions{limit, Truncation::kLongestFirst});
+  return out;
+}
+
 Pooling parse_pooling(const std::string& name) {
   if (name == "cls") return Pooling::kCls;
   if (name == "mean") return Pooling::kMean;

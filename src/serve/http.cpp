@@ -179,17 +179,13 @@ struct Server::Impl {
     const bool truncate = r.truncate.value_or(options.truncate);
     for (size_t i = 0; i < r.inputs.size(); ++i) {
       const TextInput& in = r.inputs[i];
-      Encoding e =
-          tokenizer.encode(in.text, in.pair, EncodeOptions{std::nullopt, Truncation::kNone});
-      if (static_cast<int64_t>(e.input_ids.size()) > max_length) {
-        if (!truncate)
-          throw RequestError(422, cat("inputs[", i, "]: ", e.input_ids.size(),
-                                      " tokens, more than the model's limit of ", max_length,
-                                      " (send \"truncate\": true to truncate)"));
-        e = tokenizer.encode(in.text, in.pair,
-                             EncodeOptions{max_length, Truncation::kLongestFirst});
-      }
-      out.push_back(std::move(e));
+      infer::FittedEncoding e =
+          infer::encode_within(tokenizer, in.text, in.pair, max_length, truncate);
+      if (e.tokens > max_length && !truncate)
+        throw RequestError(
+            422, cat("inputs[", i, "]: ", e.tokens, " tokens, more than the model's limit of ",
+                     max_length, " (send \"truncate\": true to truncate)"));
+      out.push_back(std::move(e.encoding));
     }
     return out;
   }

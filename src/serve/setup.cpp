@@ -39,10 +39,9 @@ ServedModel load_served(const ServeSetup& setup) {
   else
     subnets = setup.subnets;
   if (subnets.empty()) fail("serve: no sub-networks to serve");
-  std::vector<double> widths{1.0};
-  for (const SubNet& s : subnets) widths.push_back(s.width);
   ServedModel served{
-      infer::load_configured(setup.model_dir, {setup.int8, widths, infer::parse_gemm(gemm)},
+      infer::load_configured(setup.model_dir,
+                             {setup.int8, infer::widths_to_pack(subnets), infer::parse_gemm(gemm)},
                              setup.runtime),
       Tokenizer::from_dir(setup.model_dir),
       {}};

@@ -61,6 +61,10 @@ struct LatencyProfile {
 // profile-int8.json for the int8 engine.
 std::string default_profile_path(const std::string& model_dir, bool int8);
 
+// The widths a model serving `subnets` packs its weights for (int8, oneDNN): the full width and
+// each sub-network's.
+std::vector<double> widths_to_pack(const std::vector<SubNet>& subnets);
+
 struct ProfileOptions {
   std::vector<SubNet> subnets;
   std::vector<Shape> fit = {{1, 16}, {1, 64}, {1, 128}, {4, 32}, {4, 128}, {16, 64}, {16, 128}};

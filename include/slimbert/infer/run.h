@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,15 @@ namespace slimbert::infer {
 // Longest input the model accepts: max_position_embeddings, capped by the tokenizer's
 // model_max_length and by `user_max` when positive.
 int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, int64_t user_max);
+
+// A text (or pair) tokenized against a length limit: whole when it fits; over the limit, truncated
+// longest-first to it when `truncate`, else returned whole for the caller to refuse.
+struct FittedEncoding {
+  Encoding encoding;
+  int64_t tokens = 0;  // before any truncation
+};
+FittedEncoding encode_within(const Tokenizer& tokenizer, const std::string& text,
+                             const std::optional<std::string>& pair, int64_t limit, bool truncate);
 
 enum class Pooling { kCls, kMean };
 Pooling parse_pooling(const std::string& name);  // "cls" | "mean"
