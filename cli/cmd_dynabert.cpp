@@ -92,6 +92,40 @@ void add_export(CLI::App* dyna) {
   });
 }
 
+}  // namespace
+
+void add_export_onnx(CLI::App& app) {
+  struct Opts {
+    std::string model, out;
+    double width = 1.0, depth = 1.0;
+    OnnxOptions onnx;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand(
+      "export-onnx",
+      "write a model or a (width, depth) sub-network as an ONNX graph for ONNX Runtime");
+  cmd->add_option("model", o->model, "checkpoint directory")->required();
+  cmd->add_option("--out", o->out, "the .onnx file to write")->required();
+  cmd->add_option("--width", o->width, "width multiplier (fraction of heads and FFN neurons)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  cmd->add_option("--depth", o->depth, "depth multiplier (fraction of layers)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  cmd->add_flag("--int8", o->onnx.int8,
+                "int8 weights through ONNX Runtime's DynamicQuantizeMatMul (com.microsoft)");
+  cmd->add_option("--opset", o->onnx.opset, "ONNX opset (17 and up: LayerNormalization)")
+      ->check(CLI::Range(13, 21))
+      ->capture_default_str();
+  cmd->callback([o] {
+    export_onnx(o->model, SubNet{o->width, o->depth}, o->onnx, o->out);
+    std::cout << "wrote " << o->out << " (" << subnet_name(SubNet{o->width, o->depth}) << ", opset "
+              << o->onnx.opset << (o->onnx.int8 ? ", int8 weights" : ", fp32") << ")\n";
+  });
+}
+
+namespace {
+
 void add_stage(CLI::App* dyna, DynaStage stage, const std::string& help) {
   struct Opts {
     DynaTrainOptions d;

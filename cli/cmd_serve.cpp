@@ -1,4 +1,7 @@
+#include <sys/resource.h>
+
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -10,6 +13,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "slimbert/core/fs.h"
 #include "slimbert/infer/profile.h"
 #include "slimbert/serve/server.h"
 
@@ -67,7 +71,7 @@ void print_profile(const infer::LatencyProfile& p) {
 
 void add_serve(CLI::App& app) {
   struct Opts {
-    std::string model, profile, grid, log_format = "text";
+    std::string model, profile, grid, api_key_file, log_format = "text";
     bool no_truncate = false;
     EngineOptions engine;
     SubnetOptions subnets;
@@ -122,12 +126,25 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--pooling", o->server.pooling, "/embed pooling: cls or mean")
       ->check(CLI::IsMember({"cls", "mean"}))
       ->capture_default_str();
-  cmd->add_option("--http-threads", o->server.http_threads, "connection worker threads")
-      ->check(CLI::Range(1, 1024))
+  cmd->add_option("--max-connections", o->server.max_connections,
+                  "open connections; more are answered 503")
+      ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
-  cmd->add_option("--timeout", o->server.timeout_s, "read/write timeout per connection, seconds")
+  cmd->add_option("--timeout", o->server.timeout_s,
+                  "seconds a connection may stay silent (mid-request or idle) before it is closed")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
+  cmd->add_option("--api-key", o->server.api_key,
+                  "require \"Authorization: Bearer KEY\" on every route but /health");
+  cmd->add_option("--api-key-file", o->api_key_file,
+                  "read the API key from this file (first line), kept out of the process list")
+      ->check(CLI::ExistingFile)
+      ->excludes("--api-key");
+  cmd->add_option("--cors-allow-origin", o->server.cors_allow_origin,
+                  "origins allowed to call from a browser (comma-separated; * for any)")
+      ->delimiter(',');
+  cmd->add_option("--served-model-name", o->server.served_model_name,
+                  "the model's name in /info, /v1/models and OpenAI answers (default: its path)");
   cmd->add_option("--log-format", o->log_format, "request log: text or json")
       ->check(CLI::IsMember({"text", "json", "none"}))
       ->capture_default_str();
@@ -136,6 +153,21 @@ void add_serve(CLI::App& app) {
     o->server.truncate = !o->no_truncate;
     o->server.log_json = o->log_format == "json";
     o->server.quiet = o->log_format == "none";
+    if (!o->api_key_file.empty()) {
+      std::istringstream lines(read_file(o->api_key_file));
+      std::getline(lines, o->server.api_key);
+      while (!o->server.api_key.empty() &&
+             std::isspace(static_cast<unsigned char>(o->server.api_key.back())))
+        o->server.api_key.pop_back();
+      if (o->server.api_key.empty())
+        fail(o->api_key_file, ": line 1: expected the API key, got an empty line");
+    }
+    // Every connection holds a descriptor: allow as many as the hard limit does.
+    rlimit files{};
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+      files.rlim_cur = files.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &files);
+    }
     serve::ServeSetup setup;
     setup.model_dir = o->model;
     setup.profile = o->profile;

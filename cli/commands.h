@@ -22,5 +22,6 @@ void add_serve(CLI::App& app);
 void add_profile(CLI::App& app);
 void add_launch(CLI::App& app);
 void add_compress(CLI::App& app);
+void add_export_onnx(CLI::App& app);
 
 }  // namespace slimbert::cli

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   slimbert::cli::add_serve(app);
   slimbert::cli::add_launch(app);
   slimbert::cli::add_compress(app);
+  slimbert::cli::add_export_onnx(app);
   slimbert::cli::set_command_line(argc, argv);
   try {
     app.parse(argc, argv);

@@ -8,11 +8,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using serve::Endpoint;
   const std::string_view body(reinterpret_cast<const char*>(data), size);
   const serve::RequestLimits limits{8, 256};
-  for (Endpoint e :
-       {Endpoint::kPredict, Endpoint::kEmbed, Endpoint::kTokenize, Endpoint::kOpenAIEmbeddings}) {
+  for (Endpoint e : serve::all_endpoints()) {
     try {
       const serve::Request r = serve::parse_request(e, body, limits);
-      if (r.inputs.empty() || r.inputs.size() > limits.max_inputs) std::abort();
+      if (e == Endpoint::kDecode) {
+        if (r.ids.empty() || r.ids.size() > limits.max_inputs) std::abort();
+        continue;
+      }
+      // Similarity holds the source sentence too.
+      const size_t most = limits.max_inputs + (e == Endpoint::kSimilarity ? 1 : 0);
+      if (r.inputs.empty() || r.inputs.size() > most) std::abort();
       for (const auto& in : r.inputs)
         if (in.text.size() > limits.max_text_bytes ||
             (in.pair && in.pair->size() > limits.max_text_bytes))
@@ -22,6 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (m && !(*m > 0.0 && *m <= 1.0)) std::abort();
     } catch (const serve::RequestError& err) {
       if (err.status() != 400 && err.status() != 413 && err.status() != 422) std::abort();
+      if ((err.status() == 400) != (err.type() == serve::ErrorType::kEmpty)) std::abort();
     } catch (const std::exception& ex) {
       std::fprintf(stderr, "finding: %s\n", ex.what());
       std::abort();

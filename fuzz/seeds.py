@@ -111,4 +111,9 @@ put("request", "pairs", json.dumps({"inputs": [["a", "b"], "c"], "latency_budget
 put("request", "embed", json.dumps({"inputs": ["x"], "pooling": "mean", "normalize": False}))
 put("request", "openai", json.dumps({"input": ["x", "y"], "model": "m", "encoding_format": "float", "user": "u"}))
 put("request", "tokenize", json.dumps({"inputs": "x", "add_special_tokens": False}))
+put("request", "ids", json.dumps({"inputs": [[101, 7592, 102], "text"], "dimensions": 8, "truncation_direction": "Left"}))
+put("request", "rerank", json.dumps({"query": "q", "texts": ["a", "b"], "return_text": True, "raw_scores": True}))
+put("request", "similarity", json.dumps({"inputs": {"source_sentence": "s", "sentences": ["a"]}, "parameters": {"truncate": True, "prompt_name": "query"}}))
+put("request", "decode", json.dumps({"ids": [[101, 102], [7592]], "skip_special_tokens": False}))
+put("request", "base64", json.dumps({"input": "x", "encoding_format": "base64", "dimensions": 4}))
 put("request", "overflow", "184467642147483e2147483")  # a finding: the JSON library's out_of_range

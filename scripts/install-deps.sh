@@ -10,6 +10,7 @@ packages=(cmake ninja-build g++ ccache pkg-config
   libtorch-dev libopenblas0-pthread  # libtorch; OpenBLAS makes its matmuls ~35x faster than reference BLAS
   nlohmann-json3-dev libutf8proc-dev libcli11-dev libcpp-httplib-dev libgloo-dev
   libdnnl-dev  # oneDNN's headers: fp32 products called directly (--gemm onednn)
+  libonnx-dev libprotobuf-dev  # ONNX's protobuf schema: export-onnx
   libgtest-dev libgmock-dev curl)
 bench=0
 [[ "${1:-}" == "--bench" ]] && bench=1
@@ -29,6 +30,12 @@ if ((${#missing[@]})); then
   [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The client tests' references (tests/clients/package-lock.json): the OpenAI and HuggingFace
+# clients, ajv for TEI's schemas, ONNX Runtime.
+if [[ ! -d tests/clients/node_modules/openai ]]; then
+  (cd tests/clients && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund >/dev/null)
 fi
 
 if ((bench)) && [[ ! -d bench/node_modules/onnxruntime-node ]]; then

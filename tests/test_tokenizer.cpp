@@ -111,16 +111,42 @@ TEST(Tokenizer, PairEncodingAndTruncationStrategies) {
   EXPECT_EQ(e.tokens, (Strings{"[CLS]", "a", "[SEP]", "[SEP]"}));
 }
 
+// Each token's bytes in the text it came from (TEI's /tokenize offsets): through lower-casing,
+// accent stripping, CJK isolation, word pieces and special-token literals.
+TEST(Tokenizer, SpansPointAtTheBytesEachTokenCameFrom) {
+  const std::string text = "H\u00e9llo, \u4e16\u754c! unaffable  [MASK]";
+  const std::vector<TokenSpan> spans = bert_uncased().spans(text);
+  std::vector<std::string> pieces, sources;
+  for (const TokenSpan& s : spans) {
+    pieces.push_back(s.token);
+    sources.push_back(s.bytes ? text.substr(s.bytes->first, s.bytes->second - s.bytes->first)
+                              : std::string("-"));
+  }
+  EXPECT_EQ(pieces, bert_uncased().encode(text).tokens);
+  EXPECT_EQ(sources, (std::vector<std::string>{"-", "H\u00e9llo", ",", "\u4e16", "\u754c", "!",
+                                               "una", "ffa", "ble", "[MASK]", "-"}));
+  EXPECT_TRUE(spans.front().special);
+  EXPECT_FALSE(spans[1].special);
+  EXPECT_EQ(spans[1].id, bert_uncased().vocab().find("hello"));
+  EXPECT_EQ(bert_uncased().spans("a b", false).size(), 2u);
+  // Truncation from the left keeps the end of the text.
+  EncodeOptions left{4, Truncation::kLongestFirst};
+  left.side = TruncationSide::kLeft;
+  EXPECT_EQ(bert_uncased().encode("one two three four", std::nullopt, left).tokens,
+            (std::vector<std::string>{"[CLS]", "three", "four", "[SEP]"}));
+}
+
 TEST(Tokenizer, BatchPaddingLongestAndMaxLength) {
   const Tokenizer& t = bert_uncased();
-  auto batch =
-      t.encode_batch({"a b c", "a"}, {},
-                     EncodeOptions{std::nullopt, Truncation::kLongestFirst, Padding::kLongest});
+  auto batch = t.encode_batch({"a b c", "a"}, {},
+                              EncodeOptions{std::nullopt, Truncation::kLongestFirst,
+                                            TruncationSide::kRight, Padding::kLongest});
   ASSERT_EQ(batch.size(), 2u);
   EXPECT_EQ(batch[1].input_ids, (std::vector<int64_t>{101, 1037, 102, 0, 0}));
   EXPECT_EQ(batch[1].attention_mask, (std::vector<int64_t>{1, 1, 1, 0, 0}));
-  batch = t.encode_batch({"a b c", "a"}, {},
-                         EncodeOptions{8, Truncation::kLongestFirst, Padding::kMaxLength});
+  batch = t.encode_batch(
+      {"a b c", "a"}, {},
+      EncodeOptions{8, Truncation::kLongestFirst, TruncationSide::kRight, Padding::kMaxLength});
   EXPECT_EQ(batch[0].input_ids.size(), 8u);
   EXPECT_EQ(batch[1].input_ids.size(), 8u);
 }

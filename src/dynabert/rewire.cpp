@@ -135,6 +135,15 @@ BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet, con
   return small;
 }
 
+void export_onnx(const std::string& model_dir, const SubNet& subnet, const OnnxOptions& options,
+                 const std::string& out) {
+  const BertConfig config = load_config_dir(model_dir);
+  const TensorMap all = load_weights(model_dir);
+  require_weights_fit_config(config, all, weights_path(model_dir));
+  const auto [small, weights] = extract_subnet(config, all, subnet);
+  write_onnx(small, weights, options, out);
+}
+
 // ---- Importance -------------------------------------------------------------------------------
 
 Importance compute_importance(BertForSequenceClassification& model, const EncodedTask& data,

@@ -466,6 +466,13 @@ std::shared_ptr<const InferenceModel> InferenceModel::build(const std::string& d
            ": a classifier without pooler.dense (BERT classifies the pooled "
            "[CLS] vector)");
   }
+  if (w.has(weight(hf::kMlmTransform))) {
+    m->mlm_w_ = w.take(weight(hf::kMlmTransform), {H, H}, device);
+    m->mlm_b_ = w.take(bias(hf::kMlmTransform), {H}, device);
+    m->mlm_ln_w_ = w.take(weight(hf::kMlmNorm), {H}, device);
+    m->mlm_ln_b_ = w.take(bias(hf::kMlmNorm), {H}, device);
+    m->mlm_bias_ = w.take(hf::kMlmBias, {c.vocab_size}, device);
+  }
   // The runtime keeps freed blocks in the heap (configure_runtime: forward passes reuse them
   // instead of faulting pages in); what loading freed (the fp32 copies fused or packed away)
   // would stay resident for good otherwise.
@@ -486,8 +493,9 @@ int64_t InferenceModel::weight_bytes() const {
   auto add = [&](const at::Tensor& t) {
     if (t.defined()) bytes += t.numel() * static_cast<int64_t>(t.element_size());
   };
-  for (const at::Tensor* t : {&word_, &position_, &token_type_, &emb_ln_w_, &emb_ln_b_, &pooler_w_,
-                              &pooler_b_, &classifier_w_, &classifier_b_})
+  for (const at::Tensor* t :
+       {&word_, &position_, &token_type_, &emb_ln_w_, &emb_ln_b_, &pooler_w_, &pooler_b_,
+        &classifier_w_, &classifier_b_, &mlm_w_, &mlm_b_, &mlm_ln_w_, &mlm_ln_b_, &mlm_bias_})
     add(*t);
   for (const Layer& L : layers_) {
     for (const at::Tensor* t :
@@ -588,6 +596,15 @@ Output InferenceModel::forward(const Batch& input, const SubNet& subnet) const {
   if (has_pooler()) out.pooled = at::tanh(at::linear(x.select(1, 0), pooler_w_, pooler_b_));
   if (has_classifier()) out.logits = at::linear(out.pooled, classifier_w_, classifier_b_);
   return out;
+}
+
+at::Tensor InferenceModel::mlm_logits(const at::Tensor& last) const {
+  if (!has_mlm())
+    fail(dir_, ": no masked-LM head in this checkpoint (cls.predictions.transform.dense)");
+  c10::InferenceMode guard;
+  at::Tensor h = activation(at::linear(last, mlm_w_, mlm_b_), config_.hidden_act);
+  h = at::layer_norm(h, {h.size(-1)}, mlm_ln_w_, mlm_ln_b_, config_.layer_norm_eps);
+  return at::linear(h, word_, mlm_bias_);
 }
 
 std::shared_ptr<const InferenceModel> load_configured(const std::string& dir,

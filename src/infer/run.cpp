@@ -54,12 +54,16 @@ int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, i
 }
 
 FittedEncoding encode_within(const Tokenizer& tokenizer, const std::string& text,
-                             const std::optional<std::string>& pair, int64_t limit, bool truncate) {
+                             const std::optional<std::string>& pair, int64_t limit, bool truncate,
+                             TruncationSide side) {
   FittedEncoding out;
   out.encoding = tokenizer.encode(text, pair, EncodeOptions{std::nullopt, Truncation::kNone});
   out.tokens = static_cast<int64_t>(out.encoding.input_ids.size());
-  if (out.tokens > limit && truncate)
-    out.encoding = tokenizer.encode(text, pair, EncodeOptions{limit, Truncation::kLongestFirst});
+  if (out.tokens > limit && truncate) {
+    EncodeOptions o{limit, Truncation::kLongestFirst};
+    o.side = side;
+    out.encoding = tokenizer.encode(text, pair, o);
+  }
   return out;
 }
 
@@ -88,11 +92,14 @@ at::Tensor label_scores(const BertConfig& config, const at::Tensor& logits, bool
 }
 
 RowOutputs run_rows(const InferenceModel& model, const std::vector<Encoding>& inputs,
-                    const SubNet& subnet, int64_t pad_id, const BatchLimits& limits) {
+                    const SubNet& subnet, int64_t pad_id, const BatchLimits& limits,
+                    const RowWants& wants) {
   const auto rows = static_cast<int64_t>(inputs.size());
   const int64_t H = model.config().hidden_size;
-  RowOutputs out{at::empty({rows, H}), at::empty({rows, H}), {}};
+  RowOutputs out{at::empty({rows, H}), at::empty({rows, H}), {}, {}, {}};
   if (model.has_classifier()) out.logits = at::empty({rows, model.config().num_labels()});
+  if (wants.tokens) out.tokens.resize(static_cast<size_t>(rows));
+  if (wants.sparse) out.sparse.resize(static_cast<size_t>(rows));
   for (const auto& idx : length_sorted_batches(inputs, limits)) {
     const Batch batch = collate(inputs, idx, pad_id);
     const Output o = model.forward(batch, subnet);
@@ -100,6 +107,14 @@ RowOutputs run_rows(const InferenceModel& model, const std::vector<Encoding>& in
     out.cls.index_copy_(0, at_rows, pool(o, batch, Pooling::kCls).cpu());
     out.mean.index_copy_(0, at_rows, pool(o, batch, Pooling::kMean).cpu());
     if (out.logits.defined()) out.logits.index_copy_(0, at_rows, o.logits.cpu());
+    for (size_t k = 0; k < idx.size(); ++k) {
+      const auto row = static_cast<size_t>(idx[k]);
+      const auto len = static_cast<int64_t>(inputs[row].input_ids.size());
+      const at::Tensor last = o.last[static_cast<int64_t>(k)].narrow(0, 0, len);
+      if (wants.tokens) out.tokens[row] = last.cpu();
+      // A row at a time: the vocabulary logits of a whole batch would take (B, T, V) floats.
+      if (wants.sparse) out.sparse[row] = at::log1p(at::relu(model.mlm_logits(last))).amax(0).cpu();
+    }
   }
   return out;
 }

@@ -130,7 +130,8 @@ std::vector<std::shared_ptr<Job>> Batcher::take_batch(SubNet* subnet) {
     bool ok =
         static_cast<int64_t>(batch.size()) < options_.max_batch_requests &&
         r * l <= options_.max_batch_tokens &&
-        same_subnet(choose(j, now, static_cast<int64_t>(j.encodings.size()), j.max_len), *subnet);
+        same_subnet(choose(j, now, static_cast<int64_t>(j.encodings.size()), j.max_len), *subnet) &&
+        j.wants.tokens == batch[0]->wants.tokens && j.wants.sparse == batch[0]->wants.sparse;
     if (ok && !batch[0]->fixed)
       for (const auto& b : batch) ok = ok && fits(*b, now, *subnet, r, l);
     if (ok && !j.fixed) ok = fits(j, now, *subnet, r, l);
@@ -156,13 +157,16 @@ void Batcher::run_batch(const std::vector<std::shared_ptr<Job>>& jobs, const Sub
   }
   std::vector<BatchResult> results(jobs.size());
   try {
-    const infer::RowOutputs out =
-        infer::run_rows(*model_, all, subnet, pad_id_, {0, options_.max_batch_tokens});
+    const infer::RowOutputs out = infer::run_rows(*model_, all, subnet, pad_id_,
+                                                  {0, options_.max_batch_tokens}, jobs[0]->wants);
     for (size_t k = 0; k < jobs.size(); ++k) {
       const auto [begin, n] = spans[k];
       results[k].cls = out.cls.narrow(0, begin, n);
       results[k].mean = out.mean.narrow(0, begin, n);
       if (out.logits.defined()) results[k].logits = out.logits.narrow(0, begin, n);
+      for (auto [from, to] :
+           {std::pair{&out.tokens, &results[k].tokens}, std::pair{&out.sparse, &results[k].sparse}})
+        if (!from->empty()) to->assign(from->begin() + begin, from->begin() + begin + n);
     }
   } catch (const std::exception& e) {
     for (BatchResult& r : results) r.error = e.what();

@@ -356,6 +356,88 @@ void Tokenizer::split(std::string_view text_utf8, std::vector<std::string>& piec
   }
 }
 
+std::vector<TokenSpan> Tokenizer::spans(std::string_view text, bool add_special_tokens) const {
+  // The text's characters as normalisation leaves them (lower-cased, decomposed, marks stripped
+  // as configured), each with the bytes of the source character it came from. Words are matched
+  // against this stream in order; decomposing both sides lets a word's composed characters (NFC)
+  // match the source's combining sequences.
+  struct Char {
+    char32_t raw, norm;
+    size_t begin, end;
+  };
+  const bool strip = options_.strip_accents.value_or(options_.do_lower_case);
+  std::vector<Char> stream;
+  size_t pos = 0;
+  for (char32_t cp : uc::decode_utf8(text)) {
+    const size_t len = uc::encode_utf8(std::u32string(1, cp)).size();
+    std::u32string n;
+    if (options_.do_lower_case)
+      uc::append_lower(n, cp);
+    else
+      n.push_back(cp);
+    for (char32_t c : uc::nfd(n))
+      if (!(strip && uc::is_nonspacing_mark(c))) stream.push_back({cp, c, pos, pos + len});
+    pos += len;
+  }
+  std::vector<TokenSpan> out;
+  auto add = [&](const std::string& token, bool special,
+                 std::optional<std::pair<size_t, size_t>> bytes) {
+    out.push_back({vocab_.find(token).value_or(unk_id_), token, special, bytes});
+  };
+  if (add_special_tokens) add(options_.cls_token, true, std::nullopt);
+  size_t at = 0;  // next unmatched character of the stream
+  for (const Word& w : words(text)) {
+    // Each character of the word -> its [first, last] characters in the stream.
+    std::vector<std::pair<size_t, size_t>> chars;
+    size_t k = at;
+    bool matched = true;
+    for (char32_t wc : uc::decode_utf8(w.text)) {
+      std::optional<size_t> first;
+      size_t last = 0;
+      for (char32_t c : uc::nfd(std::u32string(1, wc))) {
+        if (strip && uc::is_nonspacing_mark(c)) continue;
+        // Skip what the tokenizer drops between words: spaces, controls, replacement characters.
+        while (k < stream.size() && stream[k].norm != c && stream[k].raw != c &&
+               (uc::is_python_space(stream[k].norm) || uc::is_bert_control(stream[k].raw) ||
+                stream[k].raw == 0 || stream[k].raw == 0xFFFD ||
+                uc::is_nonspacing_mark(stream[k].norm)))
+          ++k;
+        if (k == stream.size() || (stream[k].norm != c && stream[k].raw != c)) {
+          matched = false;
+          break;
+        }
+        if (!first) first = k;
+        last = k++;
+      }
+      if (!matched) break;
+      if (first) chars.push_back({*first, last});
+    }
+    const std::u32string word = uc::decode_utf8(w.text);
+    if (!matched || chars.size() != word.size()) {
+      for (const std::string& p : w.pieces) add(p, false, std::nullopt);
+      continue;
+    }
+    at = k;
+    auto bytes_of = [&](size_t from, size_t to) {  // word characters [from, to)
+      return std::make_pair(stream[chars[from].first].begin, stream[chars[to - 1].second].end);
+    };
+    size_t c = 0;
+    for (size_t i = 0; i < w.pieces.size(); ++i) {
+      const std::string& p = w.pieces[i];
+      const size_t n = uc::decode_utf8(p).size() - (i > 0 && p.rfind("##", 0) == 0 ? 2 : 0);
+      if (w.pieces.size() == 1 || c + n > word.size()) {  // the whole word ([UNK] included)
+        add(p, false, bytes_of(0, word.size()));
+        c = word.size();
+        continue;
+      }
+      add(p, false, n > 0 ? std::optional(bytes_of(c, c + n)) : std::nullopt);
+      c += n;
+    }
+  }
+  if (add_special_tokens) add(options_.sep_token, true, std::nullopt);
+  return out;
+}
+
 std::vector<int64_t> Tokenizer::convert_tokens_to_ids(
     const std::vector<std::string>& tokens) const {
   std::vector<int64_t> ids;
@@ -369,6 +451,13 @@ namespace {
 // Longer than any position table (config.json bounds max_position_embeddings by the same): a
 // padding target beyond it is a mistake, not a request for gigabytes of padding.
 constexpr int64_t kMaxSequenceTokens = int64_t{1} << 20;
+
+void drop_one(std::vector<std::string>& tokens, TruncationSide side) {
+  if (side == TruncationSide::kLeft)
+    tokens.erase(tokens.begin());
+  else
+    tokens.pop_back();
+}
 
 void check_max_length(const std::optional<int64_t>& max_length) {
   if (max_length && (*max_length < 0 || *max_length > kMaxSequenceTokens))
@@ -396,9 +485,9 @@ Encoding Tokenizer::encode(std::string_view text, const std::optional<std::strin
         case Truncation::kLongestFirst:
           for (; remove > 0; --remove) {
             if (!pair || a.size() > b.size()) {
-              if (!a.empty()) a.pop_back();
+              if (!a.empty()) drop_one(a, options.side);
             } else if (!b.empty()) {
-              b.pop_back();
+              drop_one(b, options.side);
             }
           }
           break;
@@ -411,7 +500,10 @@ Encoding Tokenizer::encode(std::string_view text, const std::optional<std::strin
             fail("cannot truncate to max_length ", *options.max_length, " with only_",
                  first ? "first" : "second", ": the ", first ? "first" : "second", " sequence has ",
                  seq.size(), " tokens and ", remove, " must be removed");
-          seq.resize(seq.size() - static_cast<size_t>(remove));
+          if (options.side == TruncationSide::kLeft)
+            seq.erase(seq.begin(), seq.begin() + remove);
+          else
+            seq.resize(seq.size() - static_cast<size_t>(remove));
           break;
         }
         case Truncation::kNone:

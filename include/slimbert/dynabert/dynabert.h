@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "slimbert/infer/model.h"
+#include "slimbert/infer/onnx.h"
 #include "slimbert/io/tensor_io.h"
 #include "slimbert/model/bert.h"
 #include "slimbert/train/finetune.h"
@@ -36,6 +37,10 @@ std::pair<BertConfig, TensorMap> extract_subnet(const BertConfig& config, const 
 // Reads checkpoint `model_dir` and writes the static sub-network to `out` (atomically).
 BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet, const std::string& out,
                          DroppedHeads heads = DroppedHeads::kPruned);
+
+// Reads checkpoint `model_dir` and writes the static sub-network as an ONNX model at `out`.
+void export_onnx(const std::string& model_dir, const SubNet& subnet, const OnnxOptions& options,
+                 const std::string& out);
 
 // ---- Importance and rewiring (§B.4) -----------------------------------------------------------
 

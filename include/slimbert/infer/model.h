@@ -104,6 +104,10 @@ class InferenceModel {
   c10::Device device() const;
   bool has_classifier() const { return classifier_w_.defined(); }
   bool has_pooler() const { return pooler_w_.defined(); }
+  // The masked-LM head (cls.predictions.*, decoder tied to the word embeddings) was loaded.
+  bool has_mlm() const { return mlm_w_.defined(); }
+  // Vocabulary logits (B, T, V) of the last hidden layer (B, T, H); needs has_mlm().
+  at::Tensor mlm_logits(const at::Tensor& last) const;
   // Bytes of the weights as held (int8 packs counted at one byte a weight).
   int64_t weight_bytes() const;
   // True when `subnet` can run: int8 models run only the widths packed at load.
@@ -127,6 +131,7 @@ class InferenceModel {
   at::Tensor word_, position_, token_type_, emb_ln_w_, emb_ln_b_;
   std::vector<Layer> layers_;
   at::Tensor pooler_w_, pooler_b_, classifier_w_, classifier_b_;
+  at::Tensor mlm_w_, mlm_b_, mlm_ln_w_, mlm_ln_b_, mlm_bias_;
 };
 
 // Chooses libtorch's quantized engine (oneDNN where the build has it); false when none fits.

@@ -52,7 +52,8 @@ struct FittedEncoding {
   int64_t tokens = 0;  // before any truncation
 };
 FittedEncoding encode_within(const Tokenizer& tokenizer, const std::string& text,
-                             const std::optional<std::string>& pair, int64_t limit, bool truncate);
+                             const std::optional<std::string>& pair, int64_t limit, bool truncate,
+                             TruncationSide side = TruncationSide::kRight);
 
 enum class Pooling { kCls, kMean };
 Pooling parse_pooling(const std::string& name);  // "cls" | "mean"
@@ -67,11 +68,19 @@ at::Tensor label_scores(const BertConfig& config, const at::Tensor& logits, bool
 // Every row of `inputs` through `model` at `subnet`, in length-sorted batches within `limits`;
 // outputs on the host in row order.
 struct RowOutputs {
-  at::Tensor cls, mean;  // (rows, H): [CLS] and mean pooling of the last layer
-  at::Tensor logits;     // (rows, labels); undefined without a classifier
+  at::Tensor cls, mean;            // (rows, H): [CLS] and mean pooling of the last layer
+  at::Tensor logits;               // (rows, labels); undefined without a classifier
+  std::vector<at::Tensor> tokens;  // per row (tokens, H): the last layer, when asked
+  // Per row (V): SPLADE's max over tokens of log(1 + relu(MLM logit)), when asked.
+  std::vector<at::Tensor> sparse;
+};
+struct RowWants {
+  bool tokens = false;
+  bool sparse = false;  // needs the masked-LM head
 };
 RowOutputs run_rows(const InferenceModel& model, const std::vector<Encoding>& inputs,
-                    const SubNet& subnet, int64_t pad_id, const BatchLimits& limits);
+                    const SubNet& subnet, int64_t pad_id, const BatchLimits& limits,
+                    const RowWants& wants = {});
 
 // The model's logits at `subnet`, for predict_logits and evaluate_task.
 LogitsFn logits_fn(const InferenceModel& model, const SubNet& subnet);

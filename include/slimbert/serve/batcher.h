@@ -20,6 +20,7 @@
 
 #include "slimbert/infer/model.h"
 #include "slimbert/infer/profile.h"
+#include "slimbert/infer/run.h"
 #include "slimbert/serve/metrics.h"
 #include "slimbert/text/tokenizer.h"
 
@@ -39,8 +40,9 @@ struct BatcherOptions {
 // What the model thread returns for one request: its rows of the batch's outputs.
 struct BatchResult {
   SubNet subnet;
-  at::Tensor cls, mean;  // (rows, H): [CLS] and mean pooling of the last layer
-  at::Tensor logits;     // (rows, labels); undefined without a classifier
+  at::Tensor cls, mean;                    // (rows, H): [CLS] and mean pooling of the last layer
+  at::Tensor logits;                       // (rows, labels); undefined without a classifier
+  std::vector<at::Tensor> tokens, sparse;  // per row, when the job wanted them
   double queue_ms = 0, inference_ms = 0;
   int64_t batch_requests = 0, batch_rows = 0;
   std::string error;  // the forward pass failed
@@ -53,6 +55,7 @@ struct Job {
   Clock::time_point arrived;
   std::optional<SubNet> fixed;      // an explicit sub-network
   std::optional<double> budget_ms;  // else a latency budget
+  infer::RowWants wants;            // outputs beyond the pooled vectors and logits
   std::promise<BatchResult> done;
 };
 

@@ -29,10 +29,15 @@ struct ServerOptions {
   // ahead of it, is answered 429 at once instead of late.
   bool shed_load = true;
   std::string pooling = "cls";  // /embed default
-  int http_threads = 16;
-  int timeout_s = 10;     // read/write timeouts: slow clients cannot hold workers
-  bool log_json = false;  // one JSON object per request instead of a text line
-  bool quiet = false;     // no request log
+  // Open connections; one more is answered 503 and closed. Each connection has its own thread
+  // (started when needed), so idle and slow connections never hold up the others.
+  int max_connections = 1024;
+  int timeout_s = 5;    // a connection silent this long (mid-request, or idle) is closed
+  std::string api_key;  // non-empty: every route but /health needs "Authorization: Bearer KEY"
+  std::vector<std::string> cors_allow_origin;  // origins allowed cross-origin calls ("*": any)
+  std::string served_model_name;               // /info and /v1/models (default: the model's dir)
+  bool log_json = false;                       // one JSON object per request instead of a text line
+  bool quiet = false;                          // no request log
 };
 
 // What a server runs: the model on its engine, its tokenizer, and the latency profile its budgets

@@ -41,6 +41,8 @@ struct TokenizerOptions {
 
 enum class Truncation { kNone, kLongestFirst, kOnlyFirst, kOnlySecond };
 enum class Padding { kNone, kLongest, kMaxLength };
+// Which end of a sequence truncation removes tokens from.
+enum class TruncationSide { kRight, kLeft };
 
 // longest_first | only_first | only_second | none
 Truncation parse_truncation(const std::string& name);
@@ -59,10 +61,20 @@ struct Word {
   std::vector<std::string> pieces;
 };
 
+// One token of a text with where it came from: `bytes` is its [start, stop) byte range in the
+// text, unset for the special tokens the encoder adds.
+struct TokenSpan {
+  int64_t id = 0;
+  std::string token;
+  bool special = false;
+  std::optional<std::pair<size_t, size_t>> bytes;
+};
+
 struct EncodeOptions {
   std::optional<int64_t>
       max_length;  // with truncation: at most this many ids; with kMaxLength padding: pad to it
   Truncation truncation = Truncation::kLongestFirst;
+  TruncationSide side = TruncationSide::kRight;
   Padding padding = Padding::kNone;
   bool add_special_tokens = true;
 };
@@ -87,6 +99,8 @@ class Tokenizer {
   std::vector<std::string> tokenize(std::string_view text) const;
   // The same split, word by word: concatenating the pieces gives tokenize(text).
   std::vector<Word> words(std::string_view text) const;
+  // The tokens of `text` (as encode gives them, without truncation) with their byte ranges in it.
+  std::vector<TokenSpan> spans(std::string_view text, bool add_special_tokens = true) const;
   std::vector<int64_t> convert_tokens_to_ids(const std::vector<std::string>& tokens) const;
 
   Encoding encode(std::string_view text, const std::optional<std::string>& text_pair = std::nullopt,
@@ -105,8 +119,11 @@ class Tokenizer {
              std::vector<Word>* words) const;
   void basic_tokenize(std::u32string_view chunk, std::vector<std::u32string>& words) const;
   void wordpiece(const std::u32string& word, std::vector<std::string>& out) const;
+
+ public:
   bool is_special(const std::string& token) const;
 
+ private:
   Vocab vocab_;
   TokenizerOptions options_;
   std::vector<std::u32string> specials_;  // literal special tokens, matched case-sensitively
