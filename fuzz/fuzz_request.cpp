@@ -15,14 +15,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (r.ids.empty() || r.ids.size() > limits.max_inputs) std::abort();
         continue;
       }
-      // Similarity holds the source sentence too.
-      const size_t most = limits.max_inputs + (e == Endpoint::kSimilarity ? 1 : 0);
-      if (r.inputs.empty() || r.inputs.size() > most) std::abort();
+      // Similarity's source sentence counts among the inputs too.
+      if (r.inputs.empty() || r.inputs.size() > limits.max_inputs) std::abort();
       for (const auto& in : r.inputs)
         if (in.text.size() > limits.max_text_bytes ||
             (in.pair && in.pair->size() > limits.max_text_bytes))
           std::abort();
       if (r.latency_budget_ms && (r.width || r.depth)) std::abort();
+      if (r.ignored.size() > 8) std::abort();
       for (const auto& m : {r.width, r.depth})
         if (m && !(*m > 0.0 && *m <= 1.0)) std::abort();
     } catch (const serve::RequestError& err) {

@@ -659,7 +659,8 @@ struct Server::Impl {
       res.set_content(json_text(models()), "application/json");
     });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics.text(batcher.queued()), "text/plain; version=0.0.4");
+      res.set_content(metrics.text(batcher.queued(), connections ? connections->running() : 0),
+                      "text/plain; version=0.0.4");
     });
     http.set_pre_routing_handler(
         [this](const httplib::Request& req, httplib::Response& res) { return admit(req, res); });

@@ -58,7 +58,7 @@ void Metrics::shed() {
   ++budget_shed_;
 }
 
-std::string Metrics::text(size_t queue_size) const {
+std::string Metrics::text(size_t queue_size, size_t connections) const {
   std::ostringstream out;
   std::lock_guard<std::mutex> lock(mu_);
   out << "# HELP slimbert_requests_total Requests by endpoint and HTTP status.\n"
@@ -68,6 +68,9 @@ std::string Metrics::text(size_t queue_size) const {
         << "\"} " << n << "\n";
   out << "# HELP slimbert_queue_size Requests waiting for the model.\n"
       << "# TYPE slimbert_queue_size gauge\nslimbert_queue_size " << queue_size << "\n";
+  out << "# HELP slimbert_open_connections Connections open now (idle kept-alive ones included).\n"
+      << "# TYPE slimbert_open_connections gauge\nslimbert_open_connections " << connections
+      << "\n";
   out << "# HELP slimbert_batch_size Texts per forward batch.\n"
       << "# TYPE slimbert_batch_size histogram\n";
   batch_size_.write(out, "slimbert_batch_size", "");

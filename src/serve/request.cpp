@@ -286,7 +286,8 @@ Request parse_request(Endpoint endpoint, std::string_view body, const RequestLim
   }
   if (!j.is_object()) throw RequestError(422, "request body must be a JSON object");
   const std::set<std::string>& known = fields_of(endpoint);
-  for (auto it = j.begin(); it != j.end(); ++it)
+  // The first few names are enough for a header that says what was ignored.
+  for (auto it = j.begin(); it != j.end() && r.ignored.size() < 8; ++it)
     if (!known.count(it.key())) r.ignored.push_back(excerpt(it.key(), 40));
 
   auto has = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };

@@ -44,8 +44,9 @@ class Metrics {
   void request(const RequestTimes& times, double budget_ms);
   // A budget request answered 429 at once.
   void shed();
-  // The text exposition format; `queue_size` is the queue's length now.
-  std::string text(size_t queue_size) const;
+  // The text exposition format; `queue_size` is the queue's length now, `connections` the
+  // connections being served now (the one asking included).
+  std::string text(size_t queue_size, size_t connections) const;
 
  private:
   mutable std::mutex mu_;

@@ -85,8 +85,9 @@ struct Request {
   std::vector<std::vector<int64_t>> ids;  // decode
   bool base64 = false;                    // v1/embeddings: encoding_format "base64"
   std::string model;                      // v1/embeddings: echoed back, or a sub-network's name
-  std::vector<std::string> ignored;       // fields this route does not know (TEI ignores them)
-  size_t replaced_utf8 = 0;               // invalid UTF-8 sequences replaced by U+FFFD
+  std::vector<std::string>
+      ignored;               // fields this route does not know (TEI ignores them): 8 at most
+  size_t replaced_utf8 = 0;  // invalid UTF-8 sequences replaced by U+FFFD
 };
 
 // Parses a request body. Invalid UTF-8 is replaced (counted in replaced_utf8); unknown fields are
