@@ -86,12 +86,13 @@ for _ in $(seq 1 300); do
   sleep 0.2
 done
 [[ -n "$port" ]] || { cat "$log"; echo "serve did not start" >&2; exit 1; }
-ask() {  # PATH BODY: prints status and body
-  curl -s -w ' -> HTTP %{http_code}\n' -H 'content-type: application/json' -d "$2" "http://127.0.0.1:$port$1"
+ask() {  # PATH BODY: prints the body, the status and the sub-network that answered (a header)
+  curl -s -w ' -> HTTP %{http_code}, sub-network %header{x-subnet}\n' \
+    -H 'content-type: application/json' -d "$2" "http://127.0.0.1:$port$1"
 }
 text='"Congratulations! You won a free cruise, call now to claim your prize"'
 echo "-- a generous budget (the full model fits):"
-ask /predict "{\"inputs\": [$text, \"see you at lunch tomorrow\"], \"latency_budget_ms\": 1000}"
+ask /predict "{\"inputs\": [[$text], [\"see you at lunch tomorrow\"]], \"latency_budget_ms\": 1000}"
 echo "-- a tight budget (3 ms: the most accurate sub-network predicted to fit, or 429 when none fits):"
 ask /predict "{\"inputs\": [$text], \"latency_budget_ms\": 3}"
 echo "-- an explicit sub-network:"
