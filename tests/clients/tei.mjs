@@ -106,10 +106,8 @@ const auth = {
   check(
       info?.model_type?.embedding?.pooling === 'cls',
       `info.model_type: ${JSON.stringify(info?.model_type)}`);
-  const metrics = await fetch(base + '/metrics', {headers: auth});
-  check(
-      metrics.status === 200 && (await metrics.text()).includes('slimbert_requests_total'),
-      '/metrics');
+  const metrics = await call(base, 'get', '/metrics', undefined, 200, auth);
+  check(metrics.text?.includes('slimbert_requests_total'), '/metrics');
 
   const one = (await post('/embed', {inputs: 'hello world'}, 200)).json;
   check(
