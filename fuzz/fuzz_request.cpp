@@ -23,6 +23,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           std::abort();
       if (r.latency_budget_ms && (r.width || r.depth)) std::abort();
       if (r.ignored.size() > 8) std::abort();
+      for (const auto& name : r.ignored)
+        for (char c : name)
+          if (c < 0x20 || c > 0x7e) std::abort();  // it goes into a response header
       for (const auto& m : {r.width, r.depth})
         if (m && !(*m > 0.0 && *m <= 1.0)) std::abort();
     } catch (const serve::RequestError& err) {

@@ -828,6 +828,9 @@ TEST(ServeRequest, ParsesTheShapesAndRejectsTheRest) {
   const serve::Request extra = serve::parse_request(
       Endpoint::kTokenize, R"({"inputs": "x", "width": 0.5, "parameters": {}})");
   EXPECT_EQ(extra.ignored, (std::vector<std::string>{"parameters", "width"}));
+  EXPECT_EQ(
+      serve::parse_request(Endpoint::kEmbed, "{\"inputs\": \"x\", \"a\\r\\nb\u00e9\": 1}").ignored,
+      (std::vector<std::string>{"a??b??"}));
 }
 
 }  // namespace

@@ -288,7 +288,13 @@ Request parse_request(Endpoint endpoint, std::string_view body, const RequestLim
   const std::set<std::string>& known = fields_of(endpoint);
   // The first few names are enough for a header that says what was ignored.
   for (auto it = j.begin(); it != j.end() && r.ignored.size() < 8; ++it)
-    if (!known.count(it.key())) r.ignored.push_back(excerpt(it.key(), 40));
+    if (!known.count(it.key())) {
+      // The name goes into a response header: printable ASCII only.
+      std::string name = excerpt(it.key(), 40);
+      for (char& c : name)
+        if (c < 0x20 || c > 0x7e || c == ',') c = '?';
+      r.ignored.push_back(std::move(name));
+    }
 
   auto has = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
   auto require = [&](const char* key) -> const json& {
