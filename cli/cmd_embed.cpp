@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "common.h"
 #include "slimbert/infer/run.h"
+#include "slimbert/infer/sentence_transformers.h"
 #include "slimbert/io/checkpoint.h"
 
 namespace slimbert::cli {
@@ -18,6 +19,7 @@ struct RunOpts {
   int64_t batch_size = 32, max_length = 0;
   bool no_truncate = false;
   double width = 1.0, depth = 1.0;
+  std::string prompt;  // put before every text (a sentence-transformers prompt)
   EngineOptions engine;
   RuntimeConfig runtime;
 };
@@ -63,6 +65,8 @@ void run_records(const RunOpts& o, const infer::InferenceModel& model, Fields fi
   const size_t chunk_size = static_cast<size_t>(o.batch_size) * 4;
   for (auto records = reader.next(chunk_size); !records.empty();
        records = reader.next(chunk_size)) {
+    if (!o.prompt.empty())
+      for (Record& r : records) r.text = o.prompt + r.text;
     const auto encodings =
         encode_records(tokenizer, records, max_length, o.no_truncate, reader.source());
     const infer::RowOutputs out =
@@ -83,18 +87,44 @@ void run_records(const RunOpts& o, const infer::InferenceModel& model, Fields fi
 
 void add_embed_and_predict(CLI::App& app) {
   auto eo = std::make_shared<RunOpts>();
-  auto pooling = std::make_shared<std::string>("both");
-  auto* embed =
-      app.add_subcommand("embed", "sentence embeddings (CLS and mean of the last layer) as JSONL");
+  auto pooling = std::make_shared<std::string>();
+  auto normalize = std::make_shared<bool>(false);
+  auto* embed = app.add_subcommand(
+      "embed",
+      "sentence embeddings as JSONL: a sentence-transformers model's own pooling, normalisation "
+      "and length; otherwise CLS and mean of the last layer");
   add_run_options(embed, eo.get());
-  embed->add_option("--pooling", *pooling, "cls, mean or both")
-      ->check(CLI::IsMember({"cls", "mean", "both"}))
-      ->capture_default_str();
-  embed->callback([eo, pooling] {
-    const auto model = load_inference_model(eo->dir, eo->runtime, eo->engine, {eo->width});
-    run_records(*eo, *model, [&](const infer::RowOutputs& out, int64_t i, nlohmann::json& j) {
-      if (*pooling != "mean") j["cls"] = row(out.cls[i]);
-      if (*pooling != "cls") j["mean"] = row(out.mean[i]);
+  embed
+      ->add_option("--pooling", *pooling,
+                   "cls, mean, max, lasttoken or both (cls and mean); default: the model's "
+                   "sentence-transformers Pooling module, else both")
+      ->check(CLI::IsMember({"cls", "mean", "max", "lasttoken", "both"}));
+  embed->add_flag("--normalize", *normalize,
+                  "unit-length vectors (on by default for a model with a Normalize module)");
+  embed->callback([eo, pooling, normalize] {
+    const infer::SentenceTransformer st = infer::read_sentence_transformer(eo->dir);
+    std::vector<infer::Pooling> poolings;
+    if (!pooling->empty() && *pooling != "both")
+      poolings = {infer::parse_pooling(*pooling)};
+    else if (pooling->empty() && st.pooling)
+      poolings = {*st.pooling};
+    else
+      poolings = {infer::Pooling::kCls, infer::Pooling::kMean};
+    const bool unit = *normalize || st.normalize;
+    RunOpts o = *eo;
+    if (o.max_length == 0 && st.max_seq_length) o.max_length = *st.max_seq_length;
+    // As sentence-transformers' encode() does without a prompt of its own.
+    if (st.default_prompt_name) o.prompt = st.prompts.at(*st.default_prompt_name);
+    if (!st.include_prompt && !o.prompt.empty())
+      std::cerr << "embed: warning: " << o.dir
+                << ": include_prompt false is not honoured: the prompt's tokens are pooled with "
+                   "the text's\n";
+    const auto model = load_inference_model(o.dir, o.runtime, o.engine, {o.width});
+    run_records(o, *model, [&](const infer::RowOutputs& out, int64_t i, nlohmann::json& j) {
+      for (infer::Pooling p : poolings) {
+        const at::Tensor v = out.pooled(p)[i];
+        j[infer::pooling_name(p)] = row(unit ? v / v.norm().clamp_min(1e-12) : v);
+      }
     });
   });
 

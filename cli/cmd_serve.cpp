@@ -116,16 +116,19 @@ void add_serve(CLI::App& app) {
                   "texts in one request; more get 413")
       ->check(CLI::Range(size_t{1}, size_t{1} << 20))
       ->capture_default_str();
-  cmd->add_option("--max-length", o->server.max_length, "tokens per text (0: the model's limit)")
+  cmd->add_option("--max-length", o->server.max_length,
+                  "tokens per text (0: sentence-transformers' max_seq_length, else the model's "
+                  "limit)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   cmd->add_flag("--no-truncate", o->no_truncate,
                 "answer 422 to texts over the limit instead of truncating them");
   cmd->add_flag(
       "--no-shed", [o](int64_t) { o->server.shed_load = false; },
       "queue budget requests that cannot meet their budget instead of answering 429");
-  cmd->add_option("--pooling", o->server.pooling, "/embed pooling: cls or mean")
-      ->check(CLI::IsMember({"cls", "mean"}))
-      ->capture_default_str();
+  cmd->add_option("--pooling", o->server.pooling,
+                  "/embed pooling: cls, mean, max or lasttoken (default: the model's "
+                  "sentence-transformers Pooling module, else cls)")
+      ->check(CLI::IsMember({"cls", "mean", "max", "lasttoken"}));
   cmd->add_option("--max-connections", o->server.max_connections,
                   "open connections; more are answered 503")
       ->check(CLI::Range(1, 1 << 16))

@@ -237,8 +237,18 @@ TEST(Batching, RunRowsEqualsEachRowAlone) {
     const auto r = static_cast<int64_t>(i);
     EXPECT_LT((batched.cls[r] - alone.cls[0]).abs().max().item<double>(), 1e-5) << i;
     EXPECT_LT((batched.mean[r] - alone.mean[0]).abs().max().item<double>(), 1e-5) << i;
+    EXPECT_LT((batched.max[r] - alone.max[0]).abs().max().item<double>(), 1e-5) << i;
+    EXPECT_LT((batched.last[r] - alone.last[0]).abs().max().item<double>(), 1e-5) << i;
     EXPECT_EQ(batched.logits.defined(), model->has_classifier());
+    // Alone there is no padding: max and last token are plain reductions of the last layer.
+    const infer::Output o = model->forward(collate({rows[i]}, {0}, 0), subnet);
+    EXPECT_LT((alone.max[0] - o.last[0].amax(0)).abs().max().item<double>(), 1e-6) << i;
+    EXPECT_LT((alone.last[0] - o.last[0][-1]).abs().max().item<double>(), 1e-6) << i;
+    EXPECT_TRUE(alone.pooled(infer::Pooling::kLastToken).equal(alone.last));
   }
+  for (const char* name : {"cls", "mean", "max", "lasttoken"})
+    EXPECT_STREQ(infer::pooling_name(infer::parse_pooling(name)), name);
+  EXPECT_THROW(infer::parse_pooling("weightedmean"), InputError);
   // Unit rows, and a zero row stays zero.
   const at::Tensor unit =
       infer::normalize(at::cat({batched.mean, at::zeros({1, batched.mean.size(1)})}));

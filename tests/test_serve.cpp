@@ -29,6 +29,7 @@
 
 #include "slimbert/core/json.h"
 #include "slimbert/infer/profile.h"
+#include "slimbert/infer/sentence_transformers.h"
 #include "slimbert/serve/request.h"
 #include "slimbert/serve/server.h"
 #include "test_util.h"
@@ -68,11 +69,12 @@ infer::LatencyProfile quick_profile(const infer::InferenceModel& m) {
 class LiveServer {
  public:
   explicit LiveServer(serve::ServerOptions options = {},
-                      std::optional<infer::LatencyProfile> profile = std::nullopt) {
+                      std::optional<infer::LatencyProfile> profile = std::nullopt,
+                      const std::string& dir = model()) {
     options.port = 0;
     options.quiet = true;
-    auto m = infer::InferenceModel::load(model());
-    server_ = std::make_unique<serve::Server>(m, Tokenizer::from_dir(model()),
+    auto m = infer::InferenceModel::load(dir);
+    server_ = std::make_unique<serve::Server>(m, Tokenizer::from_dir(dir),
                                               profile ? *profile : quick_profile(*m), options);
     port_ = server_->bind();
     thread_ = std::thread([this] { server_->run(); });
@@ -532,6 +534,81 @@ TEST(Serve, AFullQueueAnswers429AndBatchesFormWhileWaiting) {
     largest = std::max<int64_t>(largest, std::stoll(r->get_header_value("x-batch-size")));
   }
   EXPECT_GT(largest, 2) << "requests waiting together were not batched";
+}
+
+// A sentence-transformers directory: its Pooling module (max here), Normalize module,
+// max_seq_length and default prompt are the defaults of `embed` and `serve`, as in
+// sentence-transformers' encode().
+TEST(SentenceTransformers, ModulesSetTheDefaultsOfEmbedAndServe) {
+  TempDir dir;
+  const std::string st = dir / "st";
+  const auto made = test::run_cli("init " + st + " --preset tiny --max-positions 64 --vocab " +
+                                  test::fixture("vocab/bert-base-uncased-vocab.txt"));
+  ASSERT_EQ(made.code, 0) << made.err;
+  write_file_atomic(st + "/modules.json", R"([
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}])");
+  std::filesystem::create_directories(st + "/1_Pooling");
+  write_file_atomic(st + "/1_Pooling/config.json",
+                    R"({"word_embedding_dimension": 128, "pooling_mode_cls_token": false,
+                        "pooling_mode_mean_tokens": false, "pooling_mode_max_tokens": true,
+                        "pooling_mode_mean_sqrt_len_tokens": false, "include_prompt": true})");
+  write_file_atomic(st + "/sentence_bert_config.json",
+                    R"({"max_seq_length": 12, "do_lower_case": false})");
+  write_file_atomic(
+      st + "/config_sentence_transformers.json",
+      R"({"prompts": {"query": "query: ", "passage": ""}, "default_prompt_name": "query"})");
+  const infer::SentenceTransformer cfg = infer::read_sentence_transformer(st);
+  EXPECT_TRUE(cfg.present);
+  EXPECT_EQ(cfg.pooling, infer::Pooling::kMax);
+  EXPECT_TRUE(cfg.normalize);
+  EXPECT_EQ(cfg.max_seq_length, 12);
+  EXPECT_EQ(cfg.default_prompt_name, "query");
+
+  // The reference: prompt + text, truncated to 12 tokens, max over tokens, unit length.
+  const std::string text = "the cat sat on the mat and then it sat on the dog for a long time";
+  const auto m = infer::InferenceModel::load(st);
+  const Tokenizer tok = Tokenizer::from_dir(st);
+  const Encoding e =
+      tok.encode("query: " + text, std::nullopt, EncodeOptions{12, Truncation::kLongestFirst});
+  const at::Tensor pooled = m->forward(collate({e}, {0}, tok.pad_id())).last[0].amax(0);
+  const at::Tensor unit = infer::normalize(pooled.unsqueeze(0))[0].contiguous();
+  const std::vector<float> want(unit.data_ptr<float>(), unit.data_ptr<float>() + unit.numel());
+  auto near = [&](const json& got, const std::string& what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    for (size_t k = 0; k < want.size(); ++k)
+      EXPECT_NEAR(got[k].get<double>(), want[k], 1e-5) << what;
+  };
+  const auto cli = test::run_cli("embed " + st, text + "\n");
+  ASSERT_EQ(cli.code, 0) << cli.err;
+  const json line = json::parse(cli.out);
+  EXPECT_FALSE(line.contains("cls")) << "only the model's own pooling";
+  near(line["max"], "embed");
+
+  LiveServer server({}, std::nullopt, st);
+  const json info = ok_json(server.client().Get("/info"));
+  EXPECT_EQ(info["model_type"]["embedding"]["pooling"], "max");
+  EXPECT_EQ(info["max_input_length"], 12);
+  near(ok_json(server.post("/embed", json{{"inputs", text}}.dump()))[0], "/embed");
+  // Another prompt by name; an empty one is none.
+  const json passage =
+      ok_json(server.post("/embed", json{{"inputs", text}, {"prompt_name", "passage"}}.dump()));
+  EXPECT_NE(passage[0], ok_json(server.post("/embed", json{{"inputs", text}}.dump()))[0]);
+
+  // What slimbert cannot reproduce is an error naming the file.
+  write_file_atomic(st + "/1_Pooling/config.json",
+                    R"({"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": true})");
+  EXPECT_THROW(
+      {
+        try {
+          infer::read_sentence_transformer(st);
+        } catch (const InputError& err) {
+          EXPECT_NE(std::string(err.what()).find("1_Pooling/config.json"), std::string::npos);
+          throw;
+        }
+      },
+      InputError);
 }
 
 // TEI's predictions (one list, or a list per input) as {label: score} per input.

@@ -68,17 +68,72 @@ FittedEncoding encode_within(const Tokenizer& tokenizer, const std::string& text
 }
 
 Pooling parse_pooling(const std::string& name) {
-  if (name == "cls") return Pooling::kCls;
-  if (name == "mean") return Pooling::kMean;
-  fail("pooling must be cls or mean, got '", name, "'");
+  for (Pooling p : {Pooling::kCls, Pooling::kMean, Pooling::kMax, Pooling::kLastToken})
+    if (name == pooling_name(p)) return p;
+  fail("pooling must be cls, mean, max or lasttoken, got '", name, "'");
+}
+
+const char* pooling_name(Pooling pooling) {
+  switch (pooling) {
+    case Pooling::kCls:
+      return "cls";
+    case Pooling::kMean:
+      return "mean";
+    case Pooling::kMax:
+      return "max";
+    case Pooling::kLastToken:
+      return "lasttoken";
+  }
+  return "cls";
 }
 
 at::Tensor pool(const Output& output, const Batch& batch, Pooling pooling) {
   const at::Tensor& h = output.last;  // (B, T, H)
   if (pooling == Pooling::kCls) return h.select(1, 0);
-  if (!batch.attention_mask.defined()) return h.mean(1);
-  const at::Tensor mask = batch.attention_mask.to(h.device(), at::kFloat).unsqueeze(-1);
-  return (h * mask).sum(1) / mask.sum(1);
+  const bool masked = batch.attention_mask.defined();
+  const at::Tensor mask =
+      masked ? batch.attention_mask.to(h.device(), at::kFloat).unsqueeze(-1) : at::Tensor();
+  switch (pooling) {
+    case Pooling::kMean:
+      return masked ? (h * mask).sum(1) / mask.sum(1) : h.mean(1);
+    case Pooling::kMax:  // padding never wins (sentence-transformers sets it to -1e9)
+      return masked ? h.masked_fill(mask == 0, -1e9).amax(1) : h.amax(1);
+    case Pooling::kLastToken: {
+      // The last unpadded position of each row (rows are padded on the right).
+      const at::Tensor last =
+          masked ? mask.squeeze(-1).sum(1).to(at::kLong) - 1
+                 : at::full({h.size(0)}, h.size(1) - 1, h.options().dtype(at::kLong));
+      return h.gather(1, last.view({-1, 1, 1}).expand({h.size(0), 1, h.size(2)})).squeeze(1);
+    }
+    case Pooling::kCls:
+      break;
+  }
+  return h.select(1, 0);
+}
+
+const at::Tensor& RowOutputs::pooled(Pooling pooling) const {
+  switch (pooling) {
+    case Pooling::kMean:
+      return mean;
+    case Pooling::kMax:
+      return max;
+    case Pooling::kLastToken:
+      return last;
+    case Pooling::kCls:
+      break;
+  }
+  return cls;
+}
+
+RowOutputs RowOutputs::rows(int64_t begin, int64_t n) const {
+  RowOutputs out;
+  for (auto [from, to] :
+       {std::pair{&cls, &out.cls}, std::pair{&mean, &out.mean}, std::pair{&max, &out.max},
+        std::pair{&last, &out.last}, std::pair{&logits, &out.logits}})
+    if (from->defined()) *to = from->narrow(0, begin, n);
+  for (auto [from, to] : {std::pair{&tokens, &out.tokens}, std::pair{&sparse, &out.sparse}})
+    if (!from->empty()) to->assign(from->begin() + begin, from->begin() + begin + n);
+  return out;
 }
 
 at::Tensor normalize(const at::Tensor& rows) {
@@ -96,7 +151,8 @@ RowOutputs run_rows(const InferenceModel& model, const std::vector<Encoding>& in
                     const RowWants& wants) {
   const auto rows = static_cast<int64_t>(inputs.size());
   const int64_t H = model.config().hidden_size;
-  RowOutputs out{at::empty({rows, H}), at::empty({rows, H}), {}, {}, {}};
+  RowOutputs out;
+  for (at::Tensor* t : {&out.cls, &out.mean, &out.max, &out.last}) *t = at::empty({rows, H});
   if (model.has_classifier()) out.logits = at::empty({rows, model.config().num_labels()});
   if (wants.tokens) out.tokens.resize(static_cast<size_t>(rows));
   if (wants.sparse) out.sparse.resize(static_cast<size_t>(rows));
@@ -104,8 +160,10 @@ RowOutputs run_rows(const InferenceModel& model, const std::vector<Encoding>& in
     const Batch batch = collate(inputs, idx, pad_id);
     const Output o = model.forward(batch, subnet);
     const at::Tensor at_rows = at::tensor(std::vector<int64_t>(idx.begin(), idx.end()));
-    out.cls.index_copy_(0, at_rows, pool(o, batch, Pooling::kCls).cpu());
-    out.mean.index_copy_(0, at_rows, pool(o, batch, Pooling::kMean).cpu());
+    for (const auto& [p, t] :
+         {std::pair{Pooling::kCls, &out.cls}, std::pair{Pooling::kMean, &out.mean},
+          std::pair{Pooling::kMax, &out.max}, std::pair{Pooling::kLastToken, &out.last}})
+      t->index_copy_(0, at_rows, pool(o, batch, p).cpu());
     if (out.logits.defined()) out.logits.index_copy_(0, at_rows, o.logits.cpu());
     for (size_t k = 0; k < idx.size(); ++k) {
       const auto row = static_cast<size_t>(idx[k]);

@@ -161,12 +161,7 @@ void Batcher::run_batch(const std::vector<std::shared_ptr<Job>>& jobs, const Sub
                                                   {0, options_.max_batch_tokens}, jobs[0]->wants);
     for (size_t k = 0; k < jobs.size(); ++k) {
       const auto [begin, n] = spans[k];
-      results[k].cls = out.cls.narrow(0, begin, n);
-      results[k].mean = out.mean.narrow(0, begin, n);
-      if (out.logits.defined()) results[k].logits = out.logits.narrow(0, begin, n);
-      for (auto [from, to] :
-           {std::pair{&out.tokens, &results[k].tokens}, std::pair{&out.sparse, &results[k].sparse}})
-        if (!from->empty()) to->assign(from->begin() + begin, from->begin() + begin + n);
+      results[k].rows = out.rows(begin, n);
     }
   } catch (const std::exception& e) {
     for (BatchResult& r : results) r.error = e.what();

@@ -19,6 +19,7 @@
 #include "slimbert/core/error.h"
 #include "slimbert/core/json.h"
 #include "slimbert/infer/run.h"
+#include "slimbert/infer/sentence_transformers.h"
 #include "slimbert/serve/batcher.h"
 #include "slimbert/serve/metrics.h"
 #include "slimbert/serve/request.h"
@@ -92,19 +93,6 @@ bool same_secret(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
-// sentence-transformers' prompts: {"prompts": {"query": "query: ", ...}} in
-// config_sentence_transformers.json, when the model directory has one.
-std::map<std::string, std::string> read_prompts(const std::string& dir) {
-  std::map<std::string, std::string> prompts;
-  const std::string path = dir + "/config_sentence_transformers.json";
-  if (dir.empty() || !std::filesystem::exists(path)) return prompts;
-  const json j = read_json_file(path);
-  if (j.contains("prompts") && j["prompts"].is_object())
-    for (auto it = j["prompts"].begin(); it != j["prompts"].end(); ++it)
-      if (it->is_string()) prompts[it.key()] = it->get<std::string>();
-  return prompts;
-}
-
 // Threads for connections, started when every one is busy: an idle kept-alive connection or a
 // slow client holds its own thread, never one another connection waits for.
 class ConnectionThreads : public httplib::TaskQueue {
@@ -163,8 +151,10 @@ struct Server::Impl {
   Tokenizer tokenizer;
   infer::LatencyProfile profile;
   ServerOptions options;
+  // A sentence-transformers directory's pooling, length and prompts are the defaults.
+  infer::SentenceTransformer st;
   int64_t max_length = 0;
-  std::map<std::string, std::string> prompts;
+  infer::Pooling pooling;
   httplib::Server http;
   ConnectionThreads* connections = nullptr;  // owned by `http`
   int port = 0;
@@ -177,15 +167,23 @@ struct Server::Impl {
         tokenizer(std::move(t)),
         profile(std::move(p)),
         options(std::move(o)),
-        max_length(infer::max_input_length(model->config(), tokenizer, options.max_length)),
-        prompts(read_prompts(model->dir())),
+        st(infer::read_sentence_transformer(model->dir())),
+        max_length(infer::max_input_length(
+            model->config(), tokenizer,
+            options.max_length > 0 ? options.max_length : st.max_seq_length.value_or(0))),
+        pooling(options.pooling.empty() ? st.pooling.value_or(infer::Pooling::kCls)
+                                        : infer::parse_pooling(options.pooling)),
         batcher(model, profile,
                 {options.max_batch_tokens, options.max_batch_requests, options.max_wait_ms,
                  options.max_queue, options.shed_load},
                 tokenizer.pad_id(), metrics) {
     if (options.max_connections < 1 || options.timeout_s < 1)
       fail("serve: connection limits and timeouts must be positive");
-    infer::parse_pooling(options.pooling);
+    if (!st.include_prompt && !st.prompts.empty())
+      std::fprintf(stderr,
+                   "serve: warning: %s: include_prompt false is not honoured: the prompt's tokens "
+                   "are pooled with the text's\n",
+                   model->dir().c_str());
     if (options.served_model_name.empty()) options.served_model_name = model->dir();
   }
 
@@ -194,7 +192,8 @@ struct Server::Impl {
 
   json model_type() const {
     const BertConfig& c = model->config();
-    if (!model->has_classifier()) return {{"embedding", {{"pooling", options.pooling}}}};
+    if (!model->has_classifier())
+      return {{"embedding", {{"pooling", infer::pooling_name(pooling)}}}};
     json id2label = json::object(), label2id = json::object();
     for (int64_t k = 0; k < c.num_labels(); ++k) {
       id2label[std::to_string(k)] = c.label_name(k);
@@ -295,17 +294,19 @@ struct Server::Impl {
     }
   }
 
+  // The prompt a request's texts get: its prompt_name's, else the model's default prompt.
   std::string prompt(const Request& r) const {
-    if (!r.prompt_name) return "";
-    auto it = prompts.find(*r.prompt_name);
-    if (it == prompts.end()) {
+    const std::optional<std::string> name = r.prompt_name ? r.prompt_name : st.default_prompt_name;
+    if (!name) return "";
+    auto it = st.prompts.find(*name);
+    if (it == st.prompts.end()) {
       std::vector<std::string> names;
-      for (const auto& [name, text] : prompts) names.push_back(name);
-      throw RequestError(422, prompts.empty()
-                                  ? cat("prompt_name '", *r.prompt_name,
+      for (const auto& [known, text] : st.prompts) names.push_back(known);
+      throw RequestError(422, st.prompts.empty()
+                                  ? cat("prompt_name '", *name,
                                         "': this model has no prompts "
                                         "(config_sentence_transformers.json)")
-                                  : cat("prompt_name '", *r.prompt_name,
+                                  : cat("prompt_name '", *name,
                                         "' is not one of the model's prompts: ", joined(names)));
     }
     return it->second;
@@ -428,7 +429,7 @@ struct Server::Impl {
   // Pooled sentence vectors: the request's (or the server's) pooling, the first `dimensions`
   // values kept, then scaled to unit length when asked.
   at::Tensor sentence_vectors(const Request& r, const BatchResult& result) const {
-    at::Tensor v = r.pooling.value_or(options.pooling) == "mean" ? result.mean : result.cls;
+    at::Tensor v = result.rows.pooled(r.pooling ? infer::parse_pooling(*r.pooling) : pooling);
     if (r.dimensions) {
       if (*r.dimensions > v.size(1))
         throw RequestError(422, cat("field 'dimensions': ", *r.dimensions,
@@ -458,12 +459,12 @@ struct Server::Impl {
         return rows_json(sentence_vectors(r, result));
       case Endpoint::kEmbedAll: {
         json out = json::array();
-        for (const at::Tensor& t : result.tokens) out.push_back(rows_json(t));
+        for (const at::Tensor& t : result.rows.tokens) out.push_back(rows_json(t));
         return out;
       }
       case Endpoint::kEmbedSparse: {
         json out = json::array();
-        for (const at::Tensor& row : result.sparse) {
+        for (const at::Tensor& row : result.rows.sparse) {
           json values = json::array();
           const at::Tensor nz = row.nonzero().flatten();
           for (int64_t k = 0; k < nz.size(0); ++k) {
@@ -475,14 +476,15 @@ struct Server::Impl {
         return out;
       }
       case Endpoint::kPredict: {
-        const at::Tensor scores = infer::label_scores(model->config(), result.logits, r.raw_scores);
+        const at::Tensor scores =
+            infer::label_scores(model->config(), result.rows.logits, r.raw_scores);
         if (r.single) return predictions(scores[0]);
         json out = json::array();
         for (int64_t i = 0; i < scores.size(0); ++i) out.push_back(predictions(scores[i]));
         return out;
       }
       case Endpoint::kRerank: {
-        const at::Tensor logits = result.logits.select(1, 0);
+        const at::Tensor logits = result.rows.logits.select(1, 0);
         const at::Tensor scores = r.raw_scores ? logits : at::sigmoid(logits);
         std::vector<std::pair<double, size_t>> ranked;
         for (size_t i = 0; i < r.inputs.size(); ++i)

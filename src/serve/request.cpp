@@ -399,8 +399,8 @@ Request parse_request(Endpoint endpoint, std::string_view body, const RequestLim
   }
   if (known.count("pooling") && has("pooling")) {
     const json& p = j["pooling"];
-    if (!p.is_string() || (p != "cls" && p != "mean"))
-      unprocessable("pooling", "\"cls\" or \"mean\"", p);
+    if (!p.is_string() || (p != "cls" && p != "mean" && p != "max" && p != "lasttoken"))
+      unprocessable("pooling", "\"cls\", \"mean\", \"max\" or \"lasttoken\"", p);
     r.pooling = p.get<std::string>();
   }
   if (endpoint == Endpoint::kOpenAIEmbeddings) {

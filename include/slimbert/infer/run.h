@@ -55,9 +55,12 @@ FittedEncoding encode_within(const Tokenizer& tokenizer, const std::string& text
                              const std::optional<std::string>& pair, int64_t limit, bool truncate,
                              TruncationSide side = TruncationSide::kRight);
 
-enum class Pooling { kCls, kMean };
-Pooling parse_pooling(const std::string& name);  // "cls" | "mean"
-// Sentence vectors (B, H) of the last layer: [CLS], or the mean over the unpadded tokens.
+// sentence-transformers' pooling modes: the first token ([CLS]), the mean or the element-wise
+// max over the unpadded tokens, or the last unpadded token.
+enum class Pooling { kCls, kMean, kMax, kLastToken };
+Pooling parse_pooling(const std::string& name);  // "cls" | "mean" | "max" | "lasttoken"
+const char* pooling_name(Pooling pooling);
+// Sentence vectors (B, H) of the last layer.
 at::Tensor pool(const Output& output, const Batch& batch, Pooling pooling);
 // Rows scaled to unit length (a zero row stays zero).
 at::Tensor normalize(const at::Tensor& rows);
@@ -68,11 +71,15 @@ at::Tensor label_scores(const BertConfig& config, const at::Tensor& logits, bool
 // Every row of `inputs` through `model` at `subnet`, in length-sorted batches within `limits`;
 // outputs on the host in row order.
 struct RowOutputs {
-  at::Tensor cls, mean;            // (rows, H): [CLS] and mean pooling of the last layer
-  at::Tensor logits;               // (rows, labels); undefined without a classifier
-  std::vector<at::Tensor> tokens;  // per row (tokens, H): the last layer, when asked
+  at::Tensor cls, mean, max, last;  // (rows, H): the last layer pooled each way
+  at::Tensor logits;                // (rows, labels); undefined without a classifier
+  std::vector<at::Tensor> tokens;   // per row (tokens, H): the last layer, when asked
   // Per row (V): SPLADE's max over tokens of log(1 + relu(MLM logit)), when asked.
   std::vector<at::Tensor> sparse;
+
+  const at::Tensor& pooled(Pooling pooling) const;
+  // Rows [begin, begin + n).
+  RowOutputs rows(int64_t begin, int64_t n) const;
 };
 struct RowWants {
   bool tokens = false;

@@ -40,9 +40,7 @@ struct BatcherOptions {
 // What the model thread returns for one request: its rows of the batch's outputs.
 struct BatchResult {
   SubNet subnet;
-  at::Tensor cls, mean;                    // (rows, H): [CLS] and mean pooling of the last layer
-  at::Tensor logits;                       // (rows, labels); undefined without a classifier
-  std::vector<at::Tensor> tokens, sparse;  // per row, when the job wanted them
+  infer::RowOutputs rows;  // the job's rows of the batch's outputs
   double queue_ms = 0, inference_ms = 0;
   int64_t batch_requests = 0, batch_rows = 0;
   std::string error;  // the forward pass failed

@@ -74,7 +74,7 @@ struct Request {
   std::optional<double> width, depth, latency_budget_ms;
   std::optional<bool> truncate;        // default: the server's --no-truncate setting
   bool truncate_left = false;          // truncation_direction "Left"
-  std::optional<std::string> pooling;  // embed: "cls" | "mean"; default: the server's
+  std::optional<std::string> pooling;  // embed: cls | mean | max | lasttoken; default: the server's
   bool normalize = true;               // embed: unit-length vectors
   std::optional<int64_t> dimensions;   // embed, v1/embeddings: keep the first N, then normalise
   std::optional<std::string> prompt_name;

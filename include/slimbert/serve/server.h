@@ -23,12 +23,15 @@ struct ServerOptions {
   int64_t max_queue = 128;          // waiting requests; more are answered 429
   size_t max_body_bytes = 1 << 20;  // larger bodies are answered 413
   size_t max_client_batch = 256;    // texts in one request
-  int64_t max_length = 0;           // tokens per text (0: the model's limit)
-  bool truncate = true;             // longer texts are truncated (false: 422)
+  // Tokens per text (0: sentence-transformers' max_seq_length, else the model's limit).
+  int64_t max_length = 0;
+  bool truncate = true;  // longer texts are truncated (false: 422)
   // A budget request that cannot be met even at the fastest sub-network, given the work queued
   // ahead of it, is answered 429 at once instead of late.
   bool shed_load = true;
-  std::string pooling = "cls";  // /embed default
+  // /embed's pooling: cls, mean, max or lasttoken; empty: the model's sentence-transformers
+  // Pooling module, else cls.
+  std::string pooling;
   // Open connections; one more is answered 503 and closed. Each connection has its own thread
   // (started when needed), so idle and slow connections never hold up the others.
   int max_connections = 1024;

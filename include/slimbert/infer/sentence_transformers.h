@@ -1,0 +1,31 @@
+// sentence-transformers model directories: what their module files say about how a sentence
+// vector is made (pooling, normalisation, length, prompts). `embed` and `serve` take these as
+// their defaults, as sentence-transformers' own encode() and text-embeddings-inference do.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "slimbert/infer/run.h"
+
+namespace slimbert::infer {
+
+struct SentenceTransformer {
+  bool present = false;                        // DIR/modules.json exists
+  std::optional<Pooling> pooling;              // the Pooling module's mode
+  bool include_prompt = true;                  // the Pooling module pools the prompt's tokens too
+  bool normalize = false;                      // a Normalize module follows the pooling
+  std::optional<int64_t> max_seq_length;       // sentence_bert_config.json
+  std::map<std::string, std::string> prompts;  // config_sentence_transformers.json
+  std::optional<std::string> default_prompt_name;
+};
+
+// Reads DIR's modules.json (and the files its modules name), sentence_bert_config.json and
+// config_sentence_transformers.json, each when present. A module slimbert cannot reproduce (a
+// Dense layer, a pooling mode other than one of cls, mean, max and lasttoken, or several at
+// once) is an error naming the file and what it holds.
+SentenceTransformer read_sentence_transformer(const std::string& dir);
+
+}  // namespace slimbert::infer
