@@ -430,12 +430,7 @@ struct Server::Impl {
   // values kept, then scaled to unit length when asked.
   at::Tensor sentence_vectors(const Request& r, const BatchResult& result) const {
     at::Tensor v = result.rows.pooled(r.pooling ? infer::parse_pooling(*r.pooling) : pooling);
-    if (r.dimensions) {
-      if (*r.dimensions > v.size(1))
-        throw RequestError(422, cat("field 'dimensions': ", *r.dimensions,
-                                    " is more than the model's ", v.size(1), " dimensions"));
-      v = v.narrow(1, 0, *r.dimensions);
-    }
+    if (r.dimensions) v = v.narrow(1, 0, *r.dimensions);  // checked before the model ran
     return r.normalize ? infer::normalize(v) : v;
   }
 
@@ -533,6 +528,10 @@ struct Server::Impl {
 
   void infer(const Request& r, Clock::time_point arrived, httplib::Response& res) {
     check_model_serves(r.endpoint);
+    if (r.dimensions && *r.dimensions > model->config().hidden_size)
+      throw RequestError(422,
+                         cat("field 'dimensions': ", *r.dimensions, " is more than the model's ",
+                             model->config().hidden_size, " dimensions"));
     auto job = std::make_shared<Job>();
     job->fixed = fixed_subnet(r);
     if (!job->fixed) job->budget_ms = r.latency_budget_ms;

@@ -157,6 +157,7 @@ const auth = {
   const prefixed = (await post('/embed', {inputs: 'query: hello'}, 200)).json;
   close(prompted[0], prefixed[0], 1e-6, 'prompt_name prepends the model\'s prompt');
   await post('/embed', {inputs: 'x', width: 2}, 422);
+  await post('/embed', {inputs: 'x', dimensions: 100000}, 422);
   const stepped = await post('/embed', {inputs: 'x', width: 0.5}, 200);
   check(
       stepped.response.headers.get('x-subnet') === 'w0.5_d1', 'width 0.5 runs w0.5_d1 (x-subnet)');
