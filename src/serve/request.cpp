@@ -240,8 +240,7 @@ const std::set<std::string>& fields_of(Endpoint endpoint) {
       return a;
     };
     std::map<Endpoint, std::set<std::string>> m;
-    m[Endpoint::kEmbed] =
-        with(with(choose, encode, {}), {}, {"inputs", "normalize", "dimensions", "pooling"});
+    m[Endpoint::kEmbed] = with(choose, encode, {"inputs", "normalize", "dimensions", "pooling"});
     m[Endpoint::kEmbedAll] = with(choose, encode, {"inputs"});
     m[Endpoint::kEmbedSparse] = with(choose, encode, {"inputs"});
     m[Endpoint::kPredict] =
