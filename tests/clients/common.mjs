@@ -24,6 +24,12 @@ export function tinyModel(name, labels) {
   return dir;
 }
 
+// Servers still running when the script ends (a failed check throws past their stop()).
+const children = new Set();
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
 // `slimbert serve` on a free port; resolves once it listens.
 export function serve(dir, ...extra) {
   const child = spawn(
@@ -34,6 +40,8 @@ export function serve(dir, ...extra) {
       ],
       {stdio: ['ignore', 'ignore', 'pipe']},
   );
+  children.add(child);
+  child.on('exit', () => children.delete(child));
   let log = '';
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve did not start:\n${log}`)), 120000);
