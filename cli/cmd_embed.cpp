@@ -52,9 +52,11 @@ std::vector<float> row(const at::Tensor& t) {
 
 // Reads the input a chunk at a time, runs each chunk in batches of similar length and writes one
 // JSON line per record, in input order, before reading on (a pipe gets answers as it goes):
-// `fields(outputs, i, json)` adds the fields of the chunk's row i.
+// `fields(outputs, i, json)` adds the fields of the chunk's row i; `wants` are the outputs it reads
+// beyond the logits.
 template <typename Fields>
-void run_records(const RunOpts& o, const infer::InferenceModel& model, Fields fields) {
+void run_records(const RunOpts& o, const infer::InferenceModel& model, const infer::RowWants& wants,
+                 Fields fields) {
   const Tokenizer tokenizer = Tokenizer::from_dir(o.dir);
   check_tokenizer_fits(tokenizer, model.config(), o.dir);
   RecordReader reader(o.input);
@@ -70,7 +72,7 @@ void run_records(const RunOpts& o, const infer::InferenceModel& model, Fields fi
     const auto encodings =
         encode_records(tokenizer, records, max_length, o.no_truncate, reader.source());
     const infer::RowOutputs out =
-        infer::run_rows(model, encodings, subnet, tokenizer.pad_id(), {o.batch_size, 0});
+        infer::run_rows(model, encodings, subnet, tokenizer.pad_id(), {o.batch_size, 0}, wants);
     for (size_t i = 0; i < records.size(); ++i) {
       nlohmann::json j;
       j["line"] = records[i].line;
@@ -120,7 +122,9 @@ void add_embed_and_predict(CLI::App& app) {
                 << ": include_prompt false is not honoured: the prompt's tokens are pooled with "
                    "the text's\n";
     const auto model = load_inference_model(o.dir, o.runtime, o.engine, {o.width});
-    run_records(o, *model, [&](const infer::RowOutputs& out, int64_t i, nlohmann::json& j) {
+    infer::RowWants wants;
+    wants.poolings = poolings;
+    run_records(o, *model, wants, [&](const infer::RowOutputs& out, int64_t i, nlohmann::json& j) {
       for (infer::Pooling p : poolings) {
         const at::Tensor v = out.pooled(p)[i];
         j[infer::pooling_name(p)] = row(unit ? v / v.norm().clamp_min(1e-12) : v);
@@ -137,7 +141,7 @@ void add_embed_and_predict(CLI::App& app) {
     if (!model->has_classifier())
       fail(po->dir, ": no classifier in this checkpoint (classifier.weight): fine-tune it first");
     const BertConfig& config = model->config();
-    run_records(*po, *model, [&](const infer::RowOutputs& out, int64_t i, nlohmann::json& j) {
+    run_records(*po, *model, {}, [&](const infer::RowOutputs& out, int64_t i, nlohmann::json& j) {
       const at::Tensor logits = out.logits[i];
       if (config.is_regression()) {
         j["score"] = logits[0].item<float>();

@@ -1,6 +1,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <utility>
+
 #include "slimbert/infer/model.h"
 #include "slimbert/infer/run.h"
 #include "slimbert/io/checkpoint.h"
@@ -230,10 +232,13 @@ TEST(Batching, RunRowsEqualsEachRowAlone) {
   const auto model = infer::InferenceModel::load(model_dir());
   const std::vector<Encoding> rows = varied_rows(model->config().vocab_size);
   const SubNet subnet{0.5, 0.5};
-  const infer::RowOutputs batched = infer::run_rows(*model, rows, subnet, 0, {0, 30});
+  infer::RowWants all;
+  all.poolings = {infer::Pooling::kCls, infer::Pooling::kMean, infer::Pooling::kMax,
+                  infer::Pooling::kLastToken};
+  const infer::RowOutputs batched = infer::run_rows(*model, rows, subnet, 0, {0, 30}, all);
   ASSERT_EQ(batched.cls.size(0), static_cast<int64_t>(rows.size()));
   for (size_t i = 0; i < rows.size(); ++i) {
-    const infer::RowOutputs alone = infer::run_rows(*model, {rows[i]}, subnet, 0, {1, 0});
+    const infer::RowOutputs alone = infer::run_rows(*model, {rows[i]}, subnet, 0, {1, 0}, all);
     const auto r = static_cast<int64_t>(i);
     EXPECT_LT((batched.cls[r] - alone.cls[0]).abs().max().item<double>(), 1e-5) << i;
     EXPECT_LT((batched.mean[r] - alone.mean[0]).abs().max().item<double>(), 1e-5) << i;
@@ -245,6 +250,10 @@ TEST(Batching, RunRowsEqualsEachRowAlone) {
     EXPECT_LT((alone.max[0] - o.last[0].amax(0)).abs().max().item<double>(), 1e-6) << i;
     EXPECT_LT((alone.last[0] - o.last[0][-1]).abs().max().item<double>(), 1e-6) << i;
     EXPECT_TRUE(alone.pooled(infer::Pooling::kLastToken).equal(alone.last));
+    // Only what was asked for is pooled.
+    const infer::RowOutputs logits_only = infer::run_rows(*model, {rows[i]}, subnet, 0, {1, 0});
+    EXPECT_FALSE(logits_only.cls.defined());
+    EXPECT_THROW(std::as_const(logits_only).pooled(infer::Pooling::kMean), InputError);
   }
   for (const char* name : {"cls", "mean", "max", "lasttoken"})
     EXPECT_STREQ(infer::pooling_name(infer::parse_pooling(name)), name);

@@ -140,6 +140,8 @@ void export_onnx(const std::string& model_dir, const SubNet& subnet, const OnnxO
   const BertConfig config = load_config_dir(model_dir);
   const TensorMap all = load_weights(model_dir);
   require_weights_fit_config(config, all, weights_path(model_dir));
+  // The whole model goes as it is (pruned heads included); a sub-network is sliced first.
+  if (same_subnet(subnet, SubNet{})) return write_onnx(config, all, options, out);
   const auto [small, weights] = extract_subnet(config, all, subnet);
   write_onnx(small, weights, options, out);
 }

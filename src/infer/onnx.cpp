@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
@@ -62,7 +63,12 @@ class GraphBuilder {
   std::string ints(const std::vector<int64_t>& v) {
     return constant(at::tensor(v, at::dtype(at::kLong)));
   }
-  std::string scalar(float v) { return constant(at::tensor({v}, at::dtype(at::kFloat))); }
+  // One initializer per value, however many layers use it.
+  std::string scalar(float v) {
+    auto it = scalars_.find(v);
+    if (it != scalars_.end()) return it->second;
+    return scalars_[v] = constant(at::tensor({v}, at::dtype(at::kFloat)));
+  }
 
   // x (.., in) times weight (out, in) transposed, plus bias (out).
   std::string linear(const std::string& x, const at::Tensor& weight, const at::Tensor& bias,
@@ -140,6 +146,7 @@ class GraphBuilder {
   onnx::GraphProto* graph_;
   OnnxOptions options_;
   int64_t counter_ = 0;
+  std::map<float, std::string> scalars_;
 };
 
 void add_value(google::protobuf::RepeatedPtrField<onnx::ValueInfoProto>* values,
@@ -157,17 +164,10 @@ void add_value(google::protobuf::RepeatedPtrField<onnx::ValueInfoProto>* values,
   }
 }
 
-// The tensor under its base-model name or with the encoder's prefix.
 const at::Tensor& find(const TensorMap& w, const std::string& name) {
-  for (const std::string& key : {name, std::string(hf::kEncoder) + "." + name}) {
-    auto it = w.find(key);
-    if (it != w.end()) return it->second;
-  }
-  fail("onnx: missing tensor ", name);
-}
-
-bool has(const TensorMap& w, const std::string& name) {
-  return w.count(name) || w.count(std::string(hf::kEncoder) + "." + name);
+  const at::Tensor* t = find_weight(w, name);
+  if (!t) fail("onnx: missing tensor ", name);
+  return *t;
 }
 
 }  // namespace
@@ -283,7 +283,7 @@ void write_onnx(const BertConfig& config, const TensorMap& weights, const OnnxOp
             {"batch", "sequence", std::to_string(H)});
 
   if (weights.count(hf::path({hf::kClassifier, "weight"}))) {
-    if (!has(weights, hf::path({hf::kPooler, "weight"})))
+    if (!find_weight(weights, hf::path({hf::kPooler, "weight"})))
       fail("onnx: a classifier without pooler.dense (BERT classifies the pooled [CLS] vector)");
     const std::string cls =
         g.op("Gather", {x, g.constant(at::scalar_tensor(0, at::kLong))},

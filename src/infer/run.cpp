@@ -112,6 +112,12 @@ at::Tensor pool(const Output& output, const Batch& batch, Pooling pooling) {
 }
 
 const at::Tensor& RowOutputs::pooled(Pooling pooling) const {
+  const at::Tensor& t = const_cast<RowOutputs*>(this)->pooled(pooling);
+  if (!t.defined()) fail("run_rows: ", pooling_name(pooling), " pooling was not asked for");
+  return t;
+}
+
+at::Tensor& RowOutputs::pooled(Pooling pooling) {
   switch (pooling) {
     case Pooling::kMean:
       return mean;
@@ -152,7 +158,7 @@ RowOutputs run_rows(const InferenceModel& model, const std::vector<Encoding>& in
   const auto rows = static_cast<int64_t>(inputs.size());
   const int64_t H = model.config().hidden_size;
   RowOutputs out;
-  for (at::Tensor* t : {&out.cls, &out.mean, &out.max, &out.last}) *t = at::empty({rows, H});
+  for (Pooling p : wants.poolings) out.pooled(p) = at::empty({rows, H});
   if (model.has_classifier()) out.logits = at::empty({rows, model.config().num_labels()});
   if (wants.tokens) out.tokens.resize(static_cast<size_t>(rows));
   if (wants.sparse) out.sparse.resize(static_cast<size_t>(rows));
@@ -160,12 +166,9 @@ RowOutputs run_rows(const InferenceModel& model, const std::vector<Encoding>& in
     const Batch batch = collate(inputs, idx, pad_id);
     const Output o = model.forward(batch, subnet);
     const at::Tensor at_rows = at::tensor(std::vector<int64_t>(idx.begin(), idx.end()));
-    for (const auto& [p, t] :
-         {std::pair{Pooling::kCls, &out.cls}, std::pair{Pooling::kMean, &out.mean},
-          std::pair{Pooling::kMax, &out.max}, std::pair{Pooling::kLastToken, &out.last}})
-      t->index_copy_(0, at_rows, pool(o, batch, p).cpu());
+    for (Pooling p : wants.poolings) out.pooled(p).index_copy_(0, at_rows, pool(o, batch, p).cpu());
     if (out.logits.defined()) out.logits.index_copy_(0, at_rows, o.logits.cpu());
-    for (size_t k = 0; k < idx.size(); ++k) {
+    for (size_t k = 0; k < idx.size() && (wants.tokens || wants.sparse); ++k) {
       const auto row = static_cast<size_t>(idx[k]);
       const auto len = static_cast<int64_t>(inputs[row].input_ids.size());
       const at::Tensor last = o.last[static_cast<int64_t>(k)].narrow(0, 0, len);

@@ -171,15 +171,6 @@ std::string weights_path(const std::string& dir) {
 
 namespace {
 
-// The tensor stored under `name` in a base-model or a head-model file.
-const at::Tensor* find_weight(const TensorMap& weights, const std::string& name) {
-  for (const char* prefix : {"", "bert."}) {
-    auto it = weights.find(std::string(prefix) + name);
-    if (it != weights.end()) return &it->second;
-  }
-  return nullptr;
-}
-
 template <typename Model>
 Model load_into(const std::function<Model()>& make, const BertConfig& config,
                 const std::string& dir, const LoadOptions& options) {

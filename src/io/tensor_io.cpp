@@ -122,6 +122,14 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, DType f
   write_safetensors(path, bytes, metadata);
 }
 
+const at::Tensor* find_weight(const TensorMap& weights, const std::string& name) {
+  for (const char* prefix : {"", "bert."}) {
+    auto it = weights.find(std::string(prefix) + name);
+    if (it != weights.end()) return &it->second;
+  }
+  return nullptr;
+}
+
 TensorMap load_weights(const std::string& dir, at::ScalarType float_type) {
   const fs::path single = fs::path(dir) / kSingleFile;
   const fs::path index = fs::path(dir) / kIndexFile;

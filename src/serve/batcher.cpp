@@ -157,8 +157,14 @@ void Batcher::run_batch(const std::vector<std::shared_ptr<Job>>& jobs, const Sub
   }
   std::vector<BatchResult> results(jobs.size());
   try {
-    const infer::RowOutputs out = infer::run_rows(*model_, all, subnet, pad_id_,
-                                                  {0, options_.max_batch_tokens}, jobs[0]->wants);
+    // The jobs share their token and sparse wants (take_batch); each may pool another way.
+    infer::RowWants wants = jobs[0]->wants;
+    for (const auto& j : jobs)
+      for (infer::Pooling p : j->wants.poolings)
+        if (std::find(wants.poolings.begin(), wants.poolings.end(), p) == wants.poolings.end())
+          wants.poolings.push_back(p);
+    const infer::RowOutputs out =
+        infer::run_rows(*model_, all, subnet, pad_id_, {0, options_.max_batch_tokens}, wants);
     for (size_t k = 0; k < jobs.size(); ++k) {
       const auto [begin, n] = spans[k];
       results[k].rows = out.rows(begin, n);

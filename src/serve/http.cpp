@@ -426,10 +426,15 @@ struct Server::Impl {
                          "one (a SPLADE model)");
   }
 
+  // The request's pooling, else the server's.
+  infer::Pooling pooling_of(const Request& r) const {
+    return r.pooling ? infer::parse_pooling(*r.pooling) : pooling;
+  }
+
   // Pooled sentence vectors: the request's (or the server's) pooling, the first `dimensions`
   // values kept, then scaled to unit length when asked.
   at::Tensor sentence_vectors(const Request& r, const BatchResult& result) const {
-    at::Tensor v = result.rows.pooled(r.pooling ? infer::parse_pooling(*r.pooling) : pooling);
+    at::Tensor v = result.rows.pooled(pooling_of(r));
     if (r.dimensions) v = v.narrow(1, 0, *r.dimensions);  // checked before the model ran
     return r.normalize ? infer::normalize(v) : v;
   }
@@ -535,6 +540,9 @@ struct Server::Impl {
     auto job = std::make_shared<Job>();
     job->fixed = fixed_subnet(r);
     if (!job->fixed) job->budget_ms = r.latency_budget_ms;
+    if (r.endpoint == Endpoint::kEmbed || r.endpoint == Endpoint::kSimilarity ||
+        r.endpoint == Endpoint::kOpenAIEmbeddings)
+      job->wants.poolings = {pooling_of(r)};
     job->wants.tokens = r.endpoint == Endpoint::kEmbedAll;
     job->wants.sparse = r.endpoint == Endpoint::kEmbedSparse;
     job->encodings = encode(r);

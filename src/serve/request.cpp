@@ -42,10 +42,6 @@ std::vector<Endpoint> all_endpoints() {
           Endpoint::kTokenize, Endpoint::kDecode,   Endpoint::kOpenAIEmbeddings};
 }
 
-bool runs_model(Endpoint endpoint) {
-  return endpoint != Endpoint::kTokenize && endpoint != Endpoint::kDecode;
-}
-
 const char* error_type_name(ErrorType type) {
   switch (type) {
     case ErrorType::kEmpty:

@@ -92,6 +92,20 @@ for (const [width, depth] of [[1, 1], [0.5, 0.5]]) {
   fp32[name] = got;
 }
 
+// A model with pruned heads (a static DynaBERT export) goes whole.
+{
+  const pruned = `${work}/pruned`;
+  fs.rmSync(pruned, {recursive: true, force: true});
+  cli('dynabert', 'export', '--model', model, '--width', '0.5', '--depth', '0.5', '--out', pruned);
+  cli('export-onnx', pruned, '--out', `${work}/pruned.onnx`);
+  cli('forward', pruned, '--inputs', inputsPath, '--out', `${work}/pruned-forward.safetensors`);
+  const want = readSafetensors(`${work}/pruned-forward.safetensors`);
+  const got = await (await ort.InferenceSession.create(`${work}/pruned.onnx`)).run(feeds);
+  const d = maxDiff(got.last_hidden_state.data, want.last_hidden_state.data);
+  console.log(`onnx pruned-heads model: last_hidden_state within ${d.toExponential(2)}`);
+  check(d <= 1e-4, `a pruned model through ONNX Runtime vs slimbert forward: ${d}`);
+}
+
 // opset 17: LayerNormalization as one operator gives the same numbers.
 cli('export-onnx', model, '--out', `${work}/opset17.onnx`, '--opset', '17');
 const o17 = await (await ort.InferenceSession.create(`${work}/opset17.onnx`)).run(feeds);

@@ -77,11 +77,14 @@ struct RowOutputs {
   // Per row (V): SPLADE's max over tokens of log(1 + relu(MLM logit)), when asked.
   std::vector<at::Tensor> sparse;
 
+  // A pooling run_rows was asked for (an error otherwise).
   const at::Tensor& pooled(Pooling pooling) const;
+  at::Tensor& pooled(Pooling pooling);
   // Rows [begin, begin + n).
   RowOutputs rows(int64_t begin, int64_t n) const;
 };
 struct RowWants {
+  std::vector<Pooling> poolings;  // sentence vectors to pool; the others stay undefined
   bool tokens = false;
   bool sparse = false;  // needs the masked-LM head
 };

@@ -36,4 +36,8 @@ TensorMap load_weights(const std::string& dir, at::ScalarType float_type = at::k
 void save_weights(const std::string& dir, const TensorMap& tensors, DType float_dtype = DType::F32,
                   size_t max_shard_bytes = 0);
 
+// The tensor stored under `name` in a base-model or a head-model file ("bert." + name); null
+// when neither holds it.
+const at::Tensor* find_weight(const TensorMap& weights, const std::string& name);
+
 }  // namespace slimbert

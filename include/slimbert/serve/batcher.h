@@ -53,7 +53,7 @@ struct Job {
   Clock::time_point arrived;
   std::optional<SubNet> fixed;      // an explicit sub-network
   std::optional<double> budget_ms;  // else a latency budget
-  infer::RowWants wants;            // outputs beyond the pooled vectors and logits
+  infer::RowWants wants;            // outputs beyond the logits
   std::promise<BatchResult> done;
 };
 

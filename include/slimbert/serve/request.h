@@ -27,8 +27,6 @@ enum class Endpoint {
 };
 const char* endpoint_name(Endpoint endpoint);  // "embed", ..., "v1/embeddings"
 std::vector<Endpoint> all_endpoints();
-// Runs the model (the others only tokenize).
-bool runs_model(Endpoint endpoint);
 
 // TEI's error types, which its error bodies name.
 enum class ErrorType { kEmpty, kValidation, kTokenizer, kBackend, kOverloaded, kUnhealthy };
