@@ -48,11 +48,15 @@ void add_info(CLI::App& app) {
       std::cout << j.dump() << "\n";
       return;
     }
-    std::cout << opts->dir << "\n  shape: L" << config.num_hidden_layers << " H"
-              << config.hidden_size << " A" << config.num_attention_heads << " I"
-              << config.intermediate_size << " (head size " << config.attention_head_size()
-              << ", vocab " << config.vocab_size << ", max positions "
-              << config.max_position_embeddings << ", act " << config.hidden_act << ")\n";
+    std::cout << opts->dir << "\n  family: " << config.model_type;
+    if (!config.architectures.empty())
+      std::cout << " (" << family_architecture(config.architectures.front(), family_of(config))
+                << ")";
+    std::cout << "\n  shape: L" << config.num_hidden_layers << " H" << config.hidden_size << " A"
+              << config.num_attention_heads << " I" << config.intermediate_size << " (head size "
+              << config.attention_head_size() << ", vocab " << config.vocab_size
+              << ", max positions " << config.max_position_embeddings << ", act "
+              << config.hidden_act << ")\n";
     if (!config.pruned_heads.empty()) {
       std::cout << "  heads per layer:";
       for (int64_t l = 0; l < config.num_hidden_layers; ++l)

@@ -11,7 +11,7 @@ namespace slimbert::cli {
 
 void add_init(CLI::App& app) {
   struct Opts {
-    std::string dir, preset = "mini", vocab = "data/vocab.txt", like;
+    std::string dir, preset = "mini", vocab = "data/vocab.txt", like, model_type;
     int64_t labels = 0;
     uint64_t seed = 0;
     int64_t max_positions = 512;
@@ -28,8 +28,12 @@ void add_init(CLI::App& app) {
   cmd->add_option("--like", opts->like,
                   "take the shape from this checkpoint's config.json instead of a preset "
                   "(e.g. a random-init baseline for a compressed student)");
-  cmd->add_option("--vocab", opts->vocab, "vocab.txt (bert-base-uncased: scripts/make-vocab.sh)")
+  cmd->add_option("--tokenizer,--vocab", opts->vocab,
+                  "vocab.txt (bert-base-uncased: scripts/make-vocab.sh) or an HF tokenizer.json")
       ->capture_default_str();
+  cmd->add_option("--model-type", opts->model_type,
+                  "bert, roberta or xlm-roberta (default: bert, or --like's)")
+      ->check(CLI::IsMember(model_type_names()));
   cmd->add_option("--labels", opts->labels,
                   "also add a pooler and an N-label classifier head (1 = regression)");
   cmd->add_option("--max-positions", opts->max_positions, "max_position_embeddings")
@@ -39,14 +43,19 @@ void add_init(CLI::App& app) {
   add_runtime_options(cmd, &opts->runtime);
   cmd->callback([opts] {
     configure_runtime(opts->runtime);
-    Tokenizer tokenizer(Vocab::load(opts->vocab), TokenizerOptions{});
+    const Tokenizer tokenizer = Tokenizer::from_file(opts->vocab);
     BertConfig config = BertConfig::preset(opts->preset);
     if (!opts->like.empty()) {
       config = load_config_dir(opts->like);
       config.id2label.clear();
       config.problem_type.clear();
+      if (!opts->model_type.empty() && opts->model_type != config.model_type)
+        fail("--model-type ", opts->model_type, " differs from ", opts->like,
+             "/config.json's model_type ", config.model_type);
     } else {
       config.max_position_embeddings = opts->max_positions;
+      apply_family_defaults(config, family_of(opts->model_type.empty() ? "bert" : opts->model_type),
+                            tokenizer.pad_id());
     }
     if (config.vocab_size != tokenizer.vocab().size() && !opts->like.empty())
       fail(opts->vocab, ": ", tokenizer.vocab().size(), " tokens, but ", opts->like,

@@ -77,6 +77,28 @@ for i, case in enumerate(cases[::4]):
     put("tokenizer", f"case-{i}", opts + small_vocab.encode() + b"\0" + case["text"].encode() + b"\0" + pair.encode())
 put("tokenizer", "cjk-accents", bytes([0x2f, 9, 1, 2]) + small_vocab.encode() + "\0Héllo 中文 naïve\0ÅB\u0301c".encode())
 
+# tokenizer_json: option bytes, a small tokenizer.json of each kind, NUL, text, NUL, pair.
+def small_tokenizer(path, keep=300):
+    spec = json.loads((fixtures / "tokenizers" / path).read_text(encoding="utf-8"))
+    model = spec["model"]
+    if isinstance(model.get("vocab"), list):
+        model["vocab"] = model["vocab"][:keep]
+        if model.get("unk_id", 0) >= keep:
+            model["unk_id"] = 0
+    elif "vocab" in model:
+        items = sorted(model["vocab"].items(), key=lambda kv: kv[1])[:keep]
+        model["vocab"] = {t: i for t, i in items}
+        if "merges" in model:
+            def ok(m):
+                a, b = m.split(" ") if isinstance(m, str) else m
+                return a in model["vocab"] and b in model["vocab"] and a + b in model["vocab"]
+            model["merges"] = [m for m in model["merges"] if ok(m)]
+    return json.dumps(spec).encode()
+for i, name in enumerate(["bert-wordpiece", "roberta-bpe", "xlmr-unigram", "llama-bpe-fallback", "mix-wordpiece"]):
+    text = cases[i]["text"]
+    put("tokenizer_json", name, bytes([i * 53 % 256, 9 + i]) + small_tokenizer(name + ".json") + b"\0" +
+        (text + " <mask> [MASK] Héllo 中文 😀").encode() + b"\0" + cases[i + 1]["text"].encode())
+
 # task files: one small valid file per layout (first byte: layout index, then the split).
 glue = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "mnli-mm", "qnli", "rte", "wnli"]
 names = glue + ["tsv", "csv", "jsonl"]

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(safetensors config tokenizer tasks trainer_state request)
+((${#targets[@]})) || targets=(safetensors config tokenizer tokenizer_json tasks trainer_state request)
 BUILD=${FUZZ_BUILD:-build-fuzz}
 
 scripts/install-deps.sh --fuzz

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(cmake ninja-build g++ ccache pkg-config
   libtorch-dev libopenblas0-pthread  # libtorch; OpenBLAS makes its matmuls ~35x faster than reference BLAS
   nlohmann-json3-dev libutf8proc-dev libcli11-dev libcpp-httplib-dev libgloo-dev
+  libonig-dev  # Oniguruma, the regex engine of HF tokenizers: tokenizer.json patterns
   libdnnl-dev  # oneDNN's headers: fp32 products called directly (--gemm onednn)
   libonnx-dev libprotobuf-dev  # ONNX's protobuf schema: export-onnx
   libgtest-dev libgmock-dev curl)

@@ -121,7 +121,8 @@ BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet, con
   add_history(small, "exported " + subnet_name(subnet));
   // The tokenizer travels with the model when the source has one (weights-only dirs export too).
   std::optional<Tokenizer> tokenizer;
-  if (std::filesystem::exists(std::filesystem::path(model_dir) / "vocab.txt")) {
+  if (std::filesystem::exists(std::filesystem::path(model_dir) / "vocab.txt") ||
+      std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json")) {
     tokenizer = Tokenizer::from_dir(model_dir);
     if (tokenizer->vocab().size() != small.vocab_size)
       fail(model_dir, ": tokenizer vocabulary has ", tokenizer->vocab().size(),
@@ -129,7 +130,7 @@ BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet, con
   }
   write_dir_atomic(out, [&](const std::string& staging) {
     small.save(staging + "/config.json");
-    save_weights(staging, weights, DType::F32, 0);
+    save_weights(staging, to_family_names(weights, family_of(small)), DType::F32, 0);
     if (tokenizer) tokenizer->save(staging);
   });
   return small;

@@ -22,9 +22,9 @@ double percentile(std::vector<double> values, double p) {
 Latency measure_latency(const InferenceModel& model, int64_t batch, int64_t seq,
                         const SubNet& subnet, int64_t iters, int64_t warmup) {
   const BertConfig& config = model.config();
-  if (seq > config.max_position_embeddings)
-    fail("sequence length ", seq, " exceeds max_position_embeddings ",
-         config.max_position_embeddings);
+  if (seq > config.max_sequence_length())
+    fail("sequence length ", seq, " exceeds the model's longest input of ",
+         config.max_sequence_length(), " tokens (max_position_embeddings)");
   if (iters <= 0) fail("latency: iterations must be positive");
   // Its own generator: timing must not change the global random stream.
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0);

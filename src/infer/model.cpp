@@ -255,7 +255,7 @@ GemmTiming measure_gemm(const BertConfig& config, const RuntimeConfig& runtime) 
   // One short sequence (what a server mostly sees), one long one, a batch of long ones: which
   // engine wins depends on the rows (on one AVX2 machine oneDNN was 1.4x faster at 12 tokens and
   // level at 128 rows of products alone).
-  const int64_t T = std::min<int64_t>(128, c.max_position_embeddings);
+  const int64_t T = std::min<int64_t>(128, c.max_sequence_length());
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
       {1, std::min<int64_t>(16, T)}, {1, T}, {4, T}};
   auto time = [&](Gemm gemm, std::vector<double>* ms) {
@@ -403,6 +403,7 @@ std::shared_ptr<const InferenceModel> InferenceModel::build(const std::string& d
   auto weight = [](const std::string& module) { return hf::path({module, "weight"}); };
   auto bias = [](const std::string& module) { return hf::path({module, "bias"}); };
   m->word_ = w.take(weight(hf::kWordEmbeddings), {c.vocab_size, H}, device);
+  m->padding_idx_ = position_padding_idx(c);
   m->position_ = w.take(weight(hf::kPositionEmbeddings), {c.max_position_embeddings, H}, device);
   m->token_type_ = w.take(weight(hf::kTokenTypeEmbeddings), {c.type_vocab_size, H}, device);
   m->emb_ln_w_ = w.take(weight(hf::kEmbeddingNorm), {H}, device);
@@ -573,9 +574,6 @@ Output InferenceModel::forward(const Batch& input, const SubNet& subnet) const {
   // attention_bias checks the shapes: (B, 1, T) float min on padding, undefined when none.
   at::Tensor mask_bias = attention_bias(batch);
   if (mask_bias.defined()) mask_bias = mask_bias.unsqueeze(1);  // (B, 1, 1, T)
-  const int64_t T = ids.size(1);
-  if (T > position_.size(0))
-    fail("sequence length ", T, " exceeds max_position_embeddings ", position_.size(0));
   if (ids.numel() && (ids.max().item<int64_t>() >= word_.size(0) || ids.min().item<int64_t>() < 0))
     fail("token id ", ids.max().item<int64_t>(), " is outside the model's vocabulary of ",
          word_.size(0), " (is vocab.txt longer than config.json's vocab_size?)");
@@ -585,7 +583,7 @@ Output InferenceModel::forward(const Batch& input, const SubNet& subnet) const {
     fail("token type ", types.max().item<int64_t>(), " is outside the model's ",
          token_type_.size(0), " token types (type_vocab_size; a text pair needs 2)");
 
-  at::Tensor x = at::embedding(word_, ids) + position_.narrow(0, 0, T);
+  at::Tensor x = at::embedding(word_, ids) + position_rows(position_, ids, padding_idx_);
   x = types.defined() ? x + at::embedding(token_type_, types) : x + token_type_[0];
   x = at::layer_norm(x, {x.size(2)}, emb_ln_w_, emb_ln_b_, config_.layer_norm_eps);
   for (int64_t l : kept_layers(static_cast<int64_t>(layers_.size()), subnet.depth))

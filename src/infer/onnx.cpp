@@ -9,6 +9,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/model/family.h"
 #include "slimbert/model/names.h"
 
 namespace slimbert {
@@ -202,14 +203,24 @@ void write_onnx(const BertConfig& config, const TensorMap& weights, const OnnxOp
   const double eps = config.layer_norm_eps;
   const int64_t H = config.hidden_size, d = config.attention_head_size();
 
-  // Embeddings: word + position (0 .. sequence - 1) + token type, then LayerNorm.
+  // Embeddings: word + position (0 .. sequence - 1, or RoBERTa's rule) + token type, then
+  // LayerNorm.
   const std::string words = g.op("Gather", {g.initializer(hf::path({hf::kWordEmbeddings, "weight"}),
                                                           w(hf::kWordEmbeddings, "weight")),
                                             "input_ids"});
   const std::string length =
       g.op("Gather", {g.op("Shape", {"input_ids"}), g.constant(at::scalar_tensor(1, at::kLong))});
-  const std::string positions = g.op("Range", {g.constant(at::scalar_tensor(0, at::kLong)), length,
-                                               g.constant(at::scalar_tensor(1, at::kLong))});
+  std::string positions = g.op("Range", {g.constant(at::scalar_tensor(0, at::kLong)), length,
+                                         g.constant(at::scalar_tensor(1, at::kLong))});
+  if (const auto pad = position_padding_idx(config)) {
+    // RoBERTa: padding_idx + the running count of non-padding tokens; padding_idx on padding.
+    const std::string pad_id = g.constant(at::scalar_tensor(*pad, at::kLong));
+    const std::string real = g.op(
+        "Cast", {g.op("Not", {g.op("Equal", {"input_ids", pad_id})})},
+        [](onnx::NodeProto* n) { GraphBuilder::attr(n, "to", int64_t{onnx::TensorProto::INT64}); });
+    const std::string count = g.op("CumSum", {real, g.constant(at::scalar_tensor(1, at::kLong))});
+    positions = g.op("Add", {g.op("Mul", {count, real}), pad_id});
+  }
   const std::string pos =
       g.op("Gather", {g.initializer(hf::path({hf::kPositionEmbeddings, "weight"}),
                                     w(hf::kPositionEmbeddings, "weight")),

@@ -244,7 +244,7 @@ LatencyProfile measure_profile(
     const std::function<void(size_t, size_t, const std::string&)>& progress) {
   if (o.subnets.empty()) fail("profile: no sub-networks to measure");
   if (o.iters < 2) fail("profile: at least 2 iterations per shape");
-  const int64_t max_seq = model.config().max_position_embeddings;
+  const int64_t max_seq = model.config().max_sequence_length();
   auto usable = [&](std::vector<Shape> shapes) {
     for (Shape& s : shapes) s.seq = std::min(s.seq, max_seq);
     return shapes;

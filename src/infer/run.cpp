@@ -48,7 +48,7 @@ EvalReport evaluate_task(const LogitsFn& logits_of, const Tokenizer& tokenizer,
 namespace slimbert::infer {
 
 int64_t max_input_length(const BertConfig& config, const Tokenizer& tokenizer, int64_t user_max) {
-  int64_t m = std::min(config.max_position_embeddings, tokenizer.options().model_max_length);
+  int64_t m = std::min(config.max_sequence_length(), tokenizer.options().model_max_length);
   if (user_max > 0) m = std::min(m, user_max);
   return m;
 }

@@ -133,7 +133,8 @@ void write_checkpoint_files(const std::string& dir, const BertConfig& config,
     fail(dir, ": tokenizer vocabulary has ", tokenizer.vocab().size(),
          " tokens, config vocab_size is ", config.vocab_size);
   config.save((fs::path(dir) / "config.json").string());
-  save_weights(dir, state_dict(model), options.float_dtype, options.max_shard_bytes);
+  save_weights(dir, to_family_names(state_dict(model), family_of(config)), options.float_dtype,
+               options.max_shard_bytes);
   tokenizer.save(dir);
 }
 

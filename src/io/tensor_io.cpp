@@ -130,7 +130,49 @@ const at::Tensor* find_weight(const TensorMap& weights, const std::string& name)
   return nullptr;
 }
 
+namespace {
+
+bool has_classifier(const TensorMap& tensors) {
+  for (const auto& [name, t] : tensors)
+    if (name.rfind("classifier.", 0) == 0) return true;
+  return false;
+}
+
+TensorMap load_weights_as_stored(const std::string& dir, at::ScalarType float_type);
+
+}  // namespace
+
+TensorMap to_family_names(TensorMap tensors, Family family) {
+  if (family == Family::kBert) return tensors;
+  const bool classifier = has_classifier(tensors);
+  TensorMap out;
+  for (auto& [name, t] : tensors) out[to_family_name(name, family, classifier)] = std::move(t);
+  return out;
+}
+
+TensorMap from_family_names(TensorMap tensors, Family family) {
+  if (family == Family::kBert) return tensors;
+  const bool classifier = has_classifier(tensors);
+  TensorMap out;
+  for (auto& [name, t] : tensors)
+    if (auto internal = from_family_name(name, family, classifier)) out[*internal] = std::move(t);
+  return out;
+}
+
 TensorMap load_weights(const std::string& dir, at::ScalarType float_type) {
+  TensorMap tensors = load_weights_as_stored(dir, float_type);
+  const fs::path config = fs::path(dir) / "config.json";
+  if (!fs::exists(config)) return tensors;
+  const nlohmann::json j = read_json_file(config.string());
+  if (!j.is_object() || !j.contains("model_type") || !j["model_type"].is_string())
+    return tensors;  // config.json's own reader names what is wrong with it
+  return from_family_names(std::move(tensors),
+                           family_of(j["model_type"].get<std::string>(), config.string()));
+}
+
+namespace {
+
+TensorMap load_weights_as_stored(const std::string& dir, at::ScalarType float_type) {
   const fs::path single = fs::path(dir) / kSingleFile;
   const fs::path index = fs::path(dir) / kIndexFile;
   if (fs::exists(single)) return load_safetensors(single.string(), float_type);
@@ -177,6 +219,8 @@ TensorMap load_weights(const std::string& dir, at::ScalarType float_type) {
   }
   return out;
 }
+
+}  // namespace
 
 void save_weights(const std::string& dir, const TensorMap& tensors, DType float_dtype,
                   size_t max_shard_bytes) {

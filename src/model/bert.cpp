@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "slimbert/core/error.h"
+#include "slimbert/model/family.h"
 #include "slimbert/text/tokenizer.h"
 
 namespace slimbert {
@@ -173,7 +174,21 @@ at::Tensor bert_layer(const at::Tensor& x, const LayerTensors& t, const at::Tens
 
 // ---- Embeddings ----------------------------------------------------------------------------
 
-BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) : dropout(c.hidden_dropout_prob) {
+at::Tensor position_rows(const at::Tensor& table, const at::Tensor& input_ids,
+                         std::optional<int64_t> padding_idx) {
+  const int64_t seq = input_ids.size(1);
+  const int64_t max_pos = table.size(0);
+  const int64_t first = padding_idx ? *padding_idx + 1 : 0;
+  if (seq + first > max_pos)
+    fail("sequence length ", seq, " exceeds max_position_embeddings ", max_pos,
+         first ? cat(" less the ", first, " positions up to padding_idx") : std::string());
+  if (!padding_idx) return table.narrow(0, 0, seq);
+  const at::Tensor real = input_ids.ne(*padding_idx).to(at::kLong);
+  return at::embedding(table, real.cumsum(1).mul_(real).add_(*padding_idx));
+}
+
+BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c)
+    : dropout(c.hidden_dropout_prob), padding_idx(position_padding_idx(c)) {
   word_embeddings = register_module("word_embeddings", Embedding(c.vocab_size, c.hidden_size));
   position_embeddings =
       register_module("position_embeddings", Embedding(c.max_position_embeddings, c.hidden_size));
@@ -184,14 +199,11 @@ BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) : dropout(c.hidden_d
 
 at::Tensor BertEmbeddingsImpl::sum(const at::Tensor& input_ids,
                                    const at::Tensor& token_type_ids) const {
-  const int64_t seq = input_ids.size(1);
-  const int64_t max_pos = position_embeddings->weight.size(0);
-  if (seq > max_pos) fail("sequence length ", seq, " exceeds max_position_embeddings ", max_pos);
   // Token ids are not checked here (a device sync every step): they were, once, where the
   // tokenizer met the model (check_tokenizer_fits) or the shards met it (require_fits_positions).
-  // (T, H) position rows broadcast over the batch.
-  at::Tensor x =
-      word_embeddings->forward(input_ids) + position_embeddings->weight.narrow(0, 0, seq);
+  // BERT's (T, H) position rows broadcast over the batch.
+  at::Tensor x = word_embeddings->forward(input_ids) +
+                 position_rows(position_embeddings->weight, input_ids, padding_idx);
   if (token_type_ids.defined()) return x + token_type_embeddings->forward(token_type_ids);
   return x + token_type_embeddings->weight[0];
 }

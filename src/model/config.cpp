@@ -1,5 +1,7 @@
 #include "slimbert/model/config.h"
 
+#include "slimbert/model/family.h"
+
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
@@ -154,8 +156,7 @@ BertConfig BertConfig::load(const std::string& path) {
 }
 
 void BertConfig::validate(const std::string& source) const {
-  if (model_type != "bert")
-    fail(source, ": model_type '", model_type, "' is not supported (expected 'bert')");
+  family_of(model_type, source);  // bert, roberta or xlm-roberta
   static const std::set<std::string> kActs = {"gelu", "gelu_new", "gelu_pytorch_tanh",
                                               "relu", "silu",     "swish"};
   if (!kActs.count(hidden_act))
@@ -191,7 +192,13 @@ void BertConfig::validate(const std::string& source) const {
 
 json BertConfig::to_json() const {
   json j;  // keys sorted, as HF writes them
-  if (!architectures.empty()) j["architectures"] = architectures;
+  if (!architectures.empty()) {
+    // Commands name BERT's classes; each family's file names its own.
+    std::vector<std::string> names;
+    for (const auto& a : architectures)
+      names.push_back(family_architecture(a, family_of(model_type)));
+    j["architectures"] = names;
+  }
   j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
   j["classifier_dropout"] = classifier_dropout ? json(*classifier_dropout) : json(nullptr);
   j["hidden_act"] = hidden_act;
@@ -247,6 +254,11 @@ int64_t BertConfig::heads_in_layer(int64_t layer) const {
 std::string BertConfig::label_name(int64_t id) const {
   auto it = id2label.find(id);
   return it == id2label.end() ? "LABEL_" + std::to_string(id) : it->second;
+}
+
+int64_t BertConfig::max_sequence_length() const {
+  const auto pad = position_padding_idx(*this);
+  return max_position_embeddings - (pad ? *pad + 1 : 0);
 }
 
 void BertConfig::set_num_labels(int64_t n) {

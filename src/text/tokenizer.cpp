@@ -8,6 +8,7 @@
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
+#include "slimbert/text/tokenizer_json.h"
 #include "slimbert/text/unicode.h"
 
 namespace slimbert {
@@ -98,15 +99,19 @@ TokenizerOptions TokenizerOptions::from_json_file(const std::string& path) {
                                                            {"mask_token", &o.mask_token}};
   for (const auto& [key, dst] : specials)
     if (j.contains(key) && !j[key].is_null()) *dst = special_content(j[key], path, key);
+  if (j.contains("tokenizer_class") && j["tokenizer_class"].is_string())
+    o.tokenizer_class = j["tokenizer_class"].get<std::string>();
   return o;
 }
 
 std::string TokenizerOptions::to_json() const {
   nlohmann::ordered_json j;
-  j["tokenizer_class"] = "BertTokenizer";
-  j["do_lower_case"] = do_lower_case;
-  j["strip_accents"] = strip_accents ? nlohmann::ordered_json(*strip_accents) : nullptr;
-  j["tokenize_chinese_chars"] = tokenize_chinese_chars;
+  j["tokenizer_class"] = tokenizer_class;
+  if (tokenizer_class == "BertTokenizer") {  // the options of BertTokenizer's own constructor
+    j["do_lower_case"] = do_lower_case;
+    j["strip_accents"] = strip_accents ? nlohmann::ordered_json(*strip_accents) : nullptr;
+    j["tokenize_chinese_chars"] = tokenize_chinese_chars;
+  }
   j["model_max_length"] = model_max_length;
   j["clean_up_tokenization_spaces"] = true;
   j["unk_token"] = unk_token;
@@ -146,12 +151,47 @@ Tokenizer::Tokenizer(Vocab vocab, TokenizerOptions options)
             [](const auto& a, const auto& b) { return a.size() > b.size(); });
 }
 
+Tokenizer Tokenizer::from_hf(std::shared_ptr<const HfTokenizer> hf, TokenizerOptions options) {
+  Vocab vocab = Vocab::from_tokens(hf->vocab());
+  // Each special token: the configured one where the vocabulary has it, else the first the
+  // vocabulary has of the post-processor's and each family's usual names.
+  auto resolve = [&](std::string& token, std::vector<std::optional<std::string>> candidates) {
+    candidates.insert(candidates.begin(), token);
+    for (const auto& c : candidates)
+      if (c && vocab.find(*c)) {
+        token = *c;
+        return;
+      }
+    token = vocab.token(0);  // a model without one (GPT-2's vocabulary has no [MASK]) still runs
+  };
+  resolve(options.cls_token, {hf->cls_token(), "<s>", "[CLS]", "<cls>"});
+  resolve(options.sep_token, {hf->sep_token(), "</s>", "[SEP]", "<sep>"});
+  resolve(options.unk_token, {hf->unk_token(), "<unk>", "[UNK]", "<|endoftext|>"});
+  resolve(options.pad_token, {hf->pad() ? std::optional(hf->pad()->second) : std::nullopt, "<pad>",
+                              "[PAD]", options.unk_token});
+  resolve(options.mask_token, {"<mask>", "[MASK]", options.unk_token});
+  if (options.tokenizer_class == "BertTokenizer" && hf->model_type() != "WordPiece")
+    options.tokenizer_class = "PreTrainedTokenizerFast";
+  Tokenizer t(std::move(vocab), std::move(options));
+  t.hf_ = std::move(hf);
+  return t;
+}
+
+Tokenizer Tokenizer::from_file(const std::string& path) {
+  const std::string name = std::filesystem::path(path).filename().string();
+  if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".json") == 0)
+    return from_hf(HfTokenizer::load(path), TokenizerOptions{});
+  return Tokenizer(Vocab::load(path), TokenizerOptions{});
+}
+
 Tokenizer Tokenizer::from_dir(const std::string& dir) {
   namespace fs = std::filesystem;
   const std::string vocab_path = (fs::path(dir) / "vocab.txt").string();
+  const std::string json_path = (fs::path(dir) / "tokenizer.json").string();
   const std::string config_path = (fs::path(dir) / "tokenizer_config.json").string();
   TokenizerOptions options;
   if (fs::exists(config_path)) options = TokenizerOptions::from_json_file(config_path);
+  if (fs::exists(json_path)) return from_hf(HfTokenizer::load(json_path), options);
   try {
     return Tokenizer(Vocab::load(vocab_path), options);
   } catch (const InputError& e) {
@@ -162,9 +202,13 @@ Tokenizer Tokenizer::from_dir(const std::string& dir) {
 
 void Tokenizer::save(const std::string& dir) const {
   namespace fs = std::filesystem;
-  std::string vocab_text;
-  for (const auto& t : vocab_.tokens()) vocab_text += t + "\n";
-  write_file_atomic((fs::path(dir) / "vocab.txt").string(), vocab_text);
+  if (hf_) {
+    write_file_atomic((fs::path(dir) / "tokenizer.json").string(), hf_->json_text());
+  } else {
+    std::string vocab_text;
+    for (const auto& t : vocab_.tokens()) vocab_text += t + "\n";
+    write_file_atomic((fs::path(dir) / "vocab.txt").string(), vocab_text);
+  }
   write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(), options_.to_json());
   nlohmann::ordered_json map = {{"cls_token", options_.cls_token},
                                 {"mask_token", options_.mask_token},
@@ -175,6 +219,10 @@ void Tokenizer::save(const std::string& dir) const {
 }
 
 bool Tokenizer::is_special(const std::string& token) const {
+  if (hf_) {
+    const auto id = hf_->token_to_id(token);
+    if (id && hf_->is_special(*id)) return true;
+  }
   return token == options_.unk_token || token == options_.sep_token ||
          token == options_.pad_token || token == options_.cls_token || token == options_.mask_token;
 }
@@ -270,12 +318,24 @@ void Tokenizer::wordpiece(const std::u32string& word, std::vector<std::string>& 
 }
 
 std::vector<std::string> Tokenizer::tokenize(std::string_view text_utf8) const {
+  if (hf_) {
+    std::vector<std::string> out;
+    for (auto& t :
+         hf_->encode(text_utf8, std::nullopt, false, HfTruncation{0, Truncation::kNone}).tokens)
+      out.push_back(std::move(t.token));
+    return out;
+  }
   std::vector<std::string> pieces;
   split(text_utf8, pieces, nullptr);
   return pieces;
 }
 
 std::vector<Word> Tokenizer::words(std::string_view text) const {
+  if (hf_) {
+    std::vector<Word> out;
+    for (auto& w : hf_->words(text)) out.push_back({std::move(w.text), std::move(w.pieces)});
+    return out;
+  }
   std::vector<std::string> pieces;
   std::vector<Word> out;
   split(text, pieces, &out);
@@ -357,6 +417,14 @@ void Tokenizer::split(std::string_view text_utf8, std::vector<std::string>& piec
 }
 
 std::vector<TokenSpan> Tokenizer::spans(std::string_view text, bool add_special_tokens) const {
+  if (hf_) {
+    std::vector<TokenSpan> out;
+    for (auto& t :
+         hf_->encode(text, std::nullopt, add_special_tokens, HfTruncation{0, Truncation::kNone})
+             .tokens)
+      out.push_back({t.id, std::move(t.token), t.special, t.bytes});
+    return out;
+  }
   // The text's characters as normalisation leaves them (lower-cased, decomposed, marks stripped
   // as configured), each with the bytes of the source character it came from. Words are matched
   // against this stream in order; decomposing both sides lets a word's composed characters (NFC)
@@ -469,6 +537,7 @@ void check_max_length(const std::optional<int64_t>& max_length) {
 Encoding Tokenizer::encode(std::string_view text, const std::optional<std::string>& text_pair,
                            const EncodeOptions& options) const {
   check_max_length(options.max_length);
+  if (hf_) return encode_hf(text, text_pair, options);
   std::vector<std::string> a = tokenize(text);
   std::vector<std::string> b;
   const bool pair = text_pair.has_value();
@@ -524,6 +593,10 @@ Encoding Tokenizer::encode(std::string_view text, const std::optional<std::strin
     if (options.add_special_tokens) push(options_.sep_token, 1);
   }
   enc.input_ids = convert_tokens_to_ids(enc.tokens);
+  return finish(std::move(enc), options);
+}
+
+Encoding Tokenizer::finish(Encoding enc, const EncodeOptions& options) const {
   enc.attention_mask.assign(enc.input_ids.size(), 1);
   if (options.padding == Padding::kMaxLength) {
     std::vector<Encoding> one{std::move(enc)};
@@ -531,6 +604,25 @@ Encoding Tokenizer::encode(std::string_view text, const std::optional<std::strin
     return std::move(one[0]);
   }
   return enc;
+}
+
+Encoding Tokenizer::encode_hf(std::string_view text, const std::optional<std::string>& text_pair,
+                              const EncodeOptions& options) const {
+  // The caller's truncation where it sets one, else the file's.
+  std::optional<HfTruncation> truncation;
+  if (options.truncation == Truncation::kNone)
+    truncation = HfTruncation{0, Truncation::kNone, options.side};
+  else if (options.max_length)
+    truncation = HfTruncation{*options.max_length, options.truncation, options.side};
+  HfEncoding hf = hf_->encode(text, text_pair, options.add_special_tokens, truncation);
+  Encoding enc;
+  enc.num_truncated = hf.num_truncated;
+  for (auto& t : hf.tokens) {
+    enc.tokens.push_back(std::move(t.token));
+    enc.input_ids.push_back(t.id);
+    enc.token_type_ids.push_back(t.type_id);
+  }
+  return finish(std::move(enc), options);
 }
 
 std::vector<Encoding> Tokenizer::encode_batch(const std::vector<std::string>& texts,
@@ -571,6 +663,7 @@ void Tokenizer::pad(std::vector<Encoding>& batch, Padding padding,
 
 std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens,
                               bool clean_up_tokenization_spaces) const {
+  if (hf_) return hf_->decode(ids, skip_special_tokens);  // the file's decoder, as TEI's /decode
   std::string text;
   for (int64_t id : ids) {
     const std::string& token = vocab_.token(id);

@@ -77,6 +77,16 @@ std::u32string nfd(std::u32string_view text) {
   return normalize(text, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE));
 }
 
+std::u32string nfkc(std::u32string_view text) {
+  return normalize(
+      text, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT));
+}
+
+std::u32string nfkd(std::u32string_view text) {
+  return normalize(
+      text, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT));
+}
+
 void append_lower(std::u32string& out, char32_t cp) {
   if (cp == 0x130) {  // LATIN CAPITAL LETTER I WITH DOT ABOVE: the only unconditional full mapping
     out.push_back(U'i');
@@ -104,35 +114,12 @@ bool is_bert_whitespace(char32_t cp) {
 }
 
 bool is_bert_control(char32_t cp) {
-  if (cp == U'\t' || cp == U'\n' || cp == U'\r') return false;
-  switch (category(cp)) {
-    case UTF8PROC_CATEGORY_CC:
-    case UTF8PROC_CATEGORY_CF:
-    case UTF8PROC_CATEGORY_CS:
-    case UTF8PROC_CATEGORY_CO:
-    case UTF8PROC_CATEGORY_CN:
-      return true;
-    default:
-      return false;
-  }
+  return cp != U'\t' && cp != U'\n' && cp != U'\r' && is_other(cp);
 }
 
 bool is_bert_punctuation(char32_t cp) {
-  if ((cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) ||
-      (cp >= 123 && cp <= 126))
-    return true;
-  switch (category(cp)) {
-    case UTF8PROC_CATEGORY_PC:
-    case UTF8PROC_CATEGORY_PD:
-    case UTF8PROC_CATEGORY_PS:
-    case UTF8PROC_CATEGORY_PE:
-    case UTF8PROC_CATEGORY_PI:
-    case UTF8PROC_CATEGORY_PF:
-    case UTF8PROC_CATEGORY_PO:
-      return true;
-    default:
-      return false;
-  }
+  return (cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) ||
+         (cp >= 123 && cp <= 126) || is_punctuation(cp);
 }
 
 bool is_cjk(char32_t cp) {
@@ -157,6 +144,72 @@ bool is_letter(char32_t cp) {
     default:
       return false;
   }
+}
+
+bool is_white_space(char32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+         cp == 0x205F || cp == 0x3000;
+}
+
+bool is_other(char32_t cp) {
+  switch (category(cp)) {
+    case UTF8PROC_CATEGORY_CC:
+    case UTF8PROC_CATEGORY_CF:
+    case UTF8PROC_CATEGORY_CS:
+    case UTF8PROC_CATEGORY_CO:
+    case UTF8PROC_CATEGORY_CN:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_mark(char32_t cp) {
+  const auto c = category(cp);
+  return c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_MC || c == UTF8PROC_CATEGORY_ME;
+}
+
+bool is_numeric(char32_t cp) {
+  const auto c = category(cp);
+  return c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_NO;
+}
+
+bool is_punctuation(char32_t cp) {
+  switch (category(cp)) {
+    case UTF8PROC_CATEGORY_PC:
+    case UTF8PROC_CATEGORY_PD:
+    case UTF8PROC_CATEGORY_PS:
+    case UTF8PROC_CATEGORY_PE:
+    case UTF8PROC_CATEGORY_PI:
+    case UTF8PROC_CATEGORY_PF:
+    case UTF8PROC_CATEGORY_PO:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_word_char(char32_t cp) {
+  if (cp == 0x200C || cp == 0x200D) return true;
+  const auto c = category(cp);
+  return is_letter(cp) || is_mark(cp) || c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL ||
+         c == UTF8PROC_CATEGORY_PC;
+}
+
+std::vector<std::pair<size_t, size_t>> graphemes(std::u32string_view text) {
+  std::vector<std::pair<size_t, size_t>> out;
+  utf8proc_int32_t state = 0;
+  size_t begin = 0;
+  for (size_t i = 1; i <= text.size(); ++i) {
+    if (i == text.size() ||
+        utf8proc_grapheme_break_stateful(static_cast<utf8proc_int32_t>(text[i - 1]),
+                                         static_cast<utf8proc_int32_t>(text[i]), &state)) {
+      out.emplace_back(begin, i);
+      begin = i;
+    }
+  }
+  return out;
 }
 
 }  // namespace slimbert::unicode

@@ -285,9 +285,9 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   const TaskSpec spec = TaskSpec::make(o.task, o.data_dir, o.skip_bad_rows);
   BertConfig config = load_config_dir(o.model_dir);
   check_tokenizer_fits(tokenizer, config, o.model_dir);
-  if (o.max_length > config.max_position_embeddings)
-    fail("--max-length ", o.max_length, " exceeds max_position_embeddings ",
-         config.max_position_embeddings);
+  if (o.max_length > config.max_sequence_length())
+    fail("--max-length ", o.max_length, " exceeds the model's longest input of ",
+         config.max_sequence_length(), " tokens (max_position_embeddings)");
   require_writable_dir(o.out_dir);
   if (spec.regression) {
     config.set_num_labels(1);

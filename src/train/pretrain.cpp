@@ -44,9 +44,9 @@ MlmOutput mlm_step(BertForMaskedLM& model, const MlmBatch& batch) {
 
 void require_fits_positions(const ShardSet& shards, const std::string& shards_dir,
                             const BertConfig& config, const std::string& model_dir) {
-  if (shards.seq_len() > config.max_position_embeddings)
+  if (shards.seq_len() > config.max_sequence_length())
     fail(shards_dir, ": sequences of ", shards.seq_len(), " tokens exceed max_position_embeddings ",
-         config.max_position_embeddings, " of ", model_dir);
+         config.max_sequence_length(), " of ", model_dir);
   if (shards.vocab_size() > config.vocab_size)
     fail(shards_dir, ": tokenized with a vocabulary of ", shards.vocab_size(),
          " tokens, ids outside the vocabulary of ", config.vocab_size, " of ", model_dir,

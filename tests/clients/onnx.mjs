@@ -30,12 +30,13 @@ function readSafetensors(path) {
   const header = JSON.parse(buf.subarray(8, 8 + n).toString());
   const out = {};
   for (const [name, t] of Object.entries(header)) {
-    if (name === '__metadata__' || t.dtype !== 'F32') continue;
+    if (name === '__metadata__' || (t.dtype !== 'F32' && t.dtype !== 'I64')) continue;
     const [a, b] = t.data_offsets;
     const bytes = buf.subarray(8 + n + a, 8 + n + b);
+    const copy = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length);
     out[name] = {
       shape: t.shape,
-      data: new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length))
+      data: t.dtype === 'F32' ? new Float32Array(copy) : new BigInt64Array(copy)
     };
   }
   return out;
@@ -137,6 +138,25 @@ check(worstCos > 0.99, `int8 hidden states stay close to fp32 (cosine ${worstCos
 check(
     fs.readFileSync(`${work}/int8.onnx`).includes('DynamicQuantizeMatMul'),
     'int8 uses DynamicQuantizeMatMul');
+
+// RoBERTa and XLM-R: positions counted from padding_idx + 1 inside the graph; ONNX Runtime against
+// the op-by-op modeling_roberta reference outputs of the fixture models.
+for (const family of ['roberta', 'xlm-roberta']) {
+  const dir = new URL(`../fixtures/families/${family}`, import.meta.url).pathname;
+  const golden = readSafetensors(`${dir}/outputs.safetensors`);
+  cli('export-onnx', dir, '--out', `${work}/${family}.onnx`);
+  const shape = golden.input_ids.shape;
+  const got = await (await ort.InferenceSession.create(`${work}/${family}.onnx`)).run({
+    input_ids: new ort.Tensor('int64', golden.input_ids.data, shape),
+    attention_mask: new ort.Tensor('int64', golden.attention_mask.data, shape),
+    token_type_ids: new ort.Tensor('int64', golden.token_type_ids.data, shape),
+  });
+  const dh = maxDiff(got.last_hidden_state.data, golden.last_hidden_state.data);
+  const dl = maxDiff(got.logits.data, golden.cls_logits.data);
+  console.log(`onnx ${family}: last_hidden_state within ${dh.toExponential(2)}, logits within ${
+      dl.toExponential(2)} of the modeling_roberta reference`);
+  check(dh <= 1e-4 && dl <= 1e-4, `${family}: ONNX Runtime vs modeling_roberta: ${dh}, ${dl}`);
+}
 
 // Bad requests are errors that say what is wrong, and leave no file behind.
 for (const [args, part] of [

@@ -129,6 +129,7 @@ class InferenceModel {
   BertConfig config_;
   ModelOptions options_;
   at::Tensor word_, position_, token_type_, emb_ln_w_, emb_ln_b_;
+  std::optional<int64_t> padding_idx_;  // RoBERTa's position rule (model/family.h)
   std::vector<Layer> layers_;
   at::Tensor pooler_w_, pooler_b_, classifier_w_, classifier_b_;
   at::Tensor mlm_w_, mlm_b_, mlm_ln_w_, mlm_ln_b_, mlm_bias_;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "slimbert/io/safetensors.h"
+#include "slimbert/model/family.h"
 
 namespace slimbert {
 
@@ -29,8 +30,12 @@ void save_safetensors(const std::string& path, const TensorMap& tensors,
 // format cannot hold.
 DType from_scalar(at::ScalarType s, const std::string& name);
 
-// Weights of a checkpoint directory, sharded or not.
+// Weights of a checkpoint directory, sharded or not, under slimbert's (BERT's) names whatever the
+// family config.json names (model/family.h).
 TensorMap load_weights(const std::string& dir, at::ScalarType float_type = at::kFloat);
+// The same tensors under the names the family's HF classes use, and back.
+TensorMap to_family_names(TensorMap tensors, Family family);
+TensorMap from_family_names(TensorMap tensors, Family family);
 // Writes DIR/model.safetensors, or shards of at most `max_shard_bytes` plus the index when the
 // weights are larger (0 = never shard).
 void save_weights(const std::string& dir, const TensorMap& tensors, DType float_dtype = DType::F32,

@@ -97,7 +97,14 @@ struct BertEmbeddingsImpl : torch::nn::Module {
   Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
   LayerNorm layer_norm{nullptr};  // registered as "LayerNorm"
   double dropout;
+  std::optional<int64_t> padding_idx;  // RoBERTa's position rule (model/family.h)
 };
+
+// The position embedding rows of `input_ids` (B, T): rows 0..T-1 as (T, H) for BERT; with a
+// padding_idx (RoBERTa), padding_idx + 1 + the count of non-padding tokens so far, and
+// padding_idx on padding, as (B, T, H). Fails past the table.
+at::Tensor position_rows(const at::Tensor& table, const at::Tensor& input_ids,
+                         std::optional<int64_t> padding_idx);
 TORCH_MODULE(BertEmbeddings);
 
 struct BertLayerImpl;

@@ -47,6 +47,8 @@ struct BertConfig {
   void validate(const std::string& source = "config") const;
 
   int64_t attention_head_size() const;
+  // The longest input: max_position_embeddings, less RoBERTa's positions up to padding_idx.
+  int64_t max_sequence_length() const;
   int64_t heads_in_layer(int64_t layer) const;  // after pruned_heads
   int64_t num_labels() const {
     return id2label.empty() ? 2 : static_cast<int64_t>(id2label.size());

@@ -1,9 +1,12 @@
-// HF BertTokenizer (the pure-Python "slow" tokenizer of transformers 4.31), re-implemented:
-// special-token literals, BasicTokenizer (cleaning, CJK isolation, lower-casing, accent
-// stripping, punctuation splitting) and greedy longest-match-first WordPiece.
+// The tokenizer every command uses. From a vocab.txt it is HF BertTokenizer (the pure-Python
+// "slow" tokenizer of transformers 4.31), re-implemented: special-token literals, BasicTokenizer
+// (cleaning, CJK isolation, lower-casing, accent stripping, punctuation splitting) and greedy
+// longest-match-first WordPiece. From a tokenizer.json it runs HF tokenizers' pipeline
+// (text/tokenizer_json.h): WordPiece, byte-level BPE, Unigram and the rest.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,6 +37,7 @@ struct TokenizerOptions {
   int max_input_chars_per_word = 100;
   std::string unk_token = "[UNK]", sep_token = "[SEP]", pad_token = "[PAD]", cls_token = "[CLS]",
               mask_token = "[MASK]";
+  std::string tokenizer_class = "BertTokenizer";
 
   static TokenizerOptions from_json_file(const std::string& path);  // tokenizer_config.json
   std::string to_json() const;                                      // tokenizer_config.json
@@ -79,13 +83,23 @@ struct EncodeOptions {
   bool add_special_tokens = true;
 };
 
+class HfTokenizer;
+
 class Tokenizer {
  public:
   Tokenizer(Vocab vocab, TokenizerOptions options);
-  // Reads DIR/vocab.txt and (optional) DIR/tokenizer_config.json.
+  // A tokenizer.json pipeline. The special tokens are those `options` names where the vocabulary
+  // has them, else the post-processor's and the usual names of each family.
+  static Tokenizer from_hf(std::shared_ptr<const HfTokenizer> hf, TokenizerOptions options);
+  // Reads DIR/tokenizer.json where there is one, else DIR/vocab.txt; and (optional)
+  // DIR/tokenizer_config.json.
   static Tokenizer from_dir(const std::string& dir);
-  // Writes vocab.txt, tokenizer_config.json and special_tokens_map.json into `dir`.
+  // Reads a vocab.txt or a tokenizer.json file.
+  static Tokenizer from_file(const std::string& path);
+  // Writes vocab.txt or tokenizer.json, tokenizer_config.json and special_tokens_map.json.
   void save(const std::string& dir) const;
+  // The tokenizer.json pipeline, or null for a vocab.txt tokenizer.
+  const HfTokenizer* hf() const { return hf_.get(); }
 
   const Vocab& vocab() const { return vocab_; }
   const TokenizerOptions& options() const { return options_; }
@@ -119,6 +133,9 @@ class Tokenizer {
              std::vector<Word>* words) const;
   void basic_tokenize(std::u32string_view chunk, std::vector<std::u32string>& words) const;
   void wordpiece(const std::u32string& word, std::vector<std::string>& out) const;
+  Encoding finish(Encoding enc, const EncodeOptions& options) const;  // attention mask, padding
+  Encoding encode_hf(std::string_view text, const std::optional<std::string>& text_pair,
+                     const EncodeOptions& options) const;
 
  public:
   bool is_special(const std::string& token) const;
@@ -126,6 +143,7 @@ class Tokenizer {
  private:
   Vocab vocab_;
   TokenizerOptions options_;
+  std::shared_ptr<const HfTokenizer> hf_;
   std::vector<std::u32string> specials_;  // literal special tokens, matched case-sensitively
   int64_t unk_id_ = 0, cls_id_ = 0, sep_id_ = 0, pad_id_ = 0, mask_id_ = 0;
 };
