@@ -19,7 +19,8 @@ struct RunOpts {
   int64_t batch_size = 32, max_length = 0;
   bool no_truncate = false;
   double width = 1.0, depth = 1.0;
-  std::string prompt;  // put before every text (a sentence-transformers prompt)
+  std::string prompt;          // put before every text (a sentence-transformers prompt)
+  bool include_prompt = true;  // false: pooling leaves the prompt's tokens out
   EngineOptions engine;
   RuntimeConfig runtime;
 };
@@ -69,8 +70,9 @@ void run_records(const RunOpts& o, const infer::InferenceModel& model, const inf
        records = reader.next(chunk_size)) {
     if (!o.prompt.empty())
       for (Record& r : records) r.text = o.prompt + r.text;
-    const auto encodings =
-        encode_records(tokenizer, records, max_length, o.no_truncate, reader.source());
+    auto encodings = encode_records(tokenizer, records, max_length, o.no_truncate, reader.source());
+    const int64_t pool_from = infer::prompt_pool_from(tokenizer, o.prompt, o.include_prompt);
+    for (Encoding& e : encodings) e.pool_from = pool_from;
     const infer::RowOutputs out =
         infer::run_rows(model, encodings, subnet, tokenizer.pad_id(), {o.batch_size, 0}, wants);
     for (size_t i = 0; i < records.size(); ++i) {
@@ -117,10 +119,7 @@ void add_embed_and_predict(CLI::App& app) {
     if (o.max_length == 0 && st.max_seq_length) o.max_length = *st.max_seq_length;
     // As sentence-transformers' encode() does without a prompt of its own.
     if (st.default_prompt_name) o.prompt = st.prompts.at(*st.default_prompt_name);
-    if (!st.include_prompt && !o.prompt.empty())
-      std::cerr << "embed: warning: " << o.dir
-                << ": include_prompt false is not honoured: the prompt's tokens are pooled with "
-                   "the text's\n";
+    o.include_prompt = st.include_prompt;
     const auto model = load_inference_model(o.dir, o.runtime, o.engine, {o.width});
     infer::RowWants wants;
     wants.poolings = poolings;
@@ -143,6 +142,11 @@ void add_embed_and_predict(CLI::App& app) {
     const BertConfig& config = model->config();
     run_records(*po, *model, {}, [&](const infer::RowOutputs& out, int64_t i, nlohmann::json& j) {
       const at::Tensor logits = out.logits[i];
+      if (config.is_sigmoid_cross_encoder()) {  // a reranker: relevance in (0, 1)
+        j["score"] = infer::label_scores(config, logits, false)[0].item<float>();
+        j["logit"] = logits[0].item<float>();
+        return;
+      }
       if (config.is_regression()) {
         j["score"] = logits[0].item<float>();
         return;

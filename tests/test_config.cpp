@@ -60,8 +60,8 @@ TEST(Config, BadFieldsNameTheFieldAndWhatWasExpected) {
                         "pruned_heads[0]", "head 12 out of range");
   EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"id2label", {{"zero", "A"}}}})), "id2label",
                         "'zero'");
-  EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"model_type", "roberta"}})), "model_type",
-                        "roberta");
+  EXPECT_ERROR_CONTAINS((BertConfig::from_json({{"model_type", "distilbert"}})), "model_type",
+                        "'distilbert' is not supported (expected bert, roberta or xlm-roberta)");
   EXPECT_ERROR_CONTAINS(BertConfig::load("/nonexistent/config.json"), "/nonexistent/config.json",
                         "not found");
 }

@@ -5,12 +5,15 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
+#include "slimbert/data/batching.h"
 #include "slimbert/infer/model.h"
 #include "slimbert/infer/profile.h"
 #include "slimbert/io/checkpoint.h"
@@ -137,6 +140,9 @@ TEST_P(Family, EveryCommandRunsEndToEnd) {
      " --target-params 300000 --strategy head --steps 20 --w-step 1 --batch-size 4 --log-every 10"
      " --eval-every 20 --save-every 20 --threads 1");
   EXPECT_EQ(read_json_file((tmp / "wid") + "/student/config.json")["model_type"], GetParam());
+  // TinyBERT's augmentation with the family's MLM head (one token type: no type 1 in the pair).
+  ok("dynabert augment --mlm " + model + " --task tsv --data " + task + " --out " + (tmp / "aug") +
+     " --per-example 2 --max-examples 4 --threads 1");
   // compress: DynaBERT (DynaRoBERTa) end to end, exports of the family.
   const std::string out = tmp / "compressed";
   ok("compress --model " + teacher + " --task tsv --data " + task + " --out " + out +
@@ -189,6 +195,101 @@ TEST_P(Family, EveryCommandRunsEndToEnd) {
   const auto text = post("/decode", nlohmann::json({{"ids", ids}}).dump());
   ASSERT_EQ(text.size(), 1u) << text;
   EXPECT_NE(text[0].get<std::string>().find("red blue"), std::string::npos) << text;
+}
+
+// An embedding model (no classifier) on a labelled pair file: the grid ranks each pair's cosine
+// against its label and says how close each sub-network's vectors are to the full model's; the
+// latter equals what `embed` gives at the two sub-networks.
+TEST(EmbeddingGrid, ScoresPairsAndTheCosineOfEachSubNetworkToTheFullModel) {
+  test::TempDir tmp;
+  const std::string model = tmp / "emb";
+  ASSERT_EQ(test::run_cli("init " + model + " --preset tiny --model-type xlm-roberta --tokenizer " +
+                          test::fixture("tokenizers/xlmr-unigram.json") + " --max-positions 64")
+                .code,
+            0);
+  const std::string task = tmp / "sts";
+  fs::create_directories(task);
+  const char* rows[] = {"a cat sat on the mat\ta cat is on the mat\t4.5",
+                        "the weather is cold\tstocks fell sharply\t0.2",
+                        "he plays the guitar\the is playing a guitar\t4.8",
+                        "a dog runs in the park\tthe senate passed a bill\t0.1",
+                        "she reads a book\ta woman is reading\t3.9",
+                        "rain is expected today\tit will rain today\t4.2"};
+  std::string tsv = "sentence1\tsentence2\tlabel\n";
+  for (const char* r : rows) tsv += std::string(r) + "\n";
+  write_file_atomic(task + "/train.tsv", tsv);
+  write_file_atomic(task + "/dev.tsv", tsv);
+  const test::CliResult grid = test::run_cli(
+      "dynabert grid --model " + model + " --task tsv --data " + task + " --out " + (tmp / "grid") +
+      " --widths 1,0.5 --depths 1,0.5 --max-length 16 --latency-iters 1"
+      " --latency-seq 16 --threads 1");
+  ASSERT_EQ(grid.code, 0) << grid.err;
+  const auto j = nlohmann::json::parse(read_file((tmp / "grid") + "/grid.json"));
+  const auto& points = j.at("series")[0].at("points");
+  ASSERT_EQ(points.size(), 4u);
+  EXPECT_NEAR(points[0]["metrics"]["dev_cosine_to_full"].get<double>(), 1.0, 1e-6);
+  EXPECT_EQ(points[0]["scores"]["dev"], points[0]["metrics"]["dev_spearman"]);
+  EXPECT_NE(read_file((tmp / "grid") + "/grid.md").find("cosine to full (dev)"), std::string::npos);
+  // (0.5, 0.5) against the full model, through `embed` (CLS pooling, the grid's default).
+  std::string texts;
+  for (const char* r : rows) {
+    const std::string row = r;
+    const size_t t1 = row.find('\t'), t2 = row.find('\t', t1 + 1);
+    texts += row.substr(0, t1) + "\n" + row.substr(t1 + 1, t2 - t1 - 1) + "\n";
+  }
+  auto vectors = [&](const std::string& args) {
+    const test::CliResult r =
+        test::run_cli("embed " + model + " --max-length 16 --threads 1 " + args, texts);
+    EXPECT_EQ(r.code, 0) << r.err;
+    std::vector<at::Tensor> out;
+    std::istringstream lines(r.out);
+    for (std::string line; std::getline(lines, line);)
+      out.push_back(at::tensor(nlohmann::json::parse(line)["cls"].get<std::vector<double>>()));
+    return out;
+  };
+  const auto full = vectors(""), half = vectors("--width 0.5 --depth 0.5");
+  ASSERT_EQ(full.size(), 12u);
+  double sum = 0;
+  for (size_t i = 0; i < full.size(); ++i)
+    sum += at::cosine_similarity(full[i], half[i], 0).item<double>();
+  const auto& p = points[3];
+  ASSERT_EQ(p["width"], 0.5);
+  ASSERT_EQ(p["depth"], 0.5);
+  EXPECT_NEAR(p["metrics"]["dev_cosine_to_full"].get<double>(), sum / 12, 1e-5);
+  EXPECT_LT(p["metrics"]["dev_cosine_to_full"].get<double>(), 0.9999);
+  // compress says what it does not do for an embedding model, and where to go instead.
+  const test::CliResult c = test::run_cli("compress --model " + model + " --task tsv --data " +
+                                          task + " --out " + (tmp / "c") + " --threads 1");
+  EXPECT_NE(c.code, 0);
+  EXPECT_NE(c.err.find("no classification head"), std::string::npos) << c.err;
+  EXPECT_NE(c.err.find("dynabert grid"), std::string::npos) << c.err;
+}
+
+// A sentence-transformers CrossEncoder: one label and a sigmoid named in config.json make
+// predict's score the sigmoid of the logit, as the reranker reads it.
+TEST(CrossEncoder, ASigmoidOneLabelClassifierScoresThroughTheSigmoid) {
+  test::TempDir tmp;
+  const std::string model = tmp / "ce";
+  ASSERT_EQ(test::run_cli("init " + model + " --preset tiny --model-type roberta --tokenizer " +
+                          test::fixture("tokenizers/roberta-tiny.json") +
+                          " --labels 1 --max-positions 64")
+                .code,
+            0);
+  auto config = read_json_file(model + "/config.json");
+  config["sentence_transformers"] = {{"activation_fn", "torch.nn.modules.activation.Sigmoid"}};
+  write_file_atomic(model + "/config.json", config.dump(2));
+  EXPECT_TRUE(load_config_dir(model).is_sigmoid_cross_encoder());
+  const std::string row = R"({"text": "a query", "text_pair": "a passage"})";
+  const test::CliResult r = test::run_cli("predict " + model + " --threads 1", row + "\n");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  const double logit = j.at("logit").get<double>();
+  EXPECT_NEAR(j.at("score").get<double>(), 1 / (1 + std::exp(-logit)), 1e-6);
+  // The logit is the model's: what `forward` gives on the same pair.
+  const Tokenizer tok = Tokenizer::from_dir(model);
+  const Encoding e = tok.encode("a query", std::string("a passage"));
+  const auto m = infer::InferenceModel::load(model);
+  EXPECT_NEAR(m->forward(collate({e}, {0}, tok.pad_id())).logits[0][0].item<double>(), logit, 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, Family, ::testing::Values("roberta", "xlm-roberta"),

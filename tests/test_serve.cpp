@@ -575,11 +575,12 @@ TEST(SentenceTransformers, ModulesSetTheDefaultsOfEmbedAndServe) {
   const at::Tensor pooled = m->forward(collate({e}, {0}, tok.pad_id())).last[0].amax(0);
   const at::Tensor unit = infer::normalize(pooled.unsqueeze(0))[0].contiguous();
   const std::vector<float> want(unit.data_ptr<float>(), unit.data_ptr<float>() + unit.numel());
-  auto near = [&](const json& got, const std::string& what) {
-    ASSERT_EQ(got.size(), want.size()) << what;
-    for (size_t k = 0; k < want.size(); ++k)
-      EXPECT_NEAR(got[k].get<double>(), want[k], 1e-5) << what;
+  auto near_to = [](const json& got, const std::vector<float>& expected, const std::string& what) {
+    ASSERT_EQ(got.size(), expected.size()) << what;
+    for (size_t k = 0; k < expected.size(); ++k)
+      EXPECT_NEAR(got[k].get<double>(), expected[k], 1e-5) << what;
   };
+  auto near = [&](const json& got, const std::string& what) { near_to(got, want, what); };
   const auto cli = test::run_cli("embed " + st, text + "\n");
   ASSERT_EQ(cli.code, 0) << cli.err;
   const json line = json::parse(cli.out);
@@ -595,6 +596,28 @@ TEST(SentenceTransformers, ModulesSetTheDefaultsOfEmbedAndServe) {
   const json passage =
       ok_json(server.post("/embed", json{{"inputs", text}, {"prompt_name", "passage"}}.dump()));
   EXPECT_NE(passage[0], ok_json(server.post("/embed", json{{"inputs", text}}.dump()))[0]);
+
+  // include_prompt false: mean pooling leaves out the prompt's tokens and the [CLS] before them
+  // (sentence-transformers' prompt_length: the prompt encoded with its special tokens, less one).
+  write_file_atomic(st + "/1_Pooling/config.json",
+                    R"({"pooling_mode_mean_tokens": true, "include_prompt": false})");
+  {
+    const int64_t from = static_cast<int64_t>(tok.encode("query: ").input_ids.size()) - 1;
+    ASSERT_EQ(from, 3);  // [CLS] query :
+    const at::Tensor h = m->forward(collate({e}, {0}, tok.pad_id())).last[0];
+    const at::Tensor mean = h.narrow(0, from, h.size(0) - from).mean(0);
+    const at::Tensor u = infer::normalize(mean.unsqueeze(0))[0].contiguous();
+    const std::vector<float> want_mean(u.data_ptr<float>(), u.data_ptr<float>() + u.numel());
+    auto near_mean = [&](const json& got, const std::string& what) {
+      near_to(got, want_mean, what);
+    };
+    const auto out = test::run_cli("embed " + st, text + "\n");
+    ASSERT_EQ(out.code, 0) << out.err;
+    near_mean(json::parse(out.out)["mean"], "embed, include_prompt false");
+    LiveServer without_prompt({}, std::nullopt, st);
+    near_mean(ok_json(without_prompt.post("/embed", json{{"inputs", text}}.dump()))[0],
+              "/embed, include_prompt false");
+  }
 
   // What slimbert cannot reproduce is an error naming the file.
   write_file_atomic(st + "/1_Pooling/config.json",

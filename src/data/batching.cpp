@@ -28,7 +28,14 @@ Batch collate(const std::vector<Encoding>& encodings, const std::vector<size_t>&
       pm[r * T + t] = 1;
     }
   }
-  return Batch{ids, types, mask};
+  Batch batch{ids, types, mask};
+  for (size_t r = 0; r < indices.size(); ++r) {
+    const int64_t from = std::min<int64_t>(encodings[indices[r]].pool_from, L);
+    if (from <= 0) continue;
+    if (!batch.pool_mask.defined()) batch.pool_mask = mask.clone();
+    batch.pool_mask[static_cast<int64_t>(r)].narrow(0, 0, from).zero_();
+  }
+  return batch;
 }
 
 Batch batch_of(const std::vector<Encoding>& encodings, const std::vector<size_t>& order,

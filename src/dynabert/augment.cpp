@@ -89,7 +89,10 @@ std::vector<std::vector<std::string>> word_candidates(const BertForMaskedLM& mlm
   const int64_t total = static_cast<int64_t>(ids.size());
   const int64_t window = std::min(total, (max_length - 3) / 2);
   const int64_t len = 2 * window + 3;
-  std::vector<int64_t> types(static_cast<size_t>(len), 1);
+  // The window twice, as a pair: token types 0 then 1 (a family with one token type, RoBERTa's,
+  // reads both as 0).
+  std::vector<int64_t> types(static_cast<size_t>(len),
+                             mlm->bert->config().type_vocab_size > 1 ? 1 : 0);
   std::fill(types.begin(), types.begin() + window + 2, 0);
   const auto& vocab = tokenizer.vocab();
 

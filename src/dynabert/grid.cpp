@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -12,8 +13,10 @@
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
+#include "slimbert/data/metrics.h"
 #include "slimbert/dynabert/dynabert.h"
 #include "slimbert/infer/run.h"
+#include "slimbert/infer/sentence_transformers.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/flops.h"
 #include "slimbert/report/plot.h"
@@ -24,13 +27,64 @@ namespace slimbert {
 
 namespace {
 
+// An embedding model (no classifier head) is scored on a labelled pair file: each pair's texts
+// are embedded apart, with the model's own pooling, and the cosine of the two vectors is ranked
+// against the label (an STS score, or a class index such as same / different): Spearman's rho.
+struct PairVectors {
+  at::Tensor a, b;  // (pairs, H)
+  std::vector<double> gold;
+};
+
+PairVectors embed_pairs(const infer::InferenceModel& model, const Tokenizer& tokenizer,
+                        const TaskSpec& spec, const std::string& split, int64_t max_length,
+                        infer::Pooling pooling, const SubNet& run) {
+  const TaskData data = spec.load(split);
+  const int64_t limit = infer::max_input_length(model.config(), tokenizer, max_length);
+  std::vector<Encoding> a, b;
+  PairVectors out;
+  for (const Example& e : data.examples) {
+    if (e.label.empty()) fail(data.source, ":", e.line, ": unlabelled");
+    if (!e.text_b)
+      fail(data.source, ":", e.line,
+           ": an embedding model is scored on text pairs (two texts and a label per row)");
+    if (spec.regression) {
+      char* end = nullptr;
+      const double v = std::strtod(e.label.c_str(), &end);
+      if (end == e.label.c_str() || *end != '\0')
+        fail(data.source, ":", e.line, ": label '", e.label, "' is not a number");
+      out.gold.push_back(v);
+    } else {
+      out.gold.push_back(static_cast<double>(spec.label_index(e, data.source)));
+    }
+    a.push_back(infer::encode_within(tokenizer, e.text_a, std::nullopt, limit, true).encoding);
+    b.push_back(infer::encode_within(tokenizer, *e.text_b, std::nullopt, limit, true).encoding);
+  }
+  if (out.gold.size() < 2) fail(data.source, ": fewer than 2 labelled pairs to rank");
+  infer::RowWants wants;
+  wants.poolings = {pooling};
+  auto vectors = [&](const std::vector<Encoding>& in) {
+    return infer::run_rows(model, in, run, tokenizer.pad_id(), {64, 0}, wants).pooled(pooling);
+  };
+  out.a = vectors(a);
+  out.b = vectors(b);
+  return out;
+}
+
+std::vector<double> row_cosines(const at::Tensor& x, const at::Tensor& y) {
+  const at::Tensor c = at::cosine_similarity(x, y, 1, 1e-12).to(at::kDouble).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+// The full model's vectors per split, for how interchangeable each sub-network's are with them.
+using FullVectors = std::map<std::string, PairVectors>;
+
 // Scores and times one model at `run` (a slice of it, or (1, 1) for a static model) and reports
 // the point as `label`. `splits` drops the unlabelled splits the first point finds. Progress
 // lines start with `series`: one command may score the student and its teacher on one grid.
 GridPoint evaluate_point(const infer::InferenceModel& model, const TensorMap& weights,
                          const Tokenizer& tokenizer, const TaskSpec& spec, const GridOptions& o,
                          const SubNet& run, const SubNet& label, std::vector<std::string>& splits,
-                         bool first, const std::string& series) {
+                         bool first, const std::string& series, FullVectors* full = nullptr) {
   const std::string prefix =
       series.empty() ? "dynabert grid: " : "dynabert grid [" + series + "]: ";
   const BertConfig& config = model.config();
@@ -46,10 +100,32 @@ GridPoint evaluate_point(const infer::InferenceModel& model, const TensorMap& we
   for (const auto& [name, t] : small_weights)
     if (name.rfind("cls.", 0) != 0) p.parameters += t.numel();
   p.gflops = encoder_flops(config, o.latency_seq, run) / 1e9;
+  const infer::Pooling pooling =
+      model.dir().empty()
+          ? infer::Pooling::kCls
+          : infer::read_sentence_transformer(model.dir()).pooling.value_or(infer::Pooling::kCls);
   for (const auto& split : std::vector<std::string>(splits)) {
     EvalReport r;
     try {
-      r = infer::evaluate(model, tokenizer, spec, split, o.max_length, 64, run);
+      if (model.has_classifier()) {
+        r = infer::evaluate(model, tokenizer, spec, split, o.max_length, 64, run);
+      } else {
+        const PairVectors v =
+            embed_pairs(model, tokenizer, spec, split, o.max_length, pooling, run);
+        r.metrics["main"] = spearman(row_cosines(v.a, v.b), v.gold);
+        r.metrics["spearman"] = r.metrics["main"];
+        if (full) {
+          if (!full->count(split))
+            (*full)[split] =
+                embed_pairs(model, tokenizer, spec, split, o.max_length, pooling, {1.0, 1.0});
+          const PairVectors& f = full->at(split);
+          double sum = 0;
+          std::vector<double> ca = row_cosines(v.a, f.a), cb = row_cosines(v.b, f.b);
+          for (double c : ca) sum += c;
+          for (double c : cb) sum += c;
+          r.metrics["cosine_to_full"] = sum / static_cast<double>(ca.size() + cb.size());
+        }
+      }
     } catch (const InputError& e) {
       // GLUE test files have no labels: the first point finds out, later ones skip the split.
       if (!first) throw;
@@ -79,6 +155,14 @@ std::vector<std::string> present_splits(const TaskSpec& spec, const GridOptions&
   return splits;
 }
 
+// The task as the model reads it: its own labels for a classifier; as the files give them for an
+// embedding model, which is scored on the pairs.
+TaskSpec task_of(const infer::InferenceModel& model, const GridOptions& o) {
+  if (model.has_classifier())
+    return task_for_model(model.config(), o.task, o.data_dir, o.skip_bad_rows);
+  return TaskSpec::make(o.task, o.data_dir, o.skip_bad_rows);
+}
+
 // One untimed round first: the first timings otherwise include thread and allocator start-up.
 void warm_up(const infer::InferenceModel& model, const GridOptions& o) {
   for (int64_t b : o.latency_batches) infer::measure_latency(model, b, o.latency_seq, {}, 1, 3);
@@ -89,7 +173,7 @@ void warm_up(const infer::InferenceModel& model, const GridOptions& o) {
 std::pair<std::shared_ptr<const infer::InferenceModel>, TensorMap> load_for_grid(
     const std::string& dir, const GridOptions& o, const std::vector<double>& widths) {
   auto model = infer::InferenceModel::load(dir, infer::ModelOptions{o.int8, widths, o.gemm});
-  if (!model->has_classifier()) fail(dir, ": not a fine-tuned classifier (no classifier.weight)");
+  if (!model->has_classifier()) return {model, load_weights(dir)};  // an embedding model
   return {model, state_dict(*load_classifier(dir))};
 }
 
@@ -100,14 +184,15 @@ std::vector<GridPoint> evaluate_grid(const std::string& model_dir, const GridOpt
   const auto [model, weights] = load_for_grid(model_dir, o, o.widths);
   const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
   check_tokenizer_fits(tokenizer, model->config(), model_dir);
-  const TaskSpec spec = task_for_model(model->config(), o.task, o.data_dir, o.skip_bad_rows);
+  const TaskSpec spec = task_of(*model, o);
   std::vector<std::string> splits = present_splits(spec, o);
   warm_up(*model, o);
   std::vector<GridPoint> points;
+  FullVectors full;
   for (double d : o.depths)
     for (double w : o.widths)
       points.push_back(evaluate_point(*model, weights, tokenizer, spec, o, {w, d}, {w, d}, splits,
-                                      points.empty(), series));
+                                      points.empty(), series, &full));
   return points;
 }
 
@@ -139,7 +224,7 @@ std::vector<GridPoint> evaluate_separate(const std::string& dir, const GridOptio
     const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
     check_tokenizer_fits(tokenizer, model->config(), model_dir);
     if (!spec) {
-      spec = task_for_model(model->config(), o.task, o.data_dir, o.skip_bad_rows);
+      spec = task_of(*model, o);
       splits = present_splits(*spec, o);
     }
     warm_up(*model, o);
@@ -176,10 +261,16 @@ std::string markdown(const GridSeries& s) {
   std::ostringstream md;
   md << "### " << s.name << "\n\n| width | depth | layers | heads | FFN | params (M) | GFLOPs |";
   const GridPoint& first = s.points.front();
+  // An embedding model's points also say how close their vectors are to the full model's.
+  std::vector<std::string> cosines;
+  for (const auto& [split, v] : first.scores)
+    if (first.metrics.count(split + "_cosine_to_full")) cosines.push_back(split);
   for (const auto& [split, v] : first.scores) md << " " << split << " |";
+  for (const auto& split : cosines) md << " cosine to full (" << split << ") |";
   for (const auto& [b, ms] : first.latency_p50_ms) md << " p50 ms b" << b << " |";
   md << "\n|---:|---:|---:|---:|---:|---:|---:|";
-  for (size_t i = 0; i < first.scores.size() + first.latency_p50_ms.size(); ++i) md << "---:|";
+  for (size_t i = 0; i < first.scores.size() + cosines.size() + first.latency_p50_ms.size(); ++i)
+    md << "---:|";
   md << "\n" << std::fixed;
   for (const auto& p : s.points) {
     md << "| " << std::setprecision(2) << p.subnet.width << " | " << p.subnet.depth << " | "
@@ -187,6 +278,10 @@ std::string markdown(const GridSeries& s) {
        << static_cast<double>(p.parameters) / 1e6 << " | " << std::setprecision(3) << p.gflops
        << " |";
     for (const auto& [split, v] : p.scores) md << " " << std::setprecision(4) << v << " |";
+    for (const auto& split : cosines) {
+      auto it = p.metrics.find(split + "_cosine_to_full");
+      md << " " << std::setprecision(4) << (it == p.metrics.end() ? 0.0 : it->second) << " |";
+    }
     for (const auto& [b, ms] : p.latency_p50_ms) md << " " << std::setprecision(2) << ms << " |";
     md << "\n";
   }

@@ -93,11 +93,15 @@ at::Tensor pool(const Output& output, const Batch& batch, Pooling pooling) {
   const bool masked = batch.attention_mask.defined();
   const at::Tensor mask =
       masked ? batch.attention_mask.to(h.device(), at::kFloat).unsqueeze(-1) : at::Tensor();
+  // Mean and max leave out what the pooling mask does (a prompt); the last token stays the
+  // last unpadded one.
+  const at::Tensor pooled_mask =
+      batch.pool_mask.defined() ? batch.pool_mask.to(h.device(), at::kFloat).unsqueeze(-1) : mask;
   switch (pooling) {
     case Pooling::kMean:
-      return masked ? (h * mask).sum(1) / mask.sum(1) : h.mean(1);
+      return masked ? (h * pooled_mask).sum(1) / pooled_mask.sum(1).clamp_min(1e-9) : h.mean(1);
     case Pooling::kMax:  // padding never wins (sentence-transformers sets it to -1e9)
-      return masked ? h.masked_fill(mask == 0, -1e9).amax(1) : h.amax(1);
+      return masked ? h.masked_fill(pooled_mask == 0, -1e9).amax(1) : h.amax(1);
     case Pooling::kLastToken: {
       // The last unpadded position of each row (rows are padded on the right).
       const at::Tensor last =
@@ -147,8 +151,10 @@ at::Tensor normalize(const at::Tensor& rows) {
 }
 
 at::Tensor label_scores(const BertConfig& config, const at::Tensor& logits, bool raw) {
-  if (raw || config.is_regression()) return logits;
-  if (config.problem_type == "multi_label_classification") return at::sigmoid(logits);
+  if (raw) return logits;
+  if (config.is_sigmoid_cross_encoder() || config.problem_type == "multi_label_classification")
+    return at::sigmoid(logits);
+  if (config.is_regression()) return logits;
   return at::softmax(logits, -1);
 }
 

@@ -107,4 +107,10 @@ SentenceTransformer read_sentence_transformer(const std::string& dir) {
   return st;
 }
 
+int64_t prompt_pool_from(const Tokenizer& tokenizer, const std::string& prompt,
+                         bool include_prompt) {
+  if (include_prompt || prompt.empty()) return 0;
+  return static_cast<int64_t>(tokenizer.encode(prompt).input_ids.size()) - 1;
+}
+
 }  // namespace slimbert::infer

@@ -55,7 +55,7 @@ bool same_subnet(const SubNet& a, const SubNet& b) {
 
 Batch Batch::to(c10::Device device) const {
   auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
-  return {move(input_ids), move(token_type_ids), move(attention_mask)};
+  return {move(input_ids), move(token_type_ids), move(attention_mask), move(pool_mask)};
 }
 
 // ---- Building blocks ---------------------------------------------------------------------------

@@ -256,6 +256,19 @@ std::string BertConfig::label_name(int64_t id) const {
   return it == id2label.end() ? "LABEL_" + std::to_string(id) : it->second;
 }
 
+bool BertConfig::is_sigmoid_cross_encoder() const {
+  if (num_labels() != 1) return false;
+  auto sigmoid = [](const json& v) {
+    return v.is_string() && v.get<std::string>().find("Sigmoid") != std::string::npos;
+  };
+  if (extra.contains("sbert_ce_default_activation_function") &&
+      sigmoid(extra["sbert_ce_default_activation_function"]))
+    return true;
+  return extra.contains("sentence_transformers") && extra["sentence_transformers"].is_object() &&
+         extra["sentence_transformers"].contains("activation_fn") &&
+         sigmoid(extra["sentence_transformers"]["activation_fn"]);
+}
+
 int64_t BertConfig::max_sequence_length() const {
   const auto pad = position_padding_idx(*this);
   return max_position_embeddings - (pad ? *pad + 1 : 0);

@@ -621,6 +621,11 @@ CompressResult compress(const CompressOptions& options) {
          " needs --corpus (MLM shards) and --mlm-teacher (the pretrained masked LM the task model "
          "was fine-tuned from)");
   if (options.lrs.empty()) fail("--lr: no learning rate");
+  if (!load_weights(options.model_dir).count("classifier.weight"))
+    fail(options.model_dir,
+         ": no classification head: compress distils a fine-tuned classifier. For an embedding "
+         "model, `slimbert dynabert grid` scores each sub-network on a labelled pair file and "
+         "its cosine to the full model; its distillation stages are not supported yet");
   const CompressOptions::Overrides& s = options.set;
   if (options.method == CompressMethod::kWid &&
       (s.lambda1 || s.stage1_lambda2 || s.stage2_lambda2 || s.same_width_teacher))

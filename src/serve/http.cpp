@@ -179,11 +179,6 @@ struct Server::Impl {
                 tokenizer.pad_id(), metrics) {
     if (options.max_connections < 1 || options.timeout_s < 1)
       fail("serve: connection limits and timeouts must be positive");
-    if (!st.include_prompt && !st.prompts.empty())
-      std::fprintf(stderr,
-                   "serve: warning: %s: include_prompt false is not honoured: the prompt's tokens "
-                   "are pooled with the text's\n",
-                   model->dir().c_str());
     if (options.served_model_name.empty()) options.served_model_name = model->dir();
   }
 
@@ -362,6 +357,7 @@ struct Server::Impl {
     const bool truncate = r.truncate.value_or(options.truncate);
     const TruncationSide side = r.truncate_left ? TruncationSide::kLeft : TruncationSide::kRight;
     const std::string pre = prompt(r);
+    const int64_t pool_from = infer::prompt_pool_from(tokenizer, pre, st.include_prompt);
     const std::string field = r.endpoint == Endpoint::kOpenAIEmbeddings ? "input" : "inputs";
     for (size_t i = 0; i < r.inputs.size(); ++i) {
       const TextInput& in = r.inputs[i];
@@ -384,6 +380,7 @@ struct Server::Impl {
             infer::encode_within(tokenizer, pre + in.text, in.pair, max_length, truncate, side);
         tokens = f.tokens;
         e = std::move(f.encoding);
+        e.pool_from = pool_from;
       }
       if (tokens > max_length && !truncate)
         throw RequestError(

@@ -12,6 +12,12 @@
 
 namespace slimbert::infer {
 
+// Where pooling starts for a text put after `prompt` (Encoding::pool_from): with include_prompt
+// false, sentence-transformers' prompt_length (the prompt's tokens and the special token before
+// them), else 0.
+int64_t prompt_pool_from(const Tokenizer& tokenizer, const std::string& prompt,
+                         bool include_prompt);
+
 struct SentenceTransformer {
   bool present = false;                        // DIR/modules.json exists
   std::optional<Pooling> pooling;              // the Pooling module's mode

@@ -49,6 +49,9 @@ struct Batch {
   at::Tensor input_ids;
   at::Tensor token_type_ids;
   at::Tensor attention_mask;
+  // The positions pooling averages over, where they differ from attention_mask (prompts that
+  // sentence-transformers' include_prompt false leaves out); undefined otherwise.
+  at::Tensor pool_mask{};
 
   // The same batch on `device` (no copy when it is already there; undefined tensors stay so).
   Batch to(c10::Device device) const;

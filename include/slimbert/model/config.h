@@ -55,6 +55,10 @@ struct BertConfig {
   }
   // A classification head with one output is a regressor (HF infers the same).
   bool is_regression() const { return problem_type == "regression" || num_labels() == 1; }
+  // A sentence-transformers CrossEncoder (a reranker): one output read through the sigmoid its
+  // config.json names (sentence_transformers.activation_fn, or the older
+  // sbert_ce_default_activation_function).
+  bool is_sigmoid_cross_encoder() const;
   std::string label_name(int64_t id) const;
   void set_num_labels(int64_t n);  // LABEL_0..LABEL_{n-1}
 

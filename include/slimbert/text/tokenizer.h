@@ -57,6 +57,9 @@ struct Encoding {
   std::vector<int64_t> token_type_ids;
   std::vector<int64_t> attention_mask;
   int64_t num_truncated = 0;  // tokens removed by truncation
+  // Pooling leaves out the positions before this one (a sentence-transformers prompt that its
+  // Pooling module excludes: include_prompt false).
+  int64_t pool_from = 0;
 };
 
 // A word of the basic tokenizer (lower-cased and accent-stripped as configured) and its pieces.
