@@ -10,6 +10,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 #include "slimbert/text/tokenizer.h"
 #include "slimbert/text/tokenizer_json.h"
 #include "slimbert/text/unicode.h"
@@ -201,6 +202,30 @@ TEST(TokenizerJson, ADirectoryWithTokenizerJsonRunsItsPipelineEverywhere) {
   const Tokenizer back = Tokenizer::from_dir(out);
   EXPECT_EQ(back.encode("Hello world").input_ids, t.encode("Hello world").input_ids);
   EXPECT_EQ(back.options().mask_token, "<mask>");
+}
+
+// A RoBERTa directory with its slow tokenizer's files only (vocab.json, merges.txt) runs the
+// pipeline transformers converts them to: the same ids as that tokenizer.json.
+TEST(TokenizerJson, RobertasVocabJsonAndMergesTxtTokenizeAsItsTokenizerJson) {
+  const auto spec = read_json_file(kDir + "roberta-tiny.json");
+  const std::string dir = temp_dir("roberta-slow");
+  write_file_atomic(dir + "/vocab.json", spec["model"]["vocab"].dump());
+  std::string merges = "#version: 0.2\n";
+  for (const auto& m : spec["model"]["merges"]) merges += m.get<std::string>() + "\n";
+  write_file_atomic(dir + "/merges.txt", merges);
+  const Tokenizer slow = Tokenizer::from_dir(dir);
+  const Tokenizer fast = Tokenizer::from_file(kDir + "roberta-tiny.json");
+  ASSERT_NE(slow.hf(), nullptr);
+  EXPECT_EQ(slow.mask_id(), fast.mask_id());
+  int compared = 0;
+  for (const auto& c : read_jsonl(kDir + "cases.jsonl")) {
+    const std::optional<std::string> pair =
+        c["p"].is_null() ? std::nullopt : std::optional<std::string>(c["p"]);
+    EXPECT_EQ(slow.encode(c["t"].get<std::string>(), pair).input_ids,
+              fast.encode(c["t"].get<std::string>(), pair).input_ids)
+        << c.dump();
+    if (++compared == 300) break;
+  }
 }
 
 TEST(TokenizerJson, UnsupportedComponentsAndBadFilesAreErrorsThatNameThem) {

@@ -151,6 +151,58 @@ Tokenizer::Tokenizer(Vocab vocab, TokenizerOptions options)
             [](const auto& a, const auto& b) { return a.size() > b.size(); });
 }
 
+namespace {
+
+// RoBERTa's slow-tokenizer files (vocab.json + merges.txt, GPT-2's byte-level BPE) as the
+// tokenizer.json transformers converts them to: ByteLevel pre-tokenizer without a prefix space,
+// BPE, RobertaProcessing, the special tokens as added tokens (<mask> strips space on its left).
+std::string roberta_tokenizer_json(const std::string& vocab_path, const std::string& merges_path) {
+  const nlohmann::json vocab = read_json_file(vocab_path);
+  if (!vocab.is_object()) fail(vocab_path, ": expected an object of token: id");
+  nlohmann::json merges = nlohmann::json::array();
+  const std::vector<std::string> lines = split_lines(read_file(merges_path), /*strip_cr=*/true);
+  for (size_t i = 0; i < lines.size(); ++i)
+    if (!lines[i].empty() && !(i == 0 && lines[i].rfind("#version", 0) == 0))
+      merges.push_back(lines[i]);
+  auto id_of = [&](const char* token) -> std::optional<int64_t> {
+    if (!vocab.contains(token) || !vocab[token].is_number_integer()) return std::nullopt;
+    return vocab[token].get<int64_t>();
+  };
+  nlohmann::json added = nlohmann::json::array();
+  for (const char* t : {"<s>", "<pad>", "</s>", "<unk>", "<mask>"})
+    if (auto id = id_of(t))
+      added.push_back({{"id", *id},
+                       {"content", t},
+                       {"single_word", false},
+                       {"lstrip", std::string(t) == "<mask>"},
+                       {"rstrip", false},
+                       {"normalized", false},
+                       {"special", true}});
+  const auto cls = id_of("<s>"), sep = id_of("</s>");
+  if (!cls || !sep) fail(vocab_path, ": RoBERTa's vocabulary needs <s> and </s>");
+  nlohmann::json j = {
+      {"version", "1.0"},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"pre_tokenizer",
+       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}}},
+      {"post_processor",
+       {{"type", "RobertaProcessing"},
+        {"sep", {"</s>", *sep}},
+        {"cls", {"<s>", *cls}},
+        {"trim_offsets", true},
+        {"add_prefix_space", false}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model",
+       {{"type", "BPE"},
+        {"unk_token", id_of("<unk>") ? nlohmann::json("<unk>") : nlohmann::json(nullptr)},
+        {"vocab", vocab},
+        {"merges", merges}}}};
+  return j.dump();
+}
+
+}  // namespace
+
 Tokenizer Tokenizer::from_hf(std::shared_ptr<const HfTokenizer> hf, TokenizerOptions options) {
   Vocab vocab = Vocab::from_tokens(hf->vocab());
   // Each special token: the configured one where the vocabulary has it, else the first the
@@ -192,6 +244,12 @@ Tokenizer Tokenizer::from_dir(const std::string& dir) {
   TokenizerOptions options;
   if (fs::exists(config_path)) options = TokenizerOptions::from_json_file(config_path);
   if (fs::exists(json_path)) return from_hf(HfTokenizer::load(json_path), options);
+  // A RoBERTa directory saved with its slow tokenizer's files only.
+  const std::string bpe_vocab = (fs::path(dir) / "vocab.json").string();
+  const std::string bpe_merges = (fs::path(dir) / "merges.txt").string();
+  if (!fs::exists(vocab_path) && fs::exists(bpe_vocab) && fs::exists(bpe_merges))
+    return from_hf(HfTokenizer::parse(roberta_tokenizer_json(bpe_vocab, bpe_merges), bpe_vocab),
+                   options);
   try {
     return Tokenizer(Vocab::load(vocab_path), options);
   } catch (const InputError& e) {
