@@ -228,6 +228,24 @@ TEST(TokenizerJson, RobertasVocabJsonAndMergesTxtTokenizeAsItsTokenizerJson) {
   }
 }
 
+// A megabyte-long word, or a long run of Hangul jamo that composition joins, takes time in
+// proportion to its length (a quadratic merge loop would not return): a request cannot stall a
+// server thread.
+TEST(TokenizerJson, HugeWordsAndLongCompositionsStayLinearithmic) {
+  const auto bpe = HfTokenizer::load(kDir + "roberta-tiny.json");
+  std::string word;
+  for (int i = 0; i < 300000; ++i) word += "abcdefgh"[(i * 7 + i / 3) % 8];
+  const HfEncoding e = bpe->encode(word, std::nullopt, false, std::nullopt);
+  ASSERT_GT(e.tokens.size(), 1000u);
+  std::vector<int64_t> ids;
+  for (const auto& t : e.tokens) ids.push_back(t.id);
+  EXPECT_EQ(bpe->decode(ids, false), word);
+  std::string jamo;  // U+1100 + U+1161 compose to U+AC00 under NFKC
+  for (int i = 0; i < 50000; ++i) jamo += "\u1100\u1161";
+  const auto mix = HfTokenizer::load(kDir + "mix-wordpiece.json");
+  EXPECT_FALSE(mix->encode(jamo, std::nullopt, false, std::nullopt).tokens.empty());
+}
+
 TEST(TokenizerJson, UnsupportedComponentsAndBadFilesAreErrorsThatNameThem) {
   auto error_of = [](const std::string& text) {
     try {

@@ -8,6 +8,8 @@
 #include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <queue>
+#include <tuple>
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
@@ -434,8 +436,9 @@ void normal_form(NStr& s, std::u32string (*form)(std::u32string_view)) {
   while (a + 1 < cuts.size()) {
     size_t b = a + 1;
     std::u32string norm = form(all.substr(cuts[a], cuts[b] - cuts[a]));
-    // Join the next segment while normalizing them together differs from one after the other.
-    while (b + 1 < cuts.size()) {
+    // Join the next segment while normalizing them together differs from one after the other
+    // (at most 32 segments: past that, the whole-string check below aligns the text as one).
+    while (b + 1 < cuts.size() && b - a < 32) {
       const std::u32string next = form(all.substr(cuts[b], cuts[b + 1] - cuts[b]));
       const std::u32string joint = form(all.substr(cuts[a], cuts[b + 1] - cuts[a]));
       if (joint == norm + next) break;
@@ -448,6 +451,12 @@ void normal_form(NStr& s, std::u32string (*form)(std::u32string_view)) {
     else
       align_rewrite(s, cuts[a], cuts[b], norm, out);
     a = b;
+  }
+  std::u32string joined;
+  for (const auto& ch : out) joined.push_back(ch.c);
+  if (joined != form(all)) {  // a composition longer than the joins: the text stays exact
+    out.clear();
+    align_rewrite(s, 0, s.size(), form(all), out);
   }
   s = std::move(out);
 }
@@ -826,6 +835,10 @@ PreTokenizer make_pre_tokenizer(const json& j, const Reader& r, const std::strin
 // ---------------------------------------------------------------------------------------------
 // Models
 
+// Ids past this are refused: the id -> token table is allocated from them (the largest
+// vocabularies in use hold about 2^18 tokens).
+constexpr int64_t kMaxVocab = int64_t{1} << 22;
+
 struct Piece {
   int64_t id;
   std::string value;
@@ -850,8 +863,8 @@ void read_vocab_map(const json& j, Model& m, const Reader& r, const std::string&
   const json& v = r.need(j, "vocab", at);
   if (!v.is_object()) r.error(at, "field 'vocab' must be an object of token: id");
   for (const auto& [token, id] : v.items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= (1 << 24))
-      r.error(at, cat("vocab id of '", token, "' must be an integer in [0, 16777216)"));
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocab)
+      r.error(at, cat("vocab id of '", token, "' must be an integer in [0, ", kMaxVocab, ")"));
     m.vocab[token] = id.get<int64_t>();
   }
 }
@@ -956,22 +969,43 @@ struct BpeModel : Model {
       }
     }
     if (pending_unk) syms.push_back(*pending_unk);
-    // Merge the lowest-ranked adjacent pair, leftmost first, until none is left.
-    while (syms.size() > 1) {
-      int64_t best_rank = std::numeric_limits<int64_t>::max(), best_id = 0;
-      size_t best = 0;
-      for (size_t i = 0; i + 1 < syms.size(); ++i) {
-        auto it = merges.find(key(syms[i].id, syms[i + 1].id));
-        if (it != merges.end() && it->second.first < best_rank) {
-          best_rank = it->second.first;
-          best_id = it->second.second;
-          best = i;
-        }
-      }
-      if (best_rank == std::numeric_limits<int64_t>::max()) break;
-      syms[best] = {best_id, syms[best].begin, syms[best + 1].end};
-      syms.erase(syms.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+    // Merge the lowest-ranked adjacent pair, leftmost first, until none is left: a queue of
+    // candidate merges over a linked list of symbols, O(n log n) as in the library (a word may
+    // be a megabyte of letters).
+    const size_t n = syms.size();
+    std::vector<size_t> prev(n), next(n);
+    std::vector<bool> alive(n, true);
+    for (size_t i = 0; i < n; ++i) {
+      prev[i] = i - 1;  // wraps to SIZE_MAX for the first: no neighbour
+      next[i] = i + 1 < n ? i + 1 : SIZE_MAX;
     }
+    using Candidate = std::tuple<int64_t, size_t, int64_t>;  // rank, left symbol, merged id
+    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> queue;
+    auto offer = [&](size_t left) {
+      if (left == SIZE_MAX || next[left] == SIZE_MAX) return;
+      auto it = merges.find(key(syms[left].id, syms[next[left]].id));
+      if (it != merges.end()) queue.emplace(it->second.first, left, it->second.second);
+    };
+    for (size_t i = 0; i + 1 < n; ++i) offer(i);
+    while (!queue.empty()) {
+      const auto [rank, left, merged] = queue.top();
+      queue.pop();
+      // Stale: the left symbol was merged away, or its right neighbour changed since.
+      if (!alive[left] || next[left] == SIZE_MAX) continue;
+      const size_t right = next[left];
+      auto it = merges.find(key(syms[left].id, syms[right].id));
+      if (it == merges.end() || it->second.first != rank || it->second.second != merged) continue;
+      syms[left] = {merged, syms[left].begin, syms[right].end};
+      alive[right] = false;
+      next[left] = next[right];
+      if (next[right] != SIZE_MAX) prev[next[right]] = left;
+      offer(prev[left]);
+      offer(left);
+    }
+    std::vector<Sym> kept;
+    for (size_t i = 0; i < n; ++i)
+      if (alive[i]) kept.push_back(syms[i]);
+    syms = std::move(kept);
     std::vector<Piece> out;
     for (const auto& s : syms) out.push_back({s.id, "", s.begin, s.end});
     return out;
@@ -1603,23 +1637,26 @@ struct HfTokenizer::Impl {
   std::vector<bool> special;
   std::optional<HfTruncation> truncation;
   std::optional<std::pair<int64_t, std::string>> pad;
+  // The added tokens matched on the raw text [0] and on the normalized text [1], by their first
+  // character: (pattern, index into `added`).
+  std::unordered_map<char32_t, std::vector<std::pair<std::u32string, size_t>>> added_by_first[2];
 
   // Leftmost-longest matches of added tokens (those with the given `normalized` flag) in `s`,
   // with single_word, lstrip and rstrip applied: [begin, end) characters and the token index.
   std::vector<std::tuple<size_t, size_t, size_t>> find_added(const NStr& s, bool normalized) const {
     std::vector<std::tuple<size_t, size_t, size_t>> out;
-    std::vector<std::pair<std::u32string, size_t>> patterns;
-    for (size_t k = 0; k < added.size(); ++k)
-      if (added[k].normalized == normalized) {
-        std::u32string p = uc::decode_utf8(normalized ? normalized_added[k] : added[k].content);
-        if (!p.empty()) patterns.emplace_back(std::move(p), k);
-      }
-    if (patterns.empty()) return out;
+    const auto& index = added_by_first[normalized ? 1 : 0];
+    if (index.empty()) return out;
     size_t start_offset = 0;
     size_t i = 0;
     while (i < s.size()) {
       size_t best_len = 0, best_k = 0;
-      for (const auto& [p, k] : patterns) {
+      auto candidates = index.find(s[i].c);
+      if (candidates == index.end()) {
+        ++i;
+        continue;
+      }
+      for (const auto& [p, k] : candidates->second) {
         if (p.size() <= best_len || i + p.size() > s.size()) continue;
         bool eq = true;
         for (size_t q = 0; q < p.size() && eq; ++q) eq = s[i + q].c == p[q];
@@ -1766,7 +1803,7 @@ std::shared_ptr<const HfTokenizer> HfTokenizer::parse(const std::string& text,
       const std::string at = cat("added_tokens[", i, "]");
       const json& e = list[i];
       HfAddedToken a;
-      a.id = r.integer(e, "id", at, 0, (1 << 24) - 1);
+      a.id = r.integer(e, "id", at, 0, kMaxVocab - 1);
       a.content = r.str(e, "content", at);
       a.single_word = r.flag(e, "single_word", false, at);
       a.lstrip = r.flag(e, "lstrip", false, at);
@@ -1780,13 +1817,18 @@ std::shared_ptr<const HfTokenizer> HfTokenizer::parse(const std::string& text,
   impl->id_to_token.assign(static_cast<size_t>(size), std::string());
   impl->special.assign(static_cast<size_t>(size), false);
   for (const auto& [t, id] : impl->model->vocab) impl->id_to_token[static_cast<size_t>(id)] = t;
-  for (const auto& a : impl->added) {
+  for (size_t k = 0; k < impl->added.size(); ++k) {
+    const HfAddedToken& a = impl->added[k];
     impl->id_to_token[static_cast<size_t>(a.id)] = a.content;
     impl->special[static_cast<size_t>(a.id)] = a.special;
     impl->added_ids[a.content] = a.id;
     NStr n = from_text(a.content, 0);
     if (a.normalized && impl->normalizer) impl->normalizer(n);
     impl->normalized_added.push_back(to_utf8(n));
+    const std::u32string pattern =
+        uc::decode_utf8(a.normalized ? impl->normalized_added.back() : a.content);
+    if (!pattern.empty())
+      impl->added_by_first[a.normalized ? 1 : 0][pattern[0]].emplace_back(pattern, k);
   }
 
   if (j.contains("truncation") && !j.at("truncation").is_null()) {
