@@ -282,6 +282,10 @@ TEST(TokenizerJson, UnsupportedComponentsAndBadFilesAreErrorsThatNameThem) {
             std::string::npos);
   EXPECT_NE(error_of("{\"model\": ").find("t.json: not valid JSON"), std::string::npos);
   EXPECT_NE(error_of("{}").find("missing field 'model'"), std::string::npos);
+  // Found by fuzzing: a number too large for a double is the file's error, not the library's.
+  EXPECT_NE(error_of(R"({"model": {"type": "WordPiece", "vocab": {"a": 1e308271}}})")
+                .find("t.json: not valid JSON"),
+            std::string::npos);
   EXPECT_NE(error_of(R"({"model": {"type": "Unigram", "vocab": [["a", "x"]]}})")
                 .find("vocab[0] must be [piece, score]"),
             std::string::npos);

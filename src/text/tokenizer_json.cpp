@@ -13,6 +13,7 @@
 
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
+#include "slimbert/core/json.h"
 #include "slimbert/text/unicode.h"
 
 namespace slimbert {
@@ -1773,12 +1774,7 @@ std::shared_ptr<const HfTokenizer> HfTokenizer::load(const std::string& path) {
 std::shared_ptr<const HfTokenizer> HfTokenizer::parse(const std::string& text,
                                                       const std::string& source) {
   const Reader r{source};
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail(source, ": not valid JSON (byte ", e.byte, ")");
-  }
+  const json j = parse_json(text, source);
   if (!j.is_object()) fail(source, ": expected a JSON object");
   auto impl = std::make_unique<Impl>();
   impl->text = text;
