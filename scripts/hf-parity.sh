@@ -5,7 +5,7 @@
 # (dim and head strategies) after a short run and their merge, a classifier fine-tuned on the para task, that
 # classifier rewired by DynaBERT and exported at (0.5, 0.75) with `pruned_heads` and with the
 # dropped heads zeroed (`--heads zeroed`, the form transformers 5 loads), and a random
-# regression model. OUT/texts.jsonl: test sentences (pairs, accents, CJK, long words, padding);
+# regression model, and tiny RoBERTa and XLM-RoBERTa models. OUT/texts.jsonl: test sentences (pairs, accents, CJK, long words, padding);
 # OUT/NAME.ids.jsonl: slimbert's token ids; OUT/NAME.inputs.safetensors and
 # OUT/NAME.outputs.safetensors: the padded batch and every output of `slimbert forward`.
 # scripts/hf_parity.py OUT then loads each model and tokenizer with transformers and compares.
@@ -42,6 +42,12 @@ $s dynabert export --model "$out/rewired" --width 0.5 --depth 0.75 --heads zeroe
   --out "$models/dynabert-w0.5-d0.75-zeroed"
 rm -rf "$out/rewired"
 $s init "$models/regression" --preset tiny --labels 1 --seed 4 --vocab models/teacher-mini/vocab.txt
+# The other families: tiny random RoBERTa (byte-level BPE) and XLM-RoBERTa (SentencePiece Unigram)
+# models with both heads and their tokenizer.json.
+$s init "$models/roberta" --preset tiny --model-type roberta --labels 3 --max-positions 128 \
+  --seed 11 --tokenizer tests/fixtures/tokenizers/roberta-tiny.json
+$s init "$models/xlm-roberta" --preset tiny --model-type xlm-roberta --labels 3 \
+  --max-positions 128 --seed 11 --tokenizer tests/fixtures/tokenizers/xlmr-unigram.json
 
 cat > "$out/texts.jsonl" <<'EOF'
 {"text": "The quick brown fox jumps over the lazy dog."}
@@ -56,13 +62,14 @@ for dir in "$models"/*/; do
   name=$(basename "$dir")
   $s tokenize "$dir" --jsonl < "$out/texts.jsonl" > "$out/$name.ids.jsonl"
   # Pad the batch to its longest row: the attention mask covers padding as HF's collator does.
-  /usr/bin/python3 - "$out/$name.ids.jsonl" "$out/$name.inputs.safetensors" <<'PY'
+  /usr/bin/python3 - "$out/$name.ids.jsonl" "$out/$name.inputs.safetensors" "$dir/config.json" <<'PY'
 import json, struct, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+pad_id = json.load(open(sys.argv[3])).get("pad_token_id", 0)  # RoBERTa pads with 1
 L = max(len(r["input_ids"]) for r in rows)
-def pad(v): return v + [0] * (L - len(v))
+def pad(v, value=0): return v + [value] * (L - len(v))
 tensors = {
-    "input_ids": [pad(r["input_ids"]) for r in rows],
+    "input_ids": [pad(r["input_ids"], pad_id) for r in rows],
     "token_type_ids": [pad(r["token_type_ids"]) for r in rows],
     "attention_mask": [pad([1] * len(r["input_ids"])) for r in rows],
 }
