@@ -66,12 +66,12 @@ void run_records(const RunOpts& o, const infer::InferenceModel& model, const inf
   Output output(o.output);
   // A few batches per chunk: sorting by length within it still saves most of the padding.
   const size_t chunk_size = static_cast<size_t>(o.batch_size) * 4;
+  const int64_t pool_from = infer::prompt_pool_from(tokenizer, o.prompt, o.include_prompt);
   for (auto records = reader.next(chunk_size); !records.empty();
        records = reader.next(chunk_size)) {
     if (!o.prompt.empty())
       for (Record& r : records) r.text = o.prompt + r.text;
     auto encodings = encode_records(tokenizer, records, max_length, o.no_truncate, reader.source());
-    const int64_t pool_from = infer::prompt_pool_from(tokenizer, o.prompt, o.include_prompt);
     for (Encoding& e : encodings) e.pool_from = pool_from;
     const infer::RowOutputs out =
         infer::run_rows(model, encodings, subnet, tokenizer.pad_id(), {o.batch_size, 0}, wants);

@@ -80,11 +80,9 @@ EncodedTask encode_task(const Tokenizer& tokenizer, const TaskSpec& spec, const 
     if (!need_labels) continue;
     if (e.label.empty()) fail(data.source, ":", e.line, ": example has no label");
     if (spec.regression) {
-      char* end = nullptr;
-      const double v = std::strtod(e.label.c_str(), &end);
-      if (!end || *end != '\0')
-        fail(data.source, ":", e.line, ": label '", e.label, "' is not a number");
-      out.values.push_back(v);
+      const auto v = label_number(e.label);
+      if (!v) fail(data.source, ":", e.line, ": label '", e.label, "' is not a number");
+      out.values.push_back(*v);
     } else {
       out.labels.push_back(spec.label_index(e, data.source));
     }

@@ -1,6 +1,7 @@
 #include "slimbert/data/tasks.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -171,9 +172,7 @@ TaskSpec TaskSpec::make(const std::string& name, const std::string& dir, bool sk
   bool numeric = true;
   for (const auto& e : train.examples) {
     labels.insert(e.label);
-    char* end = nullptr;
-    std::strtod(e.label.c_str(), &end);
-    numeric &= end && *end == '\0' && !e.label.empty();
+    numeric &= label_number(e.label).has_value();
   }
   if (labels.empty()) fail(train.source, ": no labelled examples");
   // Many distinct numbers: a regression task (an STS-like score), not classes.
@@ -314,6 +313,14 @@ int64_t TaskSpec::label_index(const Example& e, const std::string& source) const
     fail(source, ":", e.line, ": label '", e.label, "' is not in the label set {", set, "}");
   }
   return it - labels.begin();
+}
+
+std::optional<double> label_number(const std::string& label) {
+  if (label.empty()) return std::nullopt;
+  char* end = nullptr;
+  const double v = std::strtod(label.c_str(), &end);
+  if (!end || *end != '\0') return std::nullopt;
+  return v;
 }
 
 }  // namespace slimbert

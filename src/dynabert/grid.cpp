@@ -47,15 +47,14 @@ PairVectors embed_pairs(const infer::InferenceModel& model, const Tokenizer& tok
     if (!e.text_b)
       fail(data.source, ":", e.line,
            ": an embedding model is scored on text pairs (two texts and a label per row)");
-    if (spec.regression) {
-      char* end = nullptr;
-      const double v = std::strtod(e.label.c_str(), &end);
-      if (end == e.label.c_str() || *end != '\0')
-        fail(data.source, ":", e.line, ": label '", e.label, "' is not a number");
-      out.gold.push_back(v);
-    } else {
+    // A label that states a number ranks by it (class indices order the label names as
+    // strings: "10" before "9"); a class name by its index.
+    if (const auto v = label_number(e.label))
+      out.gold.push_back(*v);
+    else if (spec.regression)
+      fail(data.source, ":", e.line, ": label '", e.label, "' is not a number");
+    else
       out.gold.push_back(static_cast<double>(spec.label_index(e, data.source)));
-    }
     a.push_back(infer::encode_within(tokenizer, e.text_a, std::nullopt, limit, true).encoding);
     b.push_back(infer::encode_within(tokenizer, *e.text_b, std::nullopt, limit, true).encoding);
   }
@@ -100,8 +99,9 @@ GridPoint evaluate_point(const infer::InferenceModel& model, const TensorMap& we
   for (const auto& [name, t] : small_weights)
     if (name.rfind("cls.", 0) != 0) p.parameters += t.numel();
   p.gflops = encoder_flops(config, o.latency_seq, run) / 1e9;
+  // An embedding model's own pooling (sentence-transformers' modules), else the first token.
   const infer::Pooling pooling =
-      model.dir().empty()
+      model.has_classifier() || model.dir().empty()
           ? infer::Pooling::kCls
           : infer::read_sentence_transformer(model.dir()).pooling.value_or(infer::Pooling::kCls);
   for (const auto& split : std::vector<std::string>(splits)) {

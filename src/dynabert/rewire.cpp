@@ -121,8 +121,7 @@ BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet, con
   add_history(small, "exported " + subnet_name(subnet));
   // The tokenizer travels with the model when the source has one (weights-only dirs export too).
   std::optional<Tokenizer> tokenizer;
-  if (std::filesystem::exists(std::filesystem::path(model_dir) / "vocab.txt") ||
-      std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json")) {
+  if (Tokenizer::found_in(model_dir)) {
     tokenizer = Tokenizer::from_dir(model_dir);
     if (tokenizer->vocab().size() != small.vocab_size)
       fail(model_dir, ": tokenizer vocabulary has ", tokenizer->vocab().size(),

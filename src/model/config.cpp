@@ -1,10 +1,9 @@
 #include "slimbert/model/config.h"
 
-#include "slimbert/model/family.h"
-
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/core/json.h"
+#include "slimbert/model/family.h"
 
 namespace slimbert {
 namespace {

@@ -236,6 +236,13 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   return Tokenizer(Vocab::load(path), TokenizerOptions{});
 }
 
+bool Tokenizer::found_in(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path d(dir);
+  return fs::exists(d / "tokenizer.json") || fs::exists(d / "vocab.txt") ||
+         (fs::exists(d / "vocab.json") && fs::exists(d / "merges.txt"));
+}
+
 Tokenizer Tokenizer::from_dir(const std::string& dir) {
   namespace fs = std::filesystem;
   const std::string vocab_path = (fs::path(dir) / "vocab.txt").string();

@@ -42,6 +42,9 @@ struct TaskSpec {
   int64_t label_index(const Example& e, const std::string& source) const;
 };
 
+// A label that states a number (a regression target, an STS score); nullopt for a class name.
+std::optional<double> label_number(const std::string& label);
+
 // Splits one line of a CSV file (RFC 4180 quoting); fails on an unterminated quote.
 std::vector<std::string> split_csv_line(const std::string& line, const std::string& where);
 

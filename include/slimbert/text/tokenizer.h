@@ -97,6 +97,8 @@ class Tokenizer {
   // Reads DIR/tokenizer.json where there is one, else DIR/vocab.txt; and (optional)
   // DIR/tokenizer_config.json.
   static Tokenizer from_dir(const std::string& dir);
+  // Whether `dir` holds tokenizer files from_dir reads.
+  static bool found_in(const std::string& dir);
   // Reads a vocab.txt or a tokenizer.json file.
   static Tokenizer from_file(const std::string& path);
   // Writes vocab.txt or tokenizer.json, tokenizer_config.json and special_tokens_map.json.
