@@ -44,7 +44,10 @@ void add_compress(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "compress",
       "from a fine-tuned BERT to smaller, faster models: train, score, profile, export, report");
-  cmd->add_option("--model", o->c.model_dir, "the fine-tuned task model (the teacher)")
+  cmd->add_option("--model", o->c.model_dir,
+                  "the fine-tuned task model (the teacher): a classifier, or an embedding model "
+                  "(no classifier; --data then holds labelled text pairs, its sentence vectors "
+                  "are distilled and sub-networks scored by Spearman's rho)")
       ->required()
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--task", o->c.task, "GLUE task name or tsv / csv / jsonl")->required();
@@ -71,7 +74,8 @@ void add_compress(CLI::App& app) {
   cmd->add_option("--widths", o->widths, "dynabert: width multipliers")->capture_default_str();
   cmd->add_option("--depths", o->depths, "dynabert: depth multipliers")->capture_default_str();
   cmd->add_flag("--no-stage3", o->no_stage3,
-                "dynabert: skip stage 3 (every sub-network fine-tuned on the labels)");
+                "dynabert: skip stage 3 (every sub-network fine-tuned on the labels; embedding "
+                "models always skip it)");
   cmd->add_option("--lr", o->lrs,
                   "learning rate of every training stage; a list (1e-4,5e-4) tries each per "
                   "stage and keeps the best on dev")

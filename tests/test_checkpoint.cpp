@@ -67,9 +67,9 @@ TEST(Checkpoint, HalfPrecisionAndShardedCheckpointsReload) {
   TempDir dir;
   BertForMaskedLM model = load_masked_lm(test::fixture("hf/model"));
   save_checkpoint(dir / "f16", fixture_config(), *model, small_tokenizer(),
-                  SaveOptions{DType::F16, 0});
+                  SaveOptions{DType::F16, 0, {}});
   save_checkpoint(dir / "sharded", fixture_config(), *model, small_tokenizer(),
-                  SaveOptions{DType::F32, 200000});
+                  SaveOptions{DType::F32, 200000, {}});
   EXPECT_TRUE(fs::exists(dir / "sharded/model.safetensors.index.json"));
   BertForMaskedLM f16 = load_masked_lm(dir / "f16");
   BertForMaskedLM sharded = load_masked_lm(dir / "sharded");

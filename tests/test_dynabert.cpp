@@ -3,6 +3,7 @@
 // model's function, and the importance order does not depend on the initial order.
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <random>
 
 #include <filesystem>
@@ -88,7 +89,7 @@ EncodedTask random_task(int64_t n, uint64_t seed) {
     Encoding e;
     const int64_t len = 6 + i % 9;
     const at::Tensor ids = at::randint(5, 1000, {len}, at::kLong);
-    e.input_ids.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + len);
+    for (int64_t k = 0; k < len; ++k) e.input_ids.push_back(ids[k].item<int64_t>());
     e.token_type_ids.assign(static_cast<size_t>(len), 0);
     e.attention_mask.assign(static_cast<size_t>(len), 1);
     t.inputs.push_back(e);
@@ -107,22 +108,29 @@ double loss_of(BertForSequenceClassification& model, const EncodedTask& task,
   return task_loss(logits, task, order, 0, order.size(), false).item<double>();
 }
 
-TEST(DynaBert, HeadImportanceIsTheGradientOfTheLossWrtTheHeadMask) {
-  BertForSequenceClassification model = load_classifier(model_dir());
-  const EncodedTask task = random_task(12, 1);
-  // One batch: the importance is |dL/dmask| exactly.
-  const Importance imp = compute_importance(model, task, false, 12, 0);
+// Each head's score against the central difference of `loss` (of a (2, 4) head mask).
+void expect_head_gradients(const Importance& imp,
+                           const std::function<double(const at::Tensor&)>& loss, double tolerance) {
   const double eps = 1e-2;
   for (int64_t l = 0; l < 2; ++l)
     for (int64_t h = 0; h < 4; ++h) {
       at::Tensor mask = at::ones({2, 4});
       mask[l][h] = 1 + eps;
-      const double up = loss_of(model, task, mask);
+      const double up = loss(mask);
       mask[l][h] = 1 - eps;
-      const double down = loss_of(model, task, mask);
-      EXPECT_NEAR(imp.heads[l][h].item<double>(), std::abs(up - down) / (2 * eps), 2e-3)
+      const double down = loss(mask);
+      EXPECT_NEAR(imp.heads[l][h].item<double>(), std::abs(up - down) / (2 * eps), tolerance)
           << l << " " << h;
     }
+}
+
+TEST(DynaBert, HeadImportanceIsTheGradientOfTheLossWrtTheHeadMask) {
+  BertForSequenceClassification model = load_classifier(model_dir());
+  const EncodedTask task = random_task(12, 1);
+  // One batch: the importance is |dL/dmask| exactly.
+  const Importance imp = compute_importance(model, task, false, 12, 0);
+  expect_head_gradients(
+      imp, [&](const at::Tensor& mask) { return loss_of(model, task, mask); }, 2e-3);
   EXPECT_GT(imp.heads.min().item<double>(), 0.0);
   EXPECT_GT(imp.neurons.min().item<double>(), 0.0);
   // Several batches with the reference's cumulative gradients add |g1| + |g1 + g2| + ...; with
@@ -130,6 +138,55 @@ TEST(DynaBert, HeadImportanceIsTheGradientOfTheLossWrtTheHeadMask) {
   const Importance cumulative = compute_importance(model, task, false, 4, 0);
   const Importance per_batch = compute_importance(model, task, false, 4, 0, {false});
   EXPECT_GT(max_diff(cumulative.heads, per_batch.heads), 1e-6);
+}
+
+// An embedding model's importance: the gradient of sentence-transformers' CosineSimilarityLoss
+// (pair cosine against the label scaled to [0, 1]) with respect to the head mask, the loss
+// written out here by hand; rewiring by it keeps the sentence vectors.
+TEST(DynaBert, EmbeddingImportanceIsTheGradientOfTheCosineSimilarityLoss) {
+  BertModel model = load_encoder(model_dir());
+  const EncodedTask texts = random_task(16, 4);
+  EncodedPairs pairs;
+  pairs.source = "random pairs";
+  pairs.a.assign(texts.inputs.begin(), texts.inputs.begin() + 8);
+  pairs.b.assign(texts.inputs.begin() + 8, texts.inputs.end());
+  pairs.gold = {0.5, 4.0, 2.5, 1.0, 5.0, 3.0, 0.0, 4.5};
+  const SentenceHead head{infer::Pooling::kMean, true};
+  std::vector<size_t> order(8);
+  for (size_t i = 0; i < 8; ++i) order[i] = i;
+  auto vectors = [&](const std::vector<Encoding>& in, const at::Tensor& mask) {
+    const Batch b = batch_of(in, order, 0, 8, 0);
+    const at::Tensor h = model->forward(b, {}, mask).last();
+    const at::Tensor m = b.attention_mask.to(at::kFloat).unsqueeze(-1);
+    const at::Tensor mean = (h * m).sum(1) / m.sum(1);
+    return mean / mean.norm(2, 1, true);
+  };
+  auto loss = [&](const at::Tensor& mask) {
+    at::NoGradGuard no_grad;
+    const at::Tensor cos = (vectors(pairs.a, mask) * vectors(pairs.b, mask)).sum(1);
+    const at::Tensor target =
+        at::tensor(std::vector<float>{0.1f, 0.8f, 0.5f, 0.2f, 1.0f, 0.6f, 0.0f, 0.9f});
+    return (cos - target).pow(2).mean().item<double>();
+  };
+  const Importance imp = compute_importance(model, pairs, head, 8, 0);
+  expect_head_gradients(imp, loss, 2e-4);
+  EXPECT_GT(imp.heads.max().item<double>(), 1e-4);
+  EXPECT_GT(imp.neurons.min().item<double>(), 0.0);
+  // Rewired by it, the model gives the same vectors and puts the important heads first.
+  at::NoGradGuard no_grad;
+  const at::Tensor before = vectors(pairs.a, {});
+  rewire(model, imp);
+  EXPECT_LE(max_diff(vectors(pairs.a, {}), before), 1e-5);
+  at::GradMode::set_enabled(true);
+  const Importance after = compute_importance(model, pairs, head, 8, 0);
+  at::GradMode::set_enabled(false);
+  for (int64_t l = 0; l < 2; ++l)
+    EXPECT_TRUE(at::allclose(after.heads[l], std::get<0>(imp.heads[l].sort(0, true)), 1e-4, 1e-6));
+  // Pairs that all carry one label have nothing to rank.
+  pairs.gold.assign(8, 3.0);
+  at::GradMode::set_enabled(true);
+  EXPECT_THROW(compute_importance(model, pairs, head, 8, 0), InputError);
+  at::GradMode::set_enabled(false);
 }
 
 TEST(DynaBert, RewiringKeepsTheFullModelAndPutsImportantUnitsFirst) {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -197,16 +198,21 @@ TEST_P(Family, EveryCommandRunsEndToEnd) {
   EXPECT_NE(text[0].get<std::string>().find("red blue"), std::string::npos) << text;
 }
 
+// A tiny random XLM-R with no classifier: an embedding model.
+void init_embedding_model(const std::string& dir) {
+  ASSERT_EQ(test::run_cli("init " + dir + " --preset tiny --model-type xlm-roberta --tokenizer " +
+                          test::fixture("tokenizers/xlmr-unigram.json") + " --max-positions 64")
+                .code,
+            0);
+}
+
 // An embedding model (no classifier) on a labelled pair file: the grid ranks each pair's cosine
 // against its label and says how close each sub-network's vectors are to the full model's; the
 // latter equals what `embed` gives at the two sub-networks.
 TEST(EmbeddingGrid, ScoresPairsAndTheCosineOfEachSubNetworkToTheFullModel) {
   test::TempDir tmp;
   const std::string model = tmp / "emb";
-  ASSERT_EQ(test::run_cli("init " + model + " --preset tiny --model-type xlm-roberta --tokenizer " +
-                          test::fixture("tokenizers/xlmr-unigram.json") + " --max-positions 64")
-                .code,
-            0);
+  init_embedding_model(model);
   const std::string task = tmp / "sts";
   fs::create_directories(task);
   const char* rows[] = {"a cat sat on the mat\ta cat is on the mat\t4.5",
@@ -257,12 +263,119 @@ TEST(EmbeddingGrid, ScoresPairsAndTheCosineOfEachSubNetworkToTheFullModel) {
   ASSERT_EQ(p["depth"], 0.5);
   EXPECT_NEAR(p["metrics"]["dev_cosine_to_full"].get<double>(), sum / 12, 1e-5);
   EXPECT_LT(p["metrics"]["dev_cosine_to_full"].get<double>(), 0.9999);
-  // compress says what it does not do for an embedding model, and where to go instead.
-  const test::CliResult c = test::run_cli("compress --model " + model + " --task tsv --data " +
-                                          task + " --out " + (tmp / "c") + " --threads 1");
-  EXPECT_NE(c.code, 0);
-  EXPECT_NE(c.err.find("no classification head"), std::string::npos) << c.err;
-  EXPECT_NE(c.err.find("dynabert grid"), std::string::npos) << c.err;
+}
+
+// Vectors `embed` prints for `texts` (one per line) under the key `pooling`.
+std::vector<at::Tensor> embed_vectors(const std::string& args, const std::string& texts,
+                                      const std::string& pooling) {
+  const test::CliResult r = test::run_cli("embed " + args, texts);
+  EXPECT_EQ(r.code, 0) << r.err;
+  std::vector<at::Tensor> out;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);)
+    out.push_back(at::tensor(nlohmann::json::parse(line)[pooling].get<std::vector<double>>()));
+  return out;
+}
+
+double max_vector_diff(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, max_diff(a[i], b[i]));
+  return m;
+}
+
+// compress on a sentence-transformers model (mean pooling, normalised) and a pair file: rewiring
+// keeps its vectors, the stages distil them, the grid ranks pairs and compares each sub-network's
+// vectors with the full model's, and the exports are sentence-transformers models that embed as
+// the slices they came from.
+TEST(EmbeddingCompress, DistilsASentenceTransformerAndExportsSentenceTransformers) {
+  test::TempDir tmp;
+  const std::string model = tmp / "st";
+  init_embedding_model(model);
+  const int64_t hidden = load_config_dir(model).hidden_size;
+  write_file_atomic(model + "/modules.json", R"([
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+  ])");
+  fs::create_directories(model + "/1_Pooling");
+  fs::create_directories(model + "/2_Normalize");
+  write_file_atomic(model + "/1_Pooling/config.json",
+                    nlohmann::json{{"word_embedding_dimension", hidden},
+                                   {"pooling_mode_cls_token", false},
+                                   {"pooling_mode_mean_tokens", true}}
+                        .dump());
+  write_file_atomic(model + "/sentence_bert_config.json", R"({"max_seq_length": 16})");
+  const std::string task = tmp / "pairs";
+  fs::create_directories(task);
+  const char* subjects[] = {"a cat", "the dog", "my friend", "a child", "the teacher", "he"};
+  const char* verbs[] = {"reads a book", "plays the guitar", "runs in the park", "sleeps"};
+  std::string train = "sentence1\tsentence2\tlabel\n", dev = train, texts;
+  for (int i = 0; i < 24; ++i) {
+    // The label counts what the two texts share: 0, 2.5 or 5.
+    const int sa = i % 6, sb = (i / 2) % 6, va = i % 4, vb = (i / 3) % 4;
+    const std::string a = std::string(subjects[sa]) + " " + verbs[va];
+    const std::string b = std::string(subjects[sb]) + " " + verbs[vb];
+    const double label = 2.5 * ((sa == sb) + (va == vb));
+    const std::string row = a + "\t" + b + "\t" + nlohmann::json(label).dump() + "\n";
+    (i < 16 ? train : dev) += row;
+    if (i >= 16) texts += a + "\n" + b + "\n";
+  }
+  write_file_atomic(task + "/train.tsv", train);
+  write_file_atomic(task + "/dev.tsv", dev);
+  const std::string out = tmp / "c";
+  const std::string common = " --task tsv --data " + task + " --threads 1";
+  const test::CliResult c = test::run_cli(
+      "compress --model " + model + common + " --out " + out +
+      " --widths 1,0.5 --depths 1,0.5 --batch-size 8 --max-length 16 --lr 1e-3 --epochs 2"
+      " --latency-iters 2 --keep-stages");
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_NE(c.err.find("stage 3, which trains a classifier on the labels, is skipped"),
+            std::string::npos)
+      << c.err;
+  EXPECT_NE(c.out.find("spearman"), std::string::npos) << c.out;
+  // Rewiring: scored with the pair loss, the vectors unchanged.
+  EXPECT_EQ(read_json_file(out + "/rewired/importance.json")["loss"], "cosine_similarity");
+  const std::string flags = " --max-length 16 --threads 1";
+  const auto teacher = embed_vectors(model + flags, texts, "mean");
+  ASSERT_EQ(teacher.size(), 16u);
+  EXPECT_NEAR(teacher[0].norm().item<double>(), 1.0, 1e-5);  // normalised, as modules.json says
+  EXPECT_LE(max_vector_diff(embed_vectors(out + "/rewired" + flags, texts, "mean"), teacher), 1e-5);
+  // The stages keep the model a sentence-transformers model, and distillation moved it.
+  for (const char* dir : {"/rewired", "/model"})
+    EXPECT_TRUE(fs::exists(out + dir + "/1_Pooling/config.json")) << dir;
+  EXPECT_GT(max_vector_diff(embed_vectors(out + "/model" + flags, texts, "mean"), teacher), 1e-4);
+  // The grid: Spearman on dev and the cosine to the full model, for the student and the teacher.
+  const auto grid = read_json_file(out + "/grid/grid.json");
+  std::set<std::string> names;
+  for (const auto& series : grid.at("series")) {
+    names.insert(series.at("name").get<std::string>());
+    for (const auto& p : series.at("points")) {
+      EXPECT_EQ(p["scores"]["dev"], p["metrics"]["dev_spearman"]);
+      EXPECT_TRUE(p["metrics"].contains("dev_cosine_to_full")) << p.dump();
+    }
+  }
+  EXPECT_TRUE(names.count("DynaBERT") && names.count("teacher"));
+  // Each export: a sentence-transformers model giving the vectors of its slice of model/.
+  const auto exports = read_json_file(out + "/compress.json")["stages"]["export"]["models"];
+  ASSERT_FALSE(exports.empty());
+  for (const auto& m : exports) {
+    const std::string dir = m["dir"].get<std::string>();
+    EXPECT_TRUE(fs::exists(dir + "/modules.json")) << dir;
+    EXPECT_TRUE(fs::exists(dir + "/2_Normalize")) << dir;
+    const std::string slice = " --width " + nlohmann::json(m["width"]).dump() + " --depth " +
+                              nlohmann::json(m["depth"]).dump();
+    EXPECT_LE(max_vector_diff(embed_vectors(dir + flags, texts, "mean"),
+                              embed_vectors(out + "/model" + flags + slice, texts, "mean")),
+              1e-5)
+        << dir;
+  }
+  // WID trains a classifier student: an embedding model is refused with what to use instead.
+  const test::CliResult wid =
+      test::run_cli("compress --method wid --model " + model + common + " --out " + (tmp / "w") +
+                    " --corpus x --mlm-teacher x");
+  EXPECT_NE(wid.code, 0);
+  EXPECT_NE(wid.err.find("--method dynabert"), std::string::npos) << wid.err;
 }
 
 // A sentence-transformers CrossEncoder: one label and a sigmoid named in config.json make

@@ -16,7 +16,6 @@
 #include "slimbert/data/metrics.h"
 #include "slimbert/dynabert/dynabert.h"
 #include "slimbert/infer/run.h"
-#include "slimbert/infer/sentence_transformers.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/flops.h"
 #include "slimbert/report/plot.h"
@@ -38,35 +37,15 @@ struct PairVectors {
 PairVectors embed_pairs(const infer::InferenceModel& model, const Tokenizer& tokenizer,
                         const TaskSpec& spec, const std::string& split, int64_t max_length,
                         infer::Pooling pooling, const SubNet& run) {
-  const TaskData data = spec.load(split);
-  const int64_t limit = infer::max_input_length(model.config(), tokenizer, max_length);
-  std::vector<Encoding> a, b;
-  PairVectors out;
-  for (const Example& e : data.examples) {
-    if (e.label.empty()) fail(data.source, ":", e.line, ": unlabelled");
-    if (!e.text_b)
-      fail(data.source, ":", e.line,
-           ": an embedding model is scored on text pairs (two texts and a label per row)");
-    // A label that states a number ranks by it (class indices order the label names as
-    // strings: "10" before "9"); a class name by its index.
-    if (const auto v = label_number(e.label))
-      out.gold.push_back(*v);
-    else if (spec.regression)
-      fail(data.source, ":", e.line, ": label '", e.label, "' is not a number");
-    else
-      out.gold.push_back(static_cast<double>(spec.label_index(e, data.source)));
-    a.push_back(infer::encode_within(tokenizer, e.text_a, std::nullopt, limit, true).encoding);
-    b.push_back(infer::encode_within(tokenizer, *e.text_b, std::nullopt, limit, true).encoding);
-  }
-  if (out.gold.size() < 2) fail(data.source, ": fewer than 2 labelled pairs to rank");
+  const EncodedPairs pairs =
+      encode_pairs(tokenizer, spec, spec.load(split),
+                   infer::max_input_length(model.config(), tokenizer, max_length), true);
   infer::RowWants wants;
   wants.poolings = {pooling};
   auto vectors = [&](const std::vector<Encoding>& in) {
     return infer::run_rows(model, in, run, tokenizer.pad_id(), {64, 0}, wants).pooled(pooling);
   };
-  out.a = vectors(a);
-  out.b = vectors(b);
-  return out;
+  return {vectors(pairs.a), vectors(pairs.b), pairs.gold};
 }
 
 std::vector<double> row_cosines(const at::Tensor& x, const at::Tensor& y) {
@@ -100,10 +79,9 @@ GridPoint evaluate_point(const infer::InferenceModel& model, const TensorMap& we
     if (name.rfind("cls.", 0) != 0) p.parameters += t.numel();
   p.gflops = encoder_flops(config, o.latency_seq, run) / 1e9;
   // An embedding model's own pooling (sentence-transformers' modules), else the first token.
-  const infer::Pooling pooling =
-      model.has_classifier() || model.dir().empty()
-          ? infer::Pooling::kCls
-          : infer::read_sentence_transformer(model.dir()).pooling.value_or(infer::Pooling::kCls);
+  const infer::Pooling pooling = model.has_classifier() || model.dir().empty()
+                                     ? infer::Pooling::kCls
+                                     : sentence_head_of(model.dir()).pooling;
   for (const auto& split : std::vector<std::string>(splits)) {
     EvalReport r;
     try {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -10,6 +11,7 @@
 #include "slimbert/core/error.h"
 #include "slimbert/core/fs.h"
 #include "slimbert/dynabert/dynabert.h"
+#include "slimbert/infer/sentence_transformers.h"
 #include "slimbert/io/checkpoint.h"
 #include "slimbert/model/history.h"
 #include "slimbert/model/names.h"
@@ -131,6 +133,7 @@ BertConfig export_subnet(const std::string& model_dir, const SubNet& subnet, con
     small.save(staging + "/config.json");
     save_weights(staging, to_family_names(weights, family_of(small)), DType::F32, 0);
     if (tokenizer) tokenizer->save(staging);
+    infer::copy_sentence_transformer_files(model_dir, staging);
   });
   return small;
 }
@@ -148,34 +151,39 @@ void export_onnx(const std::string& model_dir, const SubNet& subnet, const OnnxO
 
 // ---- Importance -------------------------------------------------------------------------------
 
-Importance compute_importance(BertForSequenceClassification& model, const EncodedTask& data,
-                              bool regression, int64_t batch_size, int64_t pad_id,
-                              const ImportanceOptions& options) {
-  const BertConfig& c = model->bert->config();
+namespace {
+
+// The loss on rows [begin, end) with attention scaled by `head_mask`.
+using RowsLoss = std::function<at::Tensor(size_t begin, size_t end, const at::Tensor& head_mask)>;
+
+// Head scores are |dL / d head_mask|; a neuron's is the first-order Taylor term of its
+// intermediate row (weight and bias) and output column. `whole` holds `encoder` and any head:
+// all of its gradients are cleared.
+Importance score_heads_and_neurons(torch::nn::Module& whole, BertModel& encoder, size_t rows,
+                                   int64_t batch_size, const ImportanceOptions& options,
+                                   const RowsLoss& loss_of) {
+  const BertConfig& c = encoder->config();
   require_unpruned(c, "importance scoring");
-  model->eval();  // as the reference: from_pretrained leaves the model in eval mode
-  auto params = params_of(*model->bert);
+  whole.eval();  // as the reference: from_pretrained leaves the model in eval mode
+  auto params = params_of(*encoder);
   const auto on_model = params.begin()->second.options();
   Importance imp{at::zeros({c.num_hidden_layers, c.num_attention_heads}, on_model),
                  at::zeros({c.num_hidden_layers, c.intermediate_size}, on_model)};
   at::Tensor head_mask = at::ones({c.num_hidden_layers, c.num_attention_heads}, on_model);
   head_mask.set_requires_grad(true);
-  for (auto& p : model->parameters())
-    if (p.grad().defined()) p.mutable_grad().zero_();
-
-  std::vector<size_t> order(data.inputs.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto clear = [&] {
+    for (auto& p : whole.parameters())
+      if (p.grad().defined()) p.mutable_grad().zero_();
+  };
+  clear();
   const size_t B = static_cast<size_t>(batch_size);
-  for (size_t begin = 0; begin < order.size(); begin += B) {
-    const size_t end = std::min(order.size(), begin + B);
+  for (size_t begin = 0; begin < rows; begin += B) {
+    const size_t end = std::min(rows, begin + B);
     if (!options.cumulative_gradients) {
-      for (auto& p : model->parameters())
-        if (p.grad().defined()) p.mutable_grad().zero_();
+      clear();
       if (head_mask.grad().defined()) head_mask.mutable_grad().zero_();
     }
-    const at::Tensor logits =
-        model->forward(batch_of(data.inputs, order, begin, end, pad_id), {}, head_mask);
-    task_loss(logits, data, order, begin, end, regression).backward();
+    loss_of(begin, end, head_mask).backward();
     at::NoGradGuard no_grad;
     imp.heads += head_mask.grad().abs();
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -187,9 +195,54 @@ Importance compute_importance(BertForSequenceClassification& model, const Encode
       imp.neurons[l] += in.abs() + out.abs();
     }
   }
-  for (auto& p : model->parameters())
-    if (p.grad().defined()) p.mutable_grad().zero_();
+  clear();
   return imp;
+}
+
+std::vector<size_t> in_order(size_t n) {
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  return order;
+}
+
+}  // namespace
+
+Importance compute_importance(BertForSequenceClassification& model, const EncodedTask& data,
+                              bool regression, int64_t batch_size, int64_t pad_id,
+                              const ImportanceOptions& options) {
+  const std::vector<size_t> order = in_order(data.inputs.size());
+  return score_heads_and_neurons(
+      *model, model->bert, order.size(), batch_size, options,
+      [&](size_t begin, size_t end, const at::Tensor& head_mask) {
+        const at::Tensor logits =
+            model->forward(batch_of(data.inputs, order, begin, end, pad_id), {}, head_mask);
+        return task_loss(logits, data, order, begin, end, regression);
+      });
+}
+
+Importance compute_importance(BertModel& model, const EncodedPairs& pairs, const SentenceHead& head,
+                              int64_t batch_size, int64_t pad_id,
+                              const ImportanceOptions& options) {
+  if (pairs.gold.size() != pairs.a.size() || pairs.a.empty())
+    fail(pairs.source, ": importance needs labelled pairs");
+  const auto [lo, hi] = std::minmax_element(pairs.gold.begin(), pairs.gold.end());
+  if (*hi == *lo) fail(pairs.source, ": every pair has the label ", *lo, ": nothing to rank");
+  // CosineSimilarityLoss's targets: the labels scaled to [0, 1].
+  std::vector<float> scaled;
+  for (double g : pairs.gold) scaled.push_back(static_cast<float>((g - *lo) / (*hi - *lo)));
+  const at::Tensor target = at::tensor(scaled).to(model->device());
+  const std::vector<size_t> order = in_order(pairs.a.size());
+  return score_heads_and_neurons(
+      *model, model, order.size(), batch_size, options,
+      [&](size_t begin, size_t end, const at::Tensor& head_mask) {
+        auto vectors = [&](const std::vector<Encoding>& texts) {
+          const Batch batch = batch_of(texts, order, begin, end, pad_id).to(model->device());
+          return sentence_vectors(model->forward(batch, {}, head_mask), batch, head);
+        };
+        const at::Tensor cos = at::cosine_similarity(vectors(pairs.a), vectors(pairs.b), 1, 1e-12);
+        return at::mse_loss(
+            cos, target.slice(0, static_cast<int64_t>(begin), static_cast<int64_t>(end)));
+      });
 }
 
 // ---- Rewiring ---------------------------------------------------------------------------------
@@ -209,31 +262,52 @@ nlohmann::json rows_of(const at::Tensor& t) {
 }  // namespace
 
 RewireResult rewire_model(const RewireOptions& o) {
-  BertForSequenceClassification model = load_classifier(o.model_dir);
-  const BertConfig& config = model->bert->config();
+  const BertConfig config = load_config_dir(o.model_dir);
   const Tokenizer tokenizer = Tokenizer::from_dir(o.model_dir);
   check_tokenizer_fits(tokenizer, config, o.model_dir);
-  const TaskSpec spec = task_for_model(config, o.task, o.data_dir, o.skip_bad_rows);
+  const bool classifier = has_classifier_weights(o.model_dir);
+  // A classifier reads the labels in its own order; an embedding model ranks pairs by them.
+  const TaskSpec spec = classifier ? task_for_model(config, o.task, o.data_dir, o.skip_bad_rows)
+                                   : TaskSpec::make(o.task, o.data_dir, o.skip_bad_rows);
   TaskData data = spec.load(o.split);
   if (o.examples > 0 && static_cast<int64_t>(data.examples.size()) > o.examples) {
     std::mt19937_64 rng(o.seed);
     std::shuffle(data.examples.begin(), data.examples.end(), rng);
     data.examples.resize(static_cast<size_t>(o.examples));
   }
-  const EncodedTask enc = encode_task(tokenizer, spec, data, o.max_length, true);
-  std::cerr << "dynabert rewire: scoring " << enc.inputs.size() << " examples of " << data.source
-            << "\n";
   RewireResult r;
   r.source = data.source;
-  r.examples = static_cast<int64_t>(enc.inputs.size());
-  r.importance = compute_importance(model, enc, spec.regression, o.batch_size, tokenizer.pad_id(),
-                                    o.importance);
-  rewire(model->bert, r.importance);
   BertConfig rewired = config;
   add_history(rewired, "rewired");
-  save_checkpoint(o.out_dir, rewired, *model, tokenizer);
+  auto announce = [&](size_t n, const char* what) {
+    std::cerr << "dynabert rewire: scoring " << n << " " << what << " of " << data.source << "\n";
+    r.examples = static_cast<int64_t>(n);
+  };
+  if (classifier) {
+    BertForSequenceClassification model = load_classifier(o.model_dir);
+    const EncodedTask enc = encode_task(tokenizer, spec, data, o.max_length, true);
+    announce(enc.inputs.size(), "examples");
+    r.importance = compute_importance(model, enc, spec.regression, o.batch_size, tokenizer.pad_id(),
+                                      o.importance);
+    rewire(model->bert, r.importance);
+    save_checkpoint(o.out_dir, rewired, *model, tokenizer);
+  } else {
+    BertModel model = load_encoder(o.model_dir);
+    const EncodedPairs pairs = encode_pairs(
+        tokenizer, spec, data, infer::max_input_length(config, tokenizer, o.max_length), true);
+    announce(pairs.a.size(), "pairs");
+    r.importance = compute_importance(model, pairs, sentence_head_of(o.model_dir), o.batch_size,
+                                      tokenizer.pad_id(), o.importance);
+    rewire(model, r.importance);
+    SaveOptions save;
+    save.extra_files = [&](const std::string& dir) {
+      infer::copy_sentence_transformer_files(o.model_dir, dir);
+    };
+    save_checkpoint(o.out_dir, rewired, *model, tokenizer, save);
+  }
   nlohmann::json report = {{"source", data.source},
-                           {"examples", enc.inputs.size()},
+                           {"examples", r.examples},
+                           {"loss", classifier ? "task" : "cosine_similarity"},
                            {"cumulative_gradients", o.importance.cumulative_gradients},
                            {"head_importance", rows_of(r.importance.heads)},
                            {"neuron_importance", rows_of(r.importance.neurons)}};

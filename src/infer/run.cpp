@@ -88,7 +88,10 @@ const char* pooling_name(Pooling pooling) {
 }
 
 at::Tensor pool(const Output& output, const Batch& batch, Pooling pooling) {
-  const at::Tensor& h = output.last;  // (B, T, H)
+  return pool(output.last, batch, pooling);
+}
+
+at::Tensor pool(const at::Tensor& h, const Batch& batch, Pooling pooling) {
   if (pooling == Pooling::kCls) return h.select(1, 0);
   const bool masked = batch.attention_mask.defined();
   const at::Tensor mask =

@@ -107,6 +107,32 @@ SentenceTransformer read_sentence_transformer(const std::string& dir) {
   return st;
 }
 
+void copy_sentence_transformer_files(const std::string& dir, const std::string& to) {
+  const fs::path from(dir), into(to);
+  const auto options = fs::copy_options::recursive | fs::copy_options::overwrite_existing;
+  for (const char* file :
+       {"modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"})
+    if (fs::exists(from / file)) fs::copy(from / file, into / file, options);
+  const std::optional<json> modules = read_if_present(from / "modules.json");
+  if (!modules) return;
+  const std::string where = (from / "modules.json").string();
+  if (!modules->is_array()) fail(where, ": expected a list of modules");
+  size_t i = 0;
+  for (const json& m : *modules) {
+    const JsonFields f(m, cat(where, ": module ", i++));
+    const std::string path = f.has("path") ? f.string("path") : "";
+    if (path.empty()) continue;  // the Transformer module: the checkpoint itself
+    const fs::path rel(path);
+    for (const auto& part : rel)
+      if (rel.is_absolute() || part == "..")
+        fail(f.where(), ": path '", excerpt(path), "' leaves the model directory");
+    if (fs::is_directory(from / rel)) {
+      fs::create_directories(into / rel);
+      fs::copy(from / rel, into / rel, options);
+    }
+  }
+}
+
 int64_t prompt_pool_from(const Tokenizer& tokenizer, const std::string& prompt,
                          bool include_prompt) {
   if (include_prompt || prompt.empty()) return 0;

@@ -136,6 +136,7 @@ void write_checkpoint_files(const std::string& dir, const BertConfig& config,
   save_weights(dir, to_family_names(state_dict(model), family_of(config)), options.float_dtype,
                options.max_shard_bytes);
   tokenizer.save(dir);
+  if (options.extra_files) options.extra_files(dir);
 }
 
 void save_checkpoint(const std::string& dir, const BertConfig& config,
@@ -174,8 +175,7 @@ namespace {
 
 template <typename Model>
 Model load_into(const std::function<Model()>& make, const BertConfig& config,
-                const std::string& dir, const LoadOptions& options) {
-  const TensorMap weights = load_weights(dir);
+                const std::string& dir, const LoadOptions& options, const TensorMap& weights) {
   check_config_matches_weights(config, weights, weights_path(dir));
   Model model = make();
   if (options.init_missing_heads) init_weights(*model, config, options.seed);
@@ -183,6 +183,12 @@ Model load_into(const std::function<Model()>& make, const BertConfig& config,
   model->eval();
   model->to(compute_device());
   return model;
+}
+
+template <typename Model>
+Model load_into(const std::function<Model()>& make, const BertConfig& config,
+                const std::string& dir, const LoadOptions& options) {
+  return load_into(make, config, dir, options, load_weights(dir));
 }
 
 }  // namespace
@@ -218,6 +224,13 @@ void check_config_matches_weights(const BertConfig& config, const TensorMap& wei
 BertModel load_bert_model(const std::string& dir, bool with_pooler, const LoadOptions& options) {
   const BertConfig config = load_config_dir(dir);
   return load_into<BertModel>([&] { return BertModel(config, with_pooler); }, config, dir, options);
+}
+
+BertModel load_encoder(const std::string& dir) {
+  const BertConfig config = load_config_dir(dir);
+  const TensorMap weights = load_weights(dir);
+  const bool pooler = find_weight(weights, hf::path({hf::kPooler, "weight"})) != nullptr;
+  return load_into<BertModel>([&] { return BertModel(config, pooler); }, config, dir, {}, weights);
 }
 
 BertForMaskedLM load_masked_lm(const std::string& dir, const LoadOptions& options) {

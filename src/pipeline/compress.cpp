@@ -203,7 +203,8 @@ void set_if(T& field, const std::optional<T>& value) {
 
 class Pipeline {
  public:
-  explicit Pipeline(const CompressOptions& o) : o_(o), ledger_(o) {}
+  // `embedding`: the model has no classifier; its sentence vectors are distilled.
+  Pipeline(const CompressOptions& o, bool embedding) : o_(o), embedding_(embedding), ledger_(o) {}
 
   CompressResult run() {
     plan();
@@ -388,18 +389,20 @@ class Pipeline {
                            const std::string w = model_of("stage1-width");
                            return dyna_stage(DynaStage::kWidthDepth, out("stage2"), w, w);
                          }});
-      if (o_.stage3)
+      if (stage3())
         stages_.push_back({"stage3-labels", [this] {
                              return dyna_stage(DynaStage::kFinetune, out("stage3"),
                                                model_of("stage2-width-depth"), "");
                            }});
     }
-    final_stage_ = !dyna ? "student" : o_.stage3 ? "stage3-labels" : "stage2-width-depth";
+    final_stage_ = !dyna ? "student" : stage3() ? "stage3-labels" : "stage2-width-depth";
     stages_.push_back({"grid", [this] { return grid(); }});
     stages_.push_back({"profile", [this] { return profile(); }});
     stages_.push_back({"export", [this] { return exports(); }});
     stages_.push_back({"report", [this] { return report(); }});
   }
+
+  bool stage3() const { return o_.stage3 && !embedding_; }
 
   WidStrategy strategy() const {
     return o_.set.strategy ? parse_wid_strategy(*o_.set.strategy)
@@ -601,11 +604,12 @@ class Pipeline {
       c.chosen = m.at("chosen").get<bool>();
       r.exports.push_back(c);
     }
-    r.metric = TaskSpec::make(o_.task, o_.data_dir).main_metric;
+    r.metric = embedding_ ? "spearman" : TaskSpec::make(o_.task, o_.data_dir).main_metric;
     return r;
   }
 
   const CompressOptions& o_;
+  bool embedding_;
   Ledger ledger_;
   std::vector<std::pair<std::string, std::function<nlohmann::json()>>> stages_;
   std::string final_stage_;
@@ -621,11 +625,20 @@ CompressResult compress(const CompressOptions& options) {
          " needs --corpus (MLM shards) and --mlm-teacher (the pretrained masked LM the task model "
          "was fine-tuned from)");
   if (options.lrs.empty()) fail("--lr: no learning rate");
-  if (!load_weights(options.model_dir).count("classifier.weight"))
-    fail(options.model_dir,
-         ": no classification head: compress distils a fine-tuned classifier. For an embedding "
-         "model, `slimbert dynabert grid` scores each sub-network on a labelled pair file and "
-         "its cosine to the full model; its distillation stages are not supported yet");
+  const bool embedding = !has_classifier_weights(options.model_dir);
+  if (embedding) {
+    // An embedding model: DynaBERT distils its sentence vectors; WID's student and DynaBERT's
+    // stage 3 train a classifier on the labels.
+    if (options.method != CompressMethod::kDynaBert)
+      fail(options.model_dir,
+           ": an embedding model (no classification head) is compressed with "
+           "--method dynabert; --method ",
+           to_string(options.method), " fine-tunes a classifier student");
+    if (options.stage3)
+      std::cerr << "compress: " << options.model_dir
+                << " is an embedding model (no classification head): its sentence vectors are "
+                   "distilled; stage 3, which trains a classifier on the labels, is skipped\n";
+  }
   const CompressOptions::Overrides& s = options.set;
   if (options.method == CompressMethod::kWid &&
       (s.lambda1 || s.stage1_lambda2 || s.stage2_lambda2 || s.same_width_teacher))
@@ -638,7 +651,7 @@ CompressResult compress(const CompressOptions& options) {
     fail(
         "--kd-weight, --kd-temperature, --wid-lr, --compactor-lr, --wid-lambda, --zero-by, "
         "--w-step and --strategy set the WID stages, which --method dynabert does not run");
-  Pipeline pipeline(options);
+  Pipeline pipeline(options, embedding);
   return pipeline.run();
 }
 

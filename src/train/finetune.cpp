@@ -210,7 +210,8 @@ FinetuneResult train_task(RunSignature run, const FinetuneOptions& o, const Trai
   result.best_step = r.best_step;
   result.best_dev.metrics = r.best;
   if (r.finished && is_main_rank())
-    save_checkpoint((fs::path(o.out_dir) / "model").string(), t.config, t.model, t.tokenizer);
+    save_checkpoint((fs::path(o.out_dir) / "model").string(), t.config, t.model, t.tokenizer,
+                    t.save);
   return result;
 }
 

@@ -162,7 +162,8 @@ LoopResult run_training(const LoopOptions& o, const Trainee& t, Sampler& data,
         best = result.validation.at("main");
         result.best_step = step;
         result.best = result.validation;
-        save_checkpoint((fs::path(o.out_dir) / "best").string(), t.config, t.model, t.tokenizer);
+        save_checkpoint((fs::path(o.out_dir) / "best").string(), t.config, t.model, t.tokenizer,
+                        t.save);
       }
     }
     bool out_of_budget =

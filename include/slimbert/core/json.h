@@ -57,7 +57,6 @@ constexpr int64_t kGridVersion = 1;          // grid.json
 constexpr int64_t kShardsVersion = 1;        // shards.json
 // Fails with "<where>: schema_version N is newer than this slimbert reads (at most M)..." unless
 // `j`'s version is an integer in [1, supported]; returns it.
-int64_t check_schema_version(const nlohmann::json& j, const std::string& where,
-                             int64_t supported);
+int64_t check_schema_version(const nlohmann::json& j, const std::string& where, int64_t supported);
 
 }  // namespace slimbert

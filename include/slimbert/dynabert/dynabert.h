@@ -14,11 +14,51 @@
 
 #include "slimbert/infer/model.h"
 #include "slimbert/infer/onnx.h"
+#include "slimbert/infer/run.h"
 #include "slimbert/io/tensor_io.h"
 #include "slimbert/model/bert.h"
 #include "slimbert/train/finetune.h"
 
 namespace slimbert {
+
+// ---- Embedding models ---------------------------------------------------------------------------
+//
+// A model without a classifier is compressed as the sentence encoder it is: its sentence vectors
+// (the model's own pooling and normalisation, from its sentence-transformers modules) take the
+// place of logits. Importance comes from sentence-transformers' CosineSimilarityLoss on a
+// labelled pair file (the cosine of each pair's vectors against its label scaled to [0, 1]);
+// the distillation stages match each sub-network's vectors to the teacher's (MSE, with the
+// hidden states as for a classifier); sub-networks are scored by Spearman's rho of the pair
+// cosines against the labels.
+
+// How a sentence vector is made from the last hidden layer.
+struct SentenceHead {
+  infer::Pooling pooling = infer::Pooling::kCls;
+  bool normalize = false;
+};
+// DIR's sentence-transformers modules (the first token, unnormalised, when it has none).
+SentenceHead sentence_head_of(const std::string& model_dir);
+// True when DIR's weights hold a sequence classifier.
+bool has_classifier_weights(const std::string& model_dir);
+
+// Sentence vectors (B, H) of an encoder's output on `batch`; differentiable.
+at::Tensor sentence_vectors(const Encoded& encoded, const Batch& batch, const SentenceHead& head);
+
+// A labelled pair split with each text encoded on its own, as an embedding model reads it. The
+// gold value of a pair is the number its label states, else its class index.
+struct EncodedPairs {
+  std::string source;
+  std::vector<Encoding> a, b;
+  std::vector<double> gold;  // empty when `need_labels` is false
+};
+// `limit`: tokens per text (longer texts are truncated), as infer::max_input_length gives it.
+EncodedPairs encode_pairs(const Tokenizer& tokenizer, const TaskSpec& spec, const TaskData& data,
+                          int64_t limit, bool need_labels);
+
+// Spearman's rho of the cosine of each pair's vectors (a training model at `subnet`, eval mode,
+// no gradients) against the gold values.
+double pair_spearman(BertModel& model, const EncodedPairs& pairs, const SubNet& subnet,
+                     const SentenceHead& head, int64_t pad_id, int64_t batch_size = 64);
 
 // ---- Static export (§B.10) --------------------------------------------------------------------
 
@@ -59,6 +99,11 @@ struct ImportanceOptions {
 // `batches` of `data`'s rows (`order` in batches of `batch_size`).
 Importance compute_importance(BertForSequenceClassification& model, const EncodedTask& data,
                               bool regression, int64_t batch_size, int64_t pad_id,
+                              const ImportanceOptions& options = {});
+// The same for an embedding model, with CosineSimilarityLoss on the pairs (labels scaled to
+// [0, 1] by their smallest and largest value).
+Importance compute_importance(BertModel& model, const EncodedPairs& pairs, const SentenceHead& head,
+                              int64_t batch_size, int64_t pad_id,
                               const ImportanceOptions& options = {});
 
 // Permutes every layer's heads (Q/K/V rows, attention-output columns) and FFN neurons

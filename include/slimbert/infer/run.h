@@ -60,7 +60,8 @@ FittedEncoding encode_within(const Tokenizer& tokenizer, const std::string& text
 enum class Pooling { kCls, kMean, kMax, kLastToken };
 Pooling parse_pooling(const std::string& name);  // "cls" | "mean" | "max" | "lasttoken"
 const char* pooling_name(Pooling pooling);
-// Sentence vectors (B, H) of the last layer.
+// Sentence vectors (B, H) of the last layer (B, T, H); differentiable.
+at::Tensor pool(const at::Tensor& last, const Batch& batch, Pooling pooling);
 at::Tensor pool(const Output& output, const Batch& batch, Pooling pooling);
 // Rows scaled to unit length (a zero row stays zero).
 at::Tensor normalize(const at::Tensor& rows);

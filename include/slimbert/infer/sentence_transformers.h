@@ -34,4 +34,10 @@ struct SentenceTransformer {
 // once) is an error naming the file and what it holds.
 SentenceTransformer read_sentence_transformer(const std::string& dir);
 
+// Copies DIR's sentence-transformers files (modules.json, the module folders it names,
+// sentence_bert_config.json, config_sentence_transformers.json) into `to`: a model derived from
+// DIR's weights (rewired, distilled, sliced) pools and prompts as DIR does. Nothing when DIR has
+// none; a module path outside DIR is an error.
+void copy_sentence_transformer_files(const std::string& dir, const std::string& to);
+
 }  // namespace slimbert::infer

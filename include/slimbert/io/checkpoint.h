@@ -2,6 +2,7 @@
 // tokenizer_config.json, special_tokens_map.json. What we write, transformers loads unchanged.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,9 @@ TensorMap state_dict(const torch::nn::Module& module);
 struct SaveOptions {
   DType float_dtype = DType::F32;  // F16 / BF16 halve the file
   size_t max_shard_bytes = 0;      // 0: one model.safetensors
+  // Writes files of the caller's into the directory being written (e.g. a sentence-transformers
+  // model's module files), before it is moved into place.
+  std::function<void(const std::string& dir)> extra_files;
 };
 
 // Writes the checkpoint files into an existing directory (callers that add files of their own,
@@ -68,6 +72,9 @@ std::string weights_path(const std::string& dir);
 // Loaders: config + weights of DIR; heads missing from the file are an error unless allowed.
 BertModel load_bert_model(const std::string& dir, bool with_pooler = false,
                           const LoadOptions& options = {});
+// The base model of DIR (any head's tensors ignored), with its pooler when the file has one so
+// that what is saved from it keeps it.
+BertModel load_encoder(const std::string& dir);
 BertForMaskedLM load_masked_lm(const std::string& dir, const LoadOptions& options = {});
 BertForSequenceClassification load_classifier(const std::string& dir,
                                               const LoadOptions& options = {});

@@ -22,6 +22,7 @@
 
 #include "slimbert/core/dist.h"
 #include "slimbert/data/mlm.h"
+#include "slimbert/io/checkpoint.h"
 #include "slimbert/model/bert.h"
 #include "slimbert/train/optimizer.h"
 #include "slimbert/train/state.h"
@@ -142,6 +143,7 @@ struct Trainee {
   AdamW& optimizer;
   const BertConfig& config;  // written with each checkpoint
   const Tokenizer& tokenizer;
+  SaveOptions save = {};  // how best/ and model/ are written
 };
 
 // On every rank; only rank 0 validates, logs and writes (its result holds the validations).
