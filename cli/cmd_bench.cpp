@@ -83,6 +83,39 @@ void add_bench(CLI::App& app) {
               << "  p50 " << p50 << " ms   p90 " << p90 << " ms   p99 " << p99 << " ms   mean "
               << mean << " ms   " << std::setprecision(1) << gflops / (p50 / 1e3) << " GFLOP/s\n";
   });
+
+  struct PeakOpts {
+    int64_t size = 1024;
+    bool json = false;
+    RuntimeConfig runtime;
+  };
+  auto peak = std::make_shared<PeakOpts>();
+  auto* gemm = app.add_subcommand(
+      "gemm-peak",
+      "the machine's matrix-product rate per engine (fp32 OpenBLAS, fp32 oneDNN, int8 oneDNN): "
+      "the limit benchmarks compare achieved rates with");
+  gemm->add_option("--size", peak->size, "square products of this size")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{64}, int64_t{8192}));
+  gemm->add_flag("--json", peak->json, "print one JSON object");
+  add_runtime_options(gemm, &peak->runtime);
+  gemm->callback([peak] {
+    const infer::GemmPeak p = infer::measure_gemm_peak(peak->runtime, peak->size);
+    if (peak->json) {
+      std::cout << nlohmann::json{{"size", peak->size},
+                                  {"threads", describe_threads()},
+                                  {"openblas_fp32_gflop_per_s", p.openblas_fp32},
+                                  {"onednn_fp32_gflop_per_s", p.onednn_fp32},
+                                  {"int8_gflop_per_s", p.int8}}
+                       .dump()
+                << "\n";
+      return;
+    }
+    std::cout << std::fixed << std::setprecision(1) << "GEMM " << peak->size << "^3, "
+              << describe_threads() << " threads: fp32 OpenBLAS " << p.openblas_fp32
+              << " GFLOP/s, fp32 oneDNN " << p.onednn_fp32 << " GFLOP/s, int8 oneDNN " << p.int8
+              << " GOP/s\n";
+  });
 }
 
 }  // namespace slimbert::cli

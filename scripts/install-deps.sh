@@ -15,7 +15,7 @@ packages=(cmake ninja-build g++ ccache pkg-config
   libgtest-dev libgmock-dev curl)
 bench=0
 [[ "${1:-}" == "--bench" ]] && bench=1
-((bench)) && packages+=(python3-torch)
+((bench)) && packages+=(python3-torch python3-onnx)  # anchors: PyTorch, ORT int8 rewrite
 [[ "${1:-}" == "--fuzz" ]] && packages+=(clang libclang-rt-14-dev python3)
 
 missing=()

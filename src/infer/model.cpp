@@ -279,6 +279,43 @@ GemmTiming measure_gemm(const BertConfig& config, const RuntimeConfig& runtime) 
   return g;
 }
 
+GemmPeak measure_gemm_peak(const RuntimeConfig& runtime, int64_t size, int repeats) {
+  at::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(0);  // the global generator is left alone
+  const at::Tensor x = at::randn({size, size}, gen), w = at::randn({size, size}, gen);
+  const at::Tensor bias = at::zeros({size});
+  auto rate = [&](const std::function<at::Tensor()>& product) {
+    product();  // warm-up (and a oneDNN primitive for these rows)
+    double best = 0;
+    for (int r = 0; r < repeats; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      product();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      best = std::max(best,
+                      2.0 * static_cast<double>(size * size) * static_cast<double>(size) / s / 1e9);
+    }
+    return best;
+  };
+  GemmPeak peak;
+  ModelOptions o;
+  configure_runtime(runtime_for(o, runtime));
+  peak.openblas_fp32 = rate([&] { return at::mm(x, w.t()); });
+  if (at::hasMKLDNN()) {
+    o.gemm = Gemm::kOnednn;
+    configure_runtime(runtime_for(o, runtime));
+    const OnednnLinear linear(w, bias);
+    peak.onednn_fp32 = rate([&] { return linear(x); });
+  }
+  if (select_int8_engine()) {
+    o.int8 = true;
+    configure_runtime(runtime_for(o, runtime));
+    const Int8Linear linear(w, bias);
+    peak.int8 = rate([&] { return linear(x); });
+  }
+  configure_runtime(runtime);
+  return peak;
+}
+
 ModelOptions configure_engine(const BertConfig& config, ModelOptions options,
                               const RuntimeConfig& runtime) {
   if (options.gemm == Gemm::kAuto) {

@@ -15,6 +15,7 @@
 
 #include <ATen/Tensor.h>
 #include <c10/core/Device.h>
+#include <algorithm>
 
 #include <map>
 #include <memory>
@@ -64,6 +65,15 @@ RuntimeConfig runtime_for(const ModelOptions& options, RuntimeConfig runtime);
 ModelOptions configure_engine(const BertConfig& config, ModelOptions options,
                               const RuntimeConfig& runtime);
 GemmTiming measure_gemm(const BertConfig& config, const RuntimeConfig& runtime);
+
+// The machine's measured matrix-product rate per engine (GFLOP/s, 2 m n k per product): the
+// best of several square products of `size` under each engine's thread setting. The physical
+// limit benchmarks report their achieved rates against. 0 where an engine is missing.
+struct GemmPeak {
+  double openblas_fp32 = 0, onednn_fp32 = 0, int8 = 0;
+  double fp32() const { return std::max(openblas_fp32, onednn_fp32); }
+};
+GemmPeak measure_gemm_peak(const RuntimeConfig& runtime, int64_t size = 1024, int repeats = 8);
 
 class InferenceModel;
 // configure_engine for DIR's config.json, then InferenceModel::load with the options it returns.
