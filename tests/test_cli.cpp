@@ -151,6 +151,18 @@ TEST(Cli, InitInfoEmbedPredictBench) {
   EXPECT_LE(jb["p90_ms"].get<double>(), jb["p99_ms"].get<double>());
   EXPECT_EQ(jb["batch"], 2);
   EXPECT_EQ(jb["seq"], 16);
+
+  // The GEMM peak the benchmark sets achieved rates against: a rate per engine.
+  Result peak = run("gemm-peak --size 128 --threads 1 --json");
+  ASSERT_EQ(peak.code, 0) << peak.err;
+  const auto jk = nlohmann::json::parse(peak.out);
+  EXPECT_EQ(jk["size"], 128);
+  EXPECT_GT(jk["openblas_fp32_gflop_per_s"].get<double>(), 0.0);
+  if (at::hasMKLDNN()) {
+    EXPECT_GT(jk["onednn_fp32_gflop_per_s"].get<double>(), 0.0);
+    EXPECT_GT(jk["int8_gflop_per_s"].get<double>(), 0.0);
+  }
+  EXPECT_FAILS_WITH(run("gemm-peak --size 8"), "--size");
 }
 
 TEST(Cli, EmbeddingsEqualTheLibraryForward) {
