@@ -96,6 +96,41 @@ TEST(InferenceModel, Int8StaysCloseToFloatAndRunsOnlyPackedWidths) {
   EXPECT_LT(int8->weight_bytes(), fp32->weight_bytes());
 }
 
+// The int8 map computes exactly the product of its quantized operands: activations u8 over their
+// range with a zero point, weights s8 per output row, the zero point taken out through the
+// weights' row sums. The reference here does that arithmetic in double.
+TEST(InferenceModel, Int8LinearIsTheExactProductOfItsQuantizedOperands) {
+  if (!at::hasMKLDNN()) GTEST_SKIP() << "no oneDNN in this libtorch";
+  at::manual_seed(3);
+  const at::Tensor w = at::randn({96, 64}), b = at::randn({96});
+  infer::ModelOptions int8;
+  int8.int8 = true;
+  const auto linear = infer::pack_linear(w, b, int8);
+  const at::Tensor w_scale = w.abs().amax(1).clamp_min(1e-8).div(127.0);
+  const at::Tensor qw = at::round(w / w_scale.unsqueeze(1)).clamp(-127, 127).to(at::kDouble);
+  for (int64_t m : {1, 7, 128, 300}) {
+    const at::Tensor x = at::randn({m, 64}) * 3 + 0.5;
+    const infer::ActivationQuantization a = infer::quantize_activations(x);
+    ASSERT_EQ(a.values.scalar_type(), at::kByte);
+    EXPECT_GE(a.zero_point, 0);
+    EXPECT_LE(a.zero_point, 255);
+    const at::Tensor qx = a.values.to(at::kDouble) - static_cast<double>(a.zero_point);
+    // Each activation within half a step of its quantized value.
+    EXPECT_LE((qx * a.scale - x.to(at::kDouble)).abs().max().item<double>(), a.scale * 0.5001);
+    const at::Tensor reference =
+        qx.mm(qw.t()) * (w_scale.to(at::kDouble) * a.scale).unsqueeze(0) + b.to(at::kDouble);
+    const at::Tensor y = (*linear)(x);
+    EXPECT_LE((y.to(at::kDouble) - reference).abs().max().item<double>(),
+              1e-5 * reference.abs().max().item<double>() + 1e-5)
+        << m << " rows";
+    // And it is close to the float product: int8 is an approximation of it, not another map.
+    const at::Tensor exact = at::linear(x, w, b);
+    EXPECT_LT((y - exact).abs().max().item<double>(), 0.05 * exact.abs().max().item<double>());
+  }
+  const at::Tensor x3 = at::randn({2, 5, 64});
+  EXPECT_EQ((*linear)(x3).sizes(), (std::vector<int64_t>{2, 5, 96}));
+}
+
 TEST(InferenceModel, OnednnGemmMatchesTheBlasPath) {
   const auto blas = infer::InferenceModel::load(model_dir());
   const auto onednn =

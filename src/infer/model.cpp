@@ -62,13 +62,18 @@ bool select_int8_engine() {
   return ok;
 }
 
-// A linear map whose weights were laid out once for a library's own kernels.
-class PackedLinear {
- public:
-  virtual ~PackedLinear() = default;
-  virtual at::Tensor operator()(const at::Tensor& x) const = 0;  // (..., in) -> (..., out)
-  virtual int64_t bytes() const = 0;
-};
+ActivationQuantization quantize_activations(const at::Tensor& x) {
+  const auto [lo, hi] = at::aminmax(x);
+  const double low = std::min(0.0, lo.item<double>()), high = std::max(0.0, hi.item<double>());
+  ActivationQuantization a;
+  a.scale = high > low ? (high - low) / 255.0 : 1.0;
+  a.zero_point = std::clamp<int64_t>(std::llround(-low / a.scale), 0, 255);
+  // Vectorised passes: at::quantize_per_tensor took 10x as long here, on one thread.
+  at::Tensor q = x * (1.0 / a.scale);
+  q.add_(static_cast<double>(a.zero_point)).round_().clamp_(0, 255);
+  a.values = q.to(at::kByte);
+  return a;
+}
 
 namespace {
 
@@ -106,6 +111,112 @@ class Int8Linear : public PackedLinear {
 };
 
 #if SLIMBERT_HAVE_DNNL
+const dnnl::engine& dnnl_engine() {
+  static const dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+// Primitives per number of input rows, a few kept; callers share a model across threads.
+template <typename Primitive>
+class PrimitiveCache {
+ public:
+  Primitive get(int64_t rows, const std::function<Primitive()>& make) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = primitives_.find(rows);
+    if (it != primitives_.end()) return it->second;
+    if (primitives_.size() >= kKept) primitives_.erase(primitives_.begin());
+    return primitives_.emplace(rows, make()).first->second;
+  }
+
+ private:
+  static constexpr size_t kKept = 16;
+  mutable std::mutex mutex_;
+  mutable std::map<int64_t, Primitive> primitives_;
+};
+
+// int8 through oneDNN's matmul, called directly: u8 activations (quantized per call over their
+// range, zero included) times s8 weights (per output row, symmetric, reordered once at load into
+// the kernel's layout; VNNI's u8 x s8 products). oneDNN scales the output by the weights'
+// scales (constant: its fast kernels take no scales given per call); the activations' scale and
+// zero point are applied afterwards, in one pass with the bias, through the weights' row sums:
+// y = s_x s_w[n] (sum_k q_x[k] q_w[n, k] - z_x sum_k q_w[n, k]) + b[n].
+class OnednnInt8Linear : public PackedLinear {
+ public:
+  OnednnInt8Linear(const at::Tensor& weight, const at::Tensor& bias)
+      : rows_(weight.size(0)), cols_(weight.size(1)) {
+    const at::Tensor w = weight.contiguous().to(at::kFloat);
+    weight_scale_ = w.abs().amax(1).clamp_min(1e-8).div(127.0);
+    const at::Tensor q =
+        at::round(w / weight_scale_.unsqueeze(1)).clamp(-127, 127).to(at::kChar).contiguous();
+    row_sums_ = q.sum(1, false, at::kFloat);
+    const at::Tensor scales = weight_scale_.contiguous();
+    column_scales_.assign(scales.data_ptr<float>(), scales.data_ptr<float>() + rows_);
+    bias_ = bias.defined() ? bias.contiguous().to(at::kFloat) : at::zeros({rows_});
+    weights_desc_ = describe(kPackRows, true).weights_desc();
+    // (in, out) stored out-major: q's own (out, in) rows.
+    dnnl::memory plain({{cols_, rows_}, dnnl::memory::data_type::s8, dnnl::memory::format_tag::ba},
+                       dnnl_engine(), q.data_ptr());
+    packed_ = dnnl::memory(weights_desc_, dnnl_engine());
+    dnnl::stream s(dnnl_engine());
+    dnnl::reorder(plain, packed_).execute(s, plain, packed_);
+    s.wait();
+  }
+  at::Tensor operator()(const at::Tensor& x) const override {
+    auto sizes = x.sizes().vec();
+    const at::Tensor in = x.reshape({-1, cols_}).contiguous();
+    const int64_t m = in.size(0);
+    at::Tensor y = at::empty({m, rows_}, in.options());
+    if (m > 0) {
+      const ActivationQuantization a = quantize_activations(in);
+      const at::Tensor shift =
+          bias_ - weight_scale_ * (a.scale * static_cast<double>(a.zero_point)) * row_sums_;
+      const dnnl::memory::desc src_md({m, cols_}, dnnl::memory::data_type::u8,
+                                      dnnl::memory::format_tag::ab);
+      const dnnl::memory::desc dst_md({m, rows_}, dnnl::memory::data_type::f32,
+                                      dnnl::memory::format_tag::ab);
+      dnnl::memory src(src_md, dnnl_engine(), a.values.data_ptr());
+      dnnl::memory dst(dst_md, dnnl_engine(), y.data_ptr());
+      dnnl::stream s(dnnl_engine());
+      primitives_.get(m, [&] { return dnnl::matmul(describe(m, false)); })
+          .execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed_}, {DNNL_ARG_DST, dst}});
+      s.wait();
+      at::add_out(y, shift, y, a.scale);  // shift + s_x y
+    }
+    sizes.back() = rows_;
+    return y.view(sizes);
+  }
+  int64_t bytes() const override { return rows_ * cols_ + rows_ * 12; }  // weights, scale, bias
+
+ private:
+  static constexpr int64_t kPackRows = 128;  // the layout is chosen for a 128-row input
+
+  dnnl::matmul::primitive_desc describe(int64_t m, bool any_layout) const {
+    const dnnl::memory::desc src({m, cols_}, dnnl::memory::data_type::u8,
+                                 dnnl::memory::format_tag::ab);
+    const dnnl::memory::desc dst({m, rows_}, dnnl::memory::data_type::f32,
+                                 dnnl::memory::format_tag::ab);
+    const dnnl::memory::desc weights =
+        any_layout ? dnnl::memory::desc({cols_, rows_}, dnnl::memory::data_type::s8,
+                                        dnnl::memory::format_tag::any)
+                   : weights_desc_;
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(1 << 1, column_scales_);  // the weights' own, one per output column
+    try {
+      return {dnnl::matmul::desc(src, weights, dst), attr, dnnl_engine()};
+    } catch (const dnnl::error& e) {
+      fail("--int8: oneDNN has no int8 kernel for ", m, " rows x ", cols_, " -> ", rows_, " (",
+           e.what(), ")");
+    }
+  }
+
+  int64_t rows_ = 0, cols_ = 0;
+  at::Tensor weight_scale_, row_sums_, bias_;  // (out)
+  std::vector<float> column_scales_;           // weight_scale_, for the primitives
+  dnnl::memory::desc weights_desc_;
+  dnnl::memory packed_;
+  PrimitiveCache<dnnl::matmul> primitives_;
+};
+
 // fp32 through oneDNN's inner product, called directly: its kernels use the CPU's widest
 // vectors (AVX-512 where OpenBLAS may be pinned to AVX2), and the weights are reordered once, at
 // load, into the blocked layout the kernel reads. (libtorch's mkldnn_linear reorders them on
@@ -151,12 +262,8 @@ class OnednnLinear : public PackedLinear {
 
  private:
   static constexpr int64_t kPackRows = 128;  // the layout is chosen for a 128-row input
-  static constexpr size_t kKeptPrimitives = 16;
 
-  static const dnnl::engine& engine() {
-    static const dnnl::engine e(dnnl::engine::kind::cpu, 0);
-    return e;
-  }
+  static const dnnl::engine& engine() { return dnnl_engine(); }
   dnnl::memory::desc bias_desc() const {
     return {{rows_}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a};
   }
@@ -177,21 +284,15 @@ class OnednnLinear : public PackedLinear {
            " (", e.what(), "); --gemm openblas runs every shape");
     }
   }
-  // Callers share the model across threads.
   dnnl::inner_product_forward primitive(int64_t m) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = primitives_.find(m);
-    if (it != primitives_.end()) return it->second;
-    if (primitives_.size() >= kKeptPrimitives) primitives_.erase(primitives_.begin());
-    return primitives_.emplace(m, dnnl::inner_product_forward(describe(m, false))).first->second;
+    return primitives_.get(m, [&] { return dnnl::inner_product_forward(describe(m, false)); });
   }
 
   at::Tensor bias_;
   int64_t rows_ = 0, cols_ = 0;
   dnnl::memory::desc weights_desc_;
   dnnl::memory packed_;
-  mutable std::mutex mutex_;
-  mutable std::map<int64_t, dnnl::inner_product_forward> primitives_;
+  PrimitiveCache<dnnl::inner_product_forward> primitives_;
 };
 #else
 // fp32 through oneDNN (libtorch's mkldnn_linear; this build found no oneDNN headers to call it
@@ -220,6 +321,16 @@ class OnednnLinear : public PackedLinear {
 #endif
 
 }  // namespace
+
+std::shared_ptr<const PackedLinear> pack_linear(const at::Tensor& weight, const at::Tensor& bias,
+                                                const ModelOptions& options) {
+#if SLIMBERT_HAVE_DNNL
+  if (options.int8) return std::make_shared<OnednnInt8Linear>(weight, bias);
+#else
+  if (options.int8) return std::make_shared<Int8Linear>(weight, bias);
+#endif
+  return std::make_shared<OnednnLinear>(weight, bias);
+}
 
 bool packs_weights(const ModelOptions& options) {
   return options.int8 || options.gemm == Gemm::kOnednn;
@@ -300,17 +411,14 @@ GemmPeak measure_gemm_peak(const RuntimeConfig& runtime, int64_t size, int repea
   ModelOptions o;
   configure_runtime(runtime_for(o, runtime));
   peak.openblas_fp32 = rate([&] { return at::mm(x, w.t()); });
-  if (at::hasMKLDNN()) {
-    o.gemm = Gemm::kOnednn;
+  // Each engine as the model runs it (pack_linear).
+  for (bool int8 : {false, true}) {
+    if (!at::hasMKLDNN() || (int8 && !select_int8_engine())) continue;
+    o.gemm = int8 ? Gemm::kBlas : Gemm::kOnednn;
+    o.int8 = int8;
     configure_runtime(runtime_for(o, runtime));
-    const OnednnLinear linear(w, bias);
-    peak.onednn_fp32 = rate([&] { return linear(x); });
-  }
-  if (select_int8_engine()) {
-    o.int8 = true;
-    configure_runtime(runtime_for(o, runtime));
-    const Int8Linear linear(w, bias);
-    peak.int8 = rate([&] { return linear(x); });
+    const auto linear = pack_linear(w, bias, o);
+    (int8 ? peak.int8 : peak.onednn_fp32) = rate([&] { return (*linear)(x); });
   }
   configure_runtime(runtime);
   return peak;
@@ -336,7 +444,7 @@ struct InferenceModel::Layer {
   at::Tensor ffn_in_w, ffn_in_b, ffn_out_w, ffn_out_b, out_ln_w, out_ln_b;
   // Packed maps (int8 or oneDNN fp32) per kept head count (widths asked for at load).
   struct Packed {
-    std::shared_ptr<PackedLinear> qkv, attn_out, ffn_in, ffn_out;
+    std::shared_ptr<const PackedLinear> qkv, attn_out, ffn_in, ffn_out;
   };
   std::map<int64_t, Packed> packed;
 };
@@ -475,10 +583,8 @@ std::shared_ptr<const InferenceModel> InferenceModel::build(const std::string& d
         const LayerShape s = layer_shape(c, l, width);
         if (s.heads == 0 || L.packed.count(s.heads)) continue;
         const int64_t rows = s.heads * 3 * d, in = s.heads * d;
-        auto pack = [&](const at::Tensor& weight,
-                        const at::Tensor& b) -> std::shared_ptr<PackedLinear> {
-          if (options.int8) return std::make_shared<Int8Linear>(weight, b);
-          return std::make_shared<OnednnLinear>(weight, b);
+        auto pack = [&](const at::Tensor& weight, const at::Tensor& b) {
+          return pack_linear(weight, b, options);
         };
         Layer::Packed q8;
         q8.qkv = pack(L.qkv_w.narrow(0, 0, rows), L.qkv_b.narrow(0, 0, rows));

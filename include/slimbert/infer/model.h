@@ -90,7 +90,26 @@ struct Output {
   at::Tensor logits;  // (B, labels), undefined without a classifier
 };
 
-class PackedLinear;  // an int8 linear map (model.cpp)
+// A linear map whose weights were laid out once for a library's own kernels.
+class PackedLinear {
+ public:
+  virtual ~PackedLinear() = default;
+  virtual at::Tensor operator()(const at::Tensor& x) const = 0;  // (..., in) -> (..., out)
+  virtual int64_t bytes() const = 0;
+};
+// `weight` (out, in) and `bias` packed for the engine of `options` (int8, or fp32 through
+// oneDNN), as the model packs its encoder's maps.
+std::shared_ptr<const PackedLinear> pack_linear(const at::Tensor& weight, const at::Tensor& bias,
+                                                const ModelOptions& options);
+
+// Activations quantized per call for an int8 product: u8 over the tensor's range (zero
+// included, so that it is exact), x ~ scale (q - zero_point).
+struct ActivationQuantization {
+  at::Tensor values;  // uint8, the input's shape: round(x / scale) + zero_point
+  double scale = 1;
+  int64_t zero_point = 0;
+};
+ActivationQuantization quantize_activations(const at::Tensor& x);
 
 class InferenceModel {
  public:
