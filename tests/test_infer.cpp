@@ -127,6 +127,17 @@ TEST(InferenceModel, Int8LinearIsTheExactProductOfItsQuantizedOperands) {
     const at::Tensor exact = at::linear(x, w, b);
     EXPECT_LT((y - exact).abs().max().item<double>(), 0.05 * exact.abs().max().item<double>());
   }
+  // Seven bits where the CPU's u8 x s8 products would saturate without VNNI.
+  const at::Tensor x7 = at::randn({9, 64}) * 2 - 1;
+  const infer::ActivationQuantization a7 = infer::quantize_activations(x7, 127);
+  EXPECT_LE(a7.values.max().item<int64_t>(), 127);
+  EXPECT_LE(a7.zero_point, 127);
+  EXPECT_LE(((a7.values.to(at::kDouble) - static_cast<double>(a7.zero_point)) * a7.scale -
+             x7.to(at::kDouble))
+                .abs()
+                .max()
+                .item<double>(),
+            a7.scale * 0.5001);
   const at::Tensor x3 = at::randn({2, 5, 64});
   EXPECT_EQ((*linear)(x3).sizes(), (std::vector<int64_t>{2, 5, 96}));
 }

@@ -62,15 +62,16 @@ bool select_int8_engine() {
   return ok;
 }
 
-ActivationQuantization quantize_activations(const at::Tensor& x) {
+ActivationQuantization quantize_activations(const at::Tensor& x, int64_t max_level) {
   const auto [lo, hi] = at::aminmax(x);
   const double low = std::min(0.0, lo.item<double>()), high = std::max(0.0, hi.item<double>());
+  const double levels = static_cast<double>(max_level);
   ActivationQuantization a;
-  a.scale = high > low ? (high - low) / 255.0 : 1.0;
-  a.zero_point = std::clamp<int64_t>(std::llround(-low / a.scale), 0, 255);
+  a.scale = high > low ? (high - low) / levels : 1.0;
+  a.zero_point = std::clamp<int64_t>(std::llround(-low / a.scale), 0, max_level);
   // Vectorised passes: at::quantize_per_tensor took 10x as long here, on one thread.
   at::Tensor q = x * (1.0 / a.scale);
-  q.add_(static_cast<double>(a.zero_point)).round_().clamp_(0, 255);
+  q.add_(static_cast<double>(a.zero_point)).round_().clamp_(0, levels);
   a.values = q.to(at::kByte);
   return a;
 }
@@ -111,6 +112,11 @@ class Int8Linear : public PackedLinear {
 };
 
 #if SLIMBERT_HAVE_DNNL
+bool int8_products_saturate() {
+  __builtin_cpu_init();
+  return !(__builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni"));
+}
+
 const dnnl::engine& dnnl_engine() {
   static const dnnl::engine e(dnnl::engine::kind::cpu, 0);
   return e;
@@ -140,6 +146,10 @@ class PrimitiveCache {
 // scales (constant: its fast kernels take no scales given per call); the activations' scale and
 // zero point are applied afterwards, in one pass with the bias, through the weights' row sums:
 // y = s_x s_w[n] (sum_k q_x[k] q_w[n, k] - z_x sum_k q_w[n, k]) + b[n].
+//
+// Without VNNI, x86 multiplies u8 by s8 in pairs summed into a saturating int16 (vpmaddubsw):
+// 255 x 127 x 2 overflows it, so there the activations take 7 bits (127 x 127 x 2 fits), as
+// PyTorch's reduce_range does.
 class OnednnInt8Linear : public PackedLinear {
  public:
   OnednnInt8Linear(const at::Tensor& weight, const at::Tensor& bias)
@@ -167,7 +177,8 @@ class OnednnInt8Linear : public PackedLinear {
     const int64_t m = in.size(0);
     at::Tensor y = at::empty({m, rows_}, in.options());
     if (m > 0) {
-      const ActivationQuantization a = quantize_activations(in);
+      static const int64_t max_level = int8_products_saturate() ? 127 : 255;
+      const ActivationQuantization a = quantize_activations(in, max_level);
       const at::Tensor shift =
           bias_ - weight_scale_ * (a.scale * static_cast<double>(a.zero_point)) * row_sums_;
       const dnnl::memory::desc src_md({m, cols_}, dnnl::memory::data_type::u8,

@@ -102,14 +102,14 @@ class PackedLinear {
 std::shared_ptr<const PackedLinear> pack_linear(const at::Tensor& weight, const at::Tensor& bias,
                                                 const ModelOptions& options);
 
-// Activations quantized per call for an int8 product: u8 over the tensor's range (zero
-// included, so that it is exact), x ~ scale (q - zero_point).
+// Activations quantized per call for an int8 product: u8 levels 0..max_level over the tensor's
+// range (zero included, so that it is exact), x ~ scale (q - zero_point).
 struct ActivationQuantization {
   at::Tensor values;  // uint8, the input's shape: round(x / scale) + zero_point
   double scale = 1;
   int64_t zero_point = 0;
 };
-ActivationQuantization quantize_activations(const at::Tensor& x);
+ActivationQuantization quantize_activations(const at::Tensor& x, int64_t max_level = 255);
 
 class InferenceModel {
  public:
