@@ -122,6 +122,16 @@ const dnnl::engine& dnnl_engine() {
   return e;
 }
 
+// `weights` (laid out as `plain` says) reordered once into the layout a kernel reads.
+dnnl::memory packed_copy(const dnnl::memory::desc& plain, const at::Tensor& weights,
+                         const dnnl::memory::desc& packed) {
+  dnnl::memory from(plain, dnnl_engine(), weights.data_ptr()), to(packed, dnnl_engine());
+  dnnl::stream s(dnnl_engine());
+  dnnl::reorder(from, to).execute(s, from, to);
+  s.wait();
+  return to;
+}
+
 // Primitives per number of input rows, a few kept; callers share a model across threads.
 template <typename Primitive>
 class PrimitiveCache {
@@ -164,12 +174,9 @@ class OnednnInt8Linear : public PackedLinear {
     bias_ = bias.defined() ? bias.contiguous().to(at::kFloat) : at::zeros({rows_});
     weights_desc_ = describe(kPackRows, true).weights_desc();
     // (in, out) stored out-major: q's own (out, in) rows.
-    dnnl::memory plain({{cols_, rows_}, dnnl::memory::data_type::s8, dnnl::memory::format_tag::ba},
-                       dnnl_engine(), q.data_ptr());
-    packed_ = dnnl::memory(weights_desc_, dnnl_engine());
-    dnnl::stream s(dnnl_engine());
-    dnnl::reorder(plain, packed_).execute(s, plain, packed_);
-    s.wait();
+    packed_ =
+        packed_copy({{cols_, rows_}, dnnl::memory::data_type::s8, dnnl::memory::format_tag::ba}, q,
+                    weights_desc_);
   }
   at::Tensor operator()(const at::Tensor& x) const override {
     auto sizes = x.sizes().vec();
@@ -240,12 +247,9 @@ class OnednnLinear : public PackedLinear {
     const at::Tensor w = weight.contiguous();
     const dnnl::inner_product_forward::primitive_desc pd = describe(kPackRows, true);
     weights_desc_ = pd.weights_desc();
-    dnnl::memory plain({{rows_, cols_}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::oi},
-                       engine(), w.data_ptr());
-    packed_ = dnnl::memory(weights_desc_, engine());
-    dnnl::stream s(engine());
-    dnnl::reorder(plain, packed_).execute(s, plain, packed_);
-    s.wait();
+    packed_ =
+        packed_copy({{rows_, cols_}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::oi}, w,
+                    weights_desc_);
   }
   at::Tensor operator()(const at::Tensor& x) const override {
     auto sizes = x.sizes().vec();
@@ -257,9 +261,10 @@ class OnednnLinear : public PackedLinear {
                                       dnnl::memory::format_tag::nc);
       const dnnl::memory::desc dst_md({m, rows_}, dnnl::memory::data_type::f32,
                                       dnnl::memory::format_tag::nc);
-      dnnl::memory src(src_md, engine(), in.data_ptr()), dst(dst_md, engine(), y.data_ptr());
-      dnnl::memory bias(bias_desc(), engine(), bias_.data_ptr());
-      dnnl::stream s(engine());
+      dnnl::memory src(src_md, dnnl_engine(), in.data_ptr()),
+          dst(dst_md, dnnl_engine(), y.data_ptr());
+      dnnl::memory bias(bias_desc(), dnnl_engine(), bias_.data_ptr());
+      dnnl::stream s(dnnl_engine());
       primitive(m).execute(s, {{DNNL_ARG_SRC, src},
                                {DNNL_ARG_WEIGHTS, packed_},
                                {DNNL_ARG_BIAS, bias},
@@ -274,7 +279,6 @@ class OnednnLinear : public PackedLinear {
  private:
   static constexpr int64_t kPackRows = 128;  // the layout is chosen for a 128-row input
 
-  static const dnnl::engine& engine() { return dnnl_engine(); }
   dnnl::memory::desc bias_desc() const {
     return {{rows_}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a};
   }
@@ -289,7 +293,7 @@ class OnednnLinear : public PackedLinear {
                                         dnnl::memory::format_tag::any)
                    : weights_desc_;
     try {
-      return {{dnnl::prop_kind::forward_inference, src, weights, bias_desc(), dst}, engine()};
+      return {{dnnl::prop_kind::forward_inference, src, weights, bias_desc(), dst}, dnnl_engine()};
     } catch (const dnnl::error& e) {
       fail("--gemm onednn: oneDNN has no fp32 kernel for ", m, " rows x ", cols_, " -> ", rows_,
            " (", e.what(), "); --gemm openblas runs every shape");
